@@ -1,0 +1,76 @@
+"""Turn fire's keyword arguments into a typed args dataclass, failing loudly on bad flags.
+
+fire passes `--flag=false` as the *string* "false" and silently accepts misspelt flags when the
+target takes **kwargs; both would waste a GPU job, so both become one-line errors here.
+"""
+from __future__ import annotations
+
+import dataclasses
+import sys
+import types
+import typing
+
+import fire
+
+_TRUE = {"true", "1", "yes", "y"}
+_FALSE = {"false", "0", "no", "n"}
+
+
+class FlagError(ValueError):
+    """A command-line flag is unknown or has a value of the wrong type."""
+
+
+def as_bool(value, name: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str) and value.lower() in _TRUE | _FALSE:
+        return value.lower() in _TRUE
+    raise FlagError(f"--{name}: expected true/false, got {value!r}")
+
+
+def _convert(value, kind, name: str):
+    if value is None:
+        return None
+    origin = typing.get_origin(kind)
+    if origin in (typing.Union, types.UnionType):
+        options = [k for k in typing.get_args(kind) if k is not type(None)]
+        return _convert(value, options[0], name) if len(options) == 1 else value
+    if kind is bool:
+        return as_bool(value, name)
+    if kind in (int, float):
+        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+            raise FlagError(f"--{name}: expected {kind.__name__}, got {value!r}")
+        try:
+            number = kind(value) if kind is float or isinstance(value, int) else int(str(value), 10)
+        except ValueError:
+            raise FlagError(f"--{name}: expected {kind.__name__}, got {value!r}") from None
+        return number
+    if kind is str:
+        return value if isinstance(value, str) else str(value)
+    return value
+
+
+def parse_args(args_cls, flags: dict):
+    """Build `args_cls` from fire's flags; unknown flags and wrong types raise FlagError."""
+    fields = {f.name: f for f in dataclasses.fields(args_cls)}
+    unknown = sorted(set(flags) - set(fields))
+    if unknown:
+        raise FlagError(f"unknown flag(s): {', '.join('--' + u for u in unknown)} (see --help)")
+    hints = typing.get_type_hints(args_cls)
+    return args_cls(**{k: _convert(v, hints[k], k) for k, v in flags.items()})
+
+
+def run(main, args_cls) -> None:
+    """The fire shim of every entry script: `python x.py --flag value ...` -> main(args_cls(...))."""
+
+    def entry(**flags):
+        try:
+            args = parse_args(args_cls, flags)
+        except FlagError as e:
+            sys.exit(f"error: {e}")
+        main(args)
+
+    entry.__doc__ = args_cls.__doc__
+    fire.Fire(entry)

@@ -1,0 +1,189 @@
+"""Readers and writers for the MiniOneRec file formats (see DESIGN.md).
+
+Every reader validates while it loads and raises `DataError` with one line naming the file (and
+the row, for CSVs), so a bad dataset fails before any model is loaded.
+"""
+from __future__ import annotations
+
+import ast
+import csv
+import json
+import re
+from pathlib import Path
+
+import pandas as pd
+
+SPLIT_COLUMNS = [
+    "user_id",
+    "history_item_title",
+    "item_title",
+    "history_item_id",
+    "item_id",
+    "history_item_sid",
+    "item_sid",
+]
+LIST_COLUMNS = ["history_item_title", "history_item_id", "history_item_sid"]
+_SID_TOKEN = re.compile(r"<[^<>]+>")
+
+
+class DataError(ValueError):
+    """A dataset file is missing or malformed; the message names the file and row."""
+
+
+def sid_string(tokens: list[str]) -> str:
+    """["<a_1>", "<b_2>"] -> "<a_1><b_2>"."""
+    return "".join(tokens)
+
+
+def split_sid(sid: str) -> list[str]:
+    """"<a_1><b_2>" -> ["<a_1>", "<b_2>"]; an empty list when `sid` is not made of <...> tokens."""
+    tokens = _SID_TOKEN.findall(sid)
+    return tokens if "".join(tokens) == sid else []
+
+
+def sid_vocabulary(sid_index: dict[str, list[str]]) -> list[str]:
+    """Every distinct SID token of an index, sorted by level then code (stable across runs)."""
+    tokens = {t for sid in sid_index.values() for t in sid}
+
+    def key(token: str):
+        level, _, code = token.strip("<>").rpartition("_")
+        return (level, int(code)) if code.isdigit() else (level, 0, code)
+
+    return sorted(tokens, key=key)
+
+
+def _existing(path) -> Path:
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: file not found")
+    if path.stat().st_size == 0:
+        raise DataError(f"{path}: file is empty")
+    return path
+
+
+def _load_json_object(path) -> dict:
+    path = _existing(path)
+    try:
+        obj = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise DataError(f"{path}: invalid JSON ({e.msg} at line {e.lineno})") from None
+    if not isinstance(obj, dict) or not obj:
+        raise DataError(f"{path}: expected a non-empty JSON object")
+    return obj
+
+
+def load_sid_index(path) -> dict[str, list[str]]:
+    """index.json: {item_id: ["<a_1>", "<b_2>", ...]}; any number of levels, the same for all items."""
+    index = _load_json_object(path)
+    levels = None
+    for item_id, sid in index.items():
+        if not isinstance(sid, list) or not sid or not all(
+            isinstance(t, str) and split_sid(t) == [t] for t in sid
+        ):
+            raise DataError(f"{path}: item {item_id}: SID must be a list of '<...>' tokens, got {sid!r}")
+        if levels is None:
+            levels = len(sid)
+        elif len(sid) != levels:
+            raise DataError(f"{path}: item {item_id}: SID has {len(sid)} levels, others have {levels}")
+    return {str(k): v for k, v in index.items()}
+
+
+def load_item_meta(path) -> dict[str, dict]:
+    """item.json: {item_id: {"title", "description", ...}}; every item needs a title."""
+    meta = _load_json_object(path)
+    for item_id, info in meta.items():
+        if not isinstance(info, dict) or not isinstance(info.get("title"), str):
+            raise DataError(f"{path}: item {item_id}: expected an object with a string 'title'")
+    return {str(k): v for k, v in meta.items()}
+
+
+def load_info(path) -> list[tuple[str, str, str]]:
+    """info txt: one `sid<TAB>title<TAB>item_id` per line."""
+    path = _existing(path)
+    rows = []
+    with path.open(encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            parts = line.rstrip("\n").split("\t")
+            if len(parts) != 3 or not split_sid(parts[0]):
+                raise DataError(f"{path}: line {lineno}: expected 'sid<TAB>title<TAB>item_id'")
+            rows.append((parts[0], parts[1], parts[2]))
+    return rows
+
+
+def _parse_list(path, row_number: int, column: str, cell) -> list:
+    try:
+        value = ast.literal_eval(cell) if isinstance(cell, str) else None
+    except (ValueError, SyntaxError):
+        value = None
+    if not isinstance(value, list):
+        raise DataError(f"{path}: row {row_number}: column '{column}' is not a list literal: {str(cell)[:60]!r}")
+    return value
+
+
+def load_split(path, sid_index: dict[str, list[str]] | None = None, item_meta: dict | None = None) -> pd.DataFrame:
+    """A train/valid/test CSV with list columns parsed and every row checked.
+
+    With `sid_index`, each SID must belong to an item of the index; with `item_meta`, each item id
+    must be in item.json. Row numbers in errors count the header as row 1, as a spreadsheet does.
+    """
+    path = _existing(path)
+    try:
+        df = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, UnicodeDecodeError) as e:
+        raise DataError(f"{path}: not a readable CSV ({str(e).splitlines()[0]})") from None
+    missing = [c for c in SPLIT_COLUMNS if c not in df.columns]
+    if missing:
+        raise DataError(f"{path}: missing column(s) {', '.join(missing)}")
+    if df.empty:
+        raise DataError(f"{path}: no data rows")
+    known_sids = {sid_string(s) for s in sid_index.values()} if sid_index is not None else None
+
+    parsed = {c: [] for c in LIST_COLUMNS}
+    for i, row in enumerate(df.itertuples(index=False), start=2):
+        lists = {c: _parse_list(path, i, c, getattr(row, c)) for c in LIST_COLUMNS}
+        lengths = {len(v) for v in lists.values()}
+        if len(lengths) != 1:
+            raise DataError(f"{path}: row {i}: history columns have different lengths")
+        lists["history_item_id"] = [str(x) for x in lists["history_item_id"]]
+        for c in LIST_COLUMNS:
+            parsed[c].append(lists[c])
+        if known_sids is not None:
+            for sid in [*lists["history_item_sid"], row.item_sid]:
+                if sid not in known_sids:
+                    raise DataError(f"{path}: row {i}: SID {sid} is not in the SID index")
+        if item_meta is not None:
+            for item_id in [*lists["history_item_id"], row.item_id]:
+                if item_id not in item_meta:
+                    raise DataError(f"{path}: row {i}: item id {item_id} is not in item.json")
+    for c in LIST_COLUMNS:
+        df[c] = parsed[c]
+    return df
+
+
+def write_split(df: pd.DataFrame, path) -> None:
+    """Write a split CSV in the upstream layout (list columns as Python literals)."""
+    out = df[SPLIT_COLUMNS].copy()
+    for c in LIST_COLUMNS:
+        out[c] = out[c].map(lambda v: repr(list(v)))
+    history_ids = out["history_item_id"].map(ast.literal_eval)
+    # Upstream stores item ids as integers when they are numeric: [3437, 642], not ['3437', '642'].
+    out["history_item_id"] = history_ids.map(lambda v: repr([int(x) if str(x).isdigit() else x for x in v]))
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    out.to_csv(path, index=False, quoting=csv.QUOTE_MINIMAL)
+
+
+def write_info(sid_index: dict[str, list[str]], item_meta: dict[str, dict], path) -> None:
+    """info txt for every item of the index, in index order."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", encoding="utf-8") as f:
+        for item_id, sid in sid_index.items():
+            title = item_meta[item_id]["title"].replace("\t", " ").replace("\n", " ")
+            f.write(f"{sid_string(sid)}\t{title}\t{item_id}\n")
+
+
+def find_split(data_dir, split: str, category: str) -> Path:
+    """data_dir/{split}/{category}*.csv; exactly one file must match."""
+    matches = sorted(Path(data_dir, split).glob(f"{category}*.csv"))
+    if len(matches) != 1:
+        raise DataError(f"{Path(data_dir, split)}: expected one '{category}*.csv', found {len(matches)}")
+    return matches[0]

@@ -1,0 +1,96 @@
+"""Build a tiny Qwen2 checkpoint offline: a tokenizer trained on the catalogue + a random Qwen2 LM.
+
+`python -m minionerec.tiny_model --output_dir DIR --sid_index_path X --item_meta_path Y` writes a
+directory that `--base_model DIR` loads exactly like a real local Qwen checkpoint. Tests and the
+demo use it because no model hub is reachable here.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
+
+from minionerec import prompts
+from minionerec.cli import run
+from minionerec.data import load_item_meta, load_sid_index, sid_vocabulary
+
+EOS = "<|endoftext|>"
+
+
+@dataclass
+class Args:
+    """Build a tiny Qwen2 base model + tokenizer for a catalogue."""
+
+    output_dir: str = ""  # where to save_pretrained the model and tokenizer
+    sid_index_path: str = ""  # index.json: item id -> SID tokens (each becomes one token)
+    item_meta_path: str = ""  # item.json: titles/descriptions the tokenizer is trained on
+    hidden_size: int = 64
+    num_layers: int = 2
+    num_heads: int = 4
+    num_kv_heads: int = 2
+    intermediate_size: int = 256
+    vocab_size: int = 4000  # BPE vocabulary before the SID tokens are added
+    max_position_embeddings: int = 2048
+    seed: int = 0
+
+
+def _training_texts(item_meta: dict) -> list[str]:
+    """Item texts plus every prompt template, so prompts tokenise into few tokens."""
+    texts = [f"{m['title']} {m.get('description', '')}" for m in item_meta.values()]
+    titles = [m["title"] for m in list(item_meta.values())[:3]]
+    texts += [
+        prompts.sid_history_prompt(["X"]), prompts.title2sid_prompt(titles[0]), prompts.sid2title_prompt("X"),
+        prompts.sid_history_title_prompt(["X"]), prompts.title_history_title_prompt(titles),
+        prompts.title_history_sid_prompt(titles),
+    ] * 50
+    return texts
+
+
+def build_tokenizer(item_meta: dict, sid_tokens: list[str], vocab_size: int) -> PreTrainedTokenizerFast:
+    """Byte-level BPE (as Qwen uses), then one normal added token per SID code."""
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size, special_tokens=[EOS], initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    bpe.train_from_iterator(_training_texts(item_meta), trainer=trainer)
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token=EOS, pad_token=EOS)
+    tokenizer.add_tokens(sid_tokens)  # normal tokens: TRL's decode must not strip them
+    return tokenizer
+
+
+def build_tiny_model(output_dir, sid_index_path, item_meta_path, hidden_size=64, num_layers=2, num_heads=4,
+                     num_kv_heads=2, intermediate_size=256, vocab_size=4000, max_position_embeddings=2048,
+                     seed=0) -> Path:
+    torch.manual_seed(seed)
+    tokenizer = build_tokenizer(load_item_meta(item_meta_path), sid_vocabulary(load_sid_index(sid_index_path)),
+                                vocab_size)
+    config = Qwen2Config(
+        vocab_size=len(tokenizer), hidden_size=hidden_size, num_hidden_layers=num_layers,
+        num_attention_heads=num_heads, num_key_value_heads=num_kv_heads, intermediate_size=intermediate_size,
+        max_position_embeddings=max_position_embeddings, tie_word_embeddings=True,
+        eos_token_id=tokenizer.eos_token_id, bos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+    )
+    model = Qwen2ForCausalLM(config)
+    output_dir = Path(output_dir)
+    model.save_pretrained(output_dir)
+    tokenizer.save_pretrained(output_dir)
+    return output_dir
+
+
+def main(args: Args) -> None:
+    for flag in ("output_dir", "sid_index_path", "item_meta_path"):
+        if not getattr(args, flag):
+            raise SystemExit(f"error: --{flag} is required")
+    out = build_tiny_model(**vars(args))
+    n_params = sum(p.numel() for p in Qwen2ForCausalLM.from_pretrained(out).parameters())
+    print(f"tiny Qwen2 model ({n_params / 1e6:.2f}M parameters) written to {out}")
+
+
+if __name__ == "__main__":
+    run(main, Args)

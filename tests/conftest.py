@@ -1,0 +1,45 @@
+"""Shared fixtures: a small generated dataset and a tiny Qwen2 model built on it (never downloaded)."""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("WANDB_MODE", "disabled")
+
+from data.make_demo_data import make_demo_data  # noqa: E402
+from minionerec.tiny_model import build_tiny_model  # noqa: E402
+
+CATEGORY = "Demo"
+
+
+@pytest.fixture(scope="session")
+def demo_category() -> str:
+    return CATEGORY
+
+
+@pytest.fixture(scope="session")
+def demo_data(tmp_path_factory) -> Path:
+    """80 items, ~120 users: shrunk from the demo's 320 x 600 so fixtures build in ~2 s."""
+    out = tmp_path_factory.mktemp("demo_data")
+    make_demo_data(out, category=CATEGORY, items_per_family=10, num_users=120, seed=0)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(demo_data, tmp_path_factory) -> Path:
+    """hidden 32, 1 layer, 600-token BPE: the smallest Qwen2 that still exercises every code path."""
+    out = tmp_path_factory.mktemp("tiny_model")
+    return build_tiny_model(out, demo_data / "index" / f"{CATEGORY}.index.json",
+                            demo_data / "index" / f"{CATEGORY}.item.json",
+                            hidden_size=32, num_layers=1, num_heads=2, num_kv_heads=1, intermediate_size=64,
+                            vocab_size=600, seed=0)
+
+
+def split_path(data_dir: Path, split: str) -> Path:
+    return data_dir / split / f"{CATEGORY}.csv"
