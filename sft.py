@@ -89,7 +89,7 @@ def check_paths(args: Args, tasks: list[str]) -> None:
         raise SystemExit("error: --task_item_alignment needs --item_meta_path")
 
 
-def main(args: Args) -> None:
+def main(args: Args) -> Trainer:
     tasks = [t for t in TASKS if getattr(args, f"task_{t}")]
     check_paths(args, tasks)
     world_size = int(os.environ.get("WORLD_SIZE", 1))
@@ -171,6 +171,7 @@ def main(args: Args) -> None:
     if torch.distributed.is_initialized():
         torch.distributed.barrier()
         torch.distributed.destroy_process_group()  # explicit teardown avoids rare exit-time aborts
+    return trainer
 
 
 if __name__ == "__main__":

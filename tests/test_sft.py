@@ -1,0 +1,111 @@
+"""sft.py end to end on CPU: learning happens, freeze_LLM is exact, torchrun works, bad flags fail early."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from transformers import AutoModelForCausalLM, AutoTokenizer, Qwen2Config, Qwen2ForCausalLM
+
+import sft
+from conftest import CATEGORY, ROOT, split_path
+from minionerec.cli import FlagError, parse_args
+from minionerec.data import DataError, load_item_meta
+from minionerec.tiny_model import build_tokenizer
+
+
+def sft_args(data_dir, model_dir, out, **overrides):
+    base = dict(base_model=str(model_dir), train_file=str(split_path(data_dir, "train")),
+                eval_file=str(split_path(data_dir, "valid")), output_dir=str(out),
+                sid_index_path=str(data_dir / "index" / f"{CATEGORY}.index.json"),
+                item_meta_path=str(data_dir / "index" / f"{CATEGORY}.item.json"),
+                # shrunk: 8 rows, one full batch per step, so step 2 sees the same data as step 1
+                sample=8, batch_size=8, micro_batch_size=8, max_steps=2, learning_rate=1e-2, warmup_steps=0,
+                task_item_alignment=False, task_sid_history_title=False, logging_steps=1, eval_steps=1000,
+                save_steps=1000)
+    base.update(overrides)
+    return parse_args(sft.Args, base)
+
+
+def weights(path):
+    return load_file(str(Path(path) / "model.safetensors"))
+
+
+def test_two_steps_loss_falls_and_parameters_change(demo_data, tiny_model_dir, tmp_path):
+    trainer = sft.main(sft_args(demo_data, tiny_model_dir, tmp_path))
+    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    assert len(losses) == 2 and losses[1] < losses[0]
+    before, after = weights(tiny_model_dir), weights(tmp_path / "final_checkpoint")
+    assert any(not torch.equal(before[k], after[k]) for k in before)
+    reloaded = AutoModelForCausalLM.from_pretrained(tmp_path / "final_checkpoint")
+    tokenizer = AutoTokenizer.from_pretrained(tmp_path / "final_checkpoint")
+    assert reloaded.get_input_embeddings().weight.shape[0] == len(tokenizer)
+
+
+def test_freeze_llm_trains_only_new_sid_rows(demo_data, tmp_path):
+    """A base model without SID tokens: sft.py adds them, and only their rows may change."""
+    base = tmp_path / "base"
+    tokenizer = build_tokenizer(load_item_meta(demo_data / "index" / f"{CATEGORY}.item.json"), [], vocab_size=600)
+    torch.manual_seed(0)
+    Qwen2ForCausalLM(Qwen2Config(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=1,
+                                 num_attention_heads=2, num_key_value_heads=1, intermediate_size=64,
+                                 tie_word_embeddings=True)).save_pretrained(base)
+    tokenizer.save_pretrained(base)
+    sft.main(sft_args(demo_data, base, tmp_path / "out", freeze_LLM=True, learning_rate=1e-1))
+    before, after = weights(base), weights(tmp_path / "out" / "final_checkpoint")
+    n_old = len(tokenizer)
+    embed = "model.embed_tokens.weight"
+    assert after[embed].shape[0] > n_old  # SID rows were added
+    assert torch.equal(before[embed], after[embed][:n_old])  # old rows untouched, bit for bit
+    for name in before:
+        if name != embed:
+            assert torch.equal(before[name], after[name]), name
+    new_rows = after[embed][n_old:]
+    assert new_rows.std(dim=0).abs().sum() > 0  # new rows moved apart from their shared init
+
+
+def test_bad_csv_fails_before_training_and_writes_nothing(demo_data, tiny_model_dir, tmp_path):
+    bad = tmp_path / "bad.csv"
+    bad.write_text(split_path(demo_data, "train").read_text().replace("<a_", "<zz_", 1))
+    with pytest.raises(DataError, match=r"bad\.csv: row 2: SID .* is not in the SID index"):
+        sft.main(sft_args(demo_data, tiny_model_dir, tmp_path / "out", train_file=str(bad)))
+    assert not (tmp_path / "out").exists()
+
+
+def test_flag_errors():
+    with pytest.raises(FlagError, match=r"unknown flag\(s\): --lerning_rate"):
+        parse_args(sft.Args, {"lerning_rate": 1})
+    with pytest.raises(FlagError, match="--freeze_LLM: expected true/false, got 'maybe'"):
+        parse_args(sft.Args, {"freeze_LLM": "maybe"})
+    assert parse_args(sft.Args, {"freeze_LLM": "false"}).freeze_LLM is False
+    assert parse_args(sft.Args, {"freeze_LLM": "True"}).freeze_LLM is True
+    with pytest.raises(FlagError, match="--batch_size: expected int, got '1.5'"):
+        parse_args(sft.Args, {"batch_size": "1.5"})
+    with pytest.raises(SystemExit, match="--batch_size 10 is not divisible by --micro_batch_size 4 x 2 processes"):
+        sft.gradient_accumulation(10, 4, 2)
+    assert sft.gradient_accumulation(32, 4, 2) == 4
+
+
+def run_cli(*cmd, **env):
+    full_env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", **env}
+    return subprocess.run(cmd, cwd=ROOT, env=full_env, capture_output=True, text=True, timeout=600)
+
+
+def test_cli_rejects_unknown_flag_in_one_line():
+    result = run_cli(sys.executable, "sft.py", "--bogus_flag", "1")
+    assert result.returncode != 0
+    assert result.stderr.strip().splitlines()[-1] == "error: unknown flag(s): --bogus_flag (see --help)"
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes(demo_data, tiny_model_dir, tmp_path):
+    args = sft_args(demo_data, tiny_model_dir, tmp_path, micro_batch_size=4)
+    flags = [f"--{k}={v}" for k, v in vars(args).items() if v != ""]
+    result = run_cli(sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                     "--master_port", "29533", "sft.py", *flags)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "grad_accum=1 world_size=2" in result.stdout
+    assert "[sft] done: steps=2" in result.stdout
+    AutoModelForCausalLM.from_pretrained(tmp_path / "final_checkpoint")

@@ -1,0 +1,38 @@
+"""The tiny base model behaves like a real local checkpoint and knows every SID as one token."""
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from conftest import CATEGORY
+from minionerec.data import load_sid_index, sid_vocabulary
+from minionerec.modeling import add_sid_tokens, missing_sid_tokens
+
+
+def test_sid_tokens_are_single_normal_tokens_after_reload(tiny_model_dir, demo_data):
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    sid_tokens = sid_vocabulary(load_sid_index(demo_data / "index" / f"{CATEGORY}.index.json"))
+    assert missing_sid_tokens(tokenizer, sid_tokens) == []
+    for token in sid_tokens:
+        assert len(tokenizer(token, add_special_tokens=False).input_ids) == 1
+    sid = "".join(sid_tokens[:3])
+    ids = tokenizer(sid + "\n", add_special_tokens=False).input_ids
+    assert len(ids) == 4
+    assert tokenizer.decode(ids, skip_special_tokens=True) == sid + "\n"  # normal tokens survive decoding
+    assert tokenizer.eos_token == "<|endoftext|>" and tokenizer.pad_token is not None
+
+
+def test_model_loads_and_matches_vocab(tiny_model_dir):
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    assert model.config.model_type == "qwen2"
+    assert model.get_input_embeddings().weight.shape[0] == len(tokenizer)
+    out = model(torch.tensor([tokenizer("hello").input_ids]))
+    assert out.logits.shape[-1] == len(tokenizer)
+
+
+def test_add_sid_tokens_grows_embeddings(tiny_model_dir):
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    before = len(tokenizer)
+    assert add_sid_tokens(model, tokenizer, ["<z_1>", "<z_2>", "<a_0>"]) == 2
+    assert len(tokenizer) == before + 2 == model.get_input_embeddings().weight.shape[0]
+    assert add_sid_tokens(model, tokenizer, ["<z_1>"]) == 0
