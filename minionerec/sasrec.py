@@ -1,0 +1,84 @@
+"""A small SASRec (self-attentive sequential recommender) and its save/load helpers.
+
+Used here as the collaborative-filtering scorer of the `sasrec` RL reward: given a user's history
+of item rows it scores every catalogue item. Item rows are positions in index.json order (for the
+public release these equal the integer item ids); row `n_items` is padding, as upstream.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+
+class SASRec(nn.Module):
+    """Item + position embeddings, causal self-attention blocks, a linear head over the items."""
+
+    def __init__(self, n_items: int, hidden_size: int = 64, max_len: int = 10, num_blocks: int = 2,
+                 num_heads: int = 1, dropout: float = 0.2):
+        super().__init__()
+        self.config = dict(n_items=n_items, hidden_size=hidden_size, max_len=max_len, num_blocks=num_blocks,
+                           num_heads=num_heads, dropout=dropout)
+        self.n_items, self.max_len = n_items, max_len
+        self.item_emb = nn.Embedding(n_items + 1, hidden_size, padding_idx=n_items)  # last row: padding
+        self.pos_emb = nn.Embedding(max_len, hidden_size)
+        self.dropout = nn.Dropout(dropout)
+        layer = nn.TransformerEncoderLayer(hidden_size, num_heads, dim_feedforward=hidden_size, dropout=dropout,
+                                           batch_first=True, norm_first=True)
+        self.blocks = nn.TransformerEncoder(layer, num_blocks, enable_nested_tensor=False)
+        self.norm = nn.LayerNorm(hidden_size)
+        self.head = nn.Linear(hidden_size, n_items)
+
+    def forward(self, history: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """history [B, T] right-padded with n_items, lengths [B] (>= 1) -> scores [B, n_items]."""
+        history = history[:, : self.max_len]
+        T = history.shape[1]
+        positions = torch.arange(T, device=history.device)
+        x = self.dropout(self.item_emb(history) + self.pos_emb(positions))  # [B, T, H]
+        causal = torch.triu(torch.ones(T, T, dtype=torch.bool, device=history.device), diagonal=1)
+        padding = history == self.n_items  # [B, T]
+        # Causal attention never looks right, so right padding does not touch valid positions.
+        x = self.norm(self.blocks(x, mask=causal, src_key_padding_mask=padding))  # [B, T, H]
+        last = (lengths.clamp(min=1, max=T) - 1).to(history.device)  # [B]
+        state = x[torch.arange(x.shape[0], device=x.device), last]  # [B, H]: state after the last real item
+        return self.head(state)  # [B, n_items]
+
+    @torch.no_grad()
+    def forward_eval(self, history: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """Inference scores (dropout off), the interface the RL reward calls."""
+        was_training = self.training
+        self.eval()
+        scores = self.forward(history, lengths)
+        self.train(was_training)
+        return scores
+
+
+def pad_histories(histories: list[list[int]], n_items: int, max_len: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Lists of item rows -> (history [B, max_len] right-padded with n_items, lengths [B]); keeps the last max_len."""
+    rows = [h[-max_len:] for h in histories]
+    lengths = torch.tensor([len(r) for r in rows], dtype=torch.long)
+    padded = torch.full((len(rows), max_len), n_items, dtype=torch.long)
+    for i, r in enumerate(rows):
+        padded[i, : len(r)] = torch.tensor(r, dtype=torch.long)
+    return padded, lengths
+
+
+def save_sasrec(model: SASRec, path) -> Path:
+    """One file with the constructor arguments and the weights, so `load_sasrec` needs nothing else."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"config": model.config, "state_dict": model.state_dict()}, path)
+    return path
+
+
+def load_sasrec(path, device: str | torch.device = "cpu") -> SASRec:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: SASRec checkpoint not found")
+    blob = torch.load(path, map_location=device, weights_only=True)
+    if not isinstance(blob, dict) or "config" not in blob or "state_dict" not in blob:
+        raise ValueError(f"{path}: not a SASRec checkpoint written by minionerec.sasrec.save_sasrec")
+    model = SASRec(**blob["config"]).to(device)
+    model.load_state_dict(blob["state_dict"])
+    return model.eval()
