@@ -1,0 +1,81 @@
+"""In-training evaluation for RL: constrained beam search on the eval set, HR@K / NDCG@K logged.
+
+TRL's own evaluation computes the GRPO loss on eval prompts; what we want to watch is ranking
+quality, measured exactly as evaluate.py does it (constrained beams over the closed item set).
+"""
+from __future__ import annotations
+
+import json
+import math
+import random
+from pathlib import Path
+
+import torch
+from transformers import TrainerCallback
+
+TOPK = (1, 3, 5, 10, 20, 50)
+
+
+def hit_ndcg(ranked: list[list[str]], targets: list[str], topk) -> dict[str, float]:
+    """Sums (not means) of HR@K and NDCG@K over the rows: ranked[i] is row i's SID list, best first."""
+    sums = {f"{m}@{k}": 0.0 for k in topk for m in ("HR", "NDCG")}
+    for preds, target in zip(ranked, targets, strict=True):
+        if target in preds:
+            rank = preds.index(target)  # 0-based
+            for k in topk:
+                if rank < k:
+                    sums[f"HR@{k}"] += 1.0
+                    sums[f"NDCG@{k}"] += 1.0 / math.log2(rank + 2)
+    return sums
+
+
+class ConstrainedEvalCallback(TrainerCallback):
+    """Every `eval_step` steps (< 1: that fraction of all steps), rank `sample` eval rows with
+    `num_beams` constrained beams and log eval_HR@K / eval_NDCG@K with the training metrics.
+
+    Rows are split over processes (row i on process i % world) and the hit sums all-reduced. Set
+    `trainer` after building the trainer: generation goes through its `beam_search_sids`.
+    """
+
+    def __init__(self, eval_dataset, num_beams: int, eval_step: float, batch_size: int, sample: int = -1,
+                 seed: int = 0):
+        rows = list(range(len(eval_dataset)))
+        if 0 <= sample < len(rows):
+            rows = sorted(random.Random(seed).sample(rows, sample))
+        self.prompts = [eval_dataset[i]["prompt"] for i in rows]
+        self.targets = [eval_dataset[i]["target"] for i in rows]
+        self.num_beams, self.eval_step, self.batch_size = num_beams, eval_step, batch_size
+        self.topk = tuple(k for k in TOPK if k <= num_beams)
+        self.trainer = None
+        self.interval = None
+        self.history: list[dict] = []
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        step = self.eval_step
+        self.interval = max(1, math.ceil(step * state.max_steps) if step < 1 else int(step))
+
+    def evaluate(self) -> dict[str, float]:
+        trainer = self.trainer
+        rank, world = trainer.accelerator.process_index, trainer.accelerator.num_processes
+        prompts, targets = self.prompts[rank::world], self.targets[rank::world]
+        ranked = []
+        for start in range(0, len(prompts), self.batch_size):
+            ranked += trainer.beam_search_sids(prompts[start:start + self.batch_size], self.num_beams)
+        sums = hit_ndcg(ranked, targets, self.topk)
+        names = sorted(sums)
+        local = torch.tensor([sums[n] for n in names] + [len(targets)], dtype=torch.float64,
+                             device=trainer.accelerator.device)
+        total = trainer.accelerator.reduce(local, reduction="sum")  # [n_metrics + 1]
+        n = max(total[-1].item(), 1.0)
+        return {f"eval_{name}": total[i].item() / n for i, name in enumerate(names)}
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.trainer is None or state.global_step % self.interval:
+            return
+        metrics = self.evaluate()
+        self.history.append({"step": state.global_step, **metrics})
+        for name, value in metrics.items():  # logged with this step's training metrics
+            self.trainer._metrics["train"][name].append(value)
+        if state.is_world_process_zero:
+            with open(Path(args.output_dir, "eval_during_training.jsonl"), "a") as f:
+                f.write(json.dumps(self.history[-1]) + "\n")

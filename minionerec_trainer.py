@@ -1,0 +1,209 @@
+"""GRPO for generative recommendation: TRL's GRPOTrainer with constrained SID generation.
+
+Everything GRPO does — group-normalised advantages, the KL term to the reference model, the loss
+variants, reference-model syncing, logging, checkpoints — stays TRL's (trl pinned in
+requirements.txt; tests/test_trainer_hooks.py pins the hook signatures). MiniOneRec's options map
+onto TRL's own: `dapo` -> loss_type="dapo", `gspo` -> importance_sampling_level="sequence"
+(see `grpo_loss_options`), `sync_ref_model` and `beta` pass straight through.
+"""
+from __future__ import annotations
+
+import copy
+from collections import Counter
+
+import torch
+from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList
+from trl import GRPOTrainer
+from trl.models import unwrap_model_for_generation
+from trl.trainer.utils import pad
+
+from minionerec import prompts
+from minionerec.data import sid_string
+
+
+def grpo_loss_options(dapo: bool, gspo: bool) -> dict:
+    """MiniOneRec loss flags -> GRPOConfig fields.
+
+    Plain GRPO averages each sequence's token losses, then the sequences; DAPO averages over all
+    tokens of the batch; GSPO clips one sequence-level importance ratio (with GRPO's averaging,
+    as the GSPO paper does — TRL warns against mixing it with DAPO, so we refuse).
+    """
+    if dapo and gspo:
+        raise ValueError("--dapo and --gspo are exclusive: GSPO uses GRPO's sequence averaging")
+    return {"loss_type": "dapo" if dapo else "grpo", "importance_sampling_level": "sequence" if gspo else "token"}
+
+
+def completion_token_ids(sid_index: dict[str, list[str]], tokenizer) -> list[list[int]]:
+    """Token ids of every valid completion: SID tokens + response suffix ("\\n") + EOS."""
+    texts = sorted({prompts.response_text(sid_string(sid)) for sid in sid_index.values()})
+    encoded = tokenizer(texts, add_special_tokens=False)["input_ids"]
+    return [ids + [tokenizer.eos_token_id] for ids in encoded]
+
+
+class SidPrefixConstraint(LogitsProcessor):
+    """Masks every next token that would leave the set of valid completions (a prefix trie).
+
+    `prompt_length` is the padded prompt width of the batch being generated (left padding, so all
+    rows start their completion at the same column). Rows whose prefix left the trie (finished
+    beams padded with EOS) may only emit EOS.
+    """
+
+    def __init__(self, completions: list[list[int]], eos_token_id: int):
+        self.eos_token_id = eos_token_id
+        self.max_length = max(len(c) for c in completions)
+        children: dict[tuple, set] = {}
+        for ids in completions:
+            for k in range(len(ids)):
+                children.setdefault(tuple(ids[:k]), set()).add(ids[k])
+        self.allowed = {prefix: torch.tensor(sorted(nxt)) for prefix, nxt in children.items()}
+        self.prompt_length = 0
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        # input_ids [N, prompt_length + t], scores [N, V]
+        generated = input_ids[:, self.prompt_length :].tolist()
+        mask = torch.full_like(scores, float("-inf"))
+        for row, prefix in enumerate(generated):
+            allowed = self.allowed.get(tuple(prefix))
+            if allowed is None:
+                mask[row, self.eos_token_id] = 0
+            else:
+                mask[row, allowed.to(scores.device)] = 0
+        return scores + mask
+
+
+def select_dynamic(samples: list[tuple], target: tuple, keep: int) -> list[tuple]:
+    """Dynamic sampling: from an oversampled group keep the target's copies, then the most frequent others.
+
+    Others are taken round-robin by frequency (each distinct item once, then again while copies remain).
+    """
+    counts = Counter(samples)
+    selected = [target] * min(counts.pop(target, 0), keep)
+    others = [item for item, _ in counts.most_common()]
+    while len(selected) < keep and others:
+        for item in list(others):
+            if len(selected) == keep:
+                break
+            selected.append(item)
+            counts[item] -= 1
+            if counts[item] == 0:
+                others.remove(item)
+    return selected
+
+
+class MiniOneRecGRPOTrainer(GRPOTrainer):
+    """GRPOTrainer whose completions are valid SIDs. Overridden hooks:
+
+    - `_generate_single_turn`: constrained beam search (one per unique prompt, num_beams =
+      num_return_sequences = num_generations) or constrained sampling at `temperature`; optional
+      dynamic sampling (oversample 1.5x, keep the target plus the most frequent others) and add_gt
+      (put the ground-truth SID into a group that lacks it, replacing its last completion).
+    - `_generate_and_score_completions`: only records the batch's targets for the two options
+      above, and with mask_all_zero zeroes the loss mask of groups whose rewards are all zero.
+    - `_calculate_rewards`: only keeps the gathered rewards for mask_all_zero.
+    """
+
+    def __init__(self, *args, sid_index: dict[str, list[str]], beam_search: bool = True,
+                 dynamic_sampling: bool = False, add_gt: bool = False, mask_all_zero: bool = False, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.beam_search, self.dynamic_sampling, self.add_gt = beam_search, dynamic_sampling, add_gt
+        self.mask_all_zero = mask_all_zero
+        eos = self._tokenizer.eos_token_id
+        self.constraint = SidPrefixConstraint(completion_token_ids(sid_index, self._tokenizer), eos)
+        self._target_ids: dict[str, list[int]] = {}
+        self._batch_targets: list[str] | None = None
+        self._gathered_rewards: torch.Tensor | None = None
+
+    # ---- generation -------------------------------------------------------------------------
+    def _target_completion(self, target: str) -> tuple[int, ...]:
+        if target not in self._target_ids:
+            ids = self._tokenizer(prompts.response_text(target), add_special_tokens=False)["input_ids"]
+            self._target_ids[target] = ids + [self._tokenizer.eos_token_id]
+        return tuple(self._target_ids[target])
+
+    def _constrained_generate(self, prompt_ids: list[list[int]], config: GenerationConfig) -> list[tuple]:
+        """Left-pad, generate under the SID constraint, cut each completion after its first EOS."""
+        device = self.accelerator.device
+        tensors = [torch.tensor(ids) for ids in prompt_ids]
+        input_ids = pad(tensors, padding_value=self._tokenizer.pad_token_id, padding_side="left").to(device)
+        attention_mask = pad([torch.ones_like(t) for t in tensors], padding_value=0, padding_side="left").to(device)
+        self.constraint.prompt_length = input_ids.shape[1]
+        with (
+            unwrap_model_for_generation(self.model_wrapped, self.accelerator,
+                                        gather_deepspeed3_params=self.args.ds3_gather_for_generation) as model,
+            torch.no_grad(),
+        ):
+            out = model.generate(input_ids=input_ids, attention_mask=attention_mask, generation_config=config,
+                                 logits_processor=LogitsProcessorList([self.constraint]))
+        completions = []
+        for row in out[:, input_ids.shape[1]:].tolist():  # [N * num_return_sequences, <= max_new_tokens]
+            end = next((k for k, t in enumerate(row) if t in self.eos_token_ids), len(row) - 1)
+            completions.append(tuple(row[: end + 1]))
+        return completions
+
+    def _generation_config(self, num_return: int, beams: bool) -> GenerationConfig:
+        config = copy.deepcopy(self.generation_config)
+        config.max_new_tokens = self.constraint.max_length
+        config.num_return_sequences = num_return
+        if beams:  # beam search: greedy over beams, ordered by score, distinct hypotheses
+            config.do_sample, config.num_beams, config.early_stopping = False, num_return, True
+            config.temperature = config.top_p = config.top_k = config.min_p = None
+        return config
+
+    def _generate_single_turn(self, prompt_ids, images, multimodal_fields, num_generations, has_tool_images=False):
+        """prompt_ids: B*G lists, each prompt repeated G times back to back -> (B*G completion ids, None)."""
+        G = num_generations
+        if len(prompt_ids) % G or any(prompt_ids[i] != prompt_ids[i - i % G] for i in range(len(prompt_ids))):
+            raise ValueError(f"expected each prompt repeated num_generations={G} times back to back on every "
+                             f"process; make train_batch_size x gradient_accumulation_steps a multiple of it")
+        unique = prompt_ids[::G]
+        targets = self._batch_targets[::G] if self._batch_targets is not None else None
+        if self.beam_search:
+            completions = self._constrained_generate(unique, self._generation_config(G, beams=True))
+        elif self.dynamic_sampling:
+            n = int(1.5 * G)  # oversample, then keep the target plus the most frequent others
+            sampled = self._constrained_generate(unique, self._generation_config(n, beams=False))
+            completions = []
+            for g in range(len(unique)):
+                completions += select_dynamic(sampled[g * n:(g + 1) * n], self._target_completion(targets[g]), G)
+        else:
+            completions = self._constrained_generate(prompt_ids, self._generation_config(1, beams=False))
+        if self.add_gt:
+            for g, target in enumerate(targets):
+                gt = self._target_completion(target)
+                if gt not in completions[g * G:(g + 1) * G]:
+                    completions[(g + 1) * G - 1] = gt  # the last (lowest-ranked) completion makes room
+        return [list(c) for c in completions], None
+
+    def beam_search_sids(self, prompt_texts: list[str], num_beams: int) -> list[list[str]]:
+        """Ranked SID lists (best first, num_beams each) for prompts: the in-training evaluation."""
+        prompt_ids = self._tokenizer(prompt_texts, add_special_tokens=False)["input_ids"]
+        was_training = self.model.training
+        self.model.eval()
+        completions = self._constrained_generate(prompt_ids, self._generation_config(num_beams, beams=True))
+        self.model.train(was_training)
+        texts = self._tokenizer.batch_decode([list(c) for c in completions], skip_special_tokens=True)
+        sids = [t.strip() for t in texts]
+        return [sids[i:i + num_beams] for i in range(0, len(sids), num_beams)]
+
+    # ---- scoring ----------------------------------------------------------------------------
+    def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
+        rewards_per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
+        self._gathered_rewards = rewards_per_func  # [B*G over all processes, n_reward_funcs]
+        return rewards_per_func
+
+    def _generate_and_score_completions(self, inputs):
+        self._batch_targets = [x["target"] for x in inputs] if "target" in inputs[0] else None
+        if (self.add_gt or (self.dynamic_sampling and not self.beam_search)) and self._batch_targets is None:
+            raise ValueError("add_gt / dynamic_sampling need a 'target' column in the dataset")
+        output = super()._generate_and_score_completions(inputs)
+        if self.mask_all_zero and self.model.training:
+            G = self.num_generations
+            all_zero = (self._gathered_rewards == 0).all(dim=1).view(-1, G).all(dim=1)  # [groups overall]
+            rows = all_zero.repeat_interleave(G)  # [B*G overall]
+            start = self.accelerator.process_index * len(inputs)
+            local = rows[start:start + len(inputs)].to(output["completion_mask"].device)  # [B*G local]
+            output["completion_mask"] = output["completion_mask"] * (~local).unsqueeze(1).int()
+            # dapo normalises by the number of loss tokens: recount without the dropped groups
+            output["num_items_in_batch"] = self.accelerator.gather(output["completion_mask"].sum()).sum()
+            self._metrics["train"]["frac_groups_all_zero"].append(all_zero.float().mean().item())
+        return output

@@ -1,0 +1,201 @@
+"""Stage 3 — GRPO reinforcement learning from an SFT checkpoint, with constrained SID generation.
+
+    python rl.py --model_path out/sft/final_checkpoint --train_file train.csv --eval_file valid.csv \
+        --sid_index_path X.index.json --item_meta_path X.item.json --output_dir out/rl
+    accelerate launch --config_file config/zero2_opt.yaml --num_processes 8 rl.py ...   (see rl.sh)
+
+Writes `output_dir/final_checkpoint` (model + tokenizer) and TRL checkpoints under output_dir.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from transformers import set_seed
+from trl import GRPOConfig
+
+from minionerec.cli import run
+from minionerec.data import load_info, load_item_meta, load_sid_index, load_split, sid_vocabulary
+from minionerec.modeling import best_dtype, load_model, load_tokenizer, missing_sid_tokens
+from minionerec.rewards import build_reward_funcs, check_reward_type
+from minionerec.rl_callbacks import ConstrainedEvalCallback
+from minionerec.rl_data import build_eval_dataset, build_rl_dataset
+from minionerec_trainer import MiniOneRecGRPOTrainer, grpo_loss_options
+
+
+@dataclass
+class Args:
+    """GRPO on SID next-item prediction with constrained beam search rollouts."""
+
+    model_path: str = ""  # SFT checkpoint directory (model + tokenizer holding the SID tokens)
+    seed: int = 42
+    train_file: str = ""  # train CSV in the MiniOneRec format
+    eval_file: str = ""  # valid CSV; used by --test_during_training
+    info_file: str = ""  # optional info txt; checked against the SID index
+    category: str = ""  # dataset name, free text (run names only)
+    wandb_project: str = ""
+    wandb_run_name: str = ""
+    output_dir: str = "output/rl"
+    # batch: per-process prompts x completions; global = train_batch_size x processes x accumulation
+    train_batch_size: int = 32  # completions per process per step (= prompts x num_generations)
+    eval_batch_size: int = 32  # prompts per beam-search call in the in-training evaluation
+    gradient_accumulation_steps: int = 1
+    num_generations: int = 16  # group size G: completions per prompt
+    num_train_epochs: int = 1
+    max_steps: int = -1  # > 0 overrides num_train_epochs
+    learning_rate: float = 1e-6
+    beta: float = 0.04  # KL weight to the reference model (0 = no reference model)
+    sync_ref_model: bool = False  # TRL: move the reference towards the policy every 512 steps
+    # rollouts
+    beam_search: bool = True  # True: constrained beam search; False: constrained sampling
+    temperature: float = 1.0  # sampling temperature (beam_search=False)
+    dynamic_sampling: bool = False  # sampling only: oversample 1.5x, keep target + most frequent
+    add_gt: bool = False  # put the ground-truth SID into groups that lack it
+    mask_all_zero: bool = False  # drop groups whose rewards are all zero from the loss
+    # loss and rewards
+    reward_type: str = "rule"  # rule | ranking | ranking_only | semantic | sasrec
+    dapo: bool = False  # TRL loss_type="dapo": average over all tokens of the batch
+    gspo: bool = False  # TRL importance_sampling_level="sequence"
+    ada_path: str = ""  # semantic reward: .npy item embeddings [n_items, D], index.json order
+    cf_path: str = ""  # sasrec reward: checkpoint written by minionerec.sasrec.save_sasrec
+    # data
+    sid_index_path: str = ""  # index.json: the closed set of valid SIDs
+    item_meta_path: str = ""  # item.json: titles for the title -> SID and title history tasks
+    sample_train: bool = False  # keep the last 80% of the shuffled prompts (upstream)
+    title_history_sample: int = 10000  # title history -> SID rows (-1: all, 0: task off)
+    # in-training evaluation (constrained beam search on eval_file)
+    test_during_training: bool = False
+    eval_step: float = 0.199  # evaluate every N steps; < 1: a fraction of all steps
+    test_beam: int = 20  # beams = ranked list length for HR@K / NDCG@K
+    eval_sample: int = 500  # eval rows used per in-training evaluation (-1: all)
+    # checkpoints, logging
+    save_steps: float = 0.1  # < 1: a fraction of all steps
+    save_total_limit: int = 20
+    logging_steps: int = 1
+    resume_from_checkpoint: str = ""  # a checkpoint dir, or "true" for the latest in output_dir
+    report_to: str = "none"  # none | wandb | tensorboard
+
+
+def check_args(args: Args, world_size: int) -> None:
+    """Fail before loading the model: paths, exclusive options, batch divisibility."""
+    if not args.model_path or not Path(args.model_path).is_dir():
+        raise SystemExit(f"error: --model_path must be a local model directory, got {args.model_path!r}")
+    for flag in ("train_file", "sid_index_path"):
+        if not getattr(args, flag):
+            raise SystemExit(f"error: --{flag} is required")
+    if args.test_during_training and not args.eval_file:
+        raise SystemExit("error: --test_during_training needs --eval_file")
+    try:
+        check_reward_type(args.reward_type)
+        grpo_loss_options(args.dapo, args.gspo)
+    except ValueError as e:
+        raise SystemExit(f"error: {e}") from None
+    G, local = args.num_generations, args.train_batch_size * args.gradient_accumulation_steps
+    if G < 2:
+        raise SystemExit(f"error: --num_generations must be >= 2 (GRPO compares completions), got {G}")
+    if local % G:
+        # Each process generates whole groups: beam search needs all G copies of a prompt together.
+        raise SystemExit(f"error: --num_generations {G} must divide train_batch_size x gradient_accumulation_steps "
+                         f"= {local} (global batch {local * world_size} over {world_size} processes)")
+
+
+def main(args: Args):
+    world_size = int(os.environ.get("WORLD_SIZE", 1))
+    check_args(args, world_size)
+    set_seed(args.seed)
+
+    # data: validated before the model loads
+    sid_index = load_sid_index(args.sid_index_path)
+    item_meta = load_item_meta(args.item_meta_path) if args.item_meta_path else None
+    if args.info_file:
+        unknown = {sid for sid, _, _ in load_info(args.info_file)} - {"".join(s) for s in sid_index.values()}
+        if unknown:
+            raise SystemExit(f"error: {args.info_file}: {len(unknown)} SID(s) not in {args.sid_index_path}")
+    train_df = load_split(args.train_file, sid_index)
+    train_ds = build_rl_dataset(train_df, sid_index, item_meta, args.title_history_sample, args.seed, args.sample_train)
+    eval_ds = build_eval_dataset(load_split(args.eval_file, sid_index)) if args.eval_file else None
+
+    # tokenizer + model: the SFT checkpoint must already speak SIDs
+    tokenizer = load_tokenizer(args.model_path)
+    missing = missing_sid_tokens(tokenizer, sid_vocabulary(sid_index))
+    if missing:
+        raise SystemExit(f"error: {args.model_path} lacks {len(missing)} SID token(s) (e.g. {missing[0]}); "
+                         "RL starts from an SFT checkpoint trained with this --sid_index_path")
+    tokenizer.padding_side = "left"
+    # With beta > 0 TRL reloads the reference model from model.config._name_or_path: keep it a directory.
+    model = load_model(args.model_path, dtype=torch.float32)
+    reward_funcs, reward_weights = build_reward_funcs(args.reward_type, args.num_generations, sid_index, tokenizer,
+                                                      args.ada_path, args.cf_path)
+
+    if args.report_to == "wandb" and args.wandb_project:
+        os.environ.setdefault("WANDB_PROJECT", args.wandb_project)
+    config = GRPOConfig(
+        output_dir=args.output_dir,
+        per_device_train_batch_size=args.train_batch_size,
+        gradient_accumulation_steps=args.gradient_accumulation_steps,
+        num_generations=args.num_generations,
+        num_train_epochs=args.num_train_epochs,
+        max_steps=args.max_steps,
+        learning_rate=args.learning_rate,
+        beta=args.beta,
+        sync_ref_model=args.sync_ref_model,
+        temperature=args.temperature,
+        reward_weights=reward_weights,
+        scale_rewards="group",  # advantages normalised within each prompt's group, as upstream
+        **grpo_loss_options(args.dapo, args.gspo),
+        lr_scheduler_type="cosine",
+        warmup_steps=0.03,
+        max_grad_norm=0.3,
+        bf16=best_dtype() == torch.bfloat16,
+        save_strategy="steps",
+        save_steps=args.save_steps,
+        save_total_limit=args.save_total_limit,
+        logging_steps=args.logging_steps,
+        log_completions=True,  # also writes output_dir/completions/*.parquet
+        num_completions_to_print=1,
+        report_to=[] if args.report_to == "none" else [args.report_to],
+        run_name=args.wandb_run_name or f"rl-{args.category or 'minionerec'}",
+        seed=args.seed,
+        dataloader_num_workers=0,
+        # CPU runs (tests): without an explicit gloo backend accelerate's DeepSpeed state on CPU
+        # reports one process on every rank, so each rank would silently train alone.
+        ddp_backend=None if torch.cuda.is_available() else "gloo",
+    )
+    callbacks = []
+    if args.test_during_training:
+        callbacks.append(ConstrainedEvalCallback(eval_ds, num_beams=args.test_beam,
+                                                 eval_step=args.eval_step, batch_size=args.eval_batch_size,
+                                                 sample=args.eval_sample, seed=args.seed))
+    trainer = MiniOneRecGRPOTrainer(
+        model=model, reward_funcs=reward_funcs, args=config, train_dataset=train_ds, processing_class=tokenizer,
+        callbacks=callbacks, sid_index=sid_index, beam_search=args.beam_search,
+        dynamic_sampling=args.dynamic_sampling, add_gt=args.add_gt, mask_all_zero=args.mask_all_zero,
+    )
+    for callback in callbacks:
+        callback.trainer = trainer
+    if trainer.is_world_process_zero():
+        print(f"[rl] prompts={len(train_ds)} world_size={config.world_size} "
+              f"distributed={trainer.accelerator.distributed_type} reward={args.reward_type} "
+              f"loss_type={config.loss_type} importance_sampling_level={config.importance_sampling_level}")
+
+    resume = {"true": True, "": None}.get(args.resume_from_checkpoint.lower(), args.resume_from_checkpoint)
+    trainer.train(resume_from_checkpoint=resume)
+
+    final_dir = Path(args.output_dir, "final_checkpoint")
+    trainer.save_model(final_dir)  # under DeepSpeed this gathers weights and writes on rank 0
+    if trainer.is_world_process_zero():
+        tokenizer.padding_side = "right"  # as the SFT checkpoint saved it
+        tokenizer.save_pretrained(final_dir)
+        rewards = [h["reward"] for h in trainer.state.log_history if "reward" in h]
+        print(f"[rl] done: steps={trainer.state.global_step} mean_reward={sum(rewards) / max(len(rewards), 1):.4f} "
+              f"-> {final_dir}")
+    if torch.distributed.is_initialized():
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()  # explicit teardown avoids rare exit-time aborts
+    return trainer
+
+
+if __name__ == "__main__":
+    run(main, Args)
