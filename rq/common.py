@@ -1,0 +1,103 @@
+"""Flags and helpers every quantiser CLI shares (embeddings in, index.json out)."""
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+
+@dataclass
+class QuantArgs:
+    """Flags shared by rq/rqkmeans.py, rq/balanced_rqkmeans.py, rq/rqvae.py and rq/rqkmeans_plus.py."""
+
+    embedding_path: str = ""  # .npy from rq/text2emb.py; its item ids are in the .ids.json beside it
+    output_path: str = ""  # <Category>.index.json to write
+    levels: int = 3  # semantic levels (append mode adds one more)
+    codebook_size: str = "256"  # one size for every level, or one per level: "256,256,256"
+    collision: str = "reassign"  # reassign (keep L levels) | append (add a disambiguation level)
+    seed: int = 0
+
+
+def ids_path(embedding_path) -> Path:
+    """X.npy -> X.ids.json (the item id of each row, in row order)."""
+    return Path(embedding_path).with_suffix(".ids.json")
+
+
+def save_embeddings(item_ids: list[str], embeddings: np.ndarray, path) -> Path:
+    path = Path(path)
+    if len(item_ids) != len(embeddings):
+        raise ValueError(f"{len(item_ids)} item ids but {len(embeddings)} embedding rows")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.save(path, np.asarray(embeddings, dtype=np.float32))
+    ids_path(path).write_text(json.dumps([str(i) for i in item_ids]))
+    return path
+
+
+def load_embeddings(path) -> tuple[list[str], np.ndarray]:
+    """(item ids, embeddings [N, D] float32); fails in one line when the pair does not match."""
+    path = Path(path)
+    if not path.is_file():
+        raise SystemExit(f"error: {path}: embedding file not found")
+    ids_file = ids_path(path)
+    if not ids_file.is_file():
+        raise SystemExit(f"error: {ids_file}: item-id file missing (rq/text2emb.py writes it beside the .npy)")
+    embeddings = np.load(path)
+    item_ids = json.loads(ids_file.read_text())
+    if embeddings.ndim != 2 or len(item_ids) != len(embeddings):
+        raise SystemExit(f"error: {path}: shape {embeddings.shape} does not match {len(item_ids)} item ids")
+    if not np.isfinite(embeddings).all():
+        raise SystemExit(f"error: {path}: embeddings contain NaN or inf")
+    return [str(i) for i in item_ids], embeddings.astype(np.float32)
+
+
+def parse_int_list(value) -> list[int]:
+    """256 | "256" | "256,128,64" | (256, 128, 64) (fire turns "a,b,c" into a tuple) -> [ints]."""
+    if isinstance(value, (list, tuple)):
+        parts = list(value)
+    else:
+        parts = [p for p in str(value).strip("()[] ").split(",") if p.strip()]
+    try:
+        return [int(str(p).strip()) for p in parts]
+    except ValueError:
+        raise ValueError(f"expected comma-separated integers, got {value!r}") from None
+
+
+def parse_sizes(value, levels: int) -> list[int]:
+    """One positive size per level; a single value is repeated for every level."""
+    sizes = parse_int_list(value)
+    if len(sizes) == 1:
+        sizes = sizes * levels
+    if len(sizes) != levels or min(sizes) < 1:
+        raise ValueError(f"need {levels} positive sizes (one per level), got {value!r}")
+    return sizes
+
+
+def check_common(args: QuantArgs, n_items: int) -> list[int]:
+    """Validate the shared flags before any clustering; returns the per-level sizes."""
+    if not args.embedding_path or not args.output_path:
+        raise SystemExit("error: --embedding_path and --output_path are required")
+    if not 1 <= args.levels <= 25:
+        raise SystemExit(f"error: --levels must be in 1..25, got {args.levels}")
+    if args.collision not in ("reassign", "append"):
+        raise SystemExit(f"error: --collision must be reassign or append, got {args.collision!r}")
+    try:
+        sizes = parse_sizes(args.codebook_size, args.levels)
+    except ValueError as e:
+        raise SystemExit(f"error: --codebook_size: {e}") from None
+    if max(sizes) > n_items:
+        raise SystemExit(f"error: --codebook_size {max(sizes)} exceeds the {n_items} items to cluster")
+    return sizes
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    try:
+        import torch
+
+        torch.manual_seed(seed)
+    except ImportError:  # pragma: no cover - torch is a hard dependency of the repo
+        pass

@@ -1,0 +1,182 @@
+"""Shared by every quantiser: make SIDs unique, print the report, write `<Category>.index.json`.
+
+Codes are integer arrays `[N, L]` (item x level). Level l is written as the token `<{letter}_{code}>`
+with letters a, b, c, ... so `[12, 40, 7]` becomes `["<a_12>", "<b_40>", "<c_7>"]`.
+
+Collision policy (see rq/README.md): two items must never share a SID and all SIDs have the same
+length. Two modes:
+
+- `reassign` (default): items that share the first L-1 codes ("prefix group") and collide on the
+  last code are re-assigned *within that last level*. For each prefix group that contains a
+  collision we solve a linear assignment (Hungarian, scipy) of the group's items to distinct
+  last-level codewords, minimising the summed squared distance between each item's last-level
+  residual and its codeword. Groups without a collision keep their codes untouched; SIDs keep
+  L tokens. Fails with a one-line error when a prefix group has more items than the last
+  codebook has codes (use a bigger last codebook, or `append`).
+- `append`: every item gets one extra level holding its rank among the items sharing its full
+  L-level code (0 for the first, 1, 2, ...), so all SIDs grow to L+1 tokens and no semantic code
+  changes. This is what upstream TIGER-style pipelines do.
+"""
+from __future__ import annotations
+
+import json
+import math
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+from scipy.optimize import linear_sum_assignment
+
+LEVEL_LETTERS = "abcdefghijklmnopqrstuvwxyz"
+COLLISION_MODES = ("reassign", "append")
+
+
+class CollisionError(ValueError):
+    """SIDs cannot be made unique under the chosen collision mode."""
+
+
+def level_token(level: int, code: int) -> str:
+    if not 0 <= level < len(LEVEL_LETTERS):
+        raise ValueError(f"level {level}: at most {len(LEVEL_LETTERS)} levels (a..z) are supported")
+    return f"<{LEVEL_LETTERS[level]}_{int(code)}>"
+
+
+def codes_to_sids(codes: np.ndarray) -> list[list[str]]:
+    """[N, L] ints -> N lists of L tokens."""
+    return [[level_token(l, c) for l, c in enumerate(row)] for row in np.asarray(codes).tolist()]
+
+
+def sids_to_codes(sids: list[list[str]]) -> np.ndarray:
+    """Inverse of codes_to_sids (level order must be a, b, c, ...); [N, L] int64."""
+    rows = []
+    for sid in sids:
+        row = []
+        for level, token in enumerate(sid):
+            letter, _, code = token.strip("<>").partition("_")
+            if letter != LEVEL_LETTERS[level] or not code.isdigit():
+                raise ValueError(f"token {token!r} is not a level-{LEVEL_LETTERS[level]} SID token like <a_12>")
+            row.append(int(code))
+        rows.append(row)
+    return np.asarray(rows, dtype=np.int64)
+
+
+def collision_groups(codes: np.ndarray) -> list[list[int]]:
+    """Row indices of every group of >= 2 items sharing the same full code."""
+    groups = defaultdict(list)
+    for i, row in enumerate(map(tuple, np.asarray(codes).tolist())):
+        groups[row].append(i)
+    return [g for g in groups.values() if len(g) > 1]
+
+
+def reassign_last_level(codes: np.ndarray, last_residual: np.ndarray, last_codebook: np.ndarray) -> np.ndarray:
+    """Distinct last-level codes inside each colliding prefix group (min total squared distance).
+
+    codes [N, L]; last_residual [N, D] = what the last level quantises; last_codebook [K, D].
+    """
+    codes = np.array(codes, dtype=np.int64, copy=True)
+    if len(last_residual) != len(codes):
+        raise ValueError(f"last_residual has {len(last_residual)} rows, codes have {len(codes)}")
+    k = len(last_codebook)
+    prefixes = defaultdict(list)
+    for i, row in enumerate(map(tuple, codes[:, :-1].tolist())):
+        prefixes[row].append(i)
+    for prefix, members in prefixes.items():
+        if len(set(codes[members, -1].tolist())) == len(members):
+            continue  # no collision in this group: keep the quantiser's choice
+        if len(members) > k:
+            raise CollisionError(
+                f"{len(members)} items share the prefix {list(prefix)} but the last level has only {k} codes; "
+                "use a larger last codebook or --collision append")
+        diff = last_residual[members, None, :] - last_codebook[None, :, :]  # [n_group, K, D]
+        cost = np.einsum("nkd,nkd->nk", diff, diff)
+        rows, cols = linear_sum_assignment(cost)
+        codes[np.asarray(members)[rows], -1] = cols
+    return codes
+
+
+def append_level(codes: np.ndarray) -> np.ndarray:
+    """[N, L] -> [N, L+1]: the new level numbers the items sharing a full code 0, 1, 2, ..."""
+    seen: dict[tuple, int] = defaultdict(int)
+    extra = np.zeros(len(codes), dtype=np.int64)
+    for i, row in enumerate(map(tuple, np.asarray(codes).tolist())):
+        extra[i] = seen[row]
+        seen[row] += 1
+    return np.concatenate([np.asarray(codes, dtype=np.int64), extra[:, None]], axis=1)
+
+
+def make_unique(codes: np.ndarray, mode: str = "reassign", last_residual: np.ndarray | None = None,
+                last_codebook: np.ndarray | None = None) -> np.ndarray:
+    """Collision-free, fixed-length codes under `mode` (see module docstring)."""
+    if mode not in COLLISION_MODES:
+        raise ValueError(f"collision mode must be one of {COLLISION_MODES}, got {mode!r}")
+    if mode == "append":
+        out = append_level(codes)
+    else:
+        if last_residual is None or last_codebook is None:
+            raise ValueError("reassign needs the last level's residuals and codebook")
+        out = reassign_last_level(codes, np.asarray(last_residual, dtype=np.float64),
+                                  np.asarray(last_codebook, dtype=np.float64))
+    assert not collision_groups(out), "collision resolution left duplicates"  # guarded by construction
+    return out
+
+
+def level_stats(codes: np.ndarray, sizes: list[int] | None = None) -> list[dict]:
+    """Per level: codebook size (or max code + 1), codes used, usage entropy in bits and its max."""
+    codes = np.asarray(codes)
+    stats = []
+    for level in range(codes.shape[1]):
+        counts = np.bincount(codes[:, level])
+        size = sizes[level] if sizes and level < len(sizes) else len(counts)
+        p = counts[counts > 0] / counts.sum()
+        stats.append({"level": LEVEL_LETTERS[level], "size": int(size), "used": int((counts > 0).sum()),
+                      "entropy": float(-(p * np.log2(p)).sum()), "max_entropy": math.log2(size) if size > 1 else 0.0,
+                      "largest": int(counts.max())})
+    return stats
+
+
+def report(name: str, codes_before: np.ndarray, codes_after: np.ndarray, sizes: list[int] | None = None) -> str:
+    """The table every run prints: collisions before/after and per-level usage of the final codes."""
+    before, after = collision_groups(codes_before), collision_groups(codes_after)
+    lines = [
+        f"== {name}: {len(codes_after)} items, {codes_after.shape[1]} levels",
+        f"collision groups before: {len(before)} ({sum(map(len, before))} items)   "
+        f"after: {len(after)} ({sum(map(len, after))} items)",
+        f"{'level':<6}{'size':>6}{'used':>6}{'used%':>8}{'entropy':>9}{'max':>7}{'largest':>9}",
+    ]
+    for s in level_stats(codes_after, sizes):
+        lines.append(f"{s['level']:<6}{s['size']:>6}{s['used']:>6}{100 * s['used'] / s['size']:>7.1f}%"
+                     f"{s['entropy']:>9.2f}{s['max_entropy']:>7.2f}{s['largest']:>9}")
+    return "\n".join(lines)
+
+
+def write_index(item_ids: list[str], codes: np.ndarray, path) -> Path:
+    """`{item_id: ["<a_12>", "<b_40>", ...]}` in item order; refuses duplicate SIDs."""
+    codes = np.asarray(codes)
+    if len(item_ids) != len(codes):
+        raise ValueError(f"{len(item_ids)} item ids but {len(codes)} code rows")
+    if collision_groups(codes):
+        raise CollisionError(f"{path}: codes contain duplicate SIDs; call make_unique first")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(dict(zip(map(str, item_ids), codes_to_sids(codes)))))
+    return path
+
+
+def load_index_codes(path) -> tuple[list[str], np.ndarray]:
+    """index.json -> (item ids, codes [N, L]); for reporting on an existing (e.g. the release's) index."""
+    from minionerec.data import load_sid_index
+
+    index = load_sid_index(path)
+    return list(index), sids_to_codes(list(index.values()))
+
+
+def finish(name: str, item_ids: list[str], codes: np.ndarray, output_path, mode: str = "reassign",
+           last_residual=None, last_codebook=None, sizes: list[int] | None = None) -> np.ndarray:
+    """make_unique + print the report + write the index; returns the final codes."""
+    final = make_unique(codes, mode, last_residual, last_codebook)
+    if mode == "append" and sizes:
+        sizes = [*sizes, int(final[:, -1].max()) + 1]
+    print(report(name, codes, final, sizes), flush=True)
+    write_index(item_ids, final, output_path)
+    print(f"wrote {output_path}", flush=True)
+    return final

@@ -1,0 +1,71 @@
+"""rq.index: collision handling, the report, and index.json writing (hand-made codes)."""
+import json
+
+import numpy as np
+import pytest
+
+from minionerec.data import load_sid_index
+from rq.common import load_embeddings, parse_sizes, save_embeddings
+from rq.index import (CollisionError, codes_to_sids, collision_groups, level_stats, load_index_codes, make_unique,
+                      report, write_index)
+
+# Items 0 and 1 collide on (0, 0, 1); item 2 shares their prefix (0, 0) with last code 0.
+CODES = np.array([[0, 0, 1], [0, 0, 1], [0, 0, 0], [1, 2, 1]])
+# Last-level residuals [4, 2] and codebook [3, 2]: item 0 sits on codeword 1, item 1 between 1 and 2.
+RESIDUAL = np.array([[1.0, 0.0], [0.6, 0.6], [0.0, 0.0], [1.0, 0.0]])
+CODEBOOK = np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
+
+
+def test_tokens_use_level_letters():
+    assert codes_to_sids(np.array([[12, 40, 7]])) == [["<a_12>", "<b_40>", "<c_7>"]]
+
+
+def test_reassign_moves_only_the_colliding_group_to_nearest_free_codes():
+    out = make_unique(CODES, "reassign", RESIDUAL, CODEBOOK)
+    # Hungarian on the prefix group {0, 1, 2}: item 0 -> 1 (cost 0), item 1 -> 2 (0.52), item 2 -> 0 (0).
+    assert out.tolist() == [[0, 0, 1], [0, 0, 2], [0, 0, 0], [1, 2, 1]]
+    assert out.shape == CODES.shape and not collision_groups(out)
+
+
+def test_append_adds_a_level_to_every_item():
+    out = make_unique(CODES, "append")
+    assert out.tolist() == [[0, 0, 1, 0], [0, 0, 1, 1], [0, 0, 0, 0], [1, 2, 1, 0]]
+
+
+def test_reassign_fails_when_a_prefix_group_outgrows_the_last_codebook():
+    codes = np.zeros((3, 2), dtype=int)  # 3 items share prefix (0,) but the codebook has 2 codes
+    with pytest.raises(CollisionError, match="3 items share the prefix"):
+        make_unique(codes, "reassign", np.zeros((3, 2)), np.zeros((2, 2)))
+
+
+def test_unknown_mode_is_one_line_error():
+    with pytest.raises(ValueError, match="collision mode"):
+        make_unique(CODES, "shuffle")
+
+
+def test_report_counts_collisions_and_entropy():
+    uniform = np.array([[0, 0], [1, 1], [2, 2], [3, 3]])
+    stats = level_stats(uniform, [4, 8])
+    assert [(s["used"], s["entropy"], s["max_entropy"]) for s in stats] == [(4, 2.0, 2.0), (4, 2.0, 3.0)]
+    text = report("t", CODES, make_unique(CODES, "append"))
+    assert "collision groups before: 1 (2 items)   after: 0 (0 items)" in text
+
+
+def test_write_index_round_trips_and_refuses_duplicates(tmp_path):
+    codes = make_unique(CODES, "reassign", RESIDUAL, CODEBOOK)
+    path = write_index(["10", "11", "12", "13"], codes, tmp_path / "X.index.json")
+    assert load_sid_index(path)["11"] == ["<a_0>", "<b_0>", "<c_2>"]
+    ids, back = load_index_codes(path)
+    assert ids == ["10", "11", "12", "13"] and back.tolist() == codes.tolist()
+    with pytest.raises(CollisionError, match="duplicate SIDs"):
+        write_index(["a", "b", "c", "d"], CODES, tmp_path / "bad.json")
+
+
+def test_embeddings_round_trip_with_ids_and_bad_sizes_fail(tmp_path):
+    path = save_embeddings(["7", "3"], np.eye(2), tmp_path / "e.npy")
+    assert json.loads((tmp_path / "e.ids.json").read_text()) == ["7", "3"]
+    ids, x = load_embeddings(path)
+    assert ids == ["7", "3"] and x.dtype == np.float32
+    assert parse_sizes((8, 4), 2) == [8, 4] and parse_sizes("16", 3) == [16, 16, 16]
+    with pytest.raises(ValueError, match="need 3 positive sizes"):
+        parse_sizes("8,4", 3)
