@@ -1,0 +1,240 @@
+"""RQ-VAE: MLP encoder -> residual vector quantiser (L codebooks) -> MLP decoder.
+
+Loss = MSE(x, decode(z_q)) + sum over levels of ||sg(r_l) - e_l||^2 + beta * ||r_l - sg(e_l)||^2
+(codebook + commitment terms; r_l is the level-l residual, e_l its nearest codeword, gradients reach
+the encoder through the straight-through estimator). Codebooks start from residual k-means of the
+initial latents; a codeword unused for a whole epoch is re-seeded from a random residual, which keeps
+the first level from collapsing onto a few codes (the public release uses 48 of 256).
+
+Checkpoints (`--ckpt_dir`) hold model, optimiser, epoch and RNG state, so `--resume true` continues
+exactly where a run stopped.
+
+    python rq/rqvae.py --embedding_path X.npy --output_path Cat.index.json --epochs 200 --ckpt_dir ckpt/
+"""
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
+
+from minionerec.cli import run  # noqa: E402
+from rq.common import QuantArgs, check_common, load_embeddings, parse_int_list, seed_everything  # noqa: E402
+from rq.index import finish  # noqa: E402
+from rq.rqkmeans import residual_kmeans  # noqa: E402
+
+
+@dataclass
+class Args(QuantArgs):
+    """Train an RQ-VAE on item embeddings and write collision-free SIDs."""
+
+    hidden: str = "512,256,128"  # encoder hidden widths (decoder mirrors them)
+    e_dim: int = 32  # latent / codeword dimension
+    beta: float = 0.25  # commitment weight
+    epochs: int = 200
+    batch_size: int = 1024
+    lr: float = 1e-3
+    reset_dead: bool = True  # re-seed codewords unused for a whole epoch
+    device: str = "cpu"  # cpu | cuda
+    ckpt_dir: str = ""  # write last.pt here every save_every epochs and at the end ("" = no checkpoints)
+    save_every: int = 10
+    resume: bool = False  # continue from ckpt_dir/last.pt
+
+
+def mlp(dims: list[int]) -> nn.Sequential:
+    """Linear layers dims[0] -> ... -> dims[-1], ReLU between them (none after the last)."""
+    layers = []
+    for i, (a, b) in enumerate(zip(dims[:-1], dims[1:])):
+        layers.append(nn.Linear(a, b))
+        if i < len(dims) - 2:
+            layers.append(nn.ReLU())
+    return nn.Sequential(*layers)
+
+
+class ResidualMLP(nn.Module):
+    """x + mlp(x) with the last layer zero-initialised: exactly the identity before training (RQ-Kmeans+)."""
+
+    def __init__(self, dim: int, hidden: list[int]):
+        super().__init__()
+        self.mlp = mlp([dim, *hidden, dim])
+        nn.init.zeros_(self.mlp[-1].weight)
+        nn.init.zeros_(self.mlp[-1].bias)
+
+    def forward(self, x):
+        return x + self.mlp(x)
+
+
+class ResidualQuantizer(nn.Module):
+    """L codebooks [K_l, D]; level l quantises what the levels before it left over."""
+
+    def __init__(self, sizes: list[int], dim: int, beta: float):
+        super().__init__()
+        self.codebooks = nn.ParameterList([nn.Parameter(torch.randn(k, dim) * 0.1) for k in sizes])
+        self.beta = beta
+
+    def forward(self, z):
+        """z [B, D] -> (z_q straight-through [B, D], codes [B, L], loss, residuals: L x [B, D])."""
+        residual, quantized, loss = z, torch.zeros_like(z), z.new_zeros(())
+        codes, residuals = [], []
+        for codebook in self.codebooks:
+            idx = torch.cdist(residual.detach(), codebook.detach()).argmin(dim=1)  # [B]
+            q = codebook[idx]  # [B, D]
+            loss = loss + F.mse_loss(q, residual.detach()) + self.beta * F.mse_loss(residual, q.detach())
+            residuals.append(residual)
+            codes.append(idx)
+            quantized = quantized + q
+            residual = residual - q.detach()
+        z_q = z + (quantized - z).detach()  # forward: quantised; backward: identity to the encoder
+        return z_q, torch.stack(codes, dim=1), loss, residuals
+
+
+class RQVAE(nn.Module):
+    """Plain MLP encoder/decoder (RQ-VAE) or identity-initialised residual ones (RQ-Kmeans+)."""
+
+    def __init__(self, in_dim: int, hidden: list[int], e_dim: int, sizes: list[int], beta: float = 0.25,
+                 residual: bool = False):
+        super().__init__()
+        if residual:  # latent space = input space, so RQ-Kmeans codebooks apply unchanged
+            self.encoder, self.decoder = ResidualMLP(in_dim, hidden), ResidualMLP(in_dim, hidden[::-1])
+        else:
+            self.encoder, self.decoder = mlp([in_dim, *hidden, e_dim]), mlp([e_dim, *hidden[::-1], in_dim])
+        self.quantizer = ResidualQuantizer(sizes, in_dim if residual else e_dim, beta)
+
+    def forward(self, x):
+        z_q, codes, quant_loss, _ = self.quantizer(self.encoder(x))
+        return self.decoder(z_q), codes, quant_loss
+
+    @torch.no_grad()
+    def set_codebooks(self, codebooks: list[np.ndarray]) -> None:
+        for param, init in zip(self.quantizer.codebooks, codebooks):
+            param.copy_(torch.as_tensor(np.asarray(init), dtype=param.dtype))
+
+    @torch.no_grad()
+    def encode_all(self, x: torch.Tensor, batch_size: int = 4096):
+        """codes [N, L] and every level's residuals (L x [N, D]) for the whole catalogue."""
+        self.eval()
+        codes, residuals = [], []
+        for start in range(0, len(x), batch_size):
+            _, c, _, r = self.quantizer(self.encoder(x[start:start + batch_size]))
+            codes.append(c)
+            residuals.append(r)
+        self.train()
+        return torch.cat(codes), [torch.cat(level) for level in zip(*residuals)]
+
+
+@torch.no_grad()
+def kmeans_init(model: RQVAE, x: torch.Tensor, sizes: list[int], seed: int) -> None:
+    """Codebooks <- residual k-means of the initial encoder's latents (faiss)."""
+    latents = model.encoder(x).cpu().numpy()
+    codebooks, _, _ = residual_kmeans(latents, sizes, seed=seed)
+    model.set_codebooks(codebooks)
+
+
+@torch.no_grad()
+def reset_dead_codes(model: RQVAE, x: torch.Tensor, used: list[torch.Tensor], generator: torch.Generator) -> int:
+    """Codewords with zero use this epoch <- residuals of random items at their level; returns how many."""
+    _, residuals = model.encode_all(x)
+    n_reset = 0
+    for codebook, level_used, residual in zip(model.quantizer.codebooks, used, residuals):
+        dead = (level_used == 0).nonzero().flatten()
+        if len(dead):
+            pick = torch.randint(len(residual), (len(dead),), generator=generator)
+            codebook[dead.to(codebook.device)] = residual[pick.to(residual.device)]
+            n_reset += len(dead)
+    return n_reset
+
+
+def train(model: RQVAE, x: torch.Tensor, epochs: int, batch_size: int = 1024, lr: float = 1e-3, seed: int = 0,
+          reset_dead: bool = True, ckpt_dir: str = "", save_every: int = 10, resume: bool = False) -> RQVAE:
+    """Adam on reconstruction + quantisation loss with a tqdm bar; checkpoint/resume via ckpt_dir/last.pt."""
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    generator = torch.Generator().manual_seed(seed)  # batch order and dead-code picks, saved in checkpoints
+    start_epoch = 0
+    ckpt = Path(ckpt_dir, "last.pt") if ckpt_dir else None
+    if resume:
+        if ckpt is None or not ckpt.is_file():
+            raise SystemExit(f"error: --resume: no checkpoint at {ckpt or '(set --ckpt_dir)'}")
+        state = torch.load(ckpt, map_location=x.device, weights_only=False)
+        try:
+            model.load_state_dict(state["model"])
+        except RuntimeError as e:
+            raise SystemExit(f"error: {ckpt}: does not match this model ({str(e).splitlines()[0]})") from None
+        optimizer.load_state_dict(state["optimizer"])
+        generator.set_state(state["generator"])
+        start_epoch = state["epoch"]
+
+    def save(epoch: int) -> None:
+        if ckpt is not None:
+            ckpt.parent.mkdir(parents=True, exist_ok=True)
+            torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch,
+                        "generator": generator.get_state()}, ckpt)
+
+    bar = tqdm(range(start_epoch, epochs), desc="rq training", initial=start_epoch, total=epochs)
+    for epoch in bar:
+        used = [torch.zeros(len(cb), device=x.device) for cb in model.quantizer.codebooks]
+        total = 0.0
+        for batch in torch.randperm(len(x), generator=generator).split(batch_size):
+            recon, codes, quant_loss = model(x[batch.to(x.device)])
+            loss = F.mse_loss(recon, x[batch.to(x.device)]) + quant_loss
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            total += loss.item() * len(batch)
+            for level, level_used in enumerate(used):
+                level_used += torch.bincount(codes[:, level], minlength=len(level_used))
+        n_reset = reset_dead_codes(model, x, used, generator) if reset_dead else 0
+        bar.set_postfix(loss=f"{total / len(x):.4f}", reset=n_reset)
+        if (epoch + 1) % save_every == 0 or epoch + 1 == epochs:
+            save(epoch + 1)
+    return model
+
+
+def codes_for(model: RQVAE, x: torch.Tensor):
+    """(codes [N, L], last level's residuals [N, D], last codebook [K, D]) as numpy, for rq.index.finish."""
+    codes, residuals = model.encode_all(x)
+    last_codebook = model.quantizer.codebooks[-1].detach()
+    return codes.cpu().numpy(), residuals[-1].cpu().numpy(), last_codebook.cpu().numpy()
+
+
+def resolve_device(device: str) -> torch.device:
+    if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
+        raise SystemExit(f"error: --device must be cpu or cuda[:N], got {device!r}")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise SystemExit("error: --device cuda: no CUDA device is visible")
+    return torch.device(device)
+
+
+def parse_hidden(value) -> list[int]:
+    try:
+        widths = parse_int_list(value)
+        if not widths or min(widths) < 1:
+            raise ValueError
+        return widths
+    except ValueError:
+        raise SystemExit(f"error: --hidden: expected comma-separated widths, got {value!r}") from None
+
+
+def main(args: Args) -> np.ndarray:
+    seed_everything(args.seed)
+    item_ids, x_np = load_embeddings(args.embedding_path)
+    sizes = check_common(args, len(x_np))
+    device, hidden = resolve_device(args.device), parse_hidden(args.hidden)
+    x = torch.as_tensor(x_np, device=device)
+    model = RQVAE(x.shape[1], hidden, args.e_dim, sizes, args.beta).to(device)
+    if not args.resume:
+        kmeans_init(model, x, sizes, args.seed)
+    train(model, x, args.epochs, args.batch_size, args.lr, args.seed, args.reset_dead, args.ckpt_dir,
+          args.save_every, args.resume)
+    codes, last_residual, last_codebook = codes_for(model, x)
+    return finish("rqvae", item_ids, codes, args.output_path, args.collision, last_residual, last_codebook, sizes)
+
+
+if __name__ == "__main__":
+    run(main, Args)

@@ -1,0 +1,143 @@
+"""Item text (title + description from item.json) -> embeddings `.npy` + item ids `.ids.json`.
+
+Row i of `<output_path>` (.npy, float32 [N, D]) embeds item `ids[i]` of `<output_path minus .npy>.ids.json`;
+the ids follow item.json's key order. Two methods:
+
+- `sentence_transformers` (default): a LOCAL model directory (`--model_path`, nothing is downloaded),
+  mean or last-token pooling, optional L2 normalisation. Under `accelerate launch` each process
+  embeds its share of the catalogue and the main process joins the parts.
+- `tfidf`: offline fallback with no model: TF-IDF (uni+bigrams) -> TruncatedSVD -> L2 normalise.
+
+    python rq/text2emb.py --item_meta_path Cat.item.json --output_path Cat.emb.npy --model_path /models/qwen3-emb
+    python rq/text2emb.py --item_meta_path Cat.item.json --output_path Cat.emb.npy --method tfidf --dim 256
+"""
+from __future__ import annotations
+
+import ast
+import html
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
+
+from minionerec.cli import run  # noqa: E402
+from minionerec.data import DataError, load_item_meta  # noqa: E402
+from rq.common import ids_path, save_embeddings  # noqa: E402
+
+_TAG = re.compile(r"<[^>]+>")
+
+
+@dataclass
+class Args:
+    """Embed item title + description into a .npy aligned with an .ids.json of item ids."""
+
+    item_meta_path: str = ""  # item.json
+    output_path: str = ""  # .npy to write; item ids go to the .ids.json beside it
+    method: str = "sentence_transformers"  # sentence_transformers | tfidf
+    model_path: str = ""  # local sentence-transformers or Hugging Face model directory
+    pooling: str = "mean"  # mean | lasttoken (for decoder-only embedders such as Qwen3-Embedding)
+    batch_size: int = 64
+    max_length: int = 256  # tokens per item text
+    normalize: bool = True  # L2-normalise the vectors
+    device: str = ""  # "" = cuda when available, else cpu
+    dim: int = 256  # tfidf only: SVD components
+    seed: int = 0  # tfidf only: SVD seed
+
+
+def _flatten(value) -> str:
+    """Description fields come as lists, strings, or strings holding a Python list literal."""
+    if isinstance(value, str) and value.startswith("[") and value.endswith("]"):
+        try:
+            value = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            pass
+    if isinstance(value, (list, tuple)):
+        value = " ".join(str(v) for v in value)
+    return str(value or "")
+
+
+def item_text(meta: dict) -> str:
+    """'title. description' with HTML tags and entities removed and whitespace collapsed."""
+    text = f"{meta['title']}. {_flatten(meta.get('description', ''))}"
+    return " ".join(html.unescape(_TAG.sub(" ", text)).split())
+
+
+def tfidf_embeddings(texts: list[str], dim: int = 256, seed: int = 0) -> np.ndarray:
+    """texts -> [N, min(dim, vocab - 1, N - 1)] L2-normalised LSA vectors."""
+    from sklearn.decomposition import TruncatedSVD
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.preprocessing import normalize
+
+    tfidf = TfidfVectorizer(ngram_range=(1, 2), min_df=1, sublinear_tf=True, stop_words="english").fit_transform(texts)
+    n_components = min(dim, tfidf.shape[1] - 1, len(texts) - 1)
+    if n_components < 1:
+        raise ValueError(f"tfidf: {len(texts)} texts with {tfidf.shape[1]} terms are too few to embed")
+    return normalize(TruncatedSVD(n_components=n_components, random_state=seed).fit_transform(tfidf))
+
+
+def load_sentence_model(model_path: str, pooling: str, max_length: int, device: str | None):
+    """SentenceTransformer from a local directory, with the pooling we ask for (not the saved one)."""
+    from sentence_transformers import SentenceTransformer, models
+
+    if not Path(model_path, "config.json").is_file():
+        raise SystemExit(f"error: --model_path {model_path!r}: no config.json there (a local model directory is "
+                         "needed; nothing is downloaded). Use --method tfidf without a model.")
+    transformer = models.Transformer(model_path, max_seq_length=max_length)
+    if transformer.tokenizer.pad_token is None:  # decoder-only tokenizers may lack one
+        transformer.tokenizer.pad_token = transformer.tokenizer.eos_token
+    pool = models.Pooling(transformer.get_word_embedding_dimension(), pooling_mode=pooling)
+    return SentenceTransformer(modules=[transformer, pool], device=device or None)
+
+
+def sentence_embeddings(texts: list[str], model_path: str, pooling: str = "mean", batch_size: int = 64,
+                        max_length: int = 256, normalize: bool = True, device: str = "") -> np.ndarray:
+    """[N, H] float32; each accelerate process embeds a contiguous shard, the results are gathered in order."""
+    from accelerate import PartialState
+    from accelerate.utils import gather_object
+
+    state = PartialState()
+    model = load_sentence_model(model_path, pooling, max_length, device or str(state.device))
+    with state.split_between_processes(list(range(len(texts)))) as shard:
+        part = model.encode([texts[i] for i in shard], batch_size=batch_size, normalize_embeddings=normalize,
+                            convert_to_numpy=True, show_progress_bar=state.is_main_process)
+    if state.num_processes == 1:
+        return part.astype(np.float32)
+    rows = gather_object([part])  # shards in process order == item order
+    return np.concatenate(rows).astype(np.float32)
+
+
+def main(args: Args) -> Path | None:
+    if not args.item_meta_path or not args.output_path:
+        raise SystemExit("error: --item_meta_path and --output_path are required")
+    if args.method not in ("sentence_transformers", "tfidf"):
+        raise SystemExit(f"error: --method must be sentence_transformers or tfidf, got {args.method!r}")
+    if args.pooling not in ("mean", "lasttoken"):
+        raise SystemExit(f"error: --pooling must be mean or lasttoken, got {args.pooling!r}")
+    if args.method == "sentence_transformers" and not args.model_path:
+        raise SystemExit("error: --model_path (a local model directory) is required, or use --method tfidf")
+    try:
+        meta = load_item_meta(args.item_meta_path)
+    except DataError as e:
+        raise SystemExit(f"error: {e}") from None
+    item_ids = list(meta)
+    texts = [item_text(meta[i]) for i in item_ids]
+    if args.method == "tfidf":
+        embeddings = tfidf_embeddings(texts, args.dim, args.seed)
+    else:
+        embeddings = sentence_embeddings(texts, args.model_path, args.pooling, args.batch_size, args.max_length,
+                                         args.normalize, args.device)
+        from accelerate import PartialState
+
+        if not PartialState().is_main_process:
+            return None
+    path = save_embeddings(item_ids, embeddings, args.output_path)
+    print(f"wrote {path} {embeddings.shape} and {ids_path(path)}", flush=True)
+    return path
+
+
+if __name__ == "__main__":
+    run(main, Args)
