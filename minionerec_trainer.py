@@ -12,12 +12,13 @@ import copy
 from collections import Counter
 
 import torch
-from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList
+from transformers import GenerationConfig, LogitsProcessorList
 from trl import GRPOTrainer
 from trl.models import unwrap_model_for_generation
 from trl.trainer.utils import pad
 
 from minionerec import prompts
+from minionerec.constrained import SIDLogitsProcessor, build_sid_trie
 from minionerec.data import sid_string
 
 
@@ -33,42 +34,13 @@ def grpo_loss_options(dapo: bool, gspo: bool) -> dict:
     return {"loss_type": "dapo" if dapo else "grpo", "importance_sampling_level": "sequence" if gspo else "token"}
 
 
-def completion_token_ids(sid_index: dict[str, list[str]], tokenizer) -> list[list[int]]:
-    """Token ids of every valid completion: SID tokens + response suffix ("\\n") + EOS."""
-    texts = sorted({prompts.response_text(sid_string(sid)) for sid in sid_index.values()})
-    encoded = tokenizer(texts, add_special_tokens=False)["input_ids"]
-    return [ids + [tokenizer.eos_token_id] for ids in encoded]
-
-
-class SidPrefixConstraint(LogitsProcessor):
-    """Masks every next token that would leave the set of valid completions (a prefix trie).
-
-    `prompt_length` is the padded prompt width of the batch being generated (left padding, so all
-    rows start their completion at the same column). Rows whose prefix left the trie (finished
-    beams padded with EOS) may only emit EOS.
-    """
-
-    def __init__(self, completions: list[list[int]], eos_token_id: int):
-        self.eos_token_id = eos_token_id
-        self.max_length = max(len(c) for c in completions)
-        children: dict[tuple, set] = {}
-        for ids in completions:
-            for k in range(len(ids)):
-                children.setdefault(tuple(ids[:k]), set()).add(ids[k])
-        self.allowed = {prefix: torch.tensor(sorted(nxt)) for prefix, nxt in children.items()}
-        self.prompt_length = 0
-
-    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
-        # input_ids [N, prompt_length + t], scores [N, V]
-        generated = input_ids[:, self.prompt_length :].tolist()
-        mask = torch.full_like(scores, float("-inf"))
-        for row, prefix in enumerate(generated):
-            allowed = self.allowed.get(tuple(prefix))
-            if allowed is None:
-                mask[row, self.eos_token_id] = 0
-            else:
-                mask[row, allowed.to(scores.device)] = 0
-        return scores + mask
+def unique_sid_index(sid_index: dict[str, list[str]]) -> dict[str, list[str]]:
+    """One entry per distinct SID: the decoding trie needs unique paths, and a public index has a few
+    SIDs shared by several items (the model can only name the SID, not the item, anyway)."""
+    seen = {}
+    for item_id, sid in sid_index.items():
+        seen.setdefault(sid_string(sid), (item_id, sid))
+    return dict(seen.values())
 
 
 def select_dynamic(samples: list[tuple], target: tuple, keep: int) -> list[tuple]:
@@ -107,8 +79,8 @@ class MiniOneRecGRPOTrainer(GRPOTrainer):
         super().__init__(*args, **kwargs)
         self.beam_search, self.dynamic_sampling, self.add_gt = beam_search, dynamic_sampling, add_gt
         self.mask_all_zero = mask_all_zero
-        eos = self._tokenizer.eos_token_id
-        self.constraint = SidPrefixConstraint(completion_token_ids(sid_index, self._tokenizer), eos)
+        # the closed item set as a token trie on the training device: every completion is one of its paths
+        self.trie = build_sid_trie(unique_sid_index(sid_index), self._tokenizer, device=self.accelerator.device)
         self._target_ids: dict[str, list[int]] = {}
         self._batch_targets: list[str] | None = None
         self._gathered_rewards: torch.Tensor | None = None
@@ -126,14 +98,15 @@ class MiniOneRecGRPOTrainer(GRPOTrainer):
         tensors = [torch.tensor(ids) for ids in prompt_ids]
         input_ids = pad(tensors, padding_value=self._tokenizer.pad_token_id, padding_side="left").to(device)
         attention_mask = pad([torch.ones_like(t) for t in tensors], padding_value=0, padding_side="left").to(device)
-        self.constraint.prompt_length = input_ids.shape[1]
+        # beam search may overwrite its scores in place; sampling's warpers still read them
+        constraint = SIDLogitsProcessor(self.trie, prompt_len=input_ids.shape[1], inplace=(config.num_beams or 1) > 1)
         with (
             unwrap_model_for_generation(self.model_wrapped, self.accelerator,
                                         gather_deepspeed3_params=self.args.ds3_gather_for_generation) as model,
             torch.no_grad(),
         ):
             out = model.generate(input_ids=input_ids, attention_mask=attention_mask, generation_config=config,
-                                 logits_processor=LogitsProcessorList([self.constraint]))
+                                 logits_processor=LogitsProcessorList([constraint]))
         completions = []
         for row in out[:, input_ids.shape[1]:].tolist():  # [N * num_return_sequences, <= max_new_tokens]
             end = next((k for k, t in enumerate(row) if t in self.eos_token_ids), len(row) - 1)
@@ -142,10 +115,11 @@ class MiniOneRecGRPOTrainer(GRPOTrainer):
 
     def _generation_config(self, num_return: int, beams: bool) -> GenerationConfig:
         config = copy.deepcopy(self.generation_config)
-        config.max_new_tokens = self.constraint.max_length
+        config.max_new_tokens = self.trie.depth  # SID tokens + "\n" + EOS
         config.num_return_sequences = num_return
         if beams:  # beam search: greedy over beams, ordered by score, distinct hypotheses
             config.do_sample, config.num_beams, config.early_stopping = False, num_return, True
+            config.length_penalty = 0.0  # rank by summed log-probability, as evaluate.py does
             config.temperature = config.top_p = config.top_k = config.min_p = None
         return config
 
@@ -173,17 +147,6 @@ class MiniOneRecGRPOTrainer(GRPOTrainer):
                 if gt not in completions[g * G:(g + 1) * G]:
                     completions[(g + 1) * G - 1] = gt  # the last (lowest-ranked) completion makes room
         return [list(c) for c in completions], None
-
-    def beam_search_sids(self, prompt_texts: list[str], num_beams: int) -> list[list[str]]:
-        """Ranked SID lists (best first, num_beams each) for prompts: the in-training evaluation."""
-        prompt_ids = self._tokenizer(prompt_texts, add_special_tokens=False)["input_ids"]
-        was_training = self.model.training
-        self.model.eval()
-        completions = self._constrained_generate(prompt_ids, self._generation_config(num_beams, beams=True))
-        self.model.train(was_training)
-        texts = self._tokenizer.batch_decode([list(c) for c in completions], skip_special_tokens=True)
-        sids = [t.strip() for t in texts]
-        return [sids[i:i + num_beams] for i in range(0, len(sids), num_beams)]
 
     # ---- scoring ----------------------------------------------------------------------------
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):

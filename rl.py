@@ -161,7 +161,7 @@ def main(args: Args):
         dataloader_num_workers=0,
         # CPU runs (tests): without an explicit gloo backend accelerate's DeepSpeed state on CPU
         # reports one process on every rank, so each rank would silently train alone.
-        ddp_backend=None if torch.cuda.is_available() else "gloo",
+        ddp_backend="gloo" if world_size > 1 and not torch.cuda.is_available() else None,
     )
     callbacks = []
     if args.test_during_training:

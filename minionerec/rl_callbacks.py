@@ -12,6 +12,9 @@ from pathlib import Path
 
 import torch
 from transformers import TrainerCallback
+from trl.models import unwrap_model_for_generation
+
+from minionerec.constrained import constrained_beam_search
 
 TOPK = (1, 3, 5, 10, 20, 50)
 
@@ -34,7 +37,7 @@ class ConstrainedEvalCallback(TrainerCallback):
     `num_beams` constrained beams and log eval_HR@K / eval_NDCG@K with the training metrics.
 
     Rows are split over processes (row i on process i % world) and the hit sums all-reduced. Set
-    `trainer` after building the trainer: generation goes through its `beam_search_sids`.
+    `trainer` after building the trainer: its model, tokenizer and SID trie are used.
     """
 
     def __init__(self, eval_dataset, num_beams: int, eval_step: float, batch_size: int, sample: int = -1,
@@ -58,9 +61,13 @@ class ConstrainedEvalCallback(TrainerCallback):
         trainer = self.trainer
         rank, world = trainer.accelerator.process_index, trainer.accelerator.num_processes
         prompts, targets = self.prompts[rank::world], self.targets[rank::world]
-        ranked = []
-        for start in range(0, len(prompts), self.batch_size):
-            ranked += trainer.beam_search_sids(prompts[start:start + self.batch_size], self.num_beams)
+        was_training = trainer.model.training
+        with unwrap_model_for_generation(trainer.model_wrapped, trainer.accelerator,
+                                         gather_deepspeed3_params=trainer.args.ds3_gather_for_generation) as model:
+            model.eval()
+            ranked = constrained_beam_search(model, trainer.processing_class, prompts, trainer.trie, self.num_beams,
+                                             batch_size=self.batch_size)
+            model.train(was_training)
         sums = hit_ndcg(ranked, targets, self.topk)
         names = sorted(sums)
         local = torch.tensor([sums[n] for n in names] + [len(targets)], dtype=torch.float64,
