@@ -7,6 +7,10 @@ Output, in the MiniOneRec layout under --output_dir:
 
     python convert_dataset.py --inter_dir raw/ --category Demo --item_meta_path raw/Demo.item.json \
         --sid_index_path raw/Demo.index.json --output_dir data_out/
+
+--reindex true rewrites an existing dataset with a new index.json (same rows, new SIDs):
+    python convert_dataset.py --reindex true --data_dir data_out/ --category Demo \
+        --sid_index_path new/Demo.index.json --output_dir data_new/
 """
 from __future__ import annotations
 
@@ -34,6 +38,8 @@ class Args:
     item_meta_path: str = ""  # item.json
     sid_index_path: str = ""  # index.json
     output_dir: str = ""  # MiniOneRec layout is written here
+    reindex: bool = False  # instead: rewrite the CSVs of --data_dir with --sid_index_path (rq/reindex.py)
+    data_dir: str = ""  # --reindex only: an existing MiniOneRec dataset (train/valid/test/info/index)
 
 
 def read_inter(path) -> list[tuple[str, list[str], str]]:
@@ -101,6 +107,18 @@ def convert(inter_dir, category, item_meta_path, sid_index_path, output_dir) -> 
 
 
 def main(args: Args) -> None:
+    if args.reindex:  # same rows, new SIDs; info txt regenerated
+        from rq.reindex import reindex
+
+        for flag in ("data_dir", "category", "sid_index_path", "output_dir"):
+            if not getattr(args, flag):
+                raise SystemExit(f"error: --{flag} is required with --reindex")
+        try:
+            counts = reindex(args.data_dir, args.category, args.sid_index_path, args.output_dir)
+        except DataError as e:
+            raise SystemExit(f"error: {e}") from None
+        print(json.dumps({"output_dir": args.output_dir, "reindexed_rows": counts}))
+        return
     for flag in ("inter_dir", "category", "item_meta_path", "sid_index_path", "output_dir"):
         if not getattr(args, flag):
             raise SystemExit(f"error: --{flag} is required")

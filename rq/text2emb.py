@@ -81,15 +81,16 @@ def tfidf_embeddings(texts: list[str], dim: int = 256, seed: int = 0) -> np.ndar
 
 def load_sentence_model(model_path: str, pooling: str, max_length: int, device: str | None):
     """SentenceTransformer from a local directory, with the pooling we ask for (not the saved one)."""
-    from sentence_transformers import SentenceTransformer, models
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer.modules import Pooling, Transformer
 
     if not Path(model_path, "config.json").is_file():
         raise SystemExit(f"error: --model_path {model_path!r}: no config.json there (a local model directory is "
                          "needed; nothing is downloaded). Use --method tfidf without a model.")
-    transformer = models.Transformer(model_path, max_seq_length=max_length)
+    transformer = Transformer(model_path, max_seq_length=max_length)
     if transformer.tokenizer.pad_token is None:  # decoder-only tokenizers may lack one
         transformer.tokenizer.pad_token = transformer.tokenizer.eos_token
-    pool = models.Pooling(transformer.get_word_embedding_dimension(), pooling_mode=pooling)
+    pool = Pooling(transformer.get_embedding_dimension(), pooling_mode=pooling)
     return SentenceTransformer(modules=[transformer, pool], device=device or None)
 
 

@@ -1,0 +1,60 @@
+"""Rewrite an existing MiniOneRec dataset with a new index.json: same rows, new SIDs.
+
+Reads `<data_dir>/{train,valid,test}/<Category>*.csv` and `<data_dir>/index/<Category>.item.json`,
+replaces `history_item_sid` / `item_sid` from the new index by item id (titles, ids and row order are
+untouched), regenerates `info/<Category>*.txt`, and copies the new index.json and item.json into
+`<output_dir>/index/`. File names are kept (e.g. `Industrial_and_Scientific_5_2016-10-2018-11.csv`).
+Every item id of every split must be in the new index; all is checked before anything is written.
+Used by `convert_dataset.py --reindex true`.
+"""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from minionerec.data import (DataError, find_split, load_item_meta, load_sid_index, load_split, sid_string,
+                             write_info, write_split)
+
+SPLITS = ("train", "valid", "test")
+
+
+def _new_sids(df, index: dict, path):
+    """(history SIDs per row, target SID per row) from the new index; DataError names the row."""
+    history, target = [], []
+    for row_number, (hist_ids, item_id) in enumerate(zip(df["history_item_id"], df["item_id"]), start=2):
+        missing = [i for i in [*hist_ids, item_id] if i not in index]
+        if missing:
+            raise DataError(f"{path}: row {row_number}: item {missing[0]} is not in the new index")
+        history.append([sid_string(index[i]) for i in hist_ids])
+        target.append(sid_string(index[item_id]))
+    return history, target
+
+
+def reindex(data_dir, category: str, sid_index_path, output_dir) -> dict[str, int]:
+    """Returns rows per split; output_dir may equal data_dir (files are rewritten in place)."""
+    data_dir, out = Path(data_dir), Path(output_dir)
+    index = load_sid_index(sid_index_path)
+    if len({sid_string(s) for s in index.values()}) != len(index):
+        raise DataError(f"{sid_index_path}: two items share a SID; run rq/ with collision handling")
+    meta_path = data_dir / "index" / f"{category}.item.json"
+    meta = load_item_meta(meta_path)
+    frames = {}
+    for split in SPLITS:
+        path = find_split(data_dir, split, category)
+        df = load_split(path)
+        df["history_item_sid"], df["item_sid"] = _new_sids(df, index, path)
+        frames[split] = (path.name, df)
+    info_names = [p.name for p in sorted((data_dir / "info").glob(f"{category}*.txt"))] or [f"{category}.txt"]
+    missing_meta = [i for i in index if i not in meta]
+    if missing_meta:
+        raise DataError(f"{meta_path}: item {missing_meta[0]} of the new index has no title")
+    for split, (name, df) in frames.items():
+        write_split(df, out / split / name)
+    for name in info_names:
+        write_info(index, meta, out / "info" / name)
+    (out / "index").mkdir(parents=True, exist_ok=True)
+    for src, dst in ((Path(sid_index_path), out / "index" / f"{category}.index.json"),
+                     (meta_path, out / "index" / f"{category}.item.json")):
+        if src.resolve() != dst.resolve():
+            shutil.copyfile(src, dst)
+    return {split: len(df) for split, (_, df) in frames.items()}

@@ -1,0 +1,60 @@
+"""convert_dataset.py --reindex: same rows, SIDs replaced from a new index.json, info txt regenerated."""
+import json
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import CATEGORY, ROOT
+from convert_dataset import Args, main
+from minionerec.data import DataError, load_info, load_sid_index, load_split, sid_string
+from rq.index import write_index
+from rq.reindex import reindex
+
+
+@pytest.fixture(scope="module")
+def new_index(demo_data, tmp_path_factory):
+    """A different collision-free index for the demo items: 2 levels, code = item position."""
+    ids = list(load_sid_index(demo_data / "index" / f"{CATEGORY}.index.json"))
+    codes = np.stack([np.arange(len(ids)) // 10, np.arange(len(ids)) % 10], axis=1)
+    return write_index(ids, codes, tmp_path_factory.mktemp("new") / "new.index.json")
+
+
+def test_reindex_keeps_rows_and_replaces_sids(demo_data, new_index, tmp_path):
+    main(Args(reindex=True, data_dir=str(demo_data), category=CATEGORY, sid_index_path=str(new_index),
+              output_dir=str(tmp_path)))
+    index = load_sid_index(new_index)
+    for split in ("train", "valid", "test"):
+        old = load_split(demo_data / split / f"{CATEGORY}.csv")
+        new = load_split(tmp_path / split / f"{CATEGORY}.csv", sid_index=index)
+        kept = ["user_id", "history_item_title", "item_title", "history_item_id", "item_id"]
+        assert new[kept].equals(old[kept])
+        assert list(new["item_sid"]) == [sid_string(index[i]) for i in new["item_id"]]
+        assert list(new["history_item_sid"]) == [[sid_string(index[i]) for i in h] for h in new["history_item_id"]]
+        assert (new["item_sid"] != old["item_sid"]).any()
+    info = load_info(tmp_path / "info" / f"{CATEGORY}.txt")
+    assert [(sid, item) for sid, _, item in info] == [(sid_string(s), i) for i, s in index.items()]
+    assert json.loads((tmp_path / "index" / f"{CATEGORY}.index.json").read_text()) == index
+
+
+def test_reindex_in_place_via_cli(demo_data, new_index, tmp_path):
+    data = shutil.copytree(demo_data, tmp_path / "data")
+    out = subprocess.run([sys.executable, "convert_dataset.py", "--reindex", "true", "--data_dir", str(data),
+                          "--category", CATEGORY, "--sid_index_path", str(new_index), "--output_dir", str(data)],
+                         cwd=ROOT, capture_output=True, text=True, check=True)
+    assert '"reindexed_rows"' in out.stdout
+    load_split(data / "test" / f"{CATEGORY}.csv", sid_index=load_sid_index(new_index))
+
+
+def test_item_missing_from_new_index_fails_before_writing(demo_data, new_index, tmp_path):
+    index = load_sid_index(new_index)
+    index.pop(load_split(demo_data / "train" / f"{CATEGORY}.csv")["item_id"][0])  # an item the rows use
+    partial = tmp_path / "partial.json"
+    partial.write_text(json.dumps(index))
+    with pytest.raises(DataError, match="is not in the new index"):
+        reindex(demo_data, CATEGORY, partial, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+    with pytest.raises(SystemExit, match="--data_dir is required with --reindex"):
+        main(Args(reindex=True, category=CATEGORY, sid_index_path=str(new_index), output_dir=str(tmp_path)))
