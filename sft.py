@@ -75,6 +75,19 @@ def gradient_accumulation(batch_size: int, micro_batch_size: int, world_size: in
     return batch_size // per_step
 
 
+def deepspeed_config(path: str):
+    """TrainingArguments takes a JSON path or a dict; a YAML file is read into a dict here."""
+    if not path:
+        return None
+    if not Path(path).is_file():
+        raise SystemExit(f"error: --deepspeed file not found: {path}")
+    if Path(path).suffix in (".yaml", ".yml"):
+        import yaml
+
+        return yaml.safe_load(Path(path).read_text())
+    return path
+
+
 def check_paths(args: Args, tasks: list[str]) -> None:
     """Fail before loading anything heavy."""
     if not args.base_model or not Path(args.base_model).is_dir():
@@ -92,6 +105,7 @@ def check_paths(args: Args, tasks: list[str]) -> None:
 def main(args: Args) -> Trainer:
     tasks = [t for t in TASKS if getattr(args, f"task_{t}")]
     check_paths(args, tasks)
+    ds_config = deepspeed_config(args.deepspeed)
     world_size = int(os.environ.get("WORLD_SIZE", 1))
     grad_accum = gradient_accumulation(args.batch_size, args.micro_batch_size, world_size)
     set_seed(args.seed)
@@ -144,7 +158,7 @@ def main(args: Args) -> Trainer:
         logging_steps=args.logging_steps,
         report_to=[] if args.report_to == "none" else [args.report_to],
         run_name=args.wandb_run_name or f"sft-{args.category or 'minionerec'}",
-        deepspeed=args.deepspeed or None,
+        deepspeed=ds_config,
         ddp_find_unused_parameters=False,
         seed=args.seed,
         dataloader_num_workers=0,

@@ -109,3 +109,13 @@ def test_torchrun_two_processes(demo_data, tiny_model_dir, tmp_path):
     assert "grad_accum=1 world_size=2" in result.stdout
     assert "[sft] done: steps=2" in result.stdout
     AutoModelForCausalLM.from_pretrained(tmp_path / "final_checkpoint")
+
+
+def test_deepspeed_yaml_becomes_dict_and_json_stays_path(tmp_path):
+    (tmp_path / "ds.yaml").write_text("zero_optimization:\n  stage: 2\n")
+    assert sft.deepspeed_config(str(tmp_path / "ds.yaml")) == {"zero_optimization": {"stage": 2}}
+    (tmp_path / "ds.json").write_text('{"zero_optimization": {"stage": 2}}')
+    assert sft.deepspeed_config(str(tmp_path / "ds.json")) == str(tmp_path / "ds.json")
+    with pytest.raises(SystemExit, match="--deepspeed file not found: nope.json"):
+        sft.deepspeed_config("nope.json")
+    assert sft.deepspeed_config("") is None
