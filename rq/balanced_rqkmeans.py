@@ -72,7 +72,7 @@ def quantize(embeddings: np.ndarray, levels: int = 3, codebook_size=256, seed: i
     sizes = parse_sizes(codebook_size, levels)
     bounds = size_bounds(len(embeddings), sizes, size_min, size_max)
     codebooks, codes, residuals = balanced_residual_kmeans(embeddings, sizes, bounds, seed, max_iter)
-    return make_unique(codes, collision, residuals[-1], codebooks[-1])
+    return make_unique(codes, collision, residuals, codebooks)
 
 
 def main(args: Args) -> np.ndarray:
@@ -84,8 +84,8 @@ def main(args: Args) -> np.ndarray:
         raise SystemExit(f"error: --size_min/--size_max: {e}") from None
     print("cluster size bounds per level:", bounds, flush=True)
     codebooks, codes, residuals = balanced_residual_kmeans(x, sizes, bounds, args.seed, args.max_iter, args.n_init)
-    return finish("balanced_rqkmeans", item_ids, codes, args.output_path, args.collision, residuals[-1],
-                  codebooks[-1], sizes)
+    return finish("balanced_rqkmeans", item_ids, codes, args.output_path, args.collision, residuals,
+                  codebooks, sizes)
 
 
 if __name__ == "__main__":

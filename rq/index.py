@@ -11,8 +11,8 @@ length. Two modes:
   collision we solve a linear assignment (Hungarian, scipy) of the group's items to distinct
   last-level codewords, minimising the summed squared distance between each item's last-level
   residual and its codeword. Groups without a collision keep their codes untouched; SIDs keep
-  L tokens. Fails with a one-line error when a prefix group has more items than the last
-  codebook has codes (use a bigger last codebook, or `append`).
+  L tokens. A group larger than the last codebook spills its left-over items to the nearest free
+  (level L-1, level L) code pair; only if even that runs out is it a one-line error.
 - `append`: every item gets one extra level holding its rank among the items sharing its full
   L-level code (0 for the first, 1, 2, ...), so all SIDs grow to L+1 tokens and no semantic code
   changes. This is what upstream TIGER-style pipelines do.
@@ -68,30 +68,64 @@ def collision_groups(codes: np.ndarray) -> list[list[int]]:
     return [g for g in groups.values() if len(g) > 1]
 
 
-def reassign_last_level(codes: np.ndarray, last_residual: np.ndarray, last_codebook: np.ndarray) -> np.ndarray:
-    """Distinct last-level codes inside each colliding prefix group (min total squared distance).
+def _sq_dist(x: np.ndarray, codebook: np.ndarray) -> np.ndarray:
+    """x [n, D], codebook [K, D] -> squared distances [n, K]."""
+    return (x * x).sum(1)[:, None] - 2 * x @ codebook.T + (codebook * codebook).sum(1)[None, :]
 
-    codes [N, L]; last_residual [N, D] = what the last level quantises; last_codebook [K, D].
+
+def reassign(codes: np.ndarray, residuals: list[np.ndarray], codebooks: list[np.ndarray]) -> np.ndarray:
+    """Distinct full codes, changing as little as possible (min total squared distance).
+
+    codes [N, L]; residuals L x [N, D] (what each level quantised); codebooks L x [K_l, D]. Only the
+    last two levels are read. Step 1: inside each colliding prefix group (same first L-1 codes) a
+    Hungarian assignment gives distinct last codes. Step 2 ("spill"): if a group has more items than
+    the last codebook has codes, the items left over get the free (level L-1, level L) pair nearest to
+    their level L-1 residual, among pairs unused by the items sharing their first L-2 codes.
     """
     codes = np.array(codes, dtype=np.int64, copy=True)
-    if len(last_residual) != len(codes):
-        raise ValueError(f"last_residual has {len(last_residual)} rows, codes have {len(codes)}")
-    k = len(last_codebook)
-    prefixes = defaultdict(list)
+    residuals = [np.asarray(r, dtype=np.float64) for r in residuals[-2:]]
+    codebooks = [np.asarray(c, dtype=np.float64) for c in codebooks[-2:]]
+    if any(len(r) != len(codes) for r in residuals):
+        raise ValueError(f"residuals must have {len(codes)} rows, one per item")
+    groups = defaultdict(list)
     for i, row in enumerate(map(tuple, codes[:, :-1].tolist())):
-        prefixes[row].append(i)
-    for prefix, members in prefixes.items():
+        groups[row].append(i)
+    overflow = []
+    for members in groups.values():
         if len(set(codes[members, -1].tolist())) == len(members):
             continue  # no collision in this group: keep the quantiser's choice
-        if len(members) > k:
-            raise CollisionError(
-                f"{len(members)} items share the prefix {list(prefix)} but the last level has only {k} codes; "
-                "use a larger last codebook or --collision append")
-        diff = last_residual[members, None, :] - last_codebook[None, :, :]  # [n_group, K, D]
-        cost = np.einsum("nkd,nkd->nk", diff, diff)
-        rows, cols = linear_sum_assignment(cost)
-        codes[np.asarray(members)[rows], -1] = cols
+        members = np.asarray(members)
+        rows, cols = linear_sum_assignment(_sq_dist(residuals[-1][members], codebooks[-1]))  # [n_group, K]
+        codes[members[rows], -1] = cols
+        overflow.extend(np.setdiff1d(members, members[rows]).tolist())  # n_group > K: these got no code
+    if overflow:
+        _spill(codes, overflow, residuals, codebooks)
     return codes
+
+
+def _spill(codes: np.ndarray, overflow: list[int], residuals, codebooks) -> None:
+    """Give each overflow item a free (second-to-last, last) code pair; in place."""
+    if codes.shape[1] < 2:
+        raise CollisionError(f"{len(codes)} items but the only level has {len(codebooks[-1])} codes")
+    cb_b, cb_c = codebooks  # [K_b, D], [K_c, D]
+    pair_norm = ((cb_b[:, None, :] + cb_c[None, :, :]) ** 2).sum(-1)  # ||e_b + e_c||^2, [K_b, K_c]
+    by_prefix = defaultdict(list)
+    for i in overflow:
+        by_prefix[tuple(codes[i, :-2].tolist())].append(i)
+    waiting = set(overflow)
+    for prefix, items in by_prefix.items():
+        same = [j for j in np.flatnonzero((codes[:, :-2] == prefix).all(1)) if j not in waiting]
+        used = np.zeros(pair_norm.shape, dtype=bool)
+        used[codes[same, -2], codes[same, -1]] = True
+        free = np.flatnonzero(~used.ravel())  # flat (b, c) pair ids
+        if len(free) < len(items):
+            raise CollisionError(f"{len(items) + len(same)} items share the prefix {list(prefix)}, more than the "
+                                 "last two levels can tell apart; use larger codebooks or --collision append")
+        r = residuals[0][items]  # [n, D], the input of level L-1
+        cost = (-2 * (r @ cb_b.T)[:, :, None] - 2 * (r @ cb_c.T)[:, None, :] + pair_norm).reshape(len(items), -1)
+        rows, cols = linear_sum_assignment(cost[:, free])  # ||r||^2 is constant per row, left out
+        b, c = np.unravel_index(free[cols], pair_norm.shape)
+        codes[np.asarray(items)[rows], -2], codes[np.asarray(items)[rows], -1] = b, c
 
 
 def append_level(codes: np.ndarray) -> np.ndarray:
@@ -104,18 +138,20 @@ def append_level(codes: np.ndarray) -> np.ndarray:
     return np.concatenate([np.asarray(codes, dtype=np.int64), extra[:, None]], axis=1)
 
 
-def make_unique(codes: np.ndarray, mode: str = "reassign", last_residual: np.ndarray | None = None,
-                last_codebook: np.ndarray | None = None) -> np.ndarray:
-    """Collision-free, fixed-length codes under `mode` (see module docstring)."""
+def make_unique(codes: np.ndarray, mode: str = "reassign", residuals: list[np.ndarray] | None = None,
+                codebooks: list[np.ndarray] | None = None) -> np.ndarray:
+    """Collision-free, fixed-length codes under `mode` (see module docstring).
+
+    residuals L x [N, D] and codebooks L x [K_l, D] (reassign only) come from the quantiser.
+    """
     if mode not in COLLISION_MODES:
         raise ValueError(f"collision mode must be one of {COLLISION_MODES}, got {mode!r}")
     if mode == "append":
         out = append_level(codes)
     else:
-        if last_residual is None or last_codebook is None:
-            raise ValueError("reassign needs the last level's residuals and codebook")
-        out = reassign_last_level(codes, np.asarray(last_residual, dtype=np.float64),
-                                  np.asarray(last_codebook, dtype=np.float64))
+        if residuals is None or codebooks is None:
+            raise ValueError("reassign needs the quantiser's per-level residuals and codebooks")
+        out = reassign(codes, residuals, codebooks)
     assert not collision_groups(out), "collision resolution left duplicates"  # guarded by construction
     return out
 
@@ -137,10 +173,12 @@ def level_stats(codes: np.ndarray, sizes: list[int] | None = None) -> list[dict]
 def report(name: str, codes_before: np.ndarray, codes_after: np.ndarray, sizes: list[int] | None = None) -> str:
     """The table every run prints: collisions before/after and per-level usage of the final codes."""
     before, after = collision_groups(codes_before), collision_groups(codes_after)
+    collisions = (f"collision groups: {len(after)} ({sum(map(len, after))} items)" if codes_before is codes_after
+                  else f"collision groups before: {len(before)} ({sum(map(len, before))} items)   "
+                       f"after: {len(after)} ({sum(map(len, after))} items)")
     lines = [
         f"== {name}: {len(codes_after)} items, {codes_after.shape[1]} levels",
-        f"collision groups before: {len(before)} ({sum(map(len, before))} items)   "
-        f"after: {len(after)} ({sum(map(len, after))} items)",
+        collisions,
         f"{'level':<6}{'size':>6}{'used':>6}{'used%':>8}{'entropy':>9}{'max':>7}{'largest':>9}",
     ]
     for s in level_stats(codes_after, sizes):
@@ -171,9 +209,9 @@ def load_index_codes(path) -> tuple[list[str], np.ndarray]:
 
 
 def finish(name: str, item_ids: list[str], codes: np.ndarray, output_path, mode: str = "reassign",
-           last_residual=None, last_codebook=None, sizes: list[int] | None = None) -> np.ndarray:
+           residuals=None, codebooks=None, sizes: list[int] | None = None) -> np.ndarray:
     """make_unique + print the report + write the index; returns the final codes."""
-    final = make_unique(codes, mode, last_residual, last_codebook)
+    final = make_unique(codes, mode, residuals, codebooks)
     if mode == "append" and sizes:
         sizes = [*sizes, int(final[:, -1].max()) + 1]
     print(report(name, codes, final, sizes), flush=True)

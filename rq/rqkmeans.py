@@ -63,7 +63,7 @@ def quantize(embeddings: np.ndarray, levels: int = 3, codebook_size=256, seed: i
     """Library entry: embeddings [N, D] -> collision-free codes [N, L] (L+1 with collision='append')."""
     sizes = parse_sizes(codebook_size, levels)
     codebooks, codes, residuals = residual_kmeans(embeddings, sizes, seed, niter)
-    return make_unique(codes, collision, residuals[-1], codebooks[-1])
+    return make_unique(codes, collision, residuals, codebooks)
 
 
 def main(args: Args) -> np.ndarray:
@@ -74,7 +74,7 @@ def main(args: Args) -> np.ndarray:
     except ValueError as e:
         raise SystemExit(f"error: --device: {e}") from None
     codebooks, codes, residuals = residual_kmeans(x, sizes, args.seed, args.niter, args.device)
-    return finish("rqkmeans", item_ids, codes, args.output_path, args.collision, residuals[-1], codebooks[-1], sizes)
+    return finish("rqkmeans", item_ids, codes, args.output_path, args.collision, residuals, codebooks, sizes)
 
 
 if __name__ == "__main__":

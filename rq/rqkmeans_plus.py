@@ -52,8 +52,8 @@ def quantize(embeddings: np.ndarray, levels: int = 3, codebook_size=256, seed: i
     sizes = parse_sizes(codebook_size, levels)
     x = torch.as_tensor(np.asarray(embeddings, dtype=np.float32))
     model = train(build(x, sizes, list(hidden), 0.25, seed, 50), x, epochs, seed=seed, reset_dead=False)
-    codes, last_residual, last_codebook = codes_for(model, x)
-    return make_unique(codes, collision, last_residual, last_codebook)
+    codes, residuals, codebooks = codes_for(model, x)
+    return make_unique(codes, collision, residuals, codebooks)
 
 
 def main(args: Args) -> np.ndarray:
@@ -65,9 +65,8 @@ def main(args: Args) -> np.ndarray:
     model = build(x, sizes, hidden, args.beta, args.seed, args.niter)
     train(model, x, args.epochs, args.batch_size, args.lr, args.seed, args.reset_dead, args.ckpt_dir,
           args.save_every, args.resume)
-    codes, last_residual, last_codebook = codes_for(model, x)
-    return finish("rqkmeans_plus", item_ids, codes, args.output_path, args.collision, last_residual,
-                  last_codebook, sizes)
+    codes, residuals, codebooks = codes_for(model, x)
+    return finish("rqkmeans_plus", item_ids, codes, args.output_path, args.collision, residuals, codebooks, sizes)
 
 
 if __name__ == "__main__":

@@ -197,10 +197,10 @@ def train(model: RQVAE, x: torch.Tensor, epochs: int, batch_size: int = 1024, lr
 
 
 def codes_for(model: RQVAE, x: torch.Tensor):
-    """(codes [N, L], last level's residuals [N, D], last codebook [K, D]) as numpy, for rq.index.finish."""
+    """(codes [N, L], residuals L x [N, D], codebooks L x [K_l, D]) as numpy, for rq.index.make_unique."""
     codes, residuals = model.encode_all(x)
-    last_codebook = model.quantizer.codebooks[-1].detach()
-    return codes.cpu().numpy(), residuals[-1].cpu().numpy(), last_codebook.cpu().numpy()
+    codebooks = [cb.detach().cpu().numpy() for cb in model.quantizer.codebooks]
+    return codes.cpu().numpy(), [r.cpu().numpy() for r in residuals], codebooks
 
 
 def resolve_device(device: str) -> torch.device:
@@ -232,8 +232,8 @@ def main(args: Args) -> np.ndarray:
         kmeans_init(model, x, sizes, args.seed)
     train(model, x, args.epochs, args.batch_size, args.lr, args.seed, args.reset_dead, args.ckpt_dir,
           args.save_every, args.resume)
-    codes, last_residual, last_codebook = codes_for(model, x)
-    return finish("rqvae", item_ids, codes, args.output_path, args.collision, last_residual, last_codebook, sizes)
+    codes, residuals, codebooks = codes_for(model, x)
+    return finish("rqvae", item_ids, codes, args.output_path, args.collision, residuals, codebooks, sizes)
 
 
 if __name__ == "__main__":

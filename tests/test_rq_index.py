@@ -12,8 +12,9 @@ from rq.index import (CollisionError, codes_to_sids, collision_groups, level_sta
 # Items 0 and 1 collide on (0, 0, 1); item 2 shares their prefix (0, 0) with last code 0.
 CODES = np.array([[0, 0, 1], [0, 0, 1], [0, 0, 0], [1, 2, 1]])
 # Last-level residuals [4, 2] and codebook [3, 2]: item 0 sits on codeword 1, item 1 between 1 and 2.
-RESIDUAL = np.array([[1.0, 0.0], [0.6, 0.6], [0.0, 0.0], [1.0, 0.0]])
-CODEBOOK = np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
+# reassign reads only the last two levels; the level before is a placeholder here.
+RESIDUALS = [None, np.zeros((4, 2)), np.array([[1.0, 0.0], [0.6, 0.6], [0.0, 0.0], [1.0, 0.0]])]
+CODEBOOKS = [None, np.zeros((3, 2)), np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0]])]
 
 
 def test_tokens_use_level_letters():
@@ -21,7 +22,7 @@ def test_tokens_use_level_letters():
 
 
 def test_reassign_moves_only_the_colliding_group_to_nearest_free_codes():
-    out = make_unique(CODES, "reassign", RESIDUAL, CODEBOOK)
+    out = make_unique(CODES, "reassign", RESIDUALS, CODEBOOKS)
     # Hungarian on the prefix group {0, 1, 2}: item 0 -> 1 (cost 0), item 1 -> 2 (0.52), item 2 -> 0 (0).
     assert out.tolist() == [[0, 0, 1], [0, 0, 2], [0, 0, 0], [1, 2, 1]]
     assert out.shape == CODES.shape and not collision_groups(out)
@@ -32,10 +33,19 @@ def test_append_adds_a_level_to_every_item():
     assert out.tolist() == [[0, 0, 1, 0], [0, 0, 1, 1], [0, 0, 0, 0], [1, 2, 1, 0]]
 
 
-def test_reassign_fails_when_a_prefix_group_outgrows_the_last_codebook():
-    codes = np.zeros((3, 2), dtype=int)  # 3 items share prefix (0,) but the codebook has 2 codes
-    with pytest.raises(CollisionError, match="3 items share the prefix"):
-        make_unique(codes, "reassign", np.zeros((3, 2)), np.zeros((2, 2)))
+def test_overflowing_group_spills_to_the_nearest_free_pair():
+    # 3 items share code (0, 0) but level b has 2 codes: Hungarian keeps items 0 and 1 in prefix (0,)
+    # (cost 0 + 0.01); item 2 (residual x=2) takes the nearest free pair: (1, 0) -> e_b + e_c = (10, 0).
+    residual = np.array([[0.0, 0.0], [1.0, 0.1], [2.0, 0.0]])  # input of level a == of level b (e_a0 = 0)
+    codebooks = [np.array([[0.0, 0.0], [10.0, 0.0]]), np.array([[0.0, 0.0], [1.0, 0.0]])]
+    out = make_unique(np.zeros((3, 2), dtype=int), "reassign", [residual, residual], codebooks)
+    assert out.tolist() == [[0, 0], [0, 1], [1, 0]]
+
+
+def test_reassign_fails_when_no_free_codes_are_left():
+    codes = np.zeros((5, 2), dtype=int)  # 5 items, but 2 x 2 codes can tell apart only 4
+    with pytest.raises(CollisionError, match="more than the last two levels can tell apart"):
+        make_unique(codes, "reassign", [np.zeros((5, 2))] * 2, [np.zeros((2, 2))] * 2)
 
 
 def test_unknown_mode_is_one_line_error():
@@ -52,7 +62,7 @@ def test_report_counts_collisions_and_entropy():
 
 
 def test_write_index_round_trips_and_refuses_duplicates(tmp_path):
-    codes = make_unique(CODES, "reassign", RESIDUAL, CODEBOOK)
+    codes = make_unique(CODES, "reassign", RESIDUALS, CODEBOOKS)
     path = write_index(["10", "11", "12", "13"], codes, tmp_path / "X.index.json")
     assert load_sid_index(path)["11"] == ["<a_0>", "<b_0>", "<c_2>"]
     ids, back = load_index_codes(path)

@@ -105,3 +105,12 @@ def test_bad_flags_are_one_line_errors(embedding_path, tmp_path):
         rqkmeans.main(rqkmeans.Args(**common(embedding_path, tmp_path, collision="drop")))
     with pytest.raises(SystemExit, match="embedding file not found"):
         rqkmeans.main(rqkmeans.Args(**{**common(embedding_path, tmp_path), "embedding_path": str(tmp_path / "no.npy")}))
+
+
+def test_clustered_data_with_big_prefix_groups_still_gets_l_level_sids():
+    # 10 tight clusters, 8 first-level codes: some (a, b) prefix groups outgrow the 16 last codes,
+    # so reassign must spill items to free (b, c) pairs instead of failing.
+    rng = np.random.default_rng(0)
+    x = (rng.normal(size=(10, D))[rng.integers(10, size=N)] + 0.3 * rng.normal(size=(N, D))).astype(np.float32)
+    codes = rqkmeans.quantize(x, 3, SIZES)
+    assert codes.shape == (N, 3) and not collision_groups(codes)

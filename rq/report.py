@@ -1,0 +1,44 @@
+"""Print the rq report table (collisions, codes used and usage entropy per level) for an existing index.json.
+
+    python rq/report.py --index_path ../shared/data/Amazon/index/Industrial_and_Scientific.index.json \
+        --codebook_size 256
+"""
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
+
+from minionerec.cli import run  # noqa: E402
+from minionerec.data import DataError  # noqa: E402
+from rq.common import parse_sizes  # noqa: E402
+from rq.index import load_index_codes, report  # noqa: E402
+
+
+@dataclass
+class Args:
+    """Report collisions and per-level code usage of an index.json."""
+
+    index_path: str = ""  # <Category>.index.json
+    codebook_size: str = ""  # per-level sizes for the used% / max-entropy columns ("" = largest code + 1)
+    name: str = ""  # table title ("" = the file name)
+
+
+def main(args: Args) -> str:
+    if not args.index_path:
+        raise SystemExit("error: --index_path is required")
+    try:
+        _, codes = load_index_codes(args.index_path)
+    except (DataError, ValueError) as e:
+        raise SystemExit(f"error: {args.index_path}: {e}") from None
+    sizes = parse_sizes(args.codebook_size, codes.shape[1]) if args.codebook_size != "" else None
+    # An existing index has no "before": passing the same array prints one collision count.
+    text = report(args.name or Path(args.index_path).name, codes, codes, sizes)
+    print(text)
+    return text
+
+
+if __name__ == "__main__":
+    run(main, Args)
