@@ -85,6 +85,8 @@ def check_args(args: Args, world_size: int) -> None:
     for flag in ("train_file", "sid_index_path"):
         if not getattr(args, flag):
             raise SystemExit(f"error: --{flag} is required")
+    if args.sync_ref_model and args.beta == 0:
+        raise SystemExit("error: --sync_ref_model needs --beta > 0 (with beta 0 there is no reference model)")
     if args.test_during_training and not args.eval_file:
         raise SystemExit("error: --test_during_training needs --eval_file")
     try:
