@@ -9,6 +9,7 @@ onto TRL's own: `dapo` -> loss_type="dapo", `gspo` -> importance_sampling_level=
 from __future__ import annotations
 
 import copy
+import time
 from collections import Counter
 
 import torch
@@ -70,7 +71,8 @@ class MiniOneRecGRPOTrainer(GRPOTrainer):
       dynamic sampling (oversample 1.5x, keep the target plus the most frequent others) and add_gt
       (put the ground-truth SID into a group that lacks it, replacing its last completion).
     - `_generate_and_score_completions`: only records the batch's targets for the two options
-      above, and with mask_all_zero zeroes the loss mask of groups whose rewards are all zero.
+      above, logs the step-time split (time/generation_s, time/scoring_reference_s), and with
+      mask_all_zero zeroes the loss mask of groups whose rewards are all zero.
     - `_calculate_rewards`: only keeps the gathered rewards for mask_all_zero.
     """
 
@@ -84,6 +86,7 @@ class MiniOneRecGRPOTrainer(GRPOTrainer):
         self._target_ids: dict[str, list[int]] = {}
         self._batch_targets: list[str] | None = None
         self._gathered_rewards: torch.Tensor | None = None
+        self._generate_seconds = 0.0
 
     # ---- generation -------------------------------------------------------------------------
     def _target_completion(self, target: str) -> tuple[int, ...]:
@@ -125,7 +128,7 @@ class MiniOneRecGRPOTrainer(GRPOTrainer):
 
     def _generate_single_turn(self, prompt_ids, images, multimodal_fields, num_generations, has_tool_images=False):
         """prompt_ids: B*G lists, each prompt repeated G times back to back -> (B*G completion ids, None)."""
-        G = num_generations
+        G, started = num_generations, time.perf_counter()
         if len(prompt_ids) % G or any(prompt_ids[i] != prompt_ids[i - i % G] for i in range(len(prompt_ids))):
             raise ValueError(f"expected each prompt repeated num_generations={G} times back to back on every "
                              f"process; make train_batch_size x gradient_accumulation_steps a multiple of it")
@@ -146,6 +149,7 @@ class MiniOneRecGRPOTrainer(GRPOTrainer):
                 gt = self._target_completion(target)
                 if gt not in completions[g * G:(g + 1) * G]:
                     completions[(g + 1) * G - 1] = gt  # the last (lowest-ranked) completion makes room
+        self._generate_seconds = time.perf_counter() - started
         return [list(c) for c in completions], None
 
     # ---- scoring ----------------------------------------------------------------------------
@@ -158,7 +162,12 @@ class MiniOneRecGRPOTrainer(GRPOTrainer):
         self._batch_targets = [x["target"] for x in inputs] if "target" in inputs[0] else None
         if (self.add_gt or (self.dynamic_sampling and not self.beam_search)) and self._batch_targets is None:
             raise ValueError("add_gt / dynamic_sampling need a 'target' column in the dataset")
+        started = time.perf_counter()
         output = super()._generate_and_score_completions(inputs)
+        # step-time split (TRL's step_time is the whole step): rollouts, then rewards + reference/old log-probs
+        mode = "train" if self.model.training else "eval"
+        self._metrics[mode]["time/generation_s"].append(self._generate_seconds)
+        self._metrics[mode]["time/scoring_reference_s"].append(time.perf_counter() - started - self._generate_seconds)
         if self.mask_all_zero and self.model.training:
             G = self.num_generations
             all_zero = (self._gathered_rewards == 0).all(dim=1).view(-1, G).all(dim=1)  # [groups overall]

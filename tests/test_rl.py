@@ -51,6 +51,7 @@ def test_two_steps_change_parameters_and_log_valid_sids(two_step_run, demo_data,
         assert logged["rule"].sum() == 2  # add_gt: exactly one hit per group of 4
     history = [h for h in trainer.state.log_history if "reward" in h]
     assert [h["step"] for h in history] == [1, 2] and all(h["kl"] >= 0 for h in history)
+    assert all(h["time/generation_s"] > 0 and h["time/scoring_reference_s"] > 0 for h in history)
     assert all("eval_HR@5" in h and 0 <= h["eval_NDCG@5"] <= h["eval_HR@5"] <= 1 for h in history)
     assert (out / "final_checkpoint" / "tokenizer.json").is_file()
 
