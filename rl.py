@@ -85,6 +85,8 @@ def check_args(args: Args, world_size: int) -> None:
     for flag in ("train_file", "sid_index_path"):
         if not getattr(args, flag):
             raise SystemExit(f"error: --{flag} is required")
+    if args.dynamic_sampling and args.beam_search:
+        raise SystemExit("error: --dynamic_sampling applies to sampled rollouts; add --beam_search false")
     if args.sync_ref_model and args.beta == 0:
         raise SystemExit("error: --sync_ref_model needs --beta > 0 (with beta 0 there is no reference model)")
     if args.test_during_training and not args.eval_file:

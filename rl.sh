@@ -17,6 +17,7 @@ OUTPUT_DIR=${OUTPUT_DIR:-output/rl}
 CONFIG=${CONFIG:-config/zero2_opt.yaml}
 NUM_PROCESSES=${NUM_PROCESSES:-8}
 PORT=${PORT:-29503}
+ACCELERATE=${ACCELERATE:-accelerate}                    # e.g. .venv/bin/accelerate
 TRAIN_BATCH_SIZE=${TRAIN_BATCH_SIZE:-64}                # completions per process per step
 GRAD_ACCUM=${GRAD_ACCUM:-2}
 NUM_GENERATIONS=${NUM_GENERATIONS:-16}
@@ -35,7 +36,7 @@ EVAL_FILE=$(ls ${DATA_DIR}/valid/${CATEGORY}*.csv)
 INFO_FILE=$(ls ${DATA_DIR}/info/${CATEGORY}*.txt)
 INDEX_DIR=${DATA_DIR}/index
 
-accelerate launch \
+${ACCELERATE} launch \
     --config_file ${CONFIG} \
     --num_processes ${NUM_PROCESSES} \
     --main_process_port ${PORT} \

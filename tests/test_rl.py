@@ -91,6 +91,7 @@ def test_hit_ndcg_hand_computed():
     (dict(model_path="/nonexistent"), r"--model_path must be a local model directory"),
     (dict(test_during_training=True, eval_file=""), r"--test_during_training needs --eval_file"),
     (dict(sync_ref_model=True, beta=0.0), r"--sync_ref_model needs --beta > 0"),
+    (dict(dynamic_sampling=True), r"--dynamic_sampling applies to sampled rollouts; add --beam_search false"),
 ])
 def test_bad_flags_fail_before_loading(demo_data, tiny_model_dir, tmp_path, overrides, message):
     with pytest.raises(SystemExit, match=message):

@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def launch(demo_data, model_dir, out, port) -> subprocess.CompletedProcess:
     env = {
         **os.environ,
-        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",  # the venv's `accelerate`
+        "ACCELERATE": str(Path(sys.executable).parent / "accelerate"),  # the venv's launcher
         "CONFIG": "config/zero2_cpu.yaml", "NUM_PROCESSES": "2", "PORT": str(port),
         "DATA_DIR": str(demo_data), "CATEGORY": "Demo", "MODEL_PATH": str(model_dir), "OUTPUT_DIR": str(out),
         # shrunk: 4 completions per process = one group of G=4 each; no mid-run checkpoints
