@@ -57,14 +57,21 @@ def ranking_only_reward(completions: list[str], target: list[str], num_generatio
 
 
 def semantic_reward(completions: list[str], target: list[str], item_embeddings: np.ndarray,
-                    sid_to_row: dict[str, int], **kwargs) -> list[float]:
+                    sid_to_row: dict[str, int], item_id: list[str] | None = None,
+                    item_to_row: dict[str, int] | None = None, **kwargs) -> list[float]:
     """Cosine similarity of the completion's and the target's item embeddings ([n_items, D] rows).
 
-    A completion that names no catalogue item gets 0 (constrained decoding never produces one).
+    The target row comes from the `item_id` column when given (exact even where items share a SID),
+    else from its SID. A completion that names no catalogue item gets 0 (constrained decoding never
+    produces one).
     """
+    if item_id is not None and item_to_row is not None:
+        target_rows = [item_to_row.get(i) for i in item_id]
+    else:
+        target_rows = [sid_to_row.get(completion_sid(t)) for t in target]
     rewards = []
-    for c, t in zip(completions, target, strict=True):
-        row_c, row_t = sid_to_row.get(completion_sid(c)), sid_to_row.get(completion_sid(t))
+    for c, row_t in zip(completions, target_rows, strict=True):
+        row_c = sid_to_row.get(completion_sid(c))
         if row_c is None or row_t is None:
             rewards.append(0.0)
             continue
@@ -168,7 +175,7 @@ def build_reward_funcs(reward_type: str, num_generations: int, sid_index: dict[s
             embeddings = np.load(ada_path)
             if embeddings.ndim != 2 or embeddings.shape[0] != len(sid_index):
                 raise ValueError(f"{ada_path}: expected [{len(sid_index)}, dim] item embeddings, got {embeddings.shape}")
-            bound.update(item_embeddings=embeddings, sid_to_row=sid_to_row)
+            bound.update(item_embeddings=embeddings, sid_to_row=sid_to_row, item_to_row=item_to_row)
         elif name == "sasrec":
             if not cf_path:
                 raise ValueError("reward_type sasrec needs --cf_path (a SASRec checkpoint)")

@@ -58,6 +58,14 @@ def test_semantic_reward_is_cosine_of_item_embeddings(tmp_path):
     assert got == pytest.approx([1.0, 0.0, 1 / math.sqrt(2), -1.0, 0.0], abs=1e-6)
 
 
+def test_semantic_target_row_comes_from_item_id_column(tmp_path):
+    emb = np.array([[1.0, 0.0], [0.0, 2.0], [3.0, 3.0], [-1.0, 0.0]], dtype=np.float32)
+    np.save(tmp_path / "emb.npy", emb)
+    (func,), _ = rewards.build_reward_funcs("semantic", 2, INDEX, ada_path=str(tmp_path / "emb.npy"))
+    # item 13 is the target (row 3); its SID column is ignored when item_id is present
+    assert func(completions=[A, D], target=[A, A], item_id=["13", "13"]) == pytest.approx([-1.0, 1.0])
+
+
 def test_semantic_needs_matching_embedding_rows(tmp_path):
     np.save(tmp_path / "emb.npy", np.zeros((3, 2)))
     with pytest.raises(ValueError, match=r"expected \[4, dim\] item embeddings"):
