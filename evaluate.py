@@ -1,0 +1,124 @@
+"""Stage 4 — evaluation: constrained beam search over the item catalogue, HR@K and NDCG@K.
+
+    python evaluate.py --base_model out/sft/final_checkpoint --test_file test.csv \
+        --sid_index_path X.index.json --result_json out/eval.json
+    torchrun --nproc_per_node 8 evaluate.py ...      (see evaluate.sh; N processes = 1 process, exactly)
+
+Writes one JSON list (each test row plus its ranked `predict` SIDs) and prints one metrics table,
+with a popularity baseline when --train_file is given.
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from transformers import set_seed
+
+from minionerec import prompts
+from minionerec.cli import run
+from minionerec.constrained import build_sid_trie
+from minionerec.data import load_info, load_sid_index, load_split, split_sid
+from minionerec.evaluation import (gather_to_rank0, init_distributed, make_batches, popularity_ranking,
+                                   predict_batches, shard, teardown_distributed)
+from minionerec.metrics import DEFAULT_KS, compute_metrics, format_table, ks_for
+from minionerec.modeling import best_dtype, load_model, load_tokenizer
+
+
+@dataclass
+class Args:
+    """Evaluate a checkpoint by constrained beam search over every catalogue SID."""
+
+    base_model: str = ""  # model directory (sft.py's final_checkpoint, or any checkpoint with the SID tokens)
+    test_file: str = ""  # test CSV in the MiniOneRec format
+    sid_index_path: str = ""  # index.json: the catalogue (one of this or --info_file)
+    info_file: str = ""  # info txt (sid<TAB>title<TAB>item_id): the catalogue, if no --sid_index_path
+    train_file: str = ""  # optional train CSV: adds a most-popular-items baseline row to the table
+    result_json: str = "output/eval/predictions.json"  # predictions per test row (upstream layout + `predict`)
+    category: str = ""  # dataset name, free text (printed only)
+    batch_size: int = 8  # prompts per generate call, per process (each expands to num_beams rows)
+    num_beams: int = 50  # also the length of each `predict` list
+    max_new_tokens: int = 0  # 0: exactly the answer length (SID tokens + "\n" + EOS)
+    length_penalty: float = 0.0  # answers all have one length, so this cannot reorder them
+    sample: int = -1  # evaluate the first N test rows; -1 = all
+    seed: int = 42
+    dtype: str = "auto"  # auto (bf16 on GPUs that support it, else fp32) | float32 | bfloat16 | float16
+
+
+def check_args(args: Args) -> None:
+    """Fail before loading anything heavy."""
+    if not args.base_model or not Path(args.base_model).is_dir():
+        raise SystemExit(f"error: --base_model must be a local model directory, got {args.base_model!r}")
+    for flag in ("test_file", "sid_index_path", "info_file", "train_file"):
+        path = getattr(args, flag)
+        if path and not Path(path).is_file():
+            raise SystemExit(f"error: --{flag} file not found: {path}")
+    if not args.test_file:
+        raise SystemExit("error: --test_file is required")
+    if not (args.sid_index_path or args.info_file):
+        raise SystemExit("error: give the catalogue with --sid_index_path or --info_file")
+    if args.num_beams < 1 or args.batch_size < 1:
+        raise SystemExit("error: --num_beams and --batch_size must be >= 1")
+    if args.dtype not in ("auto", "float32", "bfloat16", "float16"):
+        raise SystemExit(f"error: --dtype must be auto, float32, bfloat16 or float16, got {args.dtype!r}")
+
+
+def load_catalogue(args: Args) -> dict[str, list[str]]:
+    if args.sid_index_path:
+        return load_sid_index(args.sid_index_path)
+    return {item_id: split_sid(sid) for sid, _, item_id in load_info(args.info_file)}
+
+
+def main(args: Args) -> dict | None:
+    check_args(args)
+    rank, world_size, device = init_distributed()
+    set_seed(args.seed)
+
+    # data: validated before the model loads (every target and history SID must be in the catalogue)
+    sid_index = load_catalogue(args)
+    test_df = load_split(args.test_file, sid_index)
+    if args.sample > 0:
+        test_df = test_df.iloc[: args.sample].reset_index(drop=True)
+    texts = [prompts.sid_history_prompt(h) for h in test_df["history_item_sid"]]
+
+    tokenizer = load_tokenizer(args.base_model)
+    dtype = best_dtype() if args.dtype == "auto" else getattr(torch, args.dtype)
+    model = load_model(args.base_model, dtype=dtype).to(device).eval()
+    trie = build_sid_trie(sid_index, tokenizer, device=device)  # fails here if SID tokens are missing
+
+    lengths = [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
+    my_batches = shard(make_batches(lengths, args.batch_size), rank, world_size)
+    start = time.perf_counter()
+    local = predict_batches(model, tokenizer, texts, my_batches, trie, args.num_beams, args.max_new_tokens or None,
+                            args.length_penalty, progress=rank == 0)
+    elapsed = time.perf_counter() - start
+    merged = gather_to_rank0(local, rank, world_size)
+
+    metrics = None
+    if rank == 0:
+        predictions = [merged[i] for i in range(len(test_df))]
+        ks = ks_for(args.num_beams, DEFAULT_KS)
+        catalogue = set(trie.sids)
+        rows = {"constrained beam search": compute_metrics(predictions, list(test_df["item_sid"]), ks, catalogue)}
+        if args.train_file:
+            popular = popularity_ranking(list(load_split(args.train_file)["item_sid"]), args.num_beams)
+            rows["popularity (train)"] = compute_metrics([popular] * len(test_df), list(test_df["item_sid"]), ks,
+                                                         catalogue)
+        records = test_df.to_dict(orient="records")
+        for record, predicted in zip(records, predictions):
+            record["predict"] = predicted
+        Path(args.result_json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.result_json).write_text(json.dumps(records, indent=1, ensure_ascii=False))
+        print(f"[evaluate] {args.category or Path(args.test_file).stem}: {len(test_df)} users, "
+              f"{trie.num_items} items, {args.num_beams} beams, {world_size} process(es), "
+              f"decoding {elapsed:.1f}s (rank 0) -> {args.result_json}")
+        print(format_table(rows, ks))
+        metrics = rows
+    teardown_distributed()  # after the outputs are written: a teardown failure cannot lose them
+    return metrics
+
+
+if __name__ == "__main__":
+    run(main, Args)
