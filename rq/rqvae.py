@@ -161,7 +161,7 @@ def train(model: RQVAE, x: torch.Tensor, epochs: int, batch_size: int = 1024, lr
     if resume:
         if ckpt is None or not ckpt.is_file():
             raise SystemExit(f"error: --resume: no checkpoint at {ckpt or '(set --ckpt_dir)'}")
-        state = torch.load(ckpt, map_location=x.device, weights_only=False)
+        state = torch.load(ckpt, map_location=x.device, weights_only=True)  # tensors only, no pickled code
         try:
             model.load_state_dict(state["model"])
         except RuntimeError as e:
