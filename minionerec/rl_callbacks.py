@@ -15,21 +15,14 @@ from transformers import TrainerCallback
 from trl.models import unwrap_model_for_generation
 
 from minionerec.constrained import constrained_beam_search
+from minionerec.metrics import compute_metrics, ks_for
 
-TOPK = (1, 3, 5, 10, 20, 50)
-
-
-def hit_ndcg(ranked: list[list[str]], targets: list[str], topk) -> dict[str, float]:
-    """Sums (not means) of HR@K and NDCG@K over the rows: ranked[i] is row i's SID list, best first."""
-    sums = {f"{m}@{k}": 0.0 for k in topk for m in ("HR", "NDCG")}
-    for preds, target in zip(ranked, targets, strict=True):
-        if target in preds:
-            rank = preds.index(target)  # 0-based
-            for k in topk:
-                if rank < k:
-                    sums[f"HR@{k}"] += 1.0
-                    sums[f"NDCG@{k}"] += 1.0 / math.log2(rank + 2)
-    return sums
+def metric_sums(ranked: list[list[str]], targets: list[str], ks) -> dict[str, float]:
+    """Sums (not means) of HR@K / NDCG@K over the rows, so processes can add theirs up."""
+    if not targets:  # a process may get no rows when the eval sample is smaller than the world
+        return {f"{m}@{k}": 0.0 for k in ks for m in ("HR", "NDCG")}
+    means = compute_metrics(ranked, targets, ks)
+    return {f"{m}@{k}": means[f"{m}@{k}"] * len(targets) for k in ks for m in ("HR", "NDCG")}
 
 
 class ConstrainedEvalCallback(TrainerCallback):
@@ -48,7 +41,7 @@ class ConstrainedEvalCallback(TrainerCallback):
         self.prompts = [eval_dataset[i]["prompt"] for i in rows]
         self.targets = [eval_dataset[i]["target"] for i in rows]
         self.num_beams, self.eval_step, self.batch_size = num_beams, eval_step, batch_size
-        self.topk = tuple(k for k in TOPK if k <= num_beams)
+        self.ks = ks_for(num_beams)  # K in 1, 3, 5, 10, 20, 50 up to the list length
         self.trainer = None
         self.interval = None
         self.history: list[dict] = []
@@ -68,7 +61,7 @@ class ConstrainedEvalCallback(TrainerCallback):
             ranked = constrained_beam_search(model, trainer.processing_class, prompts, trainer.trie, self.num_beams,
                                              batch_size=self.batch_size)
             model.train(was_training)
-        sums = hit_ndcg(ranked, targets, self.topk)
+        sums = metric_sums(ranked, targets, self.ks)
         names = sorted(sums)
         local = torch.tensor([sums[n] for n in names] + [len(targets)], dtype=torch.float64,
                              device=trainer.accelerator.device)

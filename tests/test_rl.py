@@ -10,7 +10,7 @@ from transformers import AutoModelForCausalLM
 
 import rl
 from minionerec.data import load_split, sid_string
-from minionerec.rl_callbacks import hit_ndcg
+from minionerec.rl_callbacks import metric_sums
 from minionerec.rl_data import build_rl_dataset
 from minionerec.tiny_model import build_tiny_model
 
@@ -78,9 +78,11 @@ def test_rl_dataset_tasks(demo_data):
     assert len(build_rl_dataset(train, sid_index, meta, 30, 0, sample_train=True)) == len(ds) - int(0.2 * len(ds))
 
 
-def test_hit_ndcg_hand_computed():
-    sums = hit_ndcg([["a", "b", "c"], ["c", "a", "b"], ["x", "y", "z"]], ["b", "c", "b"], topk=(1, 3))
+def test_eval_metric_sums_hand_computed():
+    # targets at ranks 1, 0 and absent -> HR@1 1 hit, HR@3 2 hits; NDCG@3 = 1/log2(3) + 1
+    sums = metric_sums([["a", "b", "c"], ["c", "a", "b"], ["x", "y", "z"]], ["b", "c", "b"], ks=(1, 3))
     assert sums == pytest.approx({"HR@1": 1.0, "HR@3": 2.0, "NDCG@1": 1.0, "NDCG@3": 1 + 1 / math.log2(3)})
+    assert metric_sums([], [], ks=(1,)) == {"HR@1": 0.0, "NDCG@1": 0.0}  # a process without rows
 
 
 @pytest.mark.parametrize("overrides, message", [
