@@ -112,7 +112,7 @@ def main(args: Args) -> dict | None:
         Path(args.result_json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.result_json).write_text(json.dumps(records, indent=1, ensure_ascii=False))
         print(f"[evaluate] {args.category or Path(args.test_file).stem}: {len(test_df)} users, "
-              f"{trie.num_items} items, {args.num_beams} beams, {world_size} process(es), "
+              f"{trie.num_sids} distinct SIDs, {args.num_beams} beams, {world_size} process(es), "
               f"decoding {elapsed:.1f}s (rank 0) -> {args.result_json}")
         print(format_table(rows, ks))
         metrics = rows

@@ -37,8 +37,8 @@ _TOKEN_MASK = (1 << _SHIFT) - 1
 class SIDTrie:
     """A catalogue's answer paths as tensors (all on one device). Build with `build_sid_trie`."""
 
-    sequences: torch.Tensor  # [N, D] token ids of each item's path (SID tokens, suffix, EOS)
-    sids: list[str]  # [N] SID string of each item, e.g. "<a_1><b_2><c_3>"
+    sequences: torch.Tensor  # [N, D] token ids of each distinct SID's path (SID tokens, suffix, EOS)
+    sids: list[str]  # [N] the SID strings, e.g. "<a_1><b_2><c_3>"
     eos_token_id: int
     sid_length: int  # L: SID tokens per item (D = L + suffix incl. EOS)
     edge_key: torch.Tensor  # [E] int64, sorted
@@ -54,7 +54,7 @@ class SIDTrie:
         return self.sequences.shape[1]
 
     @property
-    def num_items(self) -> int:
+    def num_sids(self) -> int:
         return self.sequences.shape[0]
 
     @property
@@ -172,9 +172,17 @@ def response_suffix_ids(tokenizer, sid_token_ids: list[list[int]], sids: list[st
 
 
 def build_sid_trie(sid_index: dict[str, list[str]], tokenizer, device=None) -> SIDTrie:
-    """SID index (item id -> SID tokens) + tokenizer -> trie on `device`. Items keep index order."""
+    """SID index (item id -> SID tokens) + tokenizer -> trie on `device`, over the *distinct* SIDs.
+
+    Items that share a SID (the public Industrial index has 15 such groups) are one decoding target:
+    the decoder can only output the SID, and metrics compare SIDs, as upstream does. Order: first
+    occurrence in the index.
+    """
     vocab = tokenizer.get_vocab()
-    token_lists = list(sid_index.values())
+    distinct: dict[str, list[str]] = {}
+    for tokens in sid_index.values():
+        distinct.setdefault(sid_string(tokens), tokens)
+    token_lists = list(distinct.values())
     missing = sorted({t for tokens in token_lists for t in tokens if t not in vocab})
     if missing:
         raise ValueError(
@@ -239,7 +247,7 @@ def constrained_beam_search(model, tokenizer, prompts_: list[str], trie: SIDTrie
     device = next(model.parameters()).device
     if trie.device != device:
         trie = trie.to(device)
-    num_return = min(num_beams, trie.num_items)
+    num_return = min(num_beams, trie.num_sids)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else trie.eos_token_id
     all_sids, all_scores = [], []
     for start in range(0, len(prompts_), batch_size):

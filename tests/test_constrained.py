@@ -116,7 +116,14 @@ def test_build_sid_trie_forces_sid_newline_eos(model_and_tokenizer, sid_index):
     expected = tokenizer(prompts.response_text(sid_string(first)), add_special_tokens=False)["input_ids"]
     assert trie.sequences[0].tolist() == expected + [tokenizer.eos_token_id]
     assert trie.depth == len(first) + 2  # SID tokens, "\n", EOS
-    assert trie.num_items == len(sid_index)
+    assert trie.num_sids == len(sid_index)
+
+
+def test_items_sharing_a_sid_are_one_target(model_and_tokenizer, sid_index):
+    _, tokenizer = model_and_tokenizer
+    first_id, first_sid = next(iter(sid_index.items()))
+    trie = build_sid_trie({**sid_index, "twin": first_sid}, tokenizer)  # a collision, as in the real index
+    assert trie.num_sids == len(sid_index) and trie.sids[0] == sid_string(first_sid)
 
 
 def test_build_sid_trie_names_missing_tokens(model_and_tokenizer):

@@ -1,0 +1,81 @@
+"""evaluate.py end to end on the tiny model, and evaluate.sh with 2 processes == 1 process."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+import evaluate
+from minionerec.data import load_sid_index, sid_string
+from minionerec.evaluation import make_batches, popularity_ranking, shard
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_batches_do_not_depend_on_the_number_of_processes():
+    lengths = [5, 3, 9, 3, 7, 1, 5, 2, 8]
+    batches = make_batches(lengths, batch_size=2)
+    assert batches[0] == [5, 7] and batches[1] == [1, 3]  # sorted by length, ties by row
+    for world in (1, 2, 3):
+        shards = [shard(batches, r, world) for r in range(world)]
+        assert sorted(b for s in shards for b in map(tuple, s)) == sorted(map(tuple, batches))
+        assert sorted(i for s in shards for b in s for i in b) == list(range(len(lengths)))
+
+
+def test_popularity_ranking_counts_train_targets():
+    targets = ["<a_2>", "<a_1>", "<a_2>", "<a_3>", "<a_1>", "<a_2>"]
+    assert popularity_ranking(targets, 2) == ["<a_2>", "<a_1>"]
+    assert popularity_ranking(targets, 5) == ["<a_2>", "<a_1>", "<a_3>"]
+
+
+def test_missing_inputs_fail_before_loading(tmp_path, tiny_model_dir):
+    with pytest.raises(SystemExit, match="--test_file file not found"):
+        evaluate.main(evaluate.Args(base_model=str(tiny_model_dir), test_file=str(tmp_path / "nope.csv"),
+                                    sid_index_path="x"))
+    with pytest.raises(SystemExit, match="--base_model"):
+        evaluate.main(evaluate.Args(base_model=str(tmp_path / "no_model")))
+
+
+def test_evaluate_writes_predictions_and_metrics(tmp_path, demo_data, demo_category, tiny_model_dir, capsys):
+    index_path = demo_data / "index" / f"{demo_category}.index.json"
+    args = evaluate.Args(base_model=str(tiny_model_dir), test_file=str(demo_data / "test" / "Demo.csv"),
+                         sid_index_path=str(index_path), train_file=str(demo_data / "train" / "Demo.csv"),
+                         result_json=str(tmp_path / "pred.json"), num_beams=10, batch_size=4, sample=9)
+    metrics = evaluate.main(args)
+    records = json.loads((tmp_path / "pred.json").read_text())
+    catalogue = {sid_string(s) for s in load_sid_index(index_path).values()}
+    assert len(records) == 9
+    for record in records:
+        assert {"user_id", "item_sid", "history_item_sid", "predict"} <= set(record)
+        assert len(record["predict"]) == 10 and len(set(record["predict"])) == 10
+        assert set(record["predict"]) <= catalogue
+    ours = metrics["constrained beam search"]
+    assert ours["invalid"] == 0 and ours["duplicate"] == 0 and ours["users"] == 9
+    assert "popularity (train)" in metrics
+    table = capsys.readouterr().out
+    assert "HR@10" in table and "HR@20" not in table  # K <= num_beams only
+
+
+def _run_launcher(nproc: int, out: Path, demo_data: Path, model_dir: Path) -> dict:
+    # One thread everywhere: torchrun defaults workers to 1 OpenMP thread, so the 1-process run must match.
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "NPROC": str(nproc), "MODEL": str(model_dir),
+           "DATA_DIR": str(demo_data), "CATEGORY": "Demo", "RESULT_JSON": str(out), "PORT": str(29620 + nproc),
+           "PYTHON": str(ROOT / ".venv" / "bin" / "python") if (ROOT / ".venv").exists() else "python"}
+    proc = subprocess.run(["bash", str(ROOT / "evaluate.sh"), "--sample", "20", "--num_beams", "8", "--batch_size", "3"],
+                          env=env, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert f"{nproc} process(es)" in proc.stdout
+    table = proc.stdout[proc.stdout.index("method"):]
+    return {"predictions": json.loads(out.read_text()), "table": table}
+
+
+@pytest.mark.slow
+def test_two_processes_equal_one_process(tmp_path, demo_data, tiny_model_dir):
+    one = _run_launcher(1, tmp_path / "one.json", demo_data, tiny_model_dir)
+    two = _run_launcher(2, tmp_path / "two.json", demo_data, tiny_model_dir)
+    assert len(one["predictions"]) == 20
+    assert two["predictions"] == one["predictions"]  # every row, every beam, same order
+    assert two["table"] == one["table"]
