@@ -32,6 +32,7 @@ class Args(RQVAEArgs):
     """RQ-Kmeans codebooks + identity-initialised residual encoder, fine-tuned (RQ-Kmeans+)."""
 
     hidden: str = "256"  # hidden widths of the residual MLPs (latent dim = embedding dim)
+    e_dim: int = 0  # not used: the latent space is the embedding space (kept so RQ-VAE flags line up)
     epochs: int = 50
     reset_dead: bool = False  # codebooks come from k-means, so every code starts in use
     niter: int = 50  # k-means iterations per level for the warm start
@@ -57,6 +58,8 @@ def quantize(embeddings: np.ndarray, levels: int = 3, codebook_size=256, seed: i
 
 
 def main(args: Args) -> np.ndarray:
+    if args.e_dim:
+        raise SystemExit("error: --e_dim does not apply to RQ-Kmeans+ (the latent space is the embedding space)")
     seed_everything(args.seed)
     item_ids, x_np = load_embeddings(args.embedding_path)
     sizes = check_common(args, len(x_np))

@@ -105,6 +105,8 @@ def test_bad_flags_are_one_line_errors(embedding_path, tmp_path):
         rqkmeans.main(rqkmeans.Args(**common(embedding_path, tmp_path, collision="drop")))
     with pytest.raises(SystemExit, match="embedding file not found"):
         rqkmeans.main(rqkmeans.Args(**{**common(embedding_path, tmp_path), "embedding_path": str(tmp_path / "no.npy")}))
+    with pytest.raises(SystemExit, match="--e_dim does not apply to RQ-Kmeans"):
+        rqkmeans_plus.main(rqkmeans_plus.Args(**common(embedding_path, tmp_path, e_dim=8)))
 
 
 def test_clustered_data_with_big_prefix_groups_still_gets_l_level_sids():
