@@ -85,7 +85,7 @@ def main(args: Args) -> np.ndarray:
     print("cluster size bounds per level:", bounds, flush=True)
     codebooks, codes, residuals = balanced_residual_kmeans(x, sizes, bounds, args.seed, args.max_iter, args.n_init)
     return finish("balanced_rqkmeans", item_ids, codes, args.output_path, args.collision, residuals,
-                  codebooks, sizes)
+                  codebooks, sizes, x=x)
 
 
 if __name__ == "__main__":

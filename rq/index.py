@@ -170,7 +170,20 @@ def level_stats(codes: np.ndarray, sizes: list[int] | None = None) -> list[dict]
     return stats
 
 
-def report(name: str, codes_before: np.ndarray, codes_after: np.ndarray, sizes: list[int] | None = None) -> str:
+def reconstruction_error(x: np.ndarray, codes: np.ndarray, codebooks: list[np.ndarray], decode=None) -> float:
+    """sum ||x - x_hat||^2 / sum ||x||^2 with x_hat = decode(sum_l codebook_l[code_l]).
+
+    x [N, D]; codes [N, >= L] (an appended disambiguation level is ignored); codebooks L x [K_l, D_latent];
+    decode maps [N, D_latent] -> [N, D] (identity for the k-means methods, whose codebooks live in x's space).
+    """
+    z_q = sum(np.asarray(cb, dtype=np.float64)[codes[:, level]] for level, cb in enumerate(codebooks))
+    x_hat = decode(z_q) if decode is not None else z_q
+    x = np.asarray(x, dtype=np.float64)
+    return float(((x - x_hat) ** 2).sum() / max((x ** 2).sum(), 1e-12))
+
+
+def report(name: str, codes_before: np.ndarray, codes_after: np.ndarray, sizes: list[int] | None = None,
+           error: float | None = None) -> str:
     """The table every run prints: collisions before/after and per-level usage of the final codes."""
     before, after = collision_groups(codes_before), collision_groups(codes_after)
     collisions = (f"collision groups: {len(after)} ({sum(map(len, after))} items)" if codes_before is codes_after
@@ -179,6 +192,8 @@ def report(name: str, codes_before: np.ndarray, codes_after: np.ndarray, sizes: 
     lines = [
         f"== {name}: {len(codes_after)} items, {codes_after.shape[1]} levels",
         collisions,
+        *([f"reconstruction error of the final codes (relative squared error): {error:.3f}"] if error is not None
+          else []),
         f"{'level':<6}{'size':>6}{'used':>6}{'used%':>8}{'entropy':>9}{'max':>7}{'largest':>9}",
     ]
     for s in level_stats(codes_after, sizes):
@@ -209,12 +224,17 @@ def load_index_codes(path) -> tuple[list[str], np.ndarray]:
 
 
 def finish(name: str, item_ids: list[str], codes: np.ndarray, output_path, mode: str = "reassign",
-           residuals=None, codebooks=None, sizes: list[int] | None = None) -> np.ndarray:
-    """make_unique + print the report + write the index; returns the final codes."""
+           residuals=None, codebooks=None, sizes: list[int] | None = None, x=None, decode=None) -> np.ndarray:
+    """make_unique + print the report + write the index; returns the final codes.
+
+    With the embeddings `x` (and the model's `decode` for RQ-VAE-style methods) the report also gives
+    the reconstruction error of the final codes, so methods can be compared on fidelity, not only usage.
+    """
     final = make_unique(codes, mode, residuals, codebooks)
     if mode == "append" and sizes:
         sizes = [*sizes, int(final[:, -1].max()) + 1]
-    print(report(name, codes, final, sizes), flush=True)
+    error = reconstruction_error(x, final, codebooks, decode) if x is not None and codebooks is not None else None
+    print(report(name, codes, final, sizes, error), flush=True)
     write_index(item_ids, final, output_path)
     print(f"wrote {output_path}", flush=True)
     return final

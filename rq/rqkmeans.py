@@ -74,7 +74,7 @@ def main(args: Args) -> np.ndarray:
     except ValueError as e:
         raise SystemExit(f"error: --device: {e}") from None
     codebooks, codes, residuals = residual_kmeans(x, sizes, args.seed, args.niter, args.device)
-    return finish("rqkmeans", item_ids, codes, args.output_path, args.collision, residuals, codebooks, sizes)
+    return finish("rqkmeans", item_ids, codes, args.output_path, args.collision, residuals, codebooks, sizes, x=x)
 
 
 if __name__ == "__main__":

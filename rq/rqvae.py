@@ -203,6 +203,17 @@ def codes_for(model: RQVAE, x: torch.Tensor):
     return codes.cpu().numpy(), [r.cpu().numpy() for r in residuals], codebooks
 
 
+def decoder_fn(model: RQVAE):
+    """numpy [N, D_latent] -> numpy [N, D]: the trained decoder, for rq.index.reconstruction_error."""
+
+    @torch.no_grad()
+    def decode(z_q: np.ndarray) -> np.ndarray:
+        param = next(model.parameters())
+        return model.decoder(torch.as_tensor(z_q, dtype=param.dtype, device=param.device)).cpu().numpy()
+
+    return decode
+
+
 def resolve_device(device: str) -> torch.device:
     if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
         raise SystemExit(f"error: --device must be cpu or cuda[:N], got {device!r}")
@@ -233,7 +244,8 @@ def main(args: Args) -> np.ndarray:
     train(model, x, args.epochs, args.batch_size, args.lr, args.seed, args.reset_dead, args.ckpt_dir,
           args.save_every, args.resume)
     codes, residuals, codebooks = codes_for(model, x)
-    return finish("rqvae", item_ids, codes, args.output_path, args.collision, residuals, codebooks, sizes)
+    return finish("rqvae", item_ids, codes, args.output_path, args.collision, residuals, codebooks, sizes,
+                  x=x_np, decode=decoder_fn(model))
 
 
 if __name__ == "__main__":

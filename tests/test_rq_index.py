@@ -7,7 +7,7 @@ import pytest
 from minionerec.data import load_sid_index
 from rq.common import load_embeddings, parse_sizes, save_embeddings
 from rq.index import (CollisionError, codes_to_sids, collision_groups, level_stats, load_index_codes, make_unique,
-                      report, write_index)
+                      reconstruction_error, report, write_index)
 
 # Items 0 and 1 collide on (0, 0, 1); item 2 shares their prefix (0, 0) with last code 0.
 CODES = np.array([[0, 0, 1], [0, 0, 1], [0, 0, 0], [1, 2, 1]])
@@ -59,6 +59,13 @@ def test_report_counts_collisions_and_entropy():
     assert [(s["used"], s["entropy"], s["max_entropy"]) for s in stats] == [(4, 2.0, 2.0), (4, 2.0, 3.0)]
     text = report("t", CODES, make_unique(CODES, "append"))
     assert "collision groups before: 1 (2 items)   after: 0 (0 items)" in text
+
+
+def test_reconstruction_error_sums_codewords_then_decodes():
+    x, codes = np.array([[1.0, 0.0], [0.0, 1.0]]), np.array([[0], [1]])
+    codebooks = [np.array([[1.0, 0.0], [0.0, 0.0]])]  # item 1 is reconstructed as 0: error 1 of total 2
+    assert reconstruction_error(x, codes, codebooks) == 0.5
+    assert reconstruction_error(x, codes, codebooks, decode=lambda z: 2 * z) == 1.0  # (1 + 1) / 2
 
 
 def test_write_index_round_trips_and_refuses_duplicates(tmp_path):
