@@ -137,8 +137,9 @@ def _history_prompts(demo_data, n):
     return [prompts.sid_history_prompt(h) for h in df["history_item_sid"][:n]]
 
 
-@pytest.mark.parametrize("n_items,num_beams", [(12, 12), (12, 16), (None, None)])
-def test_beam_search_equals_exact_ranking(model_and_tokenizer, sid_index, demo_data, n_items, num_beams):
+@pytest.mark.parametrize("n_items,num_beams,share_cache", [(12, 12, True), (12, 16, True), (12, 12, False),
+                                                          (None, None, True)])
+def test_beam_search_equals_exact_ranking(model_and_tokenizer, sid_index, demo_data, n_items, num_beams, share_cache):
     """The oracle: with num_beams >= items, beam search returns every item in brute-force order."""
     model, tokenizer = model_and_tokenizer
     catalogue = dict(list(sid_index.items())[:n_items]) if n_items else sid_index
@@ -146,7 +147,7 @@ def test_beam_search_equals_exact_ranking(model_and_tokenizer, sid_index, demo_d
     trie = build_sid_trie(catalogue, tokenizer)
     texts = _history_prompts(demo_data, 3)  # different lengths: exercises left padding
     beams, beam_scores = constrained_beam_search(model, tokenizer, texts, trie, num_beams=num_beams, batch_size=2,
-                                                 return_scores=True)
+                                                 return_scores=True, share_prompt_cache=share_cache)
     for text, got, got_scores in zip(texts, beams, beam_scores):
         want, want_scores = exact_rank(model, tokenizer, text, trie)
         assert got == want
