@@ -12,8 +12,8 @@ cd "$(dirname "$0")"
 
 CATEGORY=${CATEGORY:-Industrial_and_Scientific}
 DATA_DIR=${DATA_DIR:-../shared/data/Amazon}
-MODEL_PATH=${MODEL_PATH:-output/sft/final_checkpoint}   # SFT checkpoint (model + tokenizer)
-OUTPUT_DIR=${OUTPUT_DIR:-output/rl}
+MODEL_PATH=${MODEL_PATH:-output/sft_${CATEGORY}/final_checkpoint}   # sft.sh output (model + tokenizer)
+OUTPUT_DIR=${OUTPUT_DIR:-output/rl_${CATEGORY}}
 CONFIG=${CONFIG:-config/zero2_opt.yaml}
 NUM_PROCESSES=${NUM_PROCESSES:-8}
 PORT=${PORT:-29503}
