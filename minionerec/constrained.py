@@ -250,15 +250,39 @@ def _shared_prompt_cache(model, input_ids, attention_mask, num_beams: int):
 
 
 @torch.no_grad()
+def beam_search_ids(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, trie: SIDTrie, num_beams: int,
+                    max_new_tokens: int | None = None, length_penalty: float = 0.0, pad_token_id: int | None = None,
+                    share_prompt_cache: bool = True, output_scores: bool = False, processor=None):
+    """One constrained `generate` call on left-padded ids [B, P]; returns HF's beam output.
+
+    `out.sequences` is [B * min(num_beams, N), P + depth], best first within each prompt.
+    `share_prompt_cache=False` lets generate() encode each prompt once per beam (HF's default path).
+    `processor` replaces the default SIDLogitsProcessor (benchmarks wrap it with a timer).
+    """
+    processor = processor or SIDLogitsProcessor(trie, prompt_len=input_ids.shape[1], inplace=True)
+    cache = {}
+    if share_prompt_cache and input_ids.shape[1] > 1:
+        cache["cache"] = _shared_prompt_cache(model, input_ids, attention_mask, num_beams)
+    return model.generate(
+        **cache, input_ids=input_ids, attention_mask=attention_mask,
+        logits_processor=LogitsProcessorList([processor]),
+        num_beams=num_beams, num_return_sequences=min(num_beams, trie.num_sids), do_sample=False,
+        max_new_tokens=max_new_tokens or trie.depth, length_penalty=length_penalty, early_stopping=False,
+        # neutral values: a checkpoint's generation_config must not re-weight the scores we rank by
+        repetition_penalty=1.0, no_repeat_ngram_size=0, min_length=0,
+        eos_token_id=trie.eos_token_id, pad_token_id=trie.eos_token_id if pad_token_id is None else pad_token_id,
+        return_dict_in_generate=True, output_scores=output_scores,
+    )
+
+
 def constrained_beam_search(model, tokenizer, prompts_: list[str], trie: SIDTrie, num_beams: int,
                             max_new_tokens: int | None = None, length_penalty: float = 0.0, batch_size: int = 8,
                             return_scores: bool = False, share_prompt_cache: bool = True):
-    """Top `min(num_beams, items)` catalogue SIDs per prompt, best first (beam-search order).
+    """Top `min(num_beams, N)` catalogue SIDs per prompt, best first (beam-search order).
 
     Returns list[list[str]] (one list per prompt; a non-catalogue output, which the trie makes
     impossible, would appear as its decoded text so metrics can count it), or with
     `return_scores` a pair (sids, scores) where scores are HF's `sequences_scores`.
-    `share_prompt_cache=False` lets generate() encode each prompt once per beam (HF's default path).
     """
     if num_beams < 1:
         raise ValueError("num_beams must be >= 1")
@@ -270,20 +294,8 @@ def constrained_beam_search(model, tokenizer, prompts_: list[str], trie: SIDTrie
     all_sids, all_scores = [], []
     for start in range(0, len(prompts_), batch_size):
         input_ids, attention_mask = _encode_left_padded(tokenizer, prompts_[start:start + batch_size], device)
-        processor = SIDLogitsProcessor(trie, prompt_len=input_ids.shape[1], inplace=True)
-        cache = {}
-        if share_prompt_cache and input_ids.shape[1] > 1:
-            cache["cache"] = _shared_prompt_cache(model, input_ids, attention_mask, num_beams)
-        out = model.generate(**cache,
-            input_ids=input_ids, attention_mask=attention_mask,
-            logits_processor=LogitsProcessorList([processor]),
-            num_beams=num_beams, num_return_sequences=num_return, do_sample=False,
-            max_new_tokens=max_new_tokens or trie.depth, length_penalty=length_penalty, early_stopping=False,
-            # neutral values: a checkpoint's generation_config must not re-weight the scores we rank by
-            repetition_penalty=1.0, no_repeat_ngram_size=0, min_length=0,
-            eos_token_id=trie.eos_token_id, pad_token_id=pad_id,
-            return_dict_in_generate=True, output_scores=return_scores,
-        )
+        out = beam_search_ids(model, input_ids, attention_mask, trie, num_beams, max_new_tokens, length_penalty,
+                              pad_id, share_prompt_cache, output_scores=return_scores)
         generated = out.sequences[:, input_ids.shape[1]:]  # [B * num_return, T]
         items = trie.items_of(generated, pad_id).tolist()  # one transfer per batch, after generation
         for row, item in enumerate(items):
@@ -292,8 +304,7 @@ def constrained_beam_search(model, tokenizer, prompts_: list[str], trie: SIDTrie
             text = trie.sids[item] if item >= 0 else tokenizer.decode(generated[row], skip_special_tokens=True).strip()
             all_sids[-1].append(text)
         if return_scores:
-            scores = out.sequences_scores.view(-1, num_return).tolist()
-            all_scores.extend(scores)
+            all_scores.extend(out.sequences_scores.view(-1, num_return).tolist())
     return (all_sids, all_scores) if return_scores else all_sids
 
 
