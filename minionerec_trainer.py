@@ -13,14 +13,13 @@ import time
 from collections import Counter
 
 import torch
-from transformers import GenerationConfig, LogitsProcessorList
+from transformers import LogitsProcessorList
 from trl import GRPOTrainer
 from trl.models import unwrap_model_for_generation
 from trl.trainer.utils import pad
 
 from minionerec import prompts
-from minionerec.constrained import SIDLogitsProcessor, build_sid_trie
-from minionerec.data import sid_string
+from minionerec.constrained import SIDLogitsProcessor, beam_search_ids, build_sid_trie
 
 
 def grpo_loss_options(dapo: bool, gspo: bool) -> dict:
@@ -33,15 +32,6 @@ def grpo_loss_options(dapo: bool, gspo: bool) -> dict:
     if dapo and gspo:
         raise ValueError("--dapo and --gspo are exclusive: GSPO uses GRPO's sequence averaging")
     return {"loss_type": "dapo" if dapo else "grpo", "importance_sampling_level": "sequence" if gspo else "token"}
-
-
-def unique_sid_index(sid_index: dict[str, list[str]]) -> dict[str, list[str]]:
-    """One entry per distinct SID: the decoding trie needs unique paths, and a public index has a few
-    SIDs shared by several items (the model can only name the SID, not the item, anyway)."""
-    seen = {}
-    for item_id, sid in sid_index.items():
-        seen.setdefault(sid_string(sid), (item_id, sid))
-    return dict(seen.values())
 
 
 def select_dynamic(samples: list[tuple], target: tuple, keep: int) -> list[tuple]:
@@ -82,7 +72,8 @@ class MiniOneRecGRPOTrainer(GRPOTrainer):
         self.beam_search, self.dynamic_sampling, self.add_gt = beam_search, dynamic_sampling, add_gt
         self.mask_all_zero = mask_all_zero
         # the closed item set as a token trie on the training device: every completion is one of its paths
-        self.trie = build_sid_trie(unique_sid_index(sid_index), self._tokenizer, device=self.accelerator.device)
+        # (over distinct SIDs: a public index has a few SIDs shared by several items)
+        self.trie = build_sid_trie(sid_index, self._tokenizer, device=self.accelerator.device)
         self._target_ids: dict[str, list[int]] = {}
         self._batch_targets: list[str] | None = None
         self._gathered_rewards: torch.Tensor | None = None
@@ -95,36 +86,36 @@ class MiniOneRecGRPOTrainer(GRPOTrainer):
             self._target_ids[target] = ids + [self._tokenizer.eos_token_id]
         return tuple(self._target_ids[target])
 
-    def _constrained_generate(self, prompt_ids: list[list[int]], config: GenerationConfig) -> list[tuple]:
-        """Left-pad, generate under the SID constraint, cut each completion after its first EOS."""
+    def _constrained_generate(self, prompt_ids: list[list[int]], num_return: int, beams: bool) -> list[tuple]:
+        """Left-pad, generate under the SID constraint, cut each completion after its first EOS.
+
+        beams: the evaluation decoder's own beam search (`beam_search_ids`: same ranking as
+        evaluate.py, each prompt encoded once for all beams); else sampling with TRL's settings.
+        """
         device = self.accelerator.device
         tensors = [torch.tensor(ids) for ids in prompt_ids]
-        input_ids = pad(tensors, padding_value=self._tokenizer.pad_token_id, padding_side="left").to(device)
+        pad_id = self._tokenizer.pad_token_id
+        input_ids = pad(tensors, padding_value=pad_id, padding_side="left").to(device)  # [B, P]
         attention_mask = pad([torch.ones_like(t) for t in tensors], padding_value=0, padding_side="left").to(device)
-        # beam search may overwrite its scores in place; sampling's warpers still read them
-        constraint = SIDLogitsProcessor(self.trie, prompt_len=input_ids.shape[1], inplace=(config.num_beams or 1) > 1)
         with (
             unwrap_model_for_generation(self.model_wrapped, self.accelerator,
                                         gather_deepspeed3_params=self.args.ds3_gather_for_generation) as model,
             torch.no_grad(),
         ):
-            out = model.generate(input_ids=input_ids, attention_mask=attention_mask, generation_config=config,
-                                 logits_processor=LogitsProcessorList([constraint]))
+            if beams:
+                out = beam_search_ids(model, input_ids, attention_mask, self.trie, num_return, pad_token_id=pad_id)
+                out = out.sequences  # [B * num_return, P + depth], best beam first per prompt
+            else:
+                config = copy.deepcopy(self.generation_config)  # TRL's: temperature, top_p, top_k, ...
+                config.max_new_tokens, config.num_return_sequences = self.trie.depth, num_return
+                constraint = SIDLogitsProcessor(self.trie, prompt_len=input_ids.shape[1])  # warpers read the scores
+                out = model.generate(input_ids=input_ids, attention_mask=attention_mask, generation_config=config,
+                                     logits_processor=LogitsProcessorList([constraint]))
         completions = []
-        for row in out[:, input_ids.shape[1]:].tolist():  # [N * num_return_sequences, <= max_new_tokens]
+        for row in out[:, input_ids.shape[1]:].tolist():  # [N * num_return, <= depth]
             end = next((k for k, t in enumerate(row) if t in self.eos_token_ids), len(row) - 1)
             completions.append(tuple(row[: end + 1]))
         return completions
-
-    def _generation_config(self, num_return: int, beams: bool) -> GenerationConfig:
-        config = copy.deepcopy(self.generation_config)
-        config.max_new_tokens = self.trie.depth  # SID tokens + "\n" + EOS
-        config.num_return_sequences = num_return
-        if beams:  # beam search: greedy over beams, ordered by score, distinct hypotheses
-            config.do_sample, config.num_beams, config.early_stopping = False, num_return, True
-            config.length_penalty = 0.0  # rank by summed log-probability, as evaluate.py does
-            config.temperature = config.top_p = config.top_k = config.min_p = None
-        return config
 
     def _generate_single_turn(self, prompt_ids, images, multimodal_fields, num_generations, has_tool_images=False):
         """prompt_ids: B*G lists, each prompt repeated G times back to back -> (B*G completion ids, None)."""
@@ -135,15 +126,15 @@ class MiniOneRecGRPOTrainer(GRPOTrainer):
         unique = prompt_ids[::G]
         targets = self._batch_targets[::G] if self._batch_targets is not None else None
         if self.beam_search:
-            completions = self._constrained_generate(unique, self._generation_config(G, beams=True))
+            completions = self._constrained_generate(unique, G, beams=True)
         elif self.dynamic_sampling:
             n = int(1.5 * G)  # oversample, then keep the target plus the most frequent others
-            sampled = self._constrained_generate(unique, self._generation_config(n, beams=False))
+            sampled = self._constrained_generate(unique, n, beams=False)
             completions = []
             for g in range(len(unique)):
                 completions += select_dynamic(sampled[g * n:(g + 1) * n], self._target_completion(targets[g]), G)
         else:
-            completions = self._constrained_generate(prompt_ids, self._generation_config(1, beams=False))
+            completions = self._constrained_generate(prompt_ids, 1, beams=False)
         if self.add_gt:
             for g, target in enumerate(targets):
                 gt = self._target_completion(target)
