@@ -74,6 +74,9 @@ class MiniOneRecGRPOTrainer(GRPOTrainer):
         # the closed item set as a token trie on the training device: every completion is one of its paths
         # (over distinct SIDs: a public index has a few SIDs shared by several items)
         self.trie = build_sid_trie(sid_index, self._tokenizer, device=self.accelerator.device)
+        if beam_search and self.trie.num_sids < self.num_generations:
+            raise ValueError(f"beam search needs num_generations={self.num_generations} distinct SIDs per group; "
+                             f"the catalogue has only {self.trie.num_sids}")
         self._target_ids: dict[str, list[int]] = {}
         self._batch_targets: list[str] | None = None
         self._gathered_rewards: torch.Tensor | None = None

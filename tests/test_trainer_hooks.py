@@ -146,3 +146,9 @@ def test_mask_all_zero_drops_groups_without_reward(setup):
     assert kept.tolist() == [True] * G + [False] * G
     assert out["num_items_in_batch"].item() == out["completion_mask"].sum().item()
     assert trainer._metrics["train"]["frac_groups_all_zero"] == [0.5]
+
+
+def test_beam_search_needs_enough_distinct_sids(setup):
+    small = dict(list(setup["sid_index"].items())[:3])  # 3 SIDs < G = 4 beams
+    with pytest.raises(ValueError, match=r"num_generations=4 distinct SIDs per group; the catalogue has only 3"):
+        make_trainer({**setup, "sid_index": small})
