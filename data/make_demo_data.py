@@ -5,8 +5,8 @@ drawn from its family's words. Users mostly shop in one or two families and foll
 habits: after an item they often buy the next item of its family's chain (a refill, the next
 size). That gives a recommender something real to learn, so demo metrics beat popularity.
 
-Pipeline: catalogue + interaction log -> .inter files -> SIDs (residual k-means over TF-IDF/SVD
-title vectors) -> convert_dataset.convert -> train/valid/test CSVs, info txt, index json.
+Pipeline: catalogue + interaction log -> .inter files -> SIDs (balanced RQ-Kmeans over TF-IDF/SVD
+text vectors, rq/) -> convert_dataset.convert -> train/valid/test CSVs, info txt, index json.
 
     python data/make_demo_data.py --output_dir demo_run/data
 """
@@ -23,7 +23,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script 
 
 from convert_dataset import convert, write_inter  # noqa: E402
 from minionerec.cli import run  # noqa: E402
-from minionerec.demo_sids import simple_rq_sids  # noqa: E402
+from rq.balanced_rqkmeans import quantize  # noqa: E402
+from rq.index import codes_to_sids  # noqa: E402
+from rq.text2emb import tfidf_embeddings  # noqa: E402
 
 FAMILIES = {
     "soldering": (["Lead-Free", "Rosin-Core", "Fine", "Thermal", "Digital"], ["Solder Wire", "Soldering Iron", "Flux Pen", "Desoldering Pump", "Tip Cleaner"]),
@@ -118,7 +120,9 @@ def make_demo_data(output_dir, category="Demo", items_per_family=40, num_users=6
         write_inter(rows, raw / f"{category}.{split}.inter")
     item_ids = list(meta)
     texts = [f"{meta[i]['title']}. {meta[i]['description']}" for i in item_ids]
-    index = dict(zip(item_ids, simple_rq_sids(texts, seed=seed)))
+    # 3 levels x 16 codes: 4,096 SIDs for 320 items, collision-free by rq's last-level re-assignment
+    codes = quantize(tfidf_embeddings(texts, dim=32, seed=seed), levels=3, codebook_size=16, seed=seed)
+    index = dict(zip(item_ids, codes_to_sids(codes)))
     (raw / f"{category}.item.json").write_text(json.dumps(meta, indent=1))
     (raw / f"{category}.index.json").write_text(json.dumps(index))
     return convert(raw, category, raw / f"{category}.item.json", raw / f"{category}.index.json", output_dir)
