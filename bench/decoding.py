@@ -125,9 +125,10 @@ def per_step_row(paths: torch.Tensor, vocab: int, prompts: int, beams: int, repe
         ours_inplace = SIDLogitsProcessor(trie, prompt_len, inplace=True)
         expected = ours(input_ids, log_probs.clone())
         got_upstream = upstream(input_ids, log_probs.clone())
-        assert torch.allclose(expected, got_upstream, atol=1e-5, equal_nan=False) or torch.equal(
-            torch.isfinite(expected), torch.isfinite(got_upstream)), "baseline and ours disagree"
-        totals["upstream"] += median_ms(lambda _: upstream(input_ids, log_probs), max(1, repeats // 2))
+        finite = torch.isfinite(expected)  # same allowed set; upstream re-normalises (a no-op on log-probs)
+        assert torch.equal(finite, torch.isfinite(got_upstream)), "baseline and ours allow different tokens"
+        assert torch.allclose(expected[finite], got_upstream[finite], atol=1e-4), "baseline and ours disagree"
+        totals["upstream"] += median_ms(lambda _: upstream(input_ids, log_probs), max(3, repeats // 2))
         totals["ours"] += median_ms(lambda _: ours(input_ids, log_probs), repeats)
         totals["ours_inplace"] += median_ms(lambda x: ours_inplace(input_ids, x), repeats, setup=log_probs.clone)
         totals["log_softmax"] += median_ms(lambda _: torch.log_softmax(logits, dim=-1), repeats)

@@ -1,27 +1,28 @@
 """Constrained decoding over a closed item catalogue: a SID prefix trie compiled to tensors.
 
-Every item's answer is a fixed token path: its SID tokens, the response suffix that SFT trains
-("\\n" for our prompts, see `prompts.response_text`) and EOS. The trie over those paths is stored
-as sorted edges, so one catalogue costs O(items x depth) memory whatever the vocabulary size:
+Every item's answer is a fixed token path of D tokens: its L SID tokens, the response suffix that
+SFT trains ("\\n" for our prompts, see `prompts.response_text`) and EOS. The trie is stored per depth:
 
-    edge_key[E]   = (parent_node << 32) | token_id, sorted ascending (children of a node are contiguous)
-    edge_child[E] = the node reached by that edge
-    node_start[n_nodes], node_count[n_nodes] = a node's slice of the edge arrays
+    code_table[D, V']      token id -> its digit at depth d (0..S_d-1, or S_d if the token never
+                           occurs at depth d), pre-multiplied by the mixed-radix weight of depth d
+    prefix_keys[t]         sorted codes of the distinct length-t prefixes (the trie's depth-t nodes);
+                           a prefix's code is the sum of its weighted digits, unique per length
+    allowed[t]             [n_t + 1, W_t] next-token ids of every depth-t node, rows padded by
+                           repeating their last token; the extra last row is DEAD: EOS only
 
-Node 0 is the root. A node with no edge for a token sends it to DEAD, whose only allowed token is EOS
-(leading back to DEAD); complete paths (after EOS) also allow only EOS. So a beam on an invalid
-prefix is forced to finish instead of ever being unconstrained, and every processed row keeps at
+so finding every row's node costs one index + one sum + one searchsorted whatever the depth, and
+memory is O(sum_t n_t x W_t + D x V') independent of the number of beams. A prefix that leaves the
+trie is DEAD: only EOS is allowed (so a beam on an invalid prefix is forced to finish, never left
+unconstrained), and after a complete path only EOS is allowed, so every processed row keeps at
 least one finite score (sampling never sees an all -inf row).
 
-`SIDLogitsProcessor` finds each row's node with one searchsorted per generated position (a loop over
-the <= depth positions, never over rows) and keeps only the allowed scores with one gather + one
-fill + one scatter. `exact_rank` is the brute-force oracle: the teacher-forced log-probability of
-every item's full path, which is exactly what beam search sums (HF beam search adds the full-vocab
-log_softmax of each chosen token; masking happens after the log_softmax).
+`exact_rank` is the brute-force oracle: the teacher-forced log-probability of every item's full
+path, which is exactly what beam search sums (HF beam search adds the full-vocab log_softmax of each
+chosen token; the processor masks after that log_softmax, so scores are not renormalised).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import torch
 from transformers import LogitsProcessor, LogitsProcessorList
@@ -29,8 +30,7 @@ from transformers import LogitsProcessor, LogitsProcessorList
 from minionerec import prompts
 from minionerec.data import sid_string
 
-_SHIFT = 32  # edge key = node << 32 | token; token ids < 2**32, node ids < 2**31
-_TOKEN_MASK = (1 << _SHIFT) - 1
+_MAX_CODE = 1 << 62  # mixed-radix prefix codes must fit in int64
 
 
 @dataclass
@@ -40,14 +40,11 @@ class SIDTrie:
     sequences: torch.Tensor  # [N, D] token ids of each distinct SID's path (SID tokens, suffix, EOS)
     sids: list[str]  # [N] the SID strings, e.g. "<a_1><b_2><c_3>"
     eos_token_id: int
-    sid_length: int  # L: SID tokens per item (D = L + suffix incl. EOS)
-    edge_key: torch.Tensor  # [E] int64, sorted
-    edge_child: torch.Tensor  # [E] int64
-    node_start: torch.Tensor  # [n_nodes] int64
-    node_count: torch.Tensor  # [n_nodes] int64, >= 1 for every node
-    item_of_node: torch.Tensor  # [n_nodes] int64: item index for depth-D nodes (complete paths), else -1
-    max_children: list[int]  # [D + 1] widest node at each depth (depth D = after EOS: 1)
-    dead: int  # id of the DEAD node
+    sid_length: int  # L: SID tokens per path (D = L + suffix incl. EOS)
+    code_table: torch.Tensor  # [D, V'] int64 weighted digit of each token id at each depth (V' = max id + 2)
+    prefix_keys: list[torch.Tensor]  # D + 1 sorted int64 tensors [n_t]: codes of the length-t prefixes
+    allowed: list[torch.Tensor]  # D tensors [n_t + 1, W_t]: next tokens per node; last row DEAD (EOS)
+    leaf_items: torch.Tensor  # [N] path index of each code in prefix_keys[D]
 
     @property
     def depth(self) -> int:
@@ -59,97 +56,103 @@ class SIDTrie:
 
     @property
     def device(self) -> torch.device:
-        return self.edge_key.device
+        return self.code_table.device
 
     def to(self, device) -> "SIDTrie":
-        tensors = ("sequences", "edge_key", "edge_child", "node_start", "node_count", "item_of_node")
-        moved = {k: getattr(self, k).to(device) for k in tensors}
-        return SIDTrie(**{**self.__dict__, **moved})
+        def move(value):
+            if isinstance(value, torch.Tensor):
+                return value.to(device)
+            if isinstance(value, list) and value and isinstance(value[0], torch.Tensor):
+                return [v.to(device) for v in value]
+            return value
 
-    def walk(self, generated: torch.Tensor) -> torch.Tensor:
-        """Node reached by each row of generated tokens: [R, T] -> [R] (DEAD if it left the trie)."""
-        node = torch.zeros(generated.shape[0], dtype=torch.long, device=generated.device)
-        last = self.edge_key.numel() - 1
-        for t in range(generated.shape[1]):  # T <= depth steps; each is vectorised over all rows
-            key = (node << _SHIFT) | generated[:, t]
-            pos = torch.searchsorted(self.edge_key, key).clamp_(max=last)
-            hit = self.edge_key[pos] == key
-            node = torch.where(hit, self.edge_child[pos], self.dead)
-        return node
+        return SIDTrie(**{f.name: move(getattr(self, f.name)) for f in fields(self)})
 
-    def allowed_tokens(self, node: torch.Tensor, step: int) -> torch.Tensor:
-        """[R] nodes at generation step `step` -> [R, W] allowed token ids.
+    def codes(self, generated: torch.Tensor) -> torch.Tensor:
+        """Prefix code of each row: [R, t] token ids -> [R] int64 (t <= D)."""
+        t = generated.shape[1]
+        tokens = generated.clamp(max=self.code_table.shape[1] - 1)  # ids beyond the table: "not at this depth"
+        depth_index = torch.arange(t, device=generated.device)  # [t]
+        return self.code_table[depth_index, tokens].sum(dim=1)  # [R, t] -> [R]
 
-        W is the widest node at that depth, known without a device sync because every beam is at the
-        same depth (or DEAD, which has one child). Rows with fewer children repeat their last child, so
-        a scatter of duplicates writes the same value twice (deterministic).
-        """
-        width = self.max_children[min(step, self.depth)]
-        offsets = torch.arange(width, device=node.device)  # [W]
-        last = (self.node_count[node] - 1).unsqueeze(1)  # [R, 1]
-        index = self.node_start[node].unsqueeze(1) + torch.minimum(offsets.unsqueeze(0), last)  # [R, W]
-        return self.edge_key[index] & _TOKEN_MASK
+    def nodes(self, generated: torch.Tensor) -> torch.Tensor:
+        """Depth-t node index of each row ([R, t], t <= D), or n_t (DEAD) if the prefix left the trie."""
+        keys = self.prefix_keys[generated.shape[1]]  # [n_t]
+        code = self.codes(generated)  # [R]
+        pos = torch.searchsorted(keys, code).clamp_(max=keys.numel() - 1)  # [R]
+        return torch.where(keys[pos] == code, pos, keys.numel())
+
+    def allowed_tokens(self, generated: torch.Tensor) -> torch.Tensor | None:
+        """[R, t] generated tokens -> [R, W_t] allowed next ids; None when t >= D (EOS only)."""
+        t = generated.shape[1]
+        if t >= self.depth:
+            return None
+        if t == 0:  # every row is at the root
+            return self.allowed[0][:1].expand(generated.shape[0], -1)
+        return self.allowed[t][self.nodes(generated)]
 
     def items_of(self, generated: torch.Tensor, pad_token_id: int | None = None) -> torch.Tensor:
-        """Item index of each generated row [R, T], or -1 where the row is not exactly one catalogue path.
+        """Path index of each generated row [R, T], or -1 where the row is not exactly one catalogue path.
 
         Tokens after the path must be EOS or `pad_token_id` (HF fills finished rows with it).
         """
         if generated.shape[1] < self.depth:
             return torch.full((generated.shape[0],), -1, dtype=torch.long, device=generated.device)
-        item = self.item_of_node[self.walk(generated[:, : self.depth])]  # [R]
+        node = self.nodes(generated[:, : self.depth])  # [R], n_D when invalid
+        item = torch.cat([self.leaf_items, self.leaf_items.new_tensor([-1])])[node]
         rest = generated[:, self.depth:]  # [R, T - D]
-        filler = (rest == self.eos_token_id) | (rest == (self.eos_token_id if pad_token_id is None else pad_token_id))
+        pad = self.eos_token_id if pad_token_id is None else pad_token_id
+        filler = (rest == self.eos_token_id) | (rest == pad)
         return torch.where(filler.all(dim=1), item, -1)
 
 
 def compile_trie(sequences: torch.Tensor, sids: list[str], eos_token_id: int, sid_length: int) -> SIDTrie:
-    """Build the edge arrays from item paths [N, D] (last column EOS). Loops over depth, not items."""
+    """Build the per-depth tables from paths [N, D] (last column EOS). Loops over depth, not items."""
     sequences = sequences.to(torch.long).cpu()
-    n_items, depth = sequences.shape
-    if n_items == 0:
+    n_paths, depth = sequences.shape
+    if n_paths == 0:
         raise ValueError("cannot build a SID trie for an empty catalogue")
-    if sequences.min() < 0 or sequences.max() > _TOKEN_MASK:
-        raise ValueError("token ids must be in [0, 2**32)")
-    parent = torch.zeros(n_items, dtype=torch.long)  # [N] node of each item's prefix so far (root = 0)
-    next_id = 1
-    keys, children, max_children = [], [], []
+    if sequences.min() < 0:
+        raise ValueError("token ids must be >= 0")
+    width = int(sequences.max()) + 2  # last column: every id beyond the catalogue's tokens
+    code_table = torch.empty(depth, width, dtype=torch.long)
+    weight = 1
+    digits = torch.empty_like(sequences)  # [N, D] weighted digit of each path token
     for d in range(depth):
-        key = (parent << _SHIFT) | sequences[:, d]
-        uniq, inverse = torch.unique(key, return_inverse=True)  # distinct (parent, token) edges, sorted
-        child = torch.arange(next_id, next_id + uniq.numel())
-        keys.append(uniq)
-        children.append(child)
-        max_children.append(int(torch.unique(uniq >> _SHIFT, return_counts=True)[1].max()))
-        parent = child[inverse]
-        next_id += uniq.numel()
-    leaves = parent  # [N] node after the full path
-    if torch.unique(leaves).numel() != n_items:
+        tokens = torch.unique(sequences[:, d])  # [S_d] sorted
+        code_table[d] = tokens.numel() * weight  # "not at this depth": digit S_d
+        code_table[d, tokens] = torch.arange(tokens.numel()) * weight
+        digits[:, d] = code_table[d, sequences[:, d]]
+        weight *= tokens.numel() + 1
+        if weight >= _MAX_CODE:
+            raise ValueError(f"SID paths of depth {depth} with these codebooks overflow int64 prefix codes")
+    prefix_codes = torch.cumsum(digits, dim=1)  # [N, D]: code of each path's prefix of length t + 1
+    prefix_keys = [torch.zeros(1, dtype=torch.long)] + [torch.unique(prefix_codes[:, t]) for t in range(depth)]
+    if prefix_keys[depth].numel() != n_paths:
         seen = {}
         for i, s in enumerate(sids):
             if s in seen:
                 raise ValueError(f"items {seen[s]} and {i} share the SID {s}; SIDs must be unique")
             seen[s] = i
-        raise ValueError("two items have identical token paths; SIDs must be unique")
-    dead = next_id
-    n_nodes = dead + 1
-    # After EOS (a leaf) and on DEAD, the only allowed token is EOS, leading to DEAD.
-    stop_parents = torch.cat([torch.sort(leaves).values, torch.tensor([dead])])
-    keys.append((stop_parents << _SHIFT) | eos_token_id)
-    children.append(torch.full_like(stop_parents, dead))
-    max_children.append(1)
-    edge_key = torch.cat(keys)
-    edge_child = torch.cat(children)
-    order = torch.argsort(edge_key)  # already sorted by construction (ids grow with depth); cheap safety
-    edge_key, edge_child = edge_key[order], edge_child[order]
-    node_start = torch.searchsorted(edge_key, torch.arange(n_nodes) << _SHIFT)
-    node_count = torch.diff(node_start, append=torch.tensor([edge_key.numel()]))
-    assert bool((node_count >= 1).all()), "every node must allow at least one token"
-    item_of_node = torch.full((n_nodes,), -1, dtype=torch.long)
-    item_of_node[leaves] = torch.arange(n_items)
+        raise ValueError("two paths have identical tokens; SIDs must be unique")
+    allowed = []
+    for t in range(depth):
+        parent_codes = prefix_codes[:, t - 1] if t else torch.zeros(n_paths, dtype=torch.long)
+        parent = torch.searchsorted(prefix_keys[t], parent_codes.contiguous())  # [N] node index at depth t
+        n_nodes = prefix_keys[t].numel()
+        edges = torch.unique(parent * width + sequences[:, t])  # distinct (node, next token), sorted by node
+        edge_node, edge_token = edges // width, edges % width
+        count = torch.bincount(edge_node, minlength=n_nodes)  # [n_t] >= 1 (every node has a child)
+        start = torch.cumsum(count, 0) - count
+        max_width = int(count.max())
+        slot = torch.minimum(torch.arange(max_width).unsqueeze(0), (count - 1).unsqueeze(1))  # [n_t, W_t]
+        table = edge_token[start.unsqueeze(1) + slot]  # rows repeat their last token as padding
+        dead = torch.full((1, max_width), eos_token_id, dtype=torch.long)
+        allowed.append(torch.cat([table, dead]))  # [n_t + 1, W_t]
+    leaf_items = torch.empty(n_paths, dtype=torch.long)
+    leaf_items[torch.searchsorted(prefix_keys[depth], prefix_codes[:, -1].contiguous())] = torch.arange(n_paths)
     return SIDTrie(sequences=sequences, sids=list(sids), eos_token_id=int(eos_token_id), sid_length=sid_length,
-                   edge_key=edge_key, edge_child=edge_child, node_start=node_start, node_count=node_count,
-                   item_of_node=item_of_node, max_children=max_children, dead=dead)
+                   code_table=code_table, prefix_keys=prefix_keys, allowed=allowed, leaf_items=leaf_items)
 
 
 def response_suffix_ids(tokenizer, sid_token_ids: list[list[int]], sids: list[str]) -> list[int]:
@@ -214,9 +217,10 @@ class SIDLogitsProcessor(LogitsProcessor):
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         generated = input_ids[:, self.prompt_len:]  # [R, t]
-        node = self.trie.walk(generated)  # [R]
-        allowed = self.trie.allowed_tokens(node, generated.shape[1])  # [R, W]
-        kept = scores.gather(1, allowed)  # [R, W]
+        allowed = self.trie.allowed_tokens(generated)  # [R, W_t], None past the path
+        if allowed is None:
+            allowed = torch.full((scores.shape[0], 1), self.trie.eos_token_id, device=scores.device)
+        kept = scores.gather(1, allowed)  # [R, W_t]
         out = scores.fill_(float("-inf")) if self.inplace else torch.full_like(scores, float("-inf"))
         return out.scatter_(1, allowed, kept)  # [R, V]
 
