@@ -120,12 +120,12 @@ def compile_trie(sequences: torch.Tensor, sids: list[str], eos_token_id: int, si
     digits = torch.empty_like(sequences)  # [N, D] weighted digit of each path token
     for d in range(depth):
         tokens = torch.unique(sequences[:, d])  # [S_d] sorted
+        if (tokens.numel() + 1) * weight >= _MAX_CODE:
+            raise ValueError(f"SID paths of depth {depth} with these codebooks overflow int64 prefix codes")
         code_table[d] = tokens.numel() * weight  # "not at this depth": digit S_d
         code_table[d, tokens] = torch.arange(tokens.numel()) * weight
         digits[:, d] = code_table[d, sequences[:, d]]
         weight *= tokens.numel() + 1
-        if weight >= _MAX_CODE:
-            raise ValueError(f"SID paths of depth {depth} with these codebooks overflow int64 prefix codes")
     prefix_codes = torch.cumsum(digits, dim=1)  # [N, D]: code of each path's prefix of length t + 1
     prefix_keys = [torch.zeros(1, dtype=torch.long)] + [torch.unique(prefix_codes[:, t]) for t in range(depth)]
     if prefix_keys[depth].numel() != n_paths:

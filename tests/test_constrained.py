@@ -49,7 +49,7 @@ def compile_paths(paths):
     return compile_trie(torch.tensor(paths), [str(p) for p in paths], eos_token_id=EOS, sid_length=len(paths[0]) - 2)
 
 
-@pytest.mark.parametrize("levels,codebook,n_items", [(3, 4, 20), (4, 3, 50), (1, 30, 12), (3, 16, 300)])
+@pytest.mark.parametrize("levels,codebook,n_items", [(3, 4, 20), (4, 3, 50), (1, 30, 12), (3, 16, 300), (6, 3, 100)])
 def test_fast_processor_matches_slow_reference(levels, codebook, n_items):
     vocab = levels * codebook + 5
     paths = random_catalogue(n_items, levels, codebook, vocab, seed=levels * 100 + n_items)
@@ -88,6 +88,13 @@ def test_invalid_prefix_and_finished_paths_allow_only_eos():
         done = SIDLogitsProcessor(trie, prompt_len=0)(torch.tensor([finished]), torch.zeros(1, 10))
         assert torch.isfinite(done[0]).nonzero().flatten().tolist() == [0]
     assert trie.items_of(torch.tensor([[1, 5, 9, 0], [1, 5, 9, 3], [2, 4, 9, 0], [2, 5, 9, 0]])).tolist() == [1, -1, 2, -1]
+
+
+def test_too_deep_for_int64_prefix_codes_is_an_error():
+    paths = torch.arange(256).unsqueeze(1) + 256 * torch.arange(9)  # 9 levels x 256 codes: 257**9 > 2**62
+    paths = torch.cat([paths, torch.full((256, 1), 5000)], dim=1)
+    with pytest.raises(ValueError, match="overflow"):
+        compile_trie(paths, [str(i) for i in range(256)], eos_token_id=5000, sid_length=9)
 
 
 def test_duplicate_sids_are_rejected():
