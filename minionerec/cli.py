@@ -6,6 +6,7 @@ target takes **kwargs; both would waste a GPU job, so both become one-line error
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import sys
 import types
 import typing
@@ -62,10 +63,22 @@ def parse_args(args_cls, flags: dict):
     return args_cls(**{k: _convert(v, hints[k], k) for k, v in flags.items()})
 
 
+def usage(args_cls) -> str:
+    """--help text: the args dataclass's own lines (field, type, default, comment) are the documentation."""
+    lines = inspect.getsource(args_cls).splitlines()
+    fields = [line.strip() for line in lines[1:] if line.strip() and not line.strip().startswith(('"""', "@", "class "))]
+    doc = (args_cls.__doc__ or "").strip()
+    return f"usage: python {sys.argv[0]} --flag value ...\n{doc}\n\nflags (name: type = default  # meaning):\n  " + \
+        "\n  ".join(fields)
+
+
 def run(main, args_cls) -> None:
     """The fire shim of every entry script: `python x.py --flag value ...` -> main(args_cls(...))."""
 
     def entry(**flags):
+        if flags.keys() & {"help", "h"}:
+            print(usage(args_cls))
+            return
         try:
             args = parse_args(args_cls, flags)
         except FlagError as e:

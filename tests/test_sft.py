@@ -119,3 +119,9 @@ def test_deepspeed_yaml_becomes_dict_and_json_stays_path(tmp_path):
     with pytest.raises(SystemExit, match="--deepspeed file not found: nope.json"):
         sft.deepspeed_config("nope.json")
     assert sft.deepspeed_config("") is None
+
+
+def test_help_lists_flags_with_their_comments():
+    result = run_cli(sys.executable, "sft.py", "--help")
+    assert result.returncode == 0
+    assert 'freeze_LLM: bool = False  # train only the new SID embedding rows' in result.stdout
