@@ -20,7 +20,7 @@ from transformers import set_seed
 from minionerec import prompts
 from minionerec.cli import run
 from minionerec.constrained import build_sid_trie
-from minionerec.data import load_info, load_sid_index, load_split, split_sid
+from minionerec.data import DataError, load_info, load_sid_index, load_split, split_sid
 from minionerec.evaluation import (gather_to_rank0, init_distributed, make_batches, popularity_ranking,
                                    predict_batches, shard, teardown_distributed)
 from minionerec.metrics import DEFAULT_KS, compute_metrics, format_table, ks_for
@@ -77,16 +77,23 @@ def main(args: Args) -> dict | None:
     set_seed(args.seed)
 
     # data: validated before the model loads (every target and history SID must be in the catalogue)
-    sid_index = load_catalogue(args)
-    test_df = load_split(args.test_file, sid_index)
+    try:
+        sid_index = load_catalogue(args)
+        test_df = load_split(args.test_file, sid_index)
+    except DataError as e:
+        raise SystemExit(f"error: {e}") from None
     if args.sample > 0:
         test_df = test_df.iloc[: args.sample].reset_index(drop=True)
     texts = [prompts.sid_history_prompt(h) for h in test_df["history_item_sid"]]
 
     tokenizer = load_tokenizer(args.base_model)
+    try:  # before the model loads: a base model without the SID tokens fails in seconds
+        trie = build_sid_trie(sid_index, tokenizer)
+    except ValueError as e:
+        raise SystemExit(f"error: {args.base_model}: {e}") from None
     dtype = best_dtype() if args.dtype == "auto" else getattr(torch, args.dtype)
     model = load_model(args.base_model, dtype=dtype).to(device).eval()
-    trie = build_sid_trie(sid_index, tokenizer, device=device)  # fails here if SID tokens are missing
+    trie = trie.to(device)
 
     lengths = [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
     my_batches = shard(make_batches(lengths, args.batch_size), rank, world_size)

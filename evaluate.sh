@@ -6,6 +6,8 @@
 # Override any variable from the environment, e.g.
 #   MODEL=output/sft_Office_Products/final_checkpoint DATA_DIR=/data/Amazon CATEGORY=Office_Products bash evaluate.sh
 # and pass extra evaluate.py flags after the script: bash evaluate.sh --sample 200 --num_beams 20
+# On a CPU box shared with other jobs, OMP_NUM_THREADS=1 NPROC=<free cores> is much faster than
+# one multi-threaded process (small ops stall on busy cores).
 set -euo pipefail
 cd "$(dirname "$0")"
 
