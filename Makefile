@@ -1,5 +1,5 @@
 # make install : .venv/ with pinned deps (idempotent: re-runs only when requirements.txt changes)
-# make demo    : demo data -> tiny base model -> SFT -> eval -> RL -> eval, on CPU
+# make demo    : demo data -> tiny base model -> SFT -> eval -> RL -> eval, on CPU (~7 min on 2 cores)
 # make test    : fast CPU test suite
 PY      := .venv/bin/python
 STAMP   := .venv/.installed
