@@ -44,6 +44,13 @@ class SASRec(nn.Module):
         state = x[torch.arange(x.shape[0], device=x.device), last]  # [B, H]: state after the last real item
         return self.head(state)  # [B, n_items]
 
+    def loss(self, history: torch.Tensor, lengths: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Next-item training loss: full softmax cross-entropy over every catalogue item.
+
+        history [B, T], lengths [B] as in `forward`; targets [B] item rows -> mean loss (scalar).
+        """
+        return nn.functional.cross_entropy(self.forward(history, lengths), targets)
+
     @torch.no_grad()
     def forward_eval(self, history: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """Inference scores (dropout off), the interface the RL reward calls."""
