@@ -21,8 +21,8 @@ from minionerec import prompts
 from minionerec.cli import run
 from minionerec.constrained import build_sid_trie
 from minionerec.data import DataError, load_info, load_sid_index, load_split, split_sid
-from minionerec.evaluation import (gather_to_rank0, init_distributed, make_batches, popularity_ranking,
-                                   predict_batches, shard, teardown_distributed)
+from minionerec.distributed import gather_to_rank0, init_distributed, teardown_distributed
+from minionerec.evaluation import make_batches, popularity_ranking, predict_batches, shard
 from minionerec.metrics import DEFAULT_KS, compute_metrics, format_table, ks_for
 from minionerec.modeling import best_dtype, load_model, load_tokenizer
 

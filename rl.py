@@ -16,7 +16,8 @@ import torch
 from transformers import set_seed
 from trl import GRPOConfig
 
-from minionerec.cli import run
+from minionerec.cli import resume_flag, run
+from minionerec.distributed import teardown_distributed
 from minionerec.data import load_info, load_item_meta, load_sid_index, load_split, sid_vocabulary
 from minionerec.modeling import best_dtype, load_model, load_tokenizer, missing_sid_tokens
 from minionerec.rewards import build_reward_funcs, check_reward_type
@@ -184,7 +185,7 @@ def main(args: Args):
               f"distributed={trainer.accelerator.distributed_type} reward={args.reward_type} "
               f"loss_type={config.loss_type} importance_sampling_level={config.importance_sampling_level}")
 
-    resume = {"true": True, "": None}.get(args.resume_from_checkpoint.lower(), args.resume_from_checkpoint)
+    resume = resume_flag(args.resume_from_checkpoint)
     trainer.train(resume_from_checkpoint=resume)
 
     final_dir = Path(args.output_dir, "final_checkpoint")
@@ -195,9 +196,7 @@ def main(args: Args):
         rewards = [h["reward"] for h in trainer.state.log_history if "reward" in h]
         print(f"[rl] done: steps={trainer.state.global_step} mean_reward={sum(rewards) / max(len(rewards), 1):.4f} "
               f"-> {final_dir}")
-    if torch.distributed.is_initialized():
-        torch.distributed.barrier()
-        torch.distributed.destroy_process_group()  # explicit teardown avoids rare exit-time aborts
+    teardown_distributed()  # explicit, after outputs are written: avoids rare exit-time aborts
     return trainer
 
 

@@ -17,7 +17,8 @@ import torch
 from transformers import (DataCollatorForSeq2Seq, EarlyStoppingCallback, Trainer, TrainingArguments,
                           set_seed)
 
-from minionerec.cli import run
+from minionerec.cli import resume_flag, run
+from minionerec.distributed import teardown_distributed
 from minionerec.data import load_item_meta, load_sid_index, load_split, sid_vocabulary
 from minionerec.modeling import add_sid_tokens, best_dtype, freeze_all_but_new_rows, load_model, load_tokenizer
 from minionerec.sft_data import TASKS, build_text_dataset, sample_rows, tokenize_dataset
@@ -171,7 +172,7 @@ def main(args: Args) -> Trainer:
         data_collator=DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100, pad_to_multiple_of=8),
         processing_class=tokenizer, callbacks=callbacks,
     )
-    resume = {"true": True, "": None}.get(args.resume_from_checkpoint.lower(), args.resume_from_checkpoint)
+    resume = resume_flag(args.resume_from_checkpoint)
     result = trainer.train(resume_from_checkpoint=resume)
 
     eval_loss = trainer.evaluate()["eval_loss"] if eval_ds is not None else math.nan  # collective: all ranks
@@ -182,9 +183,7 @@ def main(args: Args) -> Trainer:
         first_loss = next((h["loss"] for h in trainer.state.log_history if "loss" in h), math.nan)
         print(f"[sft] done: steps={trainer.state.global_step} first_train_loss={first_loss:.4f} "
               f"mean_train_loss={result.training_loss:.4f} eval_loss={eval_loss:.4f} -> {final_dir}")
-    if torch.distributed.is_initialized():
-        torch.distributed.barrier()
-        torch.distributed.destroy_process_group()  # explicit teardown avoids rare exit-time aborts
+    teardown_distributed()  # explicit, after outputs are written: avoids rare exit-time aborts
     return trainer
 
 

@@ -63,6 +63,11 @@ def parse_args(args_cls, flags: dict):
     return args_cls(**{k: _convert(v, hints[k], k) for k, v in flags.items()})
 
 
+def resume_flag(value: str):
+    """--resume_from_checkpoint: "" -> None (fresh run), "true" -> True (latest checkpoint), else a path."""
+    return {"true": True, "": None}.get(value.lower(), value)
+
+
 def usage(args_cls) -> str:
     """--help text: the args dataclass's own lines (field, type, default, comment) are the documentation."""
     lines = inspect.getsource(args_cls).splitlines()

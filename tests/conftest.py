@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import sys
 from pathlib import Path
 
@@ -43,3 +44,10 @@ def tiny_model_dir(demo_data, tmp_path_factory) -> Path:
 
 def split_path(data_dir: Path, split: str) -> Path:
     return data_dir / split / f"{CATEGORY}.csv"
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on now: launcher tests must not collide with other runs on the box."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]

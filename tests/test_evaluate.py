@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 import evaluate
+from conftest import free_port
 from minionerec.data import load_sid_index, sid_string
 from minionerec.evaluation import make_batches, popularity_ranking, shard
 
@@ -62,7 +63,7 @@ def test_evaluate_writes_predictions_and_metrics(tmp_path, demo_data, demo_categ
 def _run_launcher(nproc: int, out: Path, demo_data: Path, model_dir: Path) -> dict:
     # One thread everywhere: torchrun defaults workers to 1 OpenMP thread, so the 1-process run must match.
     env = {**os.environ, "OMP_NUM_THREADS": "1", "NPROC": str(nproc), "MODEL": str(model_dir),
-           "DATA_DIR": str(demo_data), "CATEGORY": "Demo", "RESULT_JSON": str(out), "PORT": str(29620 + nproc),
+           "DATA_DIR": str(demo_data), "CATEGORY": "Demo", "RESULT_JSON": str(out), "PORT": str(free_port()),
            "PYTHON": str(ROOT / ".venv" / "bin" / "python") if (ROOT / ".venv").exists() else "python"}
     proc = subprocess.run(["bash", str(ROOT / "evaluate.sh"), "--sample", "20", "--num_beams", "8", "--batch_size", "3"],
                           env=env, capture_output=True, text=True, timeout=240)

@@ -7,6 +7,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from conftest import free_port
 from minionerec.data import sid_string
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -33,11 +34,11 @@ def outputs_complete(out: Path) -> bool:
 
 @pytest.mark.slow
 def test_rl_sh_zero2_two_processes(demo_data, tiny_model_dir, tmp_path):
-    result = launch(demo_data, tiny_model_dir, tmp_path / "run", port=29631)
+    result = launch(demo_data, tiny_model_dir, tmp_path / "run", port=free_port())
     if result.returncode != 0 and outputs_complete(tmp_path / "run") and "[rl] done" in result.stdout:
         # Known flake (~1 in 15 on CPU gloo): a rank aborts during interpreter exit after training
         # finished and every output was written. Retry once; a real failure fails twice.
-        result = launch(demo_data, tiny_model_dir, tmp_path / "retry", port=29632)
+        result = launch(demo_data, tiny_model_dir, tmp_path / "retry", port=free_port())
         out = tmp_path / "retry"
     else:
         out = tmp_path / "run"

@@ -10,7 +10,7 @@ from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer, Qwen2Config, Qwen2ForCausalLM
 
 import sft
-from conftest import CATEGORY, ROOT, split_path
+from conftest import CATEGORY, ROOT, free_port, split_path
 from minionerec.cli import FlagError, parse_args
 from minionerec.data import DataError, load_item_meta
 from minionerec.tiny_model import build_tokenizer
@@ -104,7 +104,7 @@ def test_torchrun_two_processes(demo_data, tiny_model_dir, tmp_path):
     args = sft_args(demo_data, tiny_model_dir, tmp_path, micro_batch_size=4)
     flags = [f"--{k}={v}" for k, v in vars(args).items() if v != ""]
     result = run_cli(sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-                     "--master_port", "29533", "sft.py", *flags)
+                     "--master_port", str(free_port()), "sft.py", *flags)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "grad_accum=1 world_size=2" in result.stdout
     assert "[sft] done: steps=2" in result.stdout
