@@ -1,0 +1,333 @@
+"""Quality benchmark: does MiniOneRec beat SASRec, and does RL beat SFT? One run, fixed seeds.
+
+    python bench/quality.py --preset cpu            # real data (../shared/data/Amazon), <= 60 min on 2 cores
+    python bench/quality.py --preset smoke --data_dir DIR --category Demo   # seconds (the test)
+    python bench/quality.py --preset gpu            # bigger model, more steps (untested here: no GPU was lent)
+
+Stages, each timed: popularity -> SASRec (sasrec.py) -> tiny from-scratch Qwen2 (minionerec.tiny_model)
+-> SFT (sft.py) -> evaluate (evaluate.py) -> GRPO (rl.py, from the SFT checkpoint) -> evaluate.
+Every method is scored on the same seeded sample of valid and of test rows with the shared
+HR/NDCG code (minionerec/metrics.py); the LLM by constrained beam search, SASRec by its top-k scores.
+Writes output_dir/results.json and output_dir/quality.png (bars + SFT loss / RL reward curves).
+Tune on valid only: the test table is for reporting.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+METHODS = ("popularity", "SASRec", "MiniOneRec SFT", "MiniOneRec SFT+RL")
+KS = (1, 3, 5, 10, 20)
+
+# Per preset: model size, SFT / RL budgets, eval sample. Any flag set on the command line wins.
+PRESETS = {
+    # smallest knobs that exercise every stage (the test): seconds on 2 cores
+    "smoke": dict(hidden_size=32, num_layers=1, num_heads=2, num_kv_heads=1, intermediate_size=64, vocab_size=600,
+                  sft_steps=20, sft_batch_size=16, sft_micro_batch_size=16, sft_lr=3e-3,
+                  rl_steps=2, rl_batch_size=8, num_generations=4, rl_lr=1e-4, rl_beta=1e-3, title_history_sample=20,
+                  num_beams=20, eval_batch_size=16, eval_sample=100, sasrec_epochs=3, sasrec_patience=2),
+    # 2 shared CPU cores, <= 60 minutes end to end (timings in bench/RESULTS.md)
+    "cpu": dict(hidden_size=128, num_layers=2, num_heads=4, num_kv_heads=2, intermediate_size=512, vocab_size=4000,
+                sft_steps=1500, sft_batch_size=64, sft_micro_batch_size=64, sft_lr=3e-3,
+                rl_steps=60, rl_batch_size=32, num_generations=8, rl_lr=1e-4, rl_beta=1e-3, title_history_sample=0,
+                num_beams=20, eval_batch_size=16, eval_sample=1000, sasrec_epochs=200, sasrec_patience=10),
+    # one GPU: a wider, deeper model and longer training; NOT run here (no GPU was lent), budgets are a guess
+    "gpu": dict(hidden_size=512, num_layers=4, num_heads=8, num_kv_heads=4, intermediate_size=2048, vocab_size=8000,
+                sft_steps=6000, sft_batch_size=128, sft_micro_batch_size=64, sft_lr=1e-3,
+                rl_steps=600, rl_batch_size=128, num_generations=16, rl_lr=1e-5, rl_beta=1e-3, title_history_sample=0,
+                num_beams=50, eval_batch_size=32, eval_sample=-1, sasrec_epochs=200, sasrec_patience=10),
+}
+
+
+@dataclass
+class Args:
+    """Popularity vs SASRec vs MiniOneRec SFT vs SFT+RL on valid and test, one seeded run."""
+
+    data_dir: str = str(ROOT.parent / "shared" / "data" / "Amazon")  # MiniOneRec layout: train/valid/test/index
+    category: str = "Industrial_and_Scientific"  # file prefix inside data_dir
+    preset: str = "cpu"  # smoke | cpu | gpu
+    output_dir: str = ""  # default bench/out/quality_<preset>
+    eval_sample: int = 0  # valid/test rows scored (seeded sample); 0 = preset default; -1 = all
+    seed: int = 42
+    threads: int = 2  # torch intra-op threads (2 shared cores here)
+    # overrides of the preset (0 / negative = keep the preset's value)
+    hidden_size: int = 0  # tiny Qwen2 width
+    num_layers: int = 0  # tiny Qwen2 depth
+    sft_steps: int = 0  # SFT optimizer steps
+    sft_lr: float = 0.0  # SFT learning rate
+    rl_steps: int = 0  # GRPO steps
+    rl_lr: float = 0.0  # GRPO learning rate
+    rl_beta: float = -1.0  # KL weight (0 allowed)
+    num_generations: int = 0  # GRPO group size
+    reward_type: str = "ranking"  # rule | ranking | ranking_only (see minionerec/rewards.py)
+    sasrec_epochs: int = 0  # SASRec epoch cap (early stopping on valid)
+
+
+def resolve(args: Args) -> dict:
+    """The preset's knobs with command-line overrides applied."""
+    if args.preset not in PRESETS:
+        raise SystemExit(f"error: --preset must be one of {', '.join(PRESETS)}, got {args.preset!r}")
+    knobs = dict(PRESETS[args.preset])
+    for name in ("hidden_size", "num_layers", "sft_steps", "sft_lr", "rl_steps", "rl_lr", "num_generations",
+                 "sasrec_epochs", "eval_sample"):
+        value = getattr(args, name)
+        if value:
+            knobs[name] = value
+    if args.rl_beta >= 0:
+        knobs["rl_beta"] = args.rl_beta
+    if knobs["num_beams"] < max(KS):
+        raise SystemExit(f"error: num_beams {knobs['num_beams']} < {max(KS)}: HR@{max(KS)} needs that many beams")
+    if knobs["rl_batch_size"] % knobs["num_generations"]:
+        raise SystemExit(f"error: num_generations {knobs['num_generations']} must divide rl batch "
+                         f"{knobs['rl_batch_size']}")
+    return knobs
+
+
+def data_paths(args: Args) -> dict:
+    from minionerec.data import find_split
+
+    data = Path(args.data_dir)
+    if not data.is_dir():
+        raise SystemExit(f"error: --data_dir not found: {data}")
+    paths = {split: find_split(data, split, args.category) for split in ("train", "valid", "test")}
+    paths["index"] = data / "index" / f"{args.category}.index.json"
+    paths["item"] = data / "index" / f"{args.category}.item.json"
+    for name, path in paths.items():
+        if not Path(path).is_file():
+            raise SystemExit(f"error: {name} file not found: {path}")
+    return {k: str(v) for k, v in paths.items()}
+
+
+def sample_split(path: str, n: int, seed: int, out: Path) -> str:
+    """A seeded sample of n rows (file order kept) written as CSV; n < 0 or >= len keeps every row."""
+    import pandas as pd
+
+    df = pd.read_csv(path)
+    if 0 < n < len(df):
+        df = df.sample(n=n, random_state=seed).sort_index()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    df.to_csv(out, index=False)
+    return str(out)
+
+
+class Stage:
+    """`with Stage("sft"):` prints start, end and seconds; the seconds land in `timings`."""
+
+    timings: dict[str, float] = {}
+
+    def __init__(self, name: str):
+        self.name = name
+
+    def __enter__(self):
+        self.start = time.perf_counter()
+        print(f"\n[quality] === {self.name} ({time.strftime('%H:%M:%S')})", flush=True)
+
+    def __exit__(self, *exc):
+        Stage.timings[self.name] = round(time.perf_counter() - self.start, 1)
+        print(f"[quality] === {self.name} done in {Stage.timings[self.name]:.0f}s", flush=True)
+
+
+def run_popularity(paths: dict, splits: dict, k: int) -> dict:
+    from minionerec.data import load_sid_index, load_split
+    from minionerec.evaluation import popularity_ranking
+    from minionerec.metrics import compute_metrics
+
+    sid_index = load_sid_index(paths["index"])
+    catalogue = {"".join(s) for s in sid_index.values()}
+    popular = popularity_ranking(list(load_split(paths["train"])["item_sid"]), k)
+    out = {}
+    for split, path in splits.items():
+        targets = list(load_split(path)["item_sid"])
+        out[split] = compute_metrics([popular] * len(targets), targets, KS, catalogue)
+    return out
+
+
+def run_sasrec(paths: dict, splits: dict, knobs: dict, out_dir: Path, seed: int) -> tuple[dict, dict]:
+    """sasrec.py as is (early stopping on the FULL valid split), then its best model scores both samples."""
+    import sasrec
+    from minionerec.sasrec import load_sasrec
+
+    result = sasrec.main(sasrec.Args(train_file=paths["train"], eval_file=paths["valid"], test_file=splits["test"],
+                                     sid_index_path=paths["index"], output_dir=str(out_dir), seed=seed, device="cpu",
+                                     epochs=knobs["sasrec_epochs"], patience=knobs["sasrec_patience"]))
+    items = sasrec.load_catalogue(sasrec.Args(sid_index_path=paths["index"]))
+    item_to_row = {item: row for row, item in enumerate(items)}
+    model = load_sasrec(result["cf_path"]).eval()
+    out = {}
+    for split, path in splits.items():
+        history, lengths, targets = sasrec.encode_split(path, item_to_row, model.max_len)
+        out[split] = sasrec.score(sasrec.top_items(model, history, lengths, "cpu"), targets, items)
+    info = {k: result[k] for k in ("best_epoch", "epochs_run", "train_seconds") if k in result}
+    info["args"] = result.get("args", {})
+    return out, info
+
+
+def run_eval(model_dir: str, paths: dict, splits: dict, knobs: dict, out_dir: Path, seed: int) -> dict:
+    import evaluate
+
+    out = {}
+    for split, path in splits.items():
+        rows = evaluate.main(evaluate.Args(base_model=model_dir, test_file=path, sid_index_path=paths["index"],
+                                           result_json=str(out_dir / f"predictions_{split}.json"),
+                                           num_beams=knobs["num_beams"], batch_size=knobs["eval_batch_size"],
+                                           seed=seed, dtype="float32"))
+        out[split] = rows["constrained beam search"]
+    return out
+
+
+def curve(log_history: list[dict], key: str) -> list[list[float]]:
+    return [[h["step"], h[key]] for h in log_history if key in h and "step" in h]
+
+
+def ratio(a: float, b: float) -> float | None:
+    return a / b if b else None
+
+
+def summarise(metrics: dict) -> dict:
+    """Ratios on NDCG@10 and which of the issue's targets hold."""
+    n = {m: {s: metrics[m][s]["NDCG@10"] for s in ("valid", "test")} for m in METHODS}
+    best_llm = max(("MiniOneRec SFT", "MiniOneRec SFT+RL"), key=lambda m: n[m]["valid"])  # chosen on valid
+    best_llm_test = max(n["MiniOneRec SFT"]["test"], n["MiniOneRec SFT+RL"]["test"])
+    out = {
+        "ndcg10": n,
+        "minionerec_over_sasrec_test": ratio(best_llm_test, n["SASRec"]["test"]),
+        "minionerec_over_sasrec_valid": ratio(max(n["MiniOneRec SFT"]["valid"], n["MiniOneRec SFT+RL"]["valid"]),
+                                              n["SASRec"]["valid"]),
+        "best_minionerec_by_valid": best_llm,
+        "rl_over_sft_test": ratio(n["MiniOneRec SFT+RL"]["test"], n["MiniOneRec SFT"]["test"]),
+        "rl_over_sft_valid": ratio(n["MiniOneRec SFT+RL"]["valid"], n["MiniOneRec SFT"]["valid"]),
+    }
+    out["targets"] = {
+        "MiniOneRec NDCG@10 >= 1.2 x SASRec (test)": bool(best_llm_test >= 1.2 * n["SASRec"]["test"]),
+        "RL NDCG@10 > SFT (test)": bool(n["MiniOneRec SFT+RL"]["test"] > n["MiniOneRec SFT"]["test"]),
+        "RL NDCG@10 > SFT (valid)": bool(n["MiniOneRec SFT+RL"]["valid"] > n["MiniOneRec SFT"]["valid"]),
+    }
+    return out
+
+
+def plot(metrics: dict, curves: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(16, 4.5))
+    width = 0.2
+    ax = axes[0]
+    labels = [f"{s} {m}" for s in ("valid", "test") for m in ("NDCG@10", "HR@10")]
+    for i, method in enumerate(METHODS):
+        values = [metrics[method][s][m] for s in ("valid", "test") for m in ("NDCG@10", "HR@10")]
+        ax.bar([x + (i - 1.5) * width for x in range(len(labels))], values, width, label=method)
+    ax.set_xticks(range(len(labels)), labels)
+    ax.set_title("HR@10 / NDCG@10 per method")
+    ax.legend(fontsize=8)
+    for ax, (name, key) in zip(axes[1:], (("SFT", "loss"), ("RL", "reward"))):
+        points = curves.get(name, [])
+        if points:
+            ax.plot([p[0] for p in points], [p[1] for p in points], marker=".")
+        ax.set_title(f"{name} training {key}")
+        ax.set_xlabel("step")
+        ax.set_ylabel(key)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(args: Args) -> dict:
+    knobs = resolve(args)
+    paths = data_paths(args)
+    out_dir = Path(args.output_dir or ROOT / "bench" / "out" / f"quality_{args.preset}")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("WANDB_MODE", "disabled")
+    import torch
+    from transformers import set_seed
+
+    from minionerec.metrics import format_table
+    from minionerec.tiny_model import build_tiny_model
+
+    torch.set_num_threads(args.threads)
+    set_seed(args.seed)
+    Stage.timings = {}
+    start = time.perf_counter()
+    print(f"[quality] preset={args.preset} data={args.data_dir} category={args.category} -> {out_dir}\n"
+          f"[quality] knobs={json.dumps(knobs)}", flush=True)
+
+    splits = {s: sample_split(paths[s], knobs["eval_sample"], args.seed, out_dir / "samples" / f"{s}.csv")
+              for s in ("valid", "test")}
+    metrics, curves, info = {}, {}, {}
+    with Stage("popularity"):
+        metrics["popularity"] = run_popularity(paths, splits, knobs["num_beams"])
+    with Stage("SASRec"):
+        metrics["SASRec"], info["SASRec"] = run_sasrec(paths, splits, knobs, out_dir / "sasrec", args.seed)
+    with Stage("tiny Qwen2 base model"):
+        base = build_tiny_model(out_dir / "base_model", paths["index"], paths["item"],
+                                hidden_size=knobs["hidden_size"], num_layers=knobs["num_layers"],
+                                num_heads=knobs["num_heads"], num_kv_heads=knobs["num_kv_heads"],
+                                intermediate_size=knobs["intermediate_size"], vocab_size=knobs["vocab_size"],
+                                seed=args.seed)
+    with Stage("SFT"):
+        import sft
+
+        trainer = sft.main(sft.Args(
+            base_model=str(base), train_file=paths["train"], output_dir=str(out_dir / "sft"),
+            sid_index_path=paths["index"], item_meta_path=paths["item"], category=args.category, seed=args.seed,
+            batch_size=knobs["sft_batch_size"], micro_batch_size=knobs["sft_micro_batch_size"],
+            max_steps=knobs["sft_steps"], learning_rate=knobs["sft_lr"], warmup_steps=0.05,
+            save_steps=10 ** 9, logging_steps=max(1, knobs["sft_steps"] // 50)))
+        curves["SFT"] = curve(trainer.state.log_history, "loss")
+        sft_dir = str(out_dir / "sft" / "final_checkpoint")
+        del trainer
+    with Stage("evaluate SFT (valid, test)"):
+        metrics["MiniOneRec SFT"] = run_eval(sft_dir, paths, splits, knobs, out_dir / "eval_sft", args.seed)
+    with Stage("RL (GRPO)"):
+        import rl
+
+        trainer = rl.main(rl.Args(
+            model_path=sft_dir, train_file=paths["train"], sid_index_path=paths["index"],
+            item_meta_path=paths["item"], output_dir=str(out_dir / "rl"), category=args.category, seed=args.seed,
+            train_batch_size=knobs["rl_batch_size"], num_generations=knobs["num_generations"],
+            max_steps=knobs["rl_steps"], learning_rate=knobs["rl_lr"], beta=knobs["rl_beta"],
+            reward_type=args.reward_type, title_history_sample=knobs["title_history_sample"],
+            save_steps=10 ** 9, logging_steps=max(1, knobs["rl_steps"] // 50)))
+        curves["RL"] = curve(trainer.state.log_history, "reward")
+        rl_dir = str(out_dir / "rl" / "final_checkpoint")
+        del trainer
+    with Stage("evaluate SFT+RL (valid, test)"):
+        metrics["MiniOneRec SFT+RL"] = run_eval(rl_dir, paths, splits, knobs, out_dir / "eval_rl", args.seed)
+
+    summary = summarise(metrics)
+    total = time.perf_counter() - start
+    print(f"\n[quality] preset={args.preset} category={args.category} seed={args.seed} "
+          f"total {total / 60:.1f} min; stage seconds {json.dumps(Stage.timings)}")
+    for split in ("valid", "test"):
+        print(f"\n== {split} ({metrics['popularity'][split]['users']} users)")
+        print(format_table({m: metrics[m][split] for m in METHODS}, KS))
+    fmt = lambda x: "n/a" if x is None else f"{x:.3f}"  # noqa: E731
+    print(f"\nNDCG@10 ratios: MiniOneRec/SASRec test {fmt(summary['minionerec_over_sasrec_test'])} "
+          f"(valid {fmt(summary['minionerec_over_sasrec_valid'])}); RL/SFT test {fmt(summary['rl_over_sft_test'])} "
+          f"(valid {fmt(summary['rl_over_sft_valid'])})")
+    for target, held in summary["targets"].items():
+        print(f"target {'HOLDS' if held else 'FAILS'}: {target}")
+
+    result = {"args": asdict(args), "knobs": knobs, "data": paths, "samples": splits, "metrics": metrics,
+              "summary": summary, "timings_s": Stage.timings, "total_s": round(total, 1), "curves": curves,
+              "sasrec": info.get("SASRec", {})}
+    (out_dir / "results.json").write_text(json.dumps(result, indent=1))
+    plot(metrics, curves, out_dir / "quality.png")
+    print(f"[quality] -> {out_dir / 'results.json'}, {out_dir / 'quality.png'}")
+    return result
+
+
+if __name__ == "__main__":
+    from minionerec.cli import run
+
+    run(main, Args)

@@ -1,0 +1,33 @@
+"""bench/quality.py end to end on the demo fixture with the smoke preset (shrunk further: 8 SFT steps,
+1 GRPO step, 40 eval rows, 2 SASRec epochs) so the whole four-method run fits in well under a minute."""
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+import quality  # noqa: E402
+
+
+def test_smoke_preset_scores_all_methods_and_plots(demo_data, demo_category, tmp_path):
+    out = tmp_path / "quality"
+    result = quality.main(quality.Args(data_dir=str(demo_data), category=demo_category, preset="smoke",
+                                       output_dir=str(out), eval_sample=40, sft_steps=8, rl_steps=1,
+                                       sasrec_epochs=2, threads=1))
+    saved = json.loads((out / "results.json").read_text())
+    assert set(saved["metrics"]) == set(quality.METHODS)
+    for method, splits in saved["metrics"].items():
+        for split in ("valid", "test"):
+            m = splits[split]
+            assert m["users"] == 40, (method, split)
+            for k in quality.KS:
+                assert 0.0 <= m[f"NDCG@{k}"] <= m[f"HR@{k}"] <= 1.0, (method, split, k)
+    assert saved["curves"]["SFT"] and saved["curves"]["RL"]  # both training curves were logged
+    assert set(saved["summary"]["targets"]) and result["summary"] == saved["summary"]
+    assert (out / "quality.png").stat().st_size > 1000
+
+
+def test_unknown_preset_fails_early(tmp_path):
+    with pytest.raises(SystemExit, match="--preset"):
+        quality.main(quality.Args(preset="huge", output_dir=str(tmp_path)))
