@@ -181,8 +181,9 @@ def main(args: Args) -> Trainer:
     if trainer.is_world_process_zero():
         tokenizer.save_pretrained(final_dir)
         first_loss = next((h["loss"] for h in trainer.state.log_history if "loss" in h), math.nan)
+        eval_part = f" eval_loss={eval_loss:.4f}" if eval_ds is not None else ""
         print(f"[sft] done: steps={trainer.state.global_step} first_train_loss={first_loss:.4f} "
-              f"mean_train_loss={result.training_loss:.4f} eval_loss={eval_loss:.4f} -> {final_dir}")
+              f"mean_train_loss={result.training_loss:.4f}{eval_part} -> {final_dir}")
     teardown_distributed()  # explicit, after outputs are written: avoids rare exit-time aborts
     return trainer
 
