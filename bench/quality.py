@@ -33,16 +33,19 @@ PRESETS = {
     "smoke": dict(hidden_size=32, num_layers=1, num_heads=2, num_kv_heads=1, intermediate_size=64, vocab_size=600,
                   sft_steps=20, sft_batch_size=16, sft_micro_batch_size=16, sft_lr=3e-3,
                   rl_steps=2, rl_batch_size=8, num_generations=4, rl_lr=1e-4, rl_beta=1e-3, title_history_sample=20,
+                  sft_tasks="sid_history+item_alignment+sid_history_title", add_gt=True,
                   num_beams=20, eval_batch_size=16, eval_sample=100, sasrec_epochs=3, sasrec_patience=2),
     # 2 shared CPU cores, <= 60 minutes end to end (timings in bench/RESULTS.md)
     "cpu": dict(hidden_size=128, num_layers=2, num_heads=4, num_kv_heads=2, intermediate_size=512, vocab_size=4000,
                 sft_steps=1500, sft_batch_size=64, sft_micro_batch_size=64, sft_lr=3e-3,
                 rl_steps=60, rl_batch_size=32, num_generations=8, rl_lr=1e-4, rl_beta=1e-3, title_history_sample=0,
+                sft_tasks="sid_history+item_alignment+sid_history_title", add_gt=True,
                 num_beams=20, eval_batch_size=16, eval_sample=1000, sasrec_epochs=200, sasrec_patience=10),
     # one GPU: a wider, deeper model and longer training; NOT run here (no GPU was lent), budgets are a guess
     "gpu": dict(hidden_size=512, num_layers=4, num_heads=8, num_kv_heads=4, intermediate_size=2048, vocab_size=8000,
                 sft_steps=6000, sft_batch_size=128, sft_micro_batch_size=64, sft_lr=1e-3,
                 rl_steps=600, rl_batch_size=128, num_generations=16, rl_lr=1e-5, rl_beta=1e-3, title_history_sample=0,
+                sft_tasks="sid_history+item_alignment+sid_history_title", add_gt=True,
                 num_beams=50, eval_batch_size=32, eval_sample=-1, sasrec_epochs=200, sasrec_patience=10),
 }
 
@@ -68,11 +71,16 @@ class Args:
     rl_beta: float = -1.0  # KL weight (0 allowed)
     num_generations: int = 0  # GRPO group size
     reward_type: str = "ranking"  # rule | ranking | ranking_only (see minionerec/rewards.py)
+    sft_tasks: str = ""  # "+"-joined sft.py tasks (sid_history+item_alignment+...); "" = preset's
+    add_gt: str = ""  # RL: put the target into groups that lack it (true/false); "" = preset's
     sasrec_epochs: int = 0  # SASRec epoch cap (early stopping on valid)
 
 
 def resolve(args: Args) -> dict:
     """The preset's knobs with command-line overrides applied."""
+    from minionerec.cli import as_bool
+    from minionerec.sft_data import TASKS
+
     if args.preset not in PRESETS:
         raise SystemExit(f"error: --preset must be one of {', '.join(PRESETS)}, got {args.preset!r}")
     knobs = dict(PRESETS[args.preset])
@@ -81,6 +89,13 @@ def resolve(args: Args) -> dict:
         value = getattr(args, name)
         if value:
             knobs[name] = value
+    if args.sft_tasks:
+        knobs["sft_tasks"] = args.sft_tasks
+    if args.add_gt != "":
+        knobs["add_gt"] = as_bool(args.add_gt, "add_gt")
+    unknown = set(knobs["sft_tasks"].split("+")) - set(TASKS)
+    if unknown:
+        raise SystemExit(f"error: --sft_tasks: unknown task(s) {sorted(unknown)}; choose from {', '.join(TASKS)}")
     if args.rl_beta >= 0:
         knobs["rl_beta"] = args.rl_beta
     if knobs["num_beams"] < max(KS):
@@ -252,6 +267,7 @@ def main(args: Args) -> dict:
     from transformers import set_seed
 
     from minionerec.metrics import format_table
+    from minionerec.sft_data import TASKS
     from minionerec.tiny_model import build_tiny_model
 
     torch.set_num_threads(args.threads)
@@ -282,7 +298,8 @@ def main(args: Args) -> dict:
             sid_index_path=paths["index"], item_meta_path=paths["item"], category=args.category, seed=args.seed,
             batch_size=knobs["sft_batch_size"], micro_batch_size=knobs["sft_micro_batch_size"],
             max_steps=knobs["sft_steps"], learning_rate=knobs["sft_lr"], warmup_steps=0.05,
-            save_steps=10 ** 9, logging_steps=max(1, knobs["sft_steps"] // 50)))
+            save_steps=10 ** 9, logging_steps=max(1, knobs["sft_steps"] // 50),
+            **{f"task_{t}": t in knobs["sft_tasks"].split("+") for t in TASKS}))
         curves["SFT"] = curve(trainer.state.log_history, "loss")
         sft_dir = str(out_dir / "sft" / "final_checkpoint")
         del trainer
@@ -296,7 +313,7 @@ def main(args: Args) -> dict:
             item_meta_path=paths["item"], output_dir=str(out_dir / "rl"), category=args.category, seed=args.seed,
             train_batch_size=knobs["rl_batch_size"], num_generations=knobs["num_generations"],
             max_steps=knobs["rl_steps"], learning_rate=knobs["rl_lr"], beta=knobs["rl_beta"],
-            reward_type=args.reward_type, title_history_sample=knobs["title_history_sample"],
+            reward_type=args.reward_type, add_gt=knobs["add_gt"], title_history_sample=knobs["title_history_sample"],
             save_steps=10 ** 9, logging_steps=max(1, knobs["rl_steps"] // 50)))
         curves["RL"] = curve(trainer.state.log_history, "reward")
         rl_dir = str(out_dir / "rl" / "final_checkpoint")
