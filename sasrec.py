@@ -38,12 +38,12 @@ class Args:
     eval_file: str = ""  # valid CSV: early stopping on NDCG@10
     test_file: str = ""  # test CSV: scored once, with the best-valid weights
     sid_index_path: str = ""  # index.json: the catalogue, item rows in file order (one of this or --info_file)
-    info_file: str = ""  # info txt (sid<TAB>title<TAB>item_id): the catalogue, if no --sid_index_path
+    info_file: str = ""  # info txt (sid<TAB>title<TAB>item_id), if no --sid_index_path; must list index.json's order
     output_dir: str = "output/sasrec"  # writes sasrec.pt (rl.py --cf_path) and metrics.json
-    hidden_size: int = 64  # item / position embedding width
+    hidden_size: int = 128  # item / position embedding width (tuned on valid, Industrial: 64 -> 128)
     num_blocks: int = 2  # self-attention blocks
     num_heads: int = 1  # attention heads per block
-    dropout: float = 0.2  # on embeddings and inside each block
+    dropout: float = 0.5  # on embeddings and inside each block (tuned on valid: 0.2 -> 0.5)
     max_len: int = 10  # the most recent items of a history the model reads
     batch_size: int = 256  # training rows per step
     learning_rate: float = 1e-3  # Adam

@@ -123,3 +123,11 @@ def test_command_line_parses_flags(demo_data, tmp_path):
     assert json.loads((tmp_path / "metrics.json").read_text())["args"]["hidden_size"] == 16
     wrong = subprocess.run(cmd + ["--hiden_size", "8"], capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert wrong.returncode != 0 and "unknown flag(s): --hiden_size" in wrong.stderr
+
+
+def test_info_file_catalogue_matches_the_index_json_one(demo_data, tmp_path):
+    # the RL reward numbers items in index.json order; the info txt (written in that order) must agree
+    info = next((demo_data / "info").glob(f"{CATEGORY}*.txt"))
+    by_index = sasrec_cli.main(_args(demo_data, tmp_path / "a"))
+    by_info = sasrec_cli.main(_args(demo_data, tmp_path / "b", sid_index_path="", info_file=str(info)))
+    assert by_info["n_items"] == by_index["n_items"] and by_info["test"] == by_index["test"]
