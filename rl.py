@@ -19,7 +19,7 @@ from trl import GRPOConfig
 from minionerec.cli import resume_flag, run
 from minionerec.distributed import teardown_distributed
 from minionerec.data import load_info, load_item_meta, load_sid_index, load_split, sid_vocabulary
-from minionerec.modeling import best_dtype, load_model, load_tokenizer, missing_sid_tokens
+from minionerec.modeling import best_dtype, load_model, load_tokenizer, missing_sid_tokens, save_final_checkpoint
 from minionerec.rewards import build_reward_funcs, check_reward_type
 from minionerec.rl_callbacks import ConstrainedEvalCallback
 from minionerec.rl_data import build_eval_dataset, build_rl_dataset
@@ -188,11 +188,9 @@ def main(args: Args):
     resume = resume_flag(args.resume_from_checkpoint)
     trainer.train(resume_from_checkpoint=resume)
 
-    final_dir = Path(args.output_dir, "final_checkpoint")
-    trainer.save_model(final_dir)  # under DeepSpeed this gathers weights and writes on rank 0
+    tokenizer.padding_side = "right"  # as the SFT checkpoint saved it
+    final_dir = save_final_checkpoint(trainer, tokenizer, args.output_dir)
     if trainer.is_world_process_zero():
-        tokenizer.padding_side = "right"  # as the SFT checkpoint saved it
-        tokenizer.save_pretrained(final_dir)
         rewards = [h["reward"] for h in trainer.state.log_history if "reward" in h]
         print(f"[rl] done: steps={trainer.state.global_step} mean_reward={sum(rewards) / max(len(rewards), 1):.4f} "
               f"-> {final_dir}")

@@ -20,7 +20,8 @@ from transformers import (DataCollatorForSeq2Seq, EarlyStoppingCallback, Trainer
 from minionerec.cli import resume_flag, run
 from minionerec.distributed import teardown_distributed
 from minionerec.data import load_item_meta, load_sid_index, load_split, sid_vocabulary
-from minionerec.modeling import add_sid_tokens, best_dtype, freeze_all_but_new_rows, load_model, load_tokenizer
+from minionerec.modeling import (add_sid_tokens, best_dtype, freeze_all_but_new_rows, load_model, load_tokenizer,
+                                 save_final_checkpoint)
 from minionerec.sft_data import TASKS, build_text_dataset, sample_rows, tokenize_dataset
 
 
@@ -176,10 +177,8 @@ def main(args: Args) -> Trainer:
     result = trainer.train(resume_from_checkpoint=resume)
 
     eval_loss = trainer.evaluate()["eval_loss"] if eval_ds is not None else math.nan  # collective: all ranks
-    final_dir = Path(args.output_dir, "final_checkpoint")
-    trainer.save_model(final_dir)  # under DeepSpeed/DDP this gathers weights and writes on rank 0
+    final_dir = save_final_checkpoint(trainer, tokenizer, args.output_dir)
     if trainer.is_world_process_zero():
-        tokenizer.save_pretrained(final_dir)
         first_loss = next((h["loss"] for h in trainer.state.log_history if "loss" in h), math.nan)
         eval_part = f" eval_loss={eval_loss:.4f}" if eval_ds is not None else ""
         print(f"[sft] done: steps={trainer.state.global_step} first_train_loss={first_loss:.4f} "

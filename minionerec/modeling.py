@@ -1,6 +1,8 @@
 """Loading a causal LM + tokenizer from a local directory and giving it the SID vocabulary."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -66,3 +68,13 @@ def freeze_all_but_new_rows(model, first_new_row: int) -> None:
     for weight in weights.values():  # tied embeddings appear once
         weight.requires_grad_(True)
         weight.register_hook(keep_new_rows)
+
+
+def save_final_checkpoint(trainer, tokenizer, output_dir) -> Path:
+    """Write output_dir/final_checkpoint (model + tokenizer). Every rank must call it: under
+    DeepSpeed/DDP `save_model` gathers the weights and rank 0 writes them."""
+    final_dir = Path(output_dir, "final_checkpoint")
+    trainer.save_model(final_dir)
+    if trainer.is_world_process_zero():
+        tokenizer.save_pretrained(final_dir)
+    return final_dir
