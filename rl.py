@@ -65,6 +65,7 @@ class Args:
     sid_index_path: str = ""  # index.json: the closed set of valid SIDs
     item_meta_path: str = ""  # item.json: titles for the title -> SID and title history tasks
     sample_train: bool = False  # keep the last 80% of the shuffled prompts (upstream)
+    title2sid: bool = True  # title -> SID prompts for every item (off when SFT never trained titles)
     title_history_sample: int = 10000  # title history -> SID rows (-1: all, 0: task off)
     # in-training evaluation (constrained beam search on eval_file)
     test_during_training: bool = False
@@ -119,7 +120,8 @@ def main(args: Args):
         if unknown:
             raise SystemExit(f"error: {args.info_file}: {len(unknown)} SID(s) not in {args.sid_index_path}")
     train_df = load_split(args.train_file, sid_index)
-    train_ds = build_rl_dataset(train_df, sid_index, item_meta, args.title_history_sample, args.seed, args.sample_train)
+    train_ds = build_rl_dataset(train_df, sid_index, item_meta, args.title_history_sample, args.seed,
+                                args.sample_train, args.title2sid)
     eval_ds = build_eval_dataset(load_split(args.eval_file, sid_index)) if args.eval_file else None
 
     # tokenizer + model: the SFT checkpoint must already speak SIDs

@@ -73,7 +73,7 @@ class Args:
     rl_lr: float = 0.0  # GRPO learning rate
     rl_beta: float = -1.0  # KL weight (0 allowed)
     num_generations: int = 0  # GRPO group size
-    reward_type: str = "ranking"  # rule | ranking | ranking_only (see minionerec/rewards.py)
+    reward_type: str = "ranking"  # rule | ranking | ranking_only | sasrec (this run's SASRec; minionerec/rewards.py)
     sft_tasks: str = ""  # "+"-joined sft.py tasks (sid_history+item_alignment+...); "" = preset's
     add_gt: str = ""  # RL: put the target into groups that lack it (true/false); "" = preset's
     sasrec_epochs: int = 0  # SASRec epoch cap (early stopping on valid)
@@ -183,7 +183,7 @@ def run_sasrec(paths: dict, splits: dict, knobs: dict, out_dir: Path, seed: int)
     for split, path in splits.items():
         history, lengths, targets = sasrec.encode_split(path, item_to_row, model.max_len)
         out[split] = sasrec.score(sasrec.top_items(model, history, lengths, "cpu"), targets, items)
-    info = {k: result[k] for k in ("best_epoch", "epochs_run", "train_seconds") if k in result}
+    info = {k: result[k] for k in ("best_epoch", "epochs_run", "train_seconds", "cf_path") if k in result}
     info["args"] = result.get("args", {})
     return out, info
 
@@ -209,22 +209,42 @@ def ratio(a: float, b: float) -> float | None:
     return a / b if b else None
 
 
-def summarise(metrics: dict) -> dict:
-    """Ratios on NDCG@10 and which of the issue's targets hold."""
+def paired_ndcg10(pred_a: str, pred_b: str) -> dict:
+    """Per-user NDCG@10 of method b minus method a (same rows): mean, standard error and a z score.
+
+    The two LLM rows share every user, so their difference is far less noisy than two independent
+    means: this is what says whether an RL-vs-SFT gap is real or sampling noise.
+    """
+    import math
+
+    from minionerec.metrics import ndcg_at, target_rank
+
+    a, b = (json.loads(Path(p).read_text()) for p in (pred_a, pred_b))
+    diffs = [ndcg_at(target_rank(y["predict"], y["item_sid"]), 10) - ndcg_at(target_rank(x["predict"], x["item_sid"]), 10)
+             for x, y in zip(a, b)]
+    n = len(diffs)
+    mean = sum(diffs) / n
+    se = math.sqrt(sum((d - mean) ** 2 for d in diffs) / (n - 1) / n) if n > 1 else 0.0
+    return {"mean": mean, "se": se, "z": mean / se if se else 0.0, "users": n,
+            "better": sum(d > 0 for d in diffs), "worse": sum(d < 0 for d in diffs)}
+
+
+def summarise(metrics: dict, paired: dict) -> dict:
+    """Ratios on NDCG@10 and which of the issue's targets hold. The MiniOneRec row of the
+    MiniOneRec/SASRec ratio is chosen on valid, then read on test."""
     n = {m: {s: metrics[m][s]["NDCG@10"] for s in ("valid", "test")} for m in METHODS}
-    best_llm = max(("MiniOneRec SFT", "MiniOneRec SFT+RL"), key=lambda m: n[m]["valid"])  # chosen on valid
-    best_llm_test = max(n["MiniOneRec SFT"]["test"], n["MiniOneRec SFT+RL"]["test"])
+    best_llm = max(("MiniOneRec SFT", "MiniOneRec SFT+RL"), key=lambda m: n[m]["valid"])
     out = {
         "ndcg10": n,
-        "minionerec_over_sasrec_test": ratio(best_llm_test, n["SASRec"]["test"]),
-        "minionerec_over_sasrec_valid": ratio(max(n["MiniOneRec SFT"]["valid"], n["MiniOneRec SFT+RL"]["valid"]),
-                                              n["SASRec"]["valid"]),
         "best_minionerec_by_valid": best_llm,
+        "minionerec_over_sasrec_test": ratio(n[best_llm]["test"], n["SASRec"]["test"]),
+        "minionerec_over_sasrec_valid": ratio(n[best_llm]["valid"], n["SASRec"]["valid"]),
         "rl_over_sft_test": ratio(n["MiniOneRec SFT+RL"]["test"], n["MiniOneRec SFT"]["test"]),
         "rl_over_sft_valid": ratio(n["MiniOneRec SFT+RL"]["valid"], n["MiniOneRec SFT"]["valid"]),
+        "rl_minus_sft_paired": paired,
     }
     out["targets"] = {
-        "MiniOneRec NDCG@10 >= 1.2 x SASRec (test)": bool(best_llm_test >= 1.2 * n["SASRec"]["test"]),
+        "MiniOneRec NDCG@10 >= 1.2 x SASRec (test)": bool(n[best_llm]["test"] >= 1.2 * n["SASRec"]["test"]),
         "RL NDCG@10 > SFT (test)": bool(n["MiniOneRec SFT+RL"]["test"] > n["MiniOneRec SFT"]["test"]),
         "RL NDCG@10 > SFT (valid)": bool(n["MiniOneRec SFT+RL"]["valid"] > n["MiniOneRec SFT"]["valid"]),
     }
@@ -317,6 +337,9 @@ def main(args: Args) -> dict:
             train_batch_size=knobs["rl_batch_size"], num_generations=knobs["num_generations"],
             max_steps=knobs["rl_steps"], learning_rate=knobs["rl_lr"], beta=knobs["rl_beta"],
             reward_type=args.reward_type, add_gt=knobs["add_gt"], title_history_sample=knobs["title_history_sample"],
+            # RL prompts only in the tasks SFT taught: title -> SID needs the item-alignment task
+            title2sid="item_alignment" in knobs["sft_tasks"].split("+"),
+            cf_path=info["SASRec"]["cf_path"] if args.reward_type == "sasrec" else "",
             save_steps=10 ** 9, logging_steps=max(1, knobs["rl_steps"] // 50)))
         curves["RL"] = curve(trainer.state.log_history, "reward")
         rl_dir = str(out_dir / "rl" / "final_checkpoint")
@@ -324,7 +347,9 @@ def main(args: Args) -> dict:
     with Stage("evaluate SFT+RL (valid, test)"):
         metrics["MiniOneRec SFT+RL"] = run_eval(rl_dir, paths, splits, knobs, out_dir / "eval_rl", args.seed)
 
-    summary = summarise(metrics)
+    paired = {split: paired_ndcg10(out_dir / "eval_sft" / f"predictions_{split}.json",
+                                   out_dir / "eval_rl" / f"predictions_{split}.json") for split in splits}
+    summary = summarise(metrics, paired)
     total = time.perf_counter() - start
     print(f"\n[quality] preset={args.preset} category={args.category} seed={args.seed} "
           f"total {total / 60:.1f} min; stage seconds {json.dumps(Stage.timings)}")
@@ -335,6 +360,9 @@ def main(args: Args) -> dict:
     print(f"\nNDCG@10 ratios: MiniOneRec/SASRec test {fmt(summary['minionerec_over_sasrec_test'])} "
           f"(valid {fmt(summary['minionerec_over_sasrec_valid'])}); RL/SFT test {fmt(summary['rl_over_sft_test'])} "
           f"(valid {fmt(summary['rl_over_sft_valid'])})")
+    for split, d in paired.items():
+        print(f"RL - SFT per-user NDCG@10 on {split}: {d['mean']:+.4f} +/- {d['se']:.4f} (paired SE, z {d['z']:+.1f}; "
+              f"{d['better']} users better, {d['worse']} worse)")
     for target, held in summary["targets"].items():
         print(f"target {'HOLDS' if held else 'FAILS'}: {target}")
 

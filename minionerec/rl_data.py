@@ -46,15 +46,16 @@ def task_rows(task: str, df: pd.DataFrame, sid_index: dict, item_meta: dict | No
 
 
 def build_rl_dataset(train_df: pd.DataFrame, sid_index: dict, item_meta: dict | None, title_history_sample: int,
-                     seed: int, sample_train: bool = False) -> Dataset:
-    """SID history -> SID on every row, title -> SID on every item (needs item_meta), title history
-    -> SID on `title_history_sample` seeded rows (-1: all, 0: off); shuffled.
+                     seed: int, sample_train: bool = False, title2sid: bool = True) -> Dataset:
+    """SID history -> SID on every row, title -> SID on every item (needs item_meta; `title2sid`
+    False turns it off), title history -> SID on `title_history_sample` seeded rows (-1: all, 0: off);
+    shuffled.
 
     `sample_train` keeps the last 80% of the shuffled prompts, as upstream does when continuing from
     an SFT model (the first 20% stand for prompts the SFT stage saw most recently).
     """
     parts = [task_rows("sid_history", train_df, sid_index, item_meta)]
-    if item_meta:
+    if item_meta and title2sid:
         parts.append(task_rows("title2sid", train_df, sid_index, item_meta))
     if title_history_sample != 0:
         parts.append(task_rows("title_history", sample_rows(train_df, title_history_sample, seed), sid_index, item_meta))

@@ -1,6 +1,7 @@
 """bench/quality.py end to end on the demo fixture with the smoke preset (shrunk further: 8 SFT steps,
 1 GRPO step, 40 eval rows, 2 SASRec epochs) so the whole four-method run fits in well under a minute."""
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -25,9 +26,25 @@ def test_smoke_preset_scores_all_methods_and_plots(demo_data, demo_category, tmp
                 assert 0.0 <= m[f"NDCG@{k}"] <= m[f"HR@{k}"] <= 1.0, (method, split, k)
     assert saved["curves"]["SFT"] and saved["curves"]["RL"]  # both training curves were logged
     assert set(saved["summary"]["targets"]) and result["summary"] == saved["summary"]
+    assert set(saved["summary"]["rl_minus_sft_paired"]) == {"valid", "test"}
     assert (out / "quality.png").stat().st_size > 1000
 
 
 def test_unknown_preset_fails_early(tmp_path):
     with pytest.raises(SystemExit, match="--preset"):
         quality.main(quality.Args(preset="huge", output_dir=str(tmp_path)))
+
+
+def test_paired_ndcg10_hand_computed(tmp_path):
+    # user 1: SFT rank 0 (1.0) -> RL rank 1 (1/log2 3); user 2: miss -> rank 0 (+1.0); user 3: rank 2 both
+    rows = lambda preds: [{"item_sid": t, "predict": p} for t, p in zip("abc", preds)]  # noqa: E731
+    sft = tmp_path / "sft.json"
+    rl = tmp_path / "rl.json"
+    sft.write_text(json.dumps(rows([["a", "x"], ["x", "y"], ["x", "y", "c"]])))
+    rl.write_text(json.dumps(rows([["x", "a"], ["b"], ["x", "y", "c"]])))
+    d = quality.paired_ndcg10(sft, rl)
+    diffs = [1 / math.log2(3) - 1.0, 1.0, 0.0]
+    mean = sum(diffs) / 3
+    assert d["mean"] == pytest.approx(mean)
+    assert d["se"] == pytest.approx(math.sqrt(sum((x - mean) ** 2 for x in diffs) / 2 / 3))
+    assert (d["better"], d["worse"], d["users"]) == (1, 1, 3)

@@ -76,6 +76,8 @@ def test_rl_dataset_tasks(demo_data):
     assert row["history_item_id"] == [] and row["target"] == sid_string(sid_index[row["item_id"]])
     assert row["prompt"].endswith("### Response:\n")
     assert len(build_rl_dataset(train, sid_index, meta, 30, 0, sample_train=True)) == len(ds) - int(0.2 * len(ds))
+    only_history = build_rl_dataset(train, sid_index, meta, 0, 0, title2sid=False)
+    assert set(only_history["task"]) == {"sid_history"} and len(only_history) == len(train)
 
 
 def test_eval_metric_sums_hand_computed():
