@@ -75,6 +75,7 @@ class Args:
     # checkpoints, logging
     save_steps: float = 0.1  # < 1: a fraction of all steps
     save_total_limit: int = 20
+    gradient_checkpointing: bool = True  # TRL's default: saves memory on real models; off is faster on tiny ones
     logging_steps: int = 1
     resume_from_checkpoint: str = ""  # a checkpoint dir, or "true" for the latest in output_dir
     report_to: str = "none"  # none | wandb | tensorboard
@@ -155,6 +156,7 @@ def main(args: Args):
         lr_scheduler_type="cosine",
         warmup_steps=0.03,
         max_grad_norm=0.3,
+        gradient_checkpointing=args.gradient_checkpointing,
         bf16=best_dtype() == torch.bfloat16,
         save_strategy="steps",
         save_steps=args.save_steps,

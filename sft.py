@@ -14,10 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from transformers import (DataCollatorForSeq2Seq, EarlyStoppingCallback, Trainer, TrainingArguments,
-                          set_seed)
+from transformers import EarlyStoppingCallback, Trainer, TrainingArguments, set_seed
 
 from minionerec.cli import resume_flag, run
+from minionerec.collate import AnswerWindowCollator
 from minionerec.distributed import teardown_distributed
 from minionerec.data import load_item_meta, load_sid_index, load_split, sid_vocabulary
 from minionerec.modeling import (add_sid_tokens, best_dtype, freeze_all_but_new_rows, load_model, load_tokenizer,
@@ -170,7 +170,8 @@ def main(args: Args) -> Trainer:
                  if args.early_stopping_patience > 0 and eval_ds is not None else [])
     trainer = Trainer(
         model=model, args=training_args, train_dataset=train_ds, eval_dataset=eval_ds,
-        data_collator=DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100, pad_to_multiple_of=8),
+        # left padding + logits at the answer window only: same loss as full logits (tests/test_collate.py)
+        data_collator=AnswerWindowCollator(tokenizer.pad_token_id),
         processing_class=tokenizer, callbacks=callbacks,
     )
     resume = resume_flag(args.resume_from_checkpoint)
