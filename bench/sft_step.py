@@ -8,9 +8,9 @@ width with Qwen2.5's 151,936-token vocabulary. Prints ms per step, the ratio, an
 """
 from __future__ import annotations
 
+import argparse
 import sys
 import time
-import argparse
 from pathlib import Path
 
 import torch
