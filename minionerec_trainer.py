@@ -64,6 +64,9 @@ class MiniOneRecGRPOTrainer(GRPOTrainer):
       above, logs the step-time split (time/generation_s, time/scoring_reference_s), and with
       mask_all_zero zeroes the loss mask of groups whose rewards are all zero.
     - `_calculate_rewards`: only keeps the gathered rewards for mask_all_zero.
+    - `_get_per_token_logps_and_entropies`: the same log-probs and entropies as TRL's, with the LM
+      head applied to the completion window only. Off Triton devices (CPU) TRL's fused head scores
+      every position, and a SID completion is ~5 tokens after a ~100-token prompt.
     """
 
     def __init__(self, *args, sid_index: dict[str, list[str]], beam_search: bool = True,
@@ -147,6 +150,30 @@ class MiniOneRecGRPOTrainer(GRPOTrainer):
         return [list(c) for c in completions], None
 
     # ---- scoring ----------------------------------------------------------------------------
+    def _get_per_token_logps_and_entropies(self, model, input_ids, attention_mask, logits_to_keep, batch_size=None,
+                                           compute_entropy=False, compute_aux_loss=False, **multimodal):
+        """input_ids [B, P + K] (prompt, then K completion tokens) -> (log-probs [B, K], entropies [B, K] or None, None).
+
+        Padded completion positions are 0, as in TRL's fused head (the reference in tests/test_trainer_hooks.py).
+        """
+        if compute_aux_loss or any(v is not None for v in multimodal.values()):
+            return super()._get_per_token_logps_and_entropies(model, input_ids, attention_mask, logits_to_keep,
+                                                              batch_size, compute_entropy, compute_aux_loss,
+                                                              **multimodal)
+        batch_size = batch_size or input_ids.size(0)
+        logps, entropies = [], []
+        for start in range(0, input_ids.size(0), batch_size):
+            ids, mask = input_ids[start:start + batch_size], attention_mask[start:start + batch_size]
+            with self.accelerator.autocast():
+                # the last K + 1 positions' logits predict the K completion tokens (the final one predicts nothing)
+                logits = model(input_ids=ids, attention_mask=mask, logits_to_keep=logits_to_keep + 1).logits
+            log_probs = (logits[:, :-1].float() / self.temperature).log_softmax(-1)  # [b, K, V]
+            pad = mask[:, -logits_to_keep:] == 0  # [b, K]
+            logps.append(log_probs.gather(-1, ids[:, -logits_to_keep:, None]).squeeze(-1).masked_fill(pad, 0.0))
+            if compute_entropy:
+                entropies.append(-(log_probs.exp() * log_probs).sum(-1).masked_fill(pad, 0.0))
+        return torch.cat(logps), torch.cat(entropies) if compute_entropy else None, None
+
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
         rewards_per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
         self._gathered_rewards = rewards_per_func  # [B*G over all processes, n_reward_funcs]

@@ -24,15 +24,27 @@ PINNED = {
     "_calculate_rewards": "(self, inputs, prompts, completions, completion_ids_list)",
     "_generate_and_score_completions": "(self, inputs: list[dict[str, torch.Tensor | typing.Any]]) "
                                        "-> dict[str, torch.Tensor | typing.Any]",
+    "_get_per_token_logps_and_entropies": "(self, model, input_ids, attention_mask, logits_to_keep, batch_size=None, "
+                                          "compute_entropy=False, compute_aux_loss=False, pixel_values=None, "
+                                          "image_grid_thw=None, num_images=None, pixel_attention_mask=None, "
+                                          "spatial_shapes=None, num_tiles=None, image_sizes=None, token_type_ids=None, "
+                                          "mm_token_type_ids=None, image_position_ids=None) "
+                                          "-> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]",
 }
+TEXT_PARAMS = 8  # our log-prob hook names TRL's text parameters and takes the multimodal ones as **multimodal
 
 
 def test_trl_version_and_hook_signatures_are_pinned():
     assert trl.__version__ == "1.16.0"
     for name, signature in PINNED.items():
         assert str(inspect.signature(getattr(GRPOTrainer, name))) == signature, name
-        ours = inspect.signature(getattr(MiniOneRecGRPOTrainer, name))
-        assert list(ours.parameters) == list(inspect.signature(getattr(GRPOTrainer, name)).parameters), name
+        ours = list(inspect.signature(getattr(MiniOneRecGRPOTrainer, name)).parameters.values())
+        theirs = list(inspect.signature(getattr(GRPOTrainer, name)).parameters)
+        if name == "_get_per_token_logps_and_entropies":
+            assert [p.name for p in ours[:TEXT_PARAMS]] == theirs[:TEXT_PARAMS]
+            assert len(ours) == TEXT_PARAMS + 1 and ours[-1].kind is inspect.Parameter.VAR_KEYWORD
+        else:
+            assert [p.name for p in ours] == theirs, name
     # TRL's generation calls the hook with these four positional arguments
     assert ("self._generate_single_turn(\n                prompt_ids, images, multimodal_fields, num_generations\n"
             in inspect.getsource(GRPOTrainer._generate))
@@ -75,11 +87,12 @@ def setup(demo_data, tiny_model_dir, tmp_path_factory):
     return dict(sid_index=sid_index, tokenizer=tokenizer, model=model, valid=valid_paths, prompts=prompt_texts, out=out)
 
 
-def make_trainer(setup, **options):
+def make_trainer(setup, model=None, temperature=1.0, **options):
     funcs, weights = build_reward_funcs("rule", G, setup["sid_index"], setup["tokenizer"])
     config = GRPOConfig(output_dir=str(setup["out"]), per_device_train_batch_size=2 * G, num_generations=G,
-                        max_steps=1, beta=0.0, report_to=[], bf16=False, reward_weights=weights, logging_steps=1)
-    return MiniOneRecGRPOTrainer(model=setup["model"], reward_funcs=funcs, args=config, processing_class=setup["tokenizer"],
+                        max_steps=1, beta=0.0, report_to=[], bf16=False, reward_weights=weights, logging_steps=1,
+                        temperature=temperature)
+    return MiniOneRecGRPOTrainer(model=model or setup["model"], reward_funcs=funcs, args=config, processing_class=setup["tokenizer"],
                                  train_dataset=Dataset.from_dict({"prompt": ["x"], "target": ["y"]}), sid_index=setup["sid_index"],
                                  **options)
 
@@ -152,3 +165,32 @@ def test_beam_search_needs_enough_distinct_sids(setup):
     small = dict(list(setup["sid_index"].items())[:3])  # 3 SIDs < G = 4 beams
     with pytest.raises(ValueError, match=r"num_generations=4 distinct SIDs per group; the catalogue has only 3"):
         make_trainer({**setup, "sid_index": small})
+
+
+def test_completion_window_logps_equal_trls_fused_head(setup, tiny_model_dir):
+    """Our log-probs, entropies and their gradients equal TRL's fused-head path (the reference) exactly."""
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+    trainer = make_trainer(setup, model=model, temperature=0.7)  # TRL patches the fused head at this temperature
+    torch.manual_seed(0)
+    prompt = torch.randint(5, 300, (6, 9))
+    completion = torch.randint(5, 300, (6, 4))
+    input_ids = torch.cat([prompt, completion], dim=1)  # [6, 13]
+    attention_mask = torch.ones_like(input_ids)
+    attention_mask[:2, :3] = 0  # left-padded prompts
+    attention_mask[3, -2:] = 0  # a completion that ended early
+    attention_mask[4, -1:] = 0
+
+    def run(hook):
+        model.zero_grad()
+        logps, entropies, _ = hook(trainer, model, input_ids, attention_mask, 4, batch_size=4, compute_entropy=True)
+        (logps * torch.linspace(-1, 1, 4)).sum().add(entropies.sum()).backward()
+        return logps.detach(), entropies.detach(), [p.grad.clone() for p in model.parameters()]
+
+    ours = run(MiniOneRecGRPOTrainer._get_per_token_logps_and_entropies)
+    reference = run(GRPOTrainer._get_per_token_logps_and_entropies)
+    assert ours[0].shape == ours[1].shape == (6, 4)
+    assert (ours[0][3, -2:] == 0).all() and (ours[1][4, -1] == 0)
+    torch.testing.assert_close(ours[0], reference[0], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(ours[1], reference[1], rtol=1e-5, atol=1e-5)
+    for mine, theirs in zip(ours[2], reference[2], strict=True):
+        torch.testing.assert_close(mine, theirs, rtol=1e-4, atol=1e-6)

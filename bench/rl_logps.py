@@ -1,0 +1,77 @@
+"""GRPO log-prob step time: TRL's fused LM head (reference) vs ours over the completion window only.
+
+    python bench/rl_logps.py [--threads 1] [--steps 3]
+
+Times what one GRPO loss step spends on the policy (forward + log-probs + entropies + backward) for a
+batch of real-shaped rollouts: ~110-token SID-history prompts (left-padded) and 5-token completions
+(SID tokens, "\\n", EOS), on randomly initialised Qwen2 models. Off Triton devices TRL's fused head
+scores every position; `MiniOneRecGRPOTrainer._get_per_token_logps_and_entropies` scores the 5.
+Prints ms per step, the ratio, and the largest log-prob difference between the two.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import torch
+from accelerate import Accelerator
+from transformers import Qwen2Config, Qwen2ForCausalLM
+from trl import GRPOTrainer
+from trl.trainer.utils import add_fused_lm_head
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from minionerec_trainer import MiniOneRecGRPOTrainer  # noqa: E402
+
+# (name, vocab, hidden, layers, rollouts per step)
+SHAPES = [("cpu preset (tiny)", 4_560, 128, 2, 128), ("Qwen2.5 vocab", 151_936, 128, 2, 16)]
+PROMPT, COMPLETION = 110, 5
+
+
+def step_ms(hook, trainer, model, input_ids, attention_mask, steps: int) -> tuple[float, torch.Tensor]:
+    def once():
+        model.zero_grad(set_to_none=True)
+        logps, entropies, _ = hook(trainer, model, input_ids, attention_mask, COMPLETION, compute_entropy=True)
+        (logps.sum() + entropies.sum()).backward()
+        return logps.detach()
+
+    logps = once()  # warm-up
+    start = time.perf_counter()
+    for _ in range(steps):
+        once()
+    return (time.perf_counter() - start) / steps * 1e3, logps
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
+    parser.add_argument("--steps", type=int, default=3, help="timed steps per cell (after one warm-up)")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    # the two hooks read only these trainer attributes
+    trainer = SimpleNamespace(accelerator=Accelerator(cpu=True), temperature=1.0)
+    print(f"{'model':<20} {'vocab':>8} {'rollouts':>8} {'TRL fused ms':>12} {'window ms':>9} {'speed-up':>8} "
+          f"{'max |dlogp|':>11}")
+    for name, vocab, hidden, layers, batch in SHAPES:
+        torch.manual_seed(args.seed)
+        model = Qwen2ForCausalLM(Qwen2Config(vocab_size=vocab, hidden_size=hidden, num_hidden_layers=layers,
+                                             num_attention_heads=4, num_key_value_heads=2,
+                                             intermediate_size=4 * hidden, tie_word_embeddings=True))
+        add_fused_lm_head(model, outputs=("log_probs", "entropy"))  # what GRPOTrainer.__init__ does
+        input_ids = torch.randint(1, vocab, (batch, PROMPT + COMPLETION))
+        attention_mask = torch.ones_like(input_ids)
+        for row in range(batch):  # prompts of PROMPT-8 .. PROMPT tokens, left-padded
+            attention_mask[row, : row % 9] = 0
+        ref_ms, ref = step_ms(GRPOTrainer._get_per_token_logps_and_entropies, trainer, model, input_ids,
+                              attention_mask, args.steps)
+        win_ms, ours = step_ms(MiniOneRecGRPOTrainer._get_per_token_logps_and_entropies, trainer, model, input_ids,
+                               attention_mask, args.steps)
+        print(f"{name:<20} {vocab:>8,} {batch:>8} {ref_ms:>12.1f} {win_ms:>9.1f} {ref_ms / win_ms:>7.2f}x "
+              f"{(ref - ours).abs().max().item():>11.1e}")
+
+
+if __name__ == "__main__":
+    main()
