@@ -33,6 +33,7 @@ PRESETS = {
     "smoke": dict(hidden_size=32, num_layers=1, num_heads=2, num_kv_heads=1, intermediate_size=64, vocab_size=600,
                   sft_steps=20, sft_batch_size=16, sft_micro_batch_size=16, sft_lr=3e-3,
                   rl_steps=2, rl_batch_size=8, num_generations=4, rl_lr=1e-4, rl_beta=1e-3, title_history_sample=20,
+                  reward_type="ranking",
                   sft_tasks="sid_history+item_alignment+sid_history_title", add_gt=True,
                   num_beams=20, eval_batch_size=16, eval_sample=100, sasrec_epochs=3, sasrec_patience=2),
     # 2 shared CPU cores, <= 60 minutes end to end (timings in bench/RESULTS.md)
@@ -40,15 +41,19 @@ PRESETS = {
                 # SID history -> SID only, 1500 steps x 64 rows (~11 epochs): valid NDCG@10 0.0851 vs 0.0667 at
                 # 600 steps (bench/RESULTS.md); the answer-window collator makes a step ~0.45 s on 1 thread
                 sft_steps=1500, sft_batch_size=64, sft_micro_batch_size=64, sft_lr=3e-3,
-                # GRPO: best valid of 8 RL configs (bench/RESULTS.md): beam search G=16, no add_gt, lr 1e-4
-                rl_steps=60, rl_batch_size=128, num_generations=16, rl_lr=1e-4, rl_beta=1e-3, title_history_sample=0,
+                # GRPO: best valid of 19 RL configs (bench/RESULTS.md), though within noise of SFT: beam search
+                # G=16, rule reward, no add_gt, lr 1e-4, 150 steps x 8 prompts
+                rl_steps=150, rl_batch_size=128, num_generations=16, rl_lr=1e-4, rl_beta=1e-3, title_history_sample=0,
+                reward_type="rule",
                 sft_tasks="sid_history", add_gt=False,
                 num_beams=20, eval_batch_size=16, eval_sample=-1, sasrec_epochs=200, sasrec_patience=10),
     # one GPU: a wider, deeper model and longer training; NOT run here (no GPU was lent), budgets are a guess
     "gpu": dict(hidden_size=512, num_layers=4, num_heads=8, num_kv_heads=4, intermediate_size=2048, vocab_size=8000,
                 sft_steps=6000, sft_batch_size=128, sft_micro_batch_size=64, sft_lr=1e-3,
+                # RL knobs follow the cpu evidence (bench/RESULTS.md rows 14, 22): rule reward, no add_gt
                 rl_steps=600, rl_batch_size=128, num_generations=16, rl_lr=1e-5, rl_beta=1e-3, title_history_sample=0,
-                sft_tasks="sid_history+item_alignment+sid_history_title", add_gt=True,
+                reward_type="rule",
+                sft_tasks="sid_history+item_alignment+sid_history_title", add_gt=False,
                 num_beams=50, eval_batch_size=32, eval_sample=-1, sasrec_epochs=200, sasrec_patience=10),
 }
 
@@ -73,7 +78,7 @@ class Args:
     rl_lr: float = 0.0  # GRPO learning rate
     rl_beta: float = -1.0  # KL weight (0 allowed)
     num_generations: int = 0  # GRPO group size
-    reward_type: str = "ranking"  # rule | ranking | ranking_only | sasrec (this run's SASRec; minionerec/rewards.py)
+    reward_type: str = ""  # rule | ranking | ranking_only | sasrec (this run's SASRec; minionerec/rewards.py); "" = preset's
     sft_tasks: str = ""  # "+"-joined sft.py tasks (sid_history+item_alignment+...); "" = preset's
     add_gt: str = ""  # RL: put the target into groups that lack it (true/false); "" = preset's
     sasrec_epochs: int = 0  # SASRec epoch cap (early stopping on valid)
@@ -94,6 +99,8 @@ def resolve(args: Args) -> dict:
             knobs[name] = value
     if args.sft_tasks:
         knobs["sft_tasks"] = args.sft_tasks
+    if args.reward_type:
+        knobs["reward_type"] = args.reward_type
     if args.add_gt != "":
         knobs["add_gt"] = as_bool(args.add_gt, "add_gt")
     unknown = set(knobs["sft_tasks"].split("+")) - set(TASKS)
@@ -336,10 +343,10 @@ def main(args: Args) -> dict:
             item_meta_path=paths["item"], output_dir=str(out_dir / "rl"), category=args.category, seed=args.seed,
             train_batch_size=knobs["rl_batch_size"], num_generations=knobs["num_generations"],
             max_steps=knobs["rl_steps"], learning_rate=knobs["rl_lr"], beta=knobs["rl_beta"],
-            reward_type=args.reward_type, add_gt=knobs["add_gt"], title_history_sample=knobs["title_history_sample"],
+            reward_type=knobs["reward_type"], add_gt=knobs["add_gt"], title_history_sample=knobs["title_history_sample"],
             # RL prompts only in the tasks SFT taught: title -> SID needs the item-alignment task
             title2sid="item_alignment" in knobs["sft_tasks"].split("+"),
-            cf_path=info["SASRec"]["cf_path"] if args.reward_type == "sasrec" else "",
+            cf_path=info["SASRec"]["cf_path"] if knobs["reward_type"] == "sasrec" else "",
             gradient_checkpointing=False,  # tiny models: recomputation costs time and saves nothing that matters
             save_steps=10 ** 9, logging_steps=max(1, knobs["rl_steps"] // 50)))
         curves["RL"] = curve(trainer.state.log_history, "reward")
