@@ -33,7 +33,7 @@ PRESETS = {
     "smoke": dict(hidden_size=32, num_layers=1, num_heads=2, num_kv_heads=1, intermediate_size=64, vocab_size=600,
                   sft_steps=20, sft_batch_size=16, sft_micro_batch_size=16, sft_lr=3e-3,
                   rl_steps=2, rl_batch_size=8, num_generations=4, rl_lr=1e-4, rl_beta=1e-3, title_history_sample=20,
-                  reward_type="ranking",
+                  reward_type="ranking", rl_seeds="42+1",
                   sft_tasks="sid_history+item_alignment+sid_history_title", add_gt=True,
                   num_beams=20, eval_batch_size=16, eval_sample=100, sasrec_epochs=3, sasrec_patience=2),
     # 2 shared CPU cores, <= 60 minutes end to end (timings in bench/RESULTS.md)
@@ -42,9 +42,10 @@ PRESETS = {
                 # 600 steps (bench/RESULTS.md); the answer-window collator makes a step ~0.45 s on 1 thread
                 sft_steps=1500, sft_batch_size=64, sft_micro_batch_size=64, sft_lr=3e-3,
                 # GRPO: best valid of 19 RL configs (bench/RESULTS.md), though within noise of SFT: beam search
-                # G=16, rule reward, no add_gt, lr 1e-4, 150 steps x 8 prompts
+                # G=16, rule reward, no add_gt, lr 1e-4, 150 steps x 8 prompts. Its effect depends on the
+                # seed (prompt order) by more than its mean: 3 seeds, the best on valid is kept
                 rl_steps=150, rl_batch_size=128, num_generations=16, rl_lr=1e-4, rl_beta=1e-3, title_history_sample=0,
-                reward_type="rule",
+                reward_type="rule", rl_seeds="42+1+2",
                 sft_tasks="sid_history", add_gt=False,
                 num_beams=20, eval_batch_size=16, eval_sample=-1, sasrec_epochs=200, sasrec_patience=10),
     # one GPU: a wider, deeper model and longer training; NOT run here (no GPU was lent), budgets are a guess
@@ -52,7 +53,7 @@ PRESETS = {
                 sft_steps=6000, sft_batch_size=128, sft_micro_batch_size=64, sft_lr=1e-3,
                 # RL knobs follow the cpu evidence (bench/RESULTS.md rows 14, 22): rule reward, no add_gt
                 rl_steps=600, rl_batch_size=128, num_generations=16, rl_lr=1e-5, rl_beta=1e-3, title_history_sample=0,
-                reward_type="rule",
+                reward_type="rule", rl_seeds="42+1+2",
                 sft_tasks="sid_history+item_alignment+sid_history_title", add_gt=False,
                 num_beams=50, eval_batch_size=32, eval_sample=-1, sasrec_epochs=200, sasrec_patience=10),
 }
@@ -81,6 +82,7 @@ class Args:
     reward_type: str = ""  # rule | ranking | ranking_only | sasrec (this run's SASRec; minionerec/rewards.py); "" = preset's
     sft_tasks: str = ""  # "+"-joined sft.py tasks (sid_history+item_alignment+...); "" = preset's
     add_gt: str = ""  # RL: put the target into groups that lack it (true/false); "" = preset's
+    rl_seeds: str = ""  # "+"-joined GRPO seeds (42+1+2): one run each, the best on valid is kept; "" = preset's
     sasrec_epochs: int = 0  # SASRec epoch cap (early stopping on valid)
 
 
@@ -101,6 +103,14 @@ def resolve(args: Args) -> dict:
         knobs["sft_tasks"] = args.sft_tasks
     if args.reward_type:
         knobs["reward_type"] = args.reward_type
+    if args.rl_seeds:
+        knobs["rl_seeds"] = args.rl_seeds
+    try:
+        seeds = [int(x) for x in str(knobs["rl_seeds"]).split("+")]
+    except ValueError:
+        raise SystemExit(f"error: --rl_seeds must be '+'-joined integers like 42+1+2, got {knobs['rl_seeds']!r}") from None
+    if len(set(seeds)) != len(seeds):
+        raise SystemExit(f"error: --rl_seeds repeats a seed: {knobs['rl_seeds']!r}")
     if args.add_gt != "":
         knobs["add_gt"] = as_bool(args.add_gt, "add_gt")
     unknown = set(knobs["sft_tasks"].split("+")) - set(TASKS)
@@ -206,6 +216,11 @@ def run_eval(model_dir: str, paths: dict, splits: dict, knobs: dict, out_dir: Pa
                                            seed=seed, dtype="float32"))
         out[split] = rows["constrained beam search"]
     return out
+
+
+def choose_on_valid(valid_ndcg10: dict[int, float]) -> int:
+    """The GRPO seed whose run scores the best valid NDCG@10 (the first on ties); test plays no part."""
+    return max(valid_ndcg10, key=lambda seed: valid_ndcg10[seed])
 
 
 def curve(log_history: list[dict], key: str) -> list[list[float]]:
@@ -335,28 +350,41 @@ def main(args: Args) -> dict:
         del trainer
     with Stage("evaluate SFT (valid, test)"):
         metrics["MiniOneRec SFT"] = run_eval(sft_dir, paths, splits, knobs, out_dir / "eval_sft", args.seed)
-    with Stage("RL (GRPO)"):
-        import rl
+    import rl
 
-        trainer = rl.main(rl.Args(
-            model_path=sft_dir, train_file=paths["train"], sid_index_path=paths["index"],
-            item_meta_path=paths["item"], output_dir=str(out_dir / "rl"), category=args.category, seed=args.seed,
-            train_batch_size=knobs["rl_batch_size"], num_generations=knobs["num_generations"],
-            max_steps=knobs["rl_steps"], learning_rate=knobs["rl_lr"], beta=knobs["rl_beta"],
-            reward_type=knobs["reward_type"], add_gt=knobs["add_gt"], title_history_sample=knobs["title_history_sample"],
-            # RL prompts only in the tasks SFT taught: title -> SID needs the item-alignment task
-            title2sid="item_alignment" in knobs["sft_tasks"].split("+"),
-            cf_path=info["SASRec"]["cf_path"] if knobs["reward_type"] == "sasrec" else "",
-            gradient_checkpointing=False,  # tiny models: recomputation costs time and saves nothing that matters
-            save_steps=10 ** 9, logging_steps=max(1, knobs["rl_steps"] // 50)))
-        curves["RL"] = curve(trainer.state.log_history, "reward")
-        rl_dir = str(out_dir / "rl" / "final_checkpoint")
-        del trainer
-    with Stage("evaluate SFT+RL (valid, test)"):
-        metrics["MiniOneRec SFT+RL"] = run_eval(rl_dir, paths, splits, knobs, out_dir / "eval_rl", args.seed)
+    rl_valid = {}  # GRPO seed -> valid metrics: one run per seed, the best on valid is kept (test never looks)
+    for rl_seed in [int(x) for x in str(knobs["rl_seeds"]).split("+")]:
+        with Stage(f"RL (GRPO, seed {rl_seed})"):
+            trainer = rl.main(rl.Args(
+                model_path=sft_dir, train_file=paths["train"], sid_index_path=paths["index"],
+                item_meta_path=paths["item"], output_dir=str(out_dir / "rl" / f"seed_{rl_seed}"),
+                category=args.category, seed=rl_seed,
+                train_batch_size=knobs["rl_batch_size"], num_generations=knobs["num_generations"],
+                max_steps=knobs["rl_steps"], learning_rate=knobs["rl_lr"], beta=knobs["rl_beta"],
+                reward_type=knobs["reward_type"], add_gt=knobs["add_gt"],
+                title_history_sample=knobs["title_history_sample"],
+                # RL prompts only in the tasks SFT taught: title -> SID needs the item-alignment task
+                title2sid="item_alignment" in knobs["sft_tasks"].split("+"),
+                cf_path=info["SASRec"]["cf_path"] if knobs["reward_type"] == "sasrec" else "",
+                gradient_checkpointing=False,  # tiny models: recomputation costs time and saves nothing that matters
+                save_steps=10 ** 9, logging_steps=max(1, knobs["rl_steps"] // 50)))
+            curves[f"RL seed {rl_seed}"] = curve(trainer.state.log_history, "reward")
+            del trainer
+        with Stage(f"evaluate SFT+RL seed {rl_seed} (valid)"):
+            rl_valid[rl_seed] = run_eval(str(out_dir / "rl" / f"seed_{rl_seed}" / "final_checkpoint"), paths,
+                                         {"valid": splits["valid"]}, knobs, out_dir / "eval_rl" / f"seed_{rl_seed}",
+                                         args.seed)["valid"]
+    chosen = choose_on_valid({seed: m["NDCG@10"] for seed, m in rl_valid.items()})
+    info["RL"] = {"valid_ndcg10_by_seed": {seed: m["NDCG@10"] for seed, m in rl_valid.items()}, "chosen_seed": chosen}
+    curves["RL"] = curves.pop(f"RL seed {chosen}")
+    rl_eval_dir = out_dir / "eval_rl" / f"seed_{chosen}"
+    with Stage(f"evaluate SFT+RL seed {chosen} (test)"):
+        test = run_eval(str(out_dir / "rl" / f"seed_{chosen}" / "final_checkpoint"), paths, {"test": splits["test"]},
+                        knobs, rl_eval_dir, args.seed)["test"]
+    metrics["MiniOneRec SFT+RL"] = {"valid": rl_valid[chosen], "test": test}
 
     paired = {split: paired_ndcg10(out_dir / "eval_sft" / f"predictions_{split}.json",
-                                   out_dir / "eval_rl" / f"predictions_{split}.json") for split in splits}
+                                   rl_eval_dir / f"predictions_{split}.json") for split in splits}
     summary = summarise(metrics, paired)
     total = time.perf_counter() - start
     print(f"\n[quality] preset={args.preset} category={args.category} seed={args.seed} "
@@ -368,6 +396,9 @@ def main(args: Args) -> dict:
     print(f"\nNDCG@10 ratios: MiniOneRec/SASRec test {fmt(summary['minionerec_over_sasrec_test'])} "
           f"(valid {fmt(summary['minionerec_over_sasrec_valid'])}); RL/SFT test {fmt(summary['rl_over_sft_test'])} "
           f"(valid {fmt(summary['rl_over_sft_valid'])})")
+    print("RL seeds, valid NDCG@10: " + ", ".join(f"{seed} {v:.4f}" for seed, v in
+                                                  info["RL"]["valid_ndcg10_by_seed"].items())
+          + f" -> seed {chosen} kept (chosen on valid)")
     for split, d in paired.items():
         print(f"RL - SFT per-user NDCG@10 on {split}: {d['mean']:+.4f} +/- {d['se']:.4f} (paired SE, z {d['z']:+.1f}; "
               f"{d['better']} users better, {d['worse']} worse)")
@@ -376,7 +407,7 @@ def main(args: Args) -> dict:
 
     result = {"args": asdict(args), "knobs": knobs, "data": paths, "samples": splits, "metrics": metrics,
               "summary": summary, "timings_s": Stage.timings, "total_s": round(total, 1), "curves": curves,
-              "sasrec": info.get("SASRec", {})}
+              "sasrec": info.get("SASRec", {}), "rl": info["RL"]}
     (out_dir / "results.json").write_text(json.dumps(result, indent=1))
     plot(metrics, curves, out_dir / "quality.png")
     print(f"[quality] -> {out_dir / 'results.json'}, {out_dir / 'quality.png'}")

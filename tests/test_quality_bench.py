@@ -28,11 +28,27 @@ def test_smoke_preset_scores_all_methods_and_plots(demo_data, demo_category, tmp
     assert set(saved["summary"]["targets"]) and result["summary"] == saved["summary"]
     assert set(saved["summary"]["rl_minus_sft_paired"]) == {"valid", "test"}
     assert (out / "quality.png").stat().st_size > 1000
+    # the smoke preset runs GRPO with two seeds and keeps the one with the best valid NDCG@10
+    by_seed = saved["rl"]["valid_ndcg10_by_seed"]
+    assert set(by_seed) == {"42", "1"} and str(saved["rl"]["chosen_seed"]) in by_seed
+    assert saved["metrics"]["MiniOneRec SFT+RL"]["valid"]["NDCG@10"] == max(by_seed.values())
 
 
 def test_unknown_preset_fails_early(tmp_path):
     with pytest.raises(SystemExit, match="--preset"):
         quality.main(quality.Args(preset="huge", output_dir=str(tmp_path)))
+
+
+@pytest.mark.parametrize("seeds, message", [("42+x", "'\\+'-joined integers"), ("1+1", "repeats a seed")])
+def test_bad_rl_seeds_fail_early(tmp_path, seeds, message):
+    with pytest.raises(SystemExit, match=message):
+        quality.main(quality.Args(preset="smoke", rl_seeds=seeds, output_dir=str(tmp_path / "q")))
+    assert not (tmp_path / "q").exists()  # nothing written
+
+
+def test_choose_on_valid_takes_the_best_valid_seed():
+    assert quality.choose_on_valid({42: 0.0830, 1: 0.0856, 2: 0.0860}) == 2
+    assert quality.choose_on_valid({42: 0.08, 1: 0.08}) == 42  # ties: the first seed run
 
 
 def test_paired_ndcg10_hand_computed(tmp_path):
