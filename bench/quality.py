@@ -111,6 +111,7 @@ def resolve(args: Args) -> dict:
         raise SystemExit(f"error: --rl_seeds must be '+'-joined integers like 42+1+2, got {knobs['rl_seeds']!r}") from None
     if len(set(seeds)) != len(seeds):
         raise SystemExit(f"error: --rl_seeds repeats a seed: {knobs['rl_seeds']!r}")
+    knobs["rl_seeds"] = seeds
     if args.add_gt != "":
         knobs["add_gt"] = as_bool(args.add_gt, "add_gt")
     unknown = set(knobs["sft_tasks"].split("+")) - set(TASKS)
@@ -353,7 +354,7 @@ def main(args: Args) -> dict:
     import rl
 
     rl_valid = {}  # GRPO seed -> valid metrics: one run per seed, the best on valid is kept (test never looks)
-    for rl_seed in [int(x) for x in str(knobs["rl_seeds"]).split("+")]:
+    for rl_seed in knobs["rl_seeds"]:
         with Stage(f"RL (GRPO, seed {rl_seed})"):
             trainer = rl.main(rl.Args(
                 model_path=sft_dir, train_file=paths["train"], sid_index_path=paths["index"],
