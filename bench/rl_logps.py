@@ -10,15 +10,13 @@ Prints ms per step, the ratio, and the largest log-prob difference between the t
 """
 from __future__ import annotations
 
-import argparse
 import sys
-import time
 from pathlib import Path
 from types import SimpleNamespace
 
 import torch
 from accelerate import Accelerator
-from transformers import Qwen2Config, Qwen2ForCausalLM
+from step_timing import mean_ms, parse_args, random_qwen2
 from trl import GRPOTrainer
 from trl.trainer.utils import add_fused_lm_head
 
@@ -37,29 +35,17 @@ def step_ms(hook, trainer, model, input_ids, attention_mask, steps: int) -> tupl
         (logps.sum() + entropies.sum()).backward()
         return logps.detach()
 
-    logps = once()  # warm-up
-    start = time.perf_counter()
-    for _ in range(steps):
-        once()
-    return (time.perf_counter() - start) / steps * 1e3, logps
+    return mean_ms(once, steps)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
-    parser.add_argument("--steps", type=int, default=3, help="timed steps per cell (after one warm-up)")
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+    args = parse_args(__doc__, steps=3)
     # the two hooks read only these trainer attributes
     trainer = SimpleNamespace(accelerator=Accelerator(cpu=True), temperature=1.0)
     print(f"{'model':<20} {'vocab':>8} {'rollouts':>8} {'TRL fused ms':>12} {'window ms':>9} {'speed-up':>8} "
           f"{'max |dlogp|':>11}")
     for name, vocab, hidden, layers, batch in SHAPES:
-        torch.manual_seed(args.seed)
-        model = Qwen2ForCausalLM(Qwen2Config(vocab_size=vocab, hidden_size=hidden, num_hidden_layers=layers,
-                                             num_attention_heads=4, num_key_value_heads=2,
-                                             intermediate_size=4 * hidden, tie_word_embeddings=True))
+        model = random_qwen2(vocab, hidden, layers, args.seed)
         add_fused_lm_head(model, outputs=("log_probs", "entropy"))  # what GRPOTrainer.__init__ does
         input_ids = torch.randint(1, vocab, (batch, PROMPT + COMPLETION))
         attention_mask = torch.ones_like(input_ids)

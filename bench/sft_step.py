@@ -8,13 +8,11 @@ width with Qwen2.5's 151,936-token vocabulary. Prints ms per step, the ratio, an
 """
 from __future__ import annotations
 
-import argparse
 import sys
-import time
 from pathlib import Path
 
 import torch
-from transformers import Qwen2Config, Qwen2ForCausalLM
+from step_timing import mean_ms, parse_args, random_qwen2
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from minionerec.collate import AnswerWindowCollator  # noqa: E402
@@ -48,28 +46,16 @@ def step_ms(model, batch: dict, steps: int) -> float:
         model.zero_grad(set_to_none=True)
         model(**batch).loss.backward()
 
-    once()  # warm-up
-    start = time.perf_counter()
-    for _ in range(steps):
-        once()
-    return (time.perf_counter() - start) / steps * 1e3
+    return mean_ms(once, steps)[0]
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
-    parser.add_argument("--steps", type=int, default=5, help="timed steps per cell (after one warm-up)")
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+    args = parse_args(__doc__, steps=5)
     gen = torch.Generator().manual_seed(args.seed)
     print(f"{'model':<20} {'vocab':>8} {'batch':>5} {'reference ms':>12} {'window ms':>9} {'speed-up':>8} "
           f"{'ref logits MB':>13} {'window logits MB':>16}")
     for name, vocab, hidden, layers, batch in SHAPES:
-        torch.manual_seed(args.seed)
-        model = Qwen2ForCausalLM(Qwen2Config(vocab_size=vocab, hidden_size=hidden, num_hidden_layers=layers,
-                                             num_attention_heads=4, num_key_value_heads=2,
-                                             intermediate_size=4 * hidden, tie_word_embeddings=True))
+        model = random_qwen2(vocab, hidden, layers, args.seed)
         features = rows(batch, vocab, gen)
         reference = right_pad(features)
         window = AnswerWindowCollator(pad_token_id=0)(features)
