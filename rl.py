@@ -198,6 +198,7 @@ def main(args: Args):
         rewards = [h["reward"] for h in trainer.state.log_history if "reward" in h]
         print(f"[rl] done: steps={trainer.state.global_step} mean_reward={sum(rewards) / max(len(rewards), 1):.4f} "
               f"-> {final_dir}")
+        trainer.state.save_to_json(str(Path(args.output_dir, "trainer_state.json")))  # rewards, timings per step
     teardown_distributed()  # explicit, after outputs are written: avoids rare exit-time aborts
     return trainer
 

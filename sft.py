@@ -23,6 +23,7 @@ from minionerec.data import load_item_meta, load_sid_index, load_split, sid_voca
 from minionerec.modeling import (add_sid_tokens, best_dtype, freeze_all_but_new_rows, load_model, load_tokenizer,
                                  save_final_checkpoint)
 from minionerec.sft_data import TASKS, build_text_dataset, sample_rows, tokenize_dataset
+from minionerec.throughput import ThroughputCallback
 
 
 @dataclass
@@ -165,9 +166,12 @@ def main(args: Args) -> Trainer:
         seed=args.seed,
         dataloader_num_workers=0,
         dataloader_pin_memory=torch.cuda.is_available(),
+        logging_nan_inf_filter=False,  # a NaN loss must show in the logs (the filter also syncs every step)
     )
     callbacks = ([EarlyStoppingCallback(args.early_stopping_patience)]
                  if args.early_stopping_patience > 0 and eval_ds is not None else [])
+    throughput = ThroughputCallback(model, output_dir=args.output_dir)
+    callbacks.append(throughput)
     trainer = Trainer(
         model=model, args=training_args, train_dataset=train_ds, eval_dataset=eval_ds,
         # left padding + logits at the answer window only: same loss as full logits (tests/test_collate.py)
@@ -184,6 +188,12 @@ def main(args: Args) -> Trainer:
         eval_part = f" eval_loss={eval_loss:.4f}" if eval_ds is not None else ""
         print(f"[sft] done: steps={trainer.state.global_step} first_train_loss={first_loss:.4f} "
               f"mean_train_loss={result.training_loss:.4f}{eval_part} -> {final_dir}")
+        if throughput.result:
+            mfu = throughput.result["mfu"]
+            print(f"[sft] throughput: {throughput.result['tokens_per_s']:,.0f} tokens/s over "
+                  f"{throughput.result['timed_steps']} steps, {throughput.result['tflops_per_gpu']} TFLOP/s per process"
+                  + (f", MFU {mfu:.1%}" if mfu is not None else "") + f" ({throughput.result['device']})")
+        trainer.state.save_to_json(str(Path(args.output_dir, "trainer_state.json")))  # losses per step
     teardown_distributed()  # explicit, after outputs are written: avoids rare exit-time aborts
     return trainer
 

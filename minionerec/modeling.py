@@ -6,6 +6,8 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from minionerec import attention  # noqa: F401  (registers the padding-safe sdpa mask; see its docstring)
+
 
 def load_tokenizer(path):
     tokenizer = AutoTokenizer.from_pretrained(path)

@@ -35,6 +35,7 @@ class Args:
     vocab_size: int = 4000  # BPE vocabulary before the SID tokens are added
     max_position_embeddings: int = 2048
     seed: int = 0
+    model_vocab_size: int = 0  # > len(tokenizer): pad the embedding to this many rows (Qwen2.5: 151,936)
 
 
 def _training_texts(item_meta: dict) -> list[str]:
@@ -66,12 +67,12 @@ def build_tokenizer(item_meta: dict, sid_tokens: list[str], vocab_size: int) -> 
 
 def build_tiny_model(output_dir, sid_index_path, item_meta_path, hidden_size=64, num_layers=2, num_heads=4,
                      num_kv_heads=2, intermediate_size=256, vocab_size=4000, max_position_embeddings=2048,
-                     seed=0) -> Path:
+                     seed=0, model_vocab_size=0) -> Path:
     torch.manual_seed(seed)
     tokenizer = build_tokenizer(load_item_meta(item_meta_path), sid_vocabulary(load_sid_index(sid_index_path)),
                                 vocab_size)
     config = Qwen2Config(
-        vocab_size=len(tokenizer), hidden_size=hidden_size, num_hidden_layers=num_layers,
+        vocab_size=max(len(tokenizer), model_vocab_size), hidden_size=hidden_size, num_hidden_layers=num_layers,
         num_attention_heads=num_heads, num_key_value_heads=num_kv_heads, intermediate_size=intermediate_size,
         max_position_embeddings=max_position_embeddings, tie_word_embeddings=True,
         eos_token_id=tokenizer.eos_token_id, bos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,

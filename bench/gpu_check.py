@@ -1,0 +1,231 @@
+"""GPU self-check: the real entry scripts on a random-weight Qwen2.5-0.5B-shaped model, timed.
+
+    bash bench/gpu_check.sh              # one GPU, < 10 minutes, no downloads
+    SMOKE=1 bash bench/gpu_check.sh      # shrunk, on CPU (the test runs this)
+
+Stages, each a subprocess of the product's own commands, so a pass means the product runs:
+  1. build   python -m minionerec.tiny_model (0.5B shape: hidden 896, 24 layers, 14 heads, 2 KV heads,
+             FFN 4864, vocabulary padded to Qwen2.5's 151,936 rows)
+  2. SFT     sft.py, bf16 where supported, 40 steps per batch size -> tokens/s, MFU (minionerec/throughput.py)
+             and whether every step's loss and gradient norm were finite
+  3. eval    evaluate.py, 500 users x 50 constrained beams per batch size, then the whole test split
+             -> seconds, users/s, invalid predictions (must be 0)
+  4. RL      accelerate launch --config_file config/zero2_opt.yaml --num_processes 1 rl.py, 8 GRPO steps
+             -> median seconds per step, split into generation and reference scoring (TRL's step_time + ours)
+Prints one table and writes OUTPUT_DIR/gpu_check.json. Data: DATA_DIR/CATEGORY in the MiniOneRec
+layout (default ../shared/data/Amazon Industrial_and_Scientific), or generated demo data if absent.
+Weights are random, so the metrics are meaningless: this checks that everything runs, and how fast.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from minionerec.cli import run  # noqa: E402
+
+# Qwen2.5-0.5B's shape (its config.json); the BPE tokenizer is trained on the catalogue instead.
+SHAPES = {
+    "qwen2.5-0.5b": dict(hidden_size=896, num_layers=24, num_heads=14, num_kv_heads=2, intermediate_size=4864,
+                         model_vocab_size=151936),
+    "tiny": dict(hidden_size=64, num_layers=2, num_heads=4, num_kv_heads=2, intermediate_size=128, model_vocab_size=0),
+}
+
+
+@dataclass
+class Args:
+    """GPU self-check: build a 0.5B-shaped model, then time SFT, evaluation and GRPO through the real scripts."""
+
+    output_dir: str = "output/gpu_check"  # work directory (model, checkpoints, JSON)
+    data_dir: str = str(ROOT.parent / "shared" / "data" / "Amazon")  # MiniOneRec layout; demo data if missing
+    category: str = "Industrial_and_Scientific"
+    shape: str = "qwen2.5-0.5b"  # qwen2.5-0.5b | tiny
+    sft_steps: int = 40  # timed after 2 warm-up steps
+    sft_batch_sizes: str = "64+256"  # rows per step (no accumulation), one SFT run per value
+    eval_users: int = 500
+    eval_beams: int = 50
+    eval_batch_sizes: str = "8+64+128"  # prompts per generate call, one evaluation per value
+    eval_full_test: bool = True  # also the whole test split at the last batch size (the 4,533-user target)
+    rl_steps: int = 8
+    rl_batch_size: int = 64  # completions per step = 4 prompts x 16 beams
+    num_generations: int = 16
+    launch_config: str = "config/zero2_opt.yaml"  # accelerate YAML for the RL stage (1 process)
+    smoke: bool = False  # CPU: tiny shape, demo data, a few steps (what the test runs)
+
+
+def shrink_for_smoke(args: Args) -> Args:
+    """Seconds on 2 CPU cores: the same stages with toy sizes."""
+    return Args(**{**asdict(args), "shape": "tiny", "sft_steps": 4, "sft_batch_sizes": "8", "eval_users": 16,
+                   "eval_beams": 8, "eval_batch_sizes": "8", "eval_full_test": False, "rl_steps": 3,
+                   "rl_batch_size": 8,
+                   "num_generations": 4, "launch_config": "config/zero2_cpu.yaml",
+                   "data_dir": str(Path(args.output_dir) / "demo_data"), "category": "Demo"})
+
+
+def sh(cmd: list[str], log: Path, env: dict | None = None) -> tuple[float, str]:
+    """Run one stage; its output goes to `log` (and the tail to stderr on failure). Returns (seconds, output)."""
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=ROOT, env={**os.environ, **(env or {})}, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True)
+    log.write_text(proc.stdout)
+    if proc.returncode:
+        sys.stderr.write(proc.stdout[-4000:])
+        raise SystemExit(f"error: stage failed (exit {proc.returncode}): {' '.join(cmd[:3])} ... (log: {log})")
+    return time.perf_counter() - start, proc.stdout
+
+
+def data_files(data_dir: Path, category: str) -> dict[str, Path]:
+    def one(split: str) -> Path:
+        found = sorted((data_dir / split).glob(f"{category}*.csv"))
+        if not found:
+            raise SystemExit(f"error: no {split} CSV for {category} in {data_dir}")
+        return found[0]
+
+    return {"train": one("train"), "valid": one("valid"), "test": one("test"),
+            "index": data_dir / "index" / f"{category}.index.json",
+            "items": data_dir / "index" / f"{category}.item.json"}
+
+
+def environment() -> dict:
+    import torch
+    import transformers
+    import trl
+
+    cuda = torch.cuda.is_available()
+    return {"device": torch.cuda.get_device_name() if cuda else "cpu", "torch": torch.__version__,
+            "cuda": torch.version.cuda if cuda else None, "transformers": transformers.__version__,
+            "trl": trl.__version__, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+
+
+def rl_timings(state_path: Path) -> dict:
+    """Median seconds per GRPO step and of its generation / reference-scoring parts, over the steps after the
+    first (DeepSpeed allocates its buckets and kernels are chosen in the first steps: the median skips those)."""
+    history = [h for h in json.loads(state_path.read_text())["log_history"] if "step_time" in h]
+    timed = history[1:] or history
+    median = lambda key: round(statistics.median(h.get(key, 0.0) for h in timed), 3)  # noqa: E731
+    return {"steps_timed": len(timed), "step_s": median("step_time"), "generation_s": median("time/generation_s"),
+            "scoring_reference_s": median("time/scoring_reference_s"),
+            "finite_steps": f"{sum(math.isfinite(h['loss']) for h in timed)}/{len(timed)}"}
+
+
+def batch_sizes(spec: str) -> list[int]:
+    try:
+        return [int(b) for b in spec.split("+")]
+    except ValueError:
+        raise SystemExit(f"error: batch sizes are numbers joined by '+', e.g. 8+64, got {spec!r}") from None
+
+
+def main(args: Args) -> dict:
+    if args.smoke:
+        args = shrink_for_smoke(args)
+    if args.shape not in SHAPES:
+        raise SystemExit(f"error: --shape must be one of {', '.join(SHAPES)}, got {args.shape!r}")
+    out = Path(args.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    py = sys.executable
+    env = {"TOKENIZERS_PARALLELISM": "false", "WANDB_MODE": "disabled", "PYTHONUNBUFFERED": "1"}
+    data_dir = Path(args.data_dir)
+    if not (data_dir / "index" / f"{args.category}.index.json").is_file():
+        print(f"[gpu_check] {data_dir} lacks {args.category}: generating demo data")
+        data_dir, args.category = out / "demo_data", "Demo"
+        sh([py, "data/make_demo_data.py", "--output_dir", str(data_dir), "--category", "Demo"], out / "data.log", env)
+    files = data_files(data_dir, args.category)
+    report = {"environment": environment(), "shape": args.shape, "data": f"{data_dir} {args.category}"}
+    print(f"[gpu_check] {report['environment']}")
+
+    model_dir = out / "base_model"
+    shape = SHAPES[args.shape]
+    seconds, _ = sh([py, "-m", "minionerec.tiny_model", "--output_dir", str(model_dir), "--sid_index_path",
+                     str(files["index"]), "--item_meta_path", str(files["items"]),
+                     *[f"--{k}={v}" for k, v in shape.items()]], out / "build.log", env)
+    report["build_s"] = round(seconds, 1)
+
+    report["sft"] = []
+    for bs in batch_sizes(args.sft_batch_sizes):
+        sft_dir = out / f"sft_b{bs}"
+        seconds, _ = sh([py, "sft.py", "--base_model", str(model_dir), "--train_file", str(files["train"]),
+                         "--sid_index_path", str(files["index"]), "--item_meta_path", str(files["items"]),
+                         "--output_dir", str(sft_dir), "--max_steps", str(args.sft_steps + 2), "--batch_size",
+                         str(bs), "--micro_batch_size", str(bs), "--learning_rate", "1e-4", "--save_steps", "100000",
+                         "--logging_steps", "1", "--group_by_length", "true"], out / f"sft_b{bs}.log", env)
+        history = json.loads((sft_dir / "trainer_state.json").read_text())["log_history"]
+        finite = [math.isfinite(h["loss"]) and math.isfinite(h["grad_norm"]) for h in history if "grad_norm" in h]
+        report["sft"].append({"wall_s": round(seconds, 1), "batch": bs, "finite_steps": f"{sum(finite)}/{len(finite)}",
+                              **json.loads((sft_dir / "throughput.json").read_text())})
+    sft_dir = out / f"sft_b{batch_sizes(args.sft_batch_sizes)[0]}"  # evaluation and RL start from this one
+
+    report["eval"] = []
+    runs = [(b, args.eval_users) for b in batch_sizes(args.eval_batch_sizes)]
+    if args.eval_full_test:
+        runs.append((runs[-1][0], -1))
+    for batch, users in runs:
+        tag = f"b{batch}_{'all' if users < 0 else users}"
+        seconds, log = sh([py, "evaluate.py", "--base_model", str(sft_dir / "final_checkpoint"),
+                           "--test_file", str(files["test"]), "--sid_index_path", str(files["index"]),
+                           "--result_json", str(out / f"eval_{tag}.json"), "--sample", str(users),
+                           "--num_beams", str(args.eval_beams), "--batch_size", str(batch)], out / f"eval_{tag}.log", env)
+        users = int(re.search(r"\] \S+: (\d+) users", log).group(1))
+        decoding = float(re.search(r"decoding ([0-9.]+)s", log).group(1))
+        invalid = int(re.search(r"^constrained beam search .* (\d+) +\d+$", log, re.M).group(1))
+        report["eval"].append({"batch": batch, "users": users, "beams": args.eval_beams, "decoding_s": decoding,
+                               "users_per_s": round(users / decoding, 1), "invalid": invalid,
+                               "wall_s": round(seconds, 1)})
+
+    rl_dir = out / "rl"
+    seconds, _ = sh([py, "-m", "accelerate.commands.launch", "--config_file", args.launch_config,
+                     "--num_processes", "1", "--main_process_port", str(_free_port()), "rl.py",
+                     "--model_path", str(sft_dir / "final_checkpoint"), "--train_file", str(files["train"]),
+                     "--sid_index_path", str(files["index"]), "--item_meta_path", str(files["items"]),
+                     "--output_dir", str(rl_dir), "--max_steps", str(args.rl_steps),
+                     "--train_batch_size", str(args.rl_batch_size), "--num_generations", str(args.num_generations),
+                     "--learning_rate", "1e-6", "--beta", "0.04", "--title_history_sample", "1000",
+                     "--save_steps", "100000", "--logging_steps", "1"], out / "rl.log", env)
+    report["rl"] = {"wall_s": round(seconds, 1), "completions_per_step": args.rl_batch_size,
+                    **rl_timings(rl_dir / "trainer_state.json")}
+
+    (out / "gpu_check.json").write_text(json.dumps(report, indent=1))
+    print(format_report(report))
+    return report
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def format_report(r: dict) -> str:
+    env, rl = r["environment"], r["rl"]
+    lines = [f"== gpu_check: {env['device']}, torch {env['torch']} (CUDA {env['cuda']}), "
+             f"transformers {env['transformers']}, trl {env['trl']}, {env['date']}; shape {r['shape']}",
+             f"{'stage':<6} {'setting':<44} result",
+             f"{'build':<6} {'model + tokenizer written':<44} {r['build_s']} s"]
+    for s in r["sft"]:
+        mfu = f"{s['mfu']:.1%}" if s.get("mfu") is not None else "n/a"
+        setting = f"batch {s['batch']}, {s['timed_steps']} timed steps, mean len {s['mean_seq_len']}"
+        lines.append(f"{'SFT':<6} {setting:<44} {s['tokens_per_s']:,.0f} tokens/s, {s['tflops_per_gpu']} TFLOP/s, "
+                     f"MFU {mfu}; finite loss+grad steps {s['finite_steps']}")
+    for e in r["eval"]:
+        setting = f"{e['users']} users x {e['beams']} beams, batch {e['batch']}"
+        lines.append(f"{'eval':<6} {setting:<44} {e['decoding_s']} s decoding, {e['users_per_s']} users/s, "
+                     f"{e['invalid']} invalid")
+    setting = f"{rl['completions_per_step']} completions/step, median of {rl['steps_timed']} steps"
+    lines.append(f"{'RL':<6} {setting:<44} {rl['step_s']} s/step (generation {rl['generation_s']} s, "
+                 f"reference scoring {rl['scoring_reference_s']} s); finite loss steps {rl['finite_steps']}")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    run(main, Args)

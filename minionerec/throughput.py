@@ -1,0 +1,102 @@
+"""Training throughput: real (non-padding) tokens per second and model FLOPs utilisation (MFU).
+
+A forward pre-hook on the model adds each training batch's real (attention-mask) tokens to a
+counter on the device, so counting never waits for the GPU (the Trainer's own
+`include_num_input_tokens_seen` calls .item() every step, which stops the CPU from queueing the next
+step while the GPU works). The callback times optimizer steps after a warm-up (the first steps pay
+for CUDA context, kernel selection and allocator growth) and turns tokens/s into MFU with the 6N rule:
+
+    train FLOPs per token = 6 x (parameters of the transformer blocks)        matmuls, fwd + bwd
+                          + 12 x layers x hidden x mean sequence length       attention scores
+
+The embedding and LM head are left out: SFT computes logits only over the answer window
+(minionerec/collate.py), so counting a full LM head would credit work that is never done. The
+figure is therefore a slight under-estimate of the usual definition.
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import torch
+from transformers import TrainerCallback
+
+# Dense bf16 tensor-core peaks (no sparsity), FLOP/s, by a substring of torch.cuda.get_device_name().
+PEAK_BF16_FLOPS = {"H200": 989e12, "H100": 989e12, "H800": 989e12, "A100": 312e12, "A800": 312e12,
+                   "L40S": 362e12, "A10G": 70e12, "4090": 165e12, "3090": 71e12}
+
+
+def peak_flops(device_name: str) -> float | None:
+    """The card's bf16 peak, or None when the card is not in the table (MFU is then not reported)."""
+    return next((flops for key, flops in PEAK_BF16_FLOPS.items() if key in device_name), None)
+
+
+def train_flops_per_token(config, mean_seq_len: float) -> float:
+    """6N over the decoder blocks plus the attention-score term (see the module docstring)."""
+    hidden, layers = config.hidden_size, config.num_hidden_layers
+    heads, kv_heads = config.num_attention_heads, getattr(config, "num_key_value_heads", config.num_attention_heads)
+    head_dim = getattr(config, "head_dim", None) or hidden // heads
+    attn = hidden * head_dim * (heads + 2 * kv_heads) + heads * head_dim * hidden  # q, k, v, o projections
+    mlp = 3 * hidden * config.intermediate_size  # gate, up, down (SwiGLU)
+    return 6 * layers * (attn + mlp) + 12 * layers * hidden * mean_seq_len
+
+
+class ThroughputCallback(TrainerCallback):
+    """Times steps after `warmup_steps` and reports tokens/s and MFU at the end of training.
+
+    Results land in `self.result` (and `output_dir/throughput.json` on the main process when
+    `output_dir` is given). Steps are timed with a CUDA synchronise so that queued kernels count.
+    """
+
+    def __init__(self, model, warmup_steps: int = 2, output_dir: str | None = None):
+        self.config = model.config
+        self.warmup_steps = warmup_steps
+        self.output_dir = output_dir
+        self.result: dict = {}
+        self._start = None  # (time, tokens seen, step) when timing began
+        self._tokens = None  # 0-dim int64 tensor on the model's device: real tokens of training forwards
+        model.register_forward_pre_hook(self._count_tokens, with_kwargs=True)
+
+    def _count_tokens(self, module, args, kwargs):
+        mask = kwargs.get("attention_mask")
+        if module.training and mask is not None:
+            self._tokens = mask.sum() if self._tokens is None else self._tokens + mask.sum()
+
+    def _tokens_seen(self) -> int:
+        """This process's count, summed over processes (a collective: every rank reaches it)."""
+        tokens = self._tokens.clone() if self._tokens is not None else torch.zeros((), dtype=torch.int64)
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.all_reduce(tokens)
+        return int(tokens)
+
+    @staticmethod
+    def _now() -> float:
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        return time.perf_counter()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step == self.warmup_steps and self._start is None:
+            self._start = (self._now(), self._tokens_seen(), state.global_step)
+
+    def on_train_end(self, args, state, control, **kwargs):
+        if self._start is None or state.global_step <= self._start[2]:
+            return  # too few steps to time after the warm-up
+        t0, tokens0, step0 = self._start
+        seconds, tokens, steps = self._now() - t0, self._tokens_seen() - tokens0, state.global_step - step0
+        world = max(args.world_size, 1)
+        tokens_per_s = tokens / seconds
+        mean_len = tokens / (steps * args.per_device_train_batch_size * args.gradient_accumulation_steps * world)
+        per_gpu_flops = train_flops_per_token(self.config, mean_len) * tokens_per_s / world
+        device = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
+        peak = peak_flops(device) if torch.cuda.is_available() else None
+        self.result = {
+            "timed_steps": steps, "seconds": round(seconds, 3), "tokens": int(tokens),
+            "tokens_per_s": round(tokens_per_s, 1), "mean_seq_len": round(mean_len, 1),
+            "tflops_per_gpu": round(per_gpu_flops / 1e12, 2), "device": device, "processes": world,
+            "mfu": round(per_gpu_flops / peak, 4) if peak else None,
+        }
+        if self.output_dir and state.is_world_process_zero:
+            Path(self.output_dir).mkdir(parents=True, exist_ok=True)
+            Path(self.output_dir, "throughput.json").write_text(json.dumps(self.result, indent=1))
