@@ -2,8 +2,8 @@
 # The whole pipeline on generated demo data, on CPU, offline:
 #   data (balanced RQ-Kmeans SIDs) -> tiny Qwen2 -> SFT -> evaluate -> RL (GRPO) -> evaluate.
 # Usage: bash demo.sh [OUT_DIR]   (make demo)
-# Hyperparameters: recipes/demo.yaml (sections sft / rl / evaluate). Knobs: HIDDEN, LAYERS (tiny model
-# shape), PYTHON, and SFT_STEPS / RL_STEPS, which override the recipe's max_steps on the command line.
+# Hyperparameters: recipes/demo.yaml (sections sft / rl / evaluate; edit it, or copy it and set RECIPE).
+# Other knobs: HIDDEN, LAYERS (the tiny model's shape), PYTHON, ACCELERATE.
 set -euo pipefail
 cd "$(dirname "$0")"
 OUT=${1:-demo_run}
@@ -12,9 +12,7 @@ ACCELERATE=${ACCELERATE:-$( [ -x .venv/bin/accelerate ] && echo .venv/bin/accele
 HIDDEN=${HIDDEN:-128}
 LAYERS=${LAYERS:-2}
 CATEGORY=Demo
-export RECIPE=recipes/demo.yaml TOKENIZERS_PARALLELISM=false WANDB_MODE=disabled
-sft_steps=(); [ -n "${SFT_STEPS:-}" ] && sft_steps=(--max_steps "$SFT_STEPS")
-rl_steps=(); [ -n "${RL_STEPS:-}" ] && rl_steps=(--max_steps "$RL_STEPS")
+export RECIPE=${RECIPE:-recipes/demo.yaml} TOKENIZERS_PARALLELISM=false WANDB_MODE=disabled
 
 echo "== 1/6 demo data -> $OUT/data"
 $PYTHON data/make_demo_data.py --output_dir "$OUT/data" --category "$CATEGORY"
@@ -27,7 +25,7 @@ $PYTHON -m minionerec.tiny_model --output_dir "$OUT/base_model" \
 
 echo "== 3/6 SFT -> $OUT/sft"
 NPROC=1 PORT=29660 BASE_MODEL="$OUT/base_model" DATA_DIR="$OUT/data" CATEGORY="$CATEGORY" OUTPUT_DIR="$OUT/sft" \
-    PYTHON="$PYTHON" bash sft.sh "${sft_steps[@]}"
+    PYTHON="$PYTHON" bash sft.sh
 
 echo "== 4/6 evaluate SFT -> $OUT/eval_sft"
 MODEL="$OUT/sft/final_checkpoint" DATA_DIR="$OUT/data" CATEGORY="$CATEGORY" NPROC=1 PORT=29661 PYTHON="$PYTHON" \
@@ -36,7 +34,7 @@ MODEL="$OUT/sft/final_checkpoint" DATA_DIR="$OUT/data" CATEGORY="$CATEGORY" NPRO
 echo "== 5/6 RL (GRPO, constrained beam-search rollouts, CPU DeepSpeed ZeRO-2) -> $OUT/rl"
 ACCELERATE="$ACCELERATE" PYTHON="$PYTHON" CONFIG=config/zero2_cpu.yaml NUM_PROCESSES=1 PORT=29650 \
     DATA_DIR="$OUT/data" CATEGORY="$CATEGORY" MODEL_PATH="$OUT/sft/final_checkpoint" OUTPUT_DIR="$OUT/rl" \
-    bash rl.sh "${rl_steps[@]}"
+    bash rl.sh
 
 echo "== 6/6 evaluate RL -> $OUT/eval_rl"
 MODEL="$OUT/rl/final_checkpoint" DATA_DIR="$OUT/data" CATEGORY="$CATEGORY" NPROC=1 PORT=29662 PYTHON="$PYTHON" \

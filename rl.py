@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 from transformers import set_seed
 
+from minionerec.checkpoints import NoCheckpointAtLastStep
 from minionerec.cli import resume_flag, run
 from minionerec.config import record_run
 from minionerec.distributed import teardown_distributed
@@ -185,7 +186,7 @@ def main(args: Args):
     reward_funcs, _ = build_reward_funcs(args.reward_type, args.num_generations, sid_index, tokenizer,
                                          args.ada_path, args.cf_path)
 
-    callbacks = []
+    callbacks = [NoCheckpointAtLastStep()]  # final_checkpoint is the end-of-run save
     if args.test_during_training:
         callbacks.append(ConstrainedEvalCallback(eval_ds, num_beams=args.test_beam,
                                                  eval_step=args.eval_step, batch_size=args.eval_batch_size,

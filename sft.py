@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 from transformers import EarlyStoppingCallback, Trainer, TrainingArguments, set_seed
 
+from minionerec.checkpoints import NoCheckpointAtLastStep
 from minionerec.cli import resume_flag, run
 from minionerec.config import ConfigError, record_run
 from minionerec.collate import AnswerWindowCollator
@@ -171,6 +172,7 @@ def main(args: Args) -> Trainer:
     )
     callbacks = ([EarlyStoppingCallback(args.early_stopping_patience)]
                  if args.early_stopping_patience > 0 and eval_ds is not None else [])
+    callbacks.append(NoCheckpointAtLastStep())  # final_checkpoint is the end-of-run save
     trainer = Trainer(
         model=model, args=training_args, train_dataset=train_ds, eval_dataset=eval_ds,
         # left padding + logits at the answer window only: same loss as full logits (tests/test_collate.py)
