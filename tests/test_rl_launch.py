@@ -1,5 +1,6 @@
 """The real launch path: `bash rl.sh` -> accelerate launch -> DeepSpeed ZeRO-2 (CPU, gloo), 2 processes."""
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -49,7 +50,7 @@ def test_rl_sh_zero2_two_processes(demo_data, tiny_model_dir, tmp_path):
     assert "world_size=2 distributed=DistributedType.DEEPSPEED" in result.stdout
     assert "[rl] done: steps=2" in result.stdout
     assert outputs_complete(out)
-    assert "train_batch_size             4                         command line" in result.stdout
+    assert re.search(r"^  train_batch_size +4 +command line$", result.stdout, re.M)  # flag over recipe, shown
     sids = {sid_string(s) for s in pd.read_json(demo_data / "index" / "Demo.index.json", typ="series")}
     logged = pd.read_parquet(out / "completions" / "completions_00002.parquet")
     assert len(logged) == 8  # gathered from both processes: 2 x 4 completions
