@@ -37,6 +37,10 @@ LAUNCH_ENV = ("WORLD_SIZE", "LOCAL_WORLD_SIZE", "RANK", "LOCAL_RANK", "GROUP_RAN
               "ACCELERATE_DEEPSPEED_OFFLOAD_PARAM_DEVICE")
 
 
+# the args built by the command line in this process, and each field's source
+_resolved: dict = {}
+
+
 class ConfigError(FlagError):
     """A recipe is missing, malformed, or holds a key its script does not know."""
 
@@ -96,13 +100,13 @@ def resolve_args(args_cls, flags: dict):
     args = parse_args(args_cls, {**recipe, **flags})
     sources = {k: f"recipe {recipe_path}" for k in recipe}
     sources.update({k: "command line" for k in flags})
-    args._sources = sources  # read by record_run; absent when a caller builds args in Python
+    _resolved.update(args=args, sources=sources)  # read by sources_of (not on args: scripts may use vars(args))
     return args
 
 
 def sources_of(args) -> dict[str, str]:
     """Field -> source. Args built in Python (tests, bench) have no record: non-defaults are 'caller'."""
-    recorded = getattr(args, "_sources", None)
+    recorded = _resolved["sources"] if _resolved.get("args") is args else None
     out = {}
     for f in dataclasses.fields(args):
         if recorded is not None:
