@@ -15,14 +15,11 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
 METHODS = ("popularity", "SASRec", "MiniOneRec SFT", "MiniOneRec SFT+RL")
 KS = (1, 3, 5, 10, 20)
@@ -189,18 +186,19 @@ def run_popularity(paths: dict, splits: dict, k: int) -> dict:
 def run_sasrec(paths: dict, splits: dict, knobs: dict, out_dir: Path, seed: int) -> tuple[dict, dict]:
     """sasrec.py as is (early stopping on the FULL valid split), then its best model scores both samples."""
     import sasrec
-    from minionerec.sasrec import load_sasrec
+    from minionerec.data import load_catalogue
+    from minionerec.sasrec import encode_split, load_sasrec, score, top_items
 
     result = sasrec.main(sasrec.Args(train_file=paths["train"], eval_file=paths["valid"], test_file=splits["test"],
                                      sid_index_path=paths["index"], output_dir=str(out_dir), seed=seed, device="cpu",
                                      epochs=knobs["sasrec_epochs"], patience=knobs["sasrec_patience"]))
-    items = sasrec.load_catalogue(sasrec.Args(sid_index_path=paths["index"]))
+    items = list(load_catalogue(paths["index"]))
     item_to_row = {item: row for row, item in enumerate(items)}
     model = load_sasrec(result["cf_path"]).eval()
     out = {}
     for split, path in splits.items():
-        history, lengths, targets = sasrec.encode_split(path, item_to_row, model.max_len)
-        out[split] = sasrec.score(sasrec.top_items(model, history, lengths, "cpu"), targets, items)
+        history, lengths, targets = encode_split(path, item_to_row, model.max_len)
+        out[split] = score(top_items(model, history, lengths, "cpu"), targets, items)
     info = {k: result[k] for k in ("best_epoch", "epochs_run", "train_seconds", "cf_path") if k in result}
     info["args"] = result.get("args", {})
     return out, info
