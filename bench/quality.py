@@ -10,6 +10,8 @@ Every method is scored on the same seeded sample of valid and of test rows with 
 HR/NDCG code (minionerec/metrics.py); the LLM by constrained beam search, SASRec by its top-k scores.
 Writes output_dir/results.json and output_dir/quality.png (bars + SFT loss / RL reward curves).
 Tune on valid only: the test table is for reporting.
+Each preset is the recipe recipes/quality_<preset>.yaml. The repo must be importable (`pip install -e .`,
+which `make install` runs, or PYTHONPATH=.).
 """
 from __future__ import annotations
 
