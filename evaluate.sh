@@ -18,6 +18,7 @@ DATA_DIR=${DATA_DIR:-../shared/data/Amazon}
 MODEL=${MODEL:-output/sft_${CATEGORY}/final_checkpoint}
 RESULT_JSON=${RESULT_JSON:-output/eval_${CATEGORY}/predictions.json}
 PYTHON=${PYTHON:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python )}
+NPROC=${NPROC:-${GPUS_PER_NODE:-}}  # processes per node (GPUS_PER_NODE: the same, named as rl.sh names it)
 if [ -z "${NPROC:-}" ]; then  # processes per node: one per visible GPU, or 1 on CPU
   NPROC=$($PYTHON -c "import torch; print(max(torch.cuda.device_count(), 1))")
 fi

@@ -16,6 +16,7 @@ CATEGORY=${CATEGORY:-Industrial_and_Scientific}
 OUTPUT_DIR=${OUTPUT_DIR:-output/sft_${CATEGORY}}
 PYTHON=${PYTHON:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python )}
 # topology: processes per node (default: visible GPUs, or 1 on CPU), nodes, this node's rank, rendezvous
+NPROC=${NPROC:-${GPUS_PER_NODE:-}}  # processes per node (GPUS_PER_NODE: the same, named as rl.sh names it)
 if [ -z "${NPROC:-}" ]; then
   NPROC=$($PYTHON -c "import torch; print(max(torch.cuda.device_count(), 1))")
 fi

@@ -199,6 +199,26 @@ def test_bad_launch_config_is_one_line_and_starts_nothing(tmp_path, make_config,
     assert not (tmp_path / "started").exists()
 
 
+@pytest.mark.parametrize("topology, expected", [
+    ({}, ["--config_file", "config/zero2_opt.yaml", "rl.py"]),  # the YAML's topology, nothing overridden
+    ({"NNODES": "2", "GPUS_PER_NODE": "8", "NODE_RANK": "1", "MASTER_ADDR": "10.0.0.1", "MASTER_PORT": "29600"},
+     ["--config_file", "config/zero2_opt.yaml", "--num_machines", "2", "--machine_rank", "1", "--main_process_ip",
+      "10.0.0.1", "--main_process_port", "29600", "--num_processes", "16", "rl.py"]),
+    ({"NUM_PROCESSES": "1"}, ["--config_file", "config/zero2_opt.yaml", "--num_processes", "1", "rl.py"]),
+])
+def test_rl_sh_passes_topology_only_when_asked(demo_data, tmp_path, topology, expected):
+    fake = tmp_path / "accelerate"
+    fake.write_text(f'#!/bin/sh\necho "$@" > {tmp_path / "args"}\n')
+    fake.chmod(0o755)
+    topology_vars = ("NNODES", "GPUS_PER_NODE", "NUM_PROCESSES", "NODE_RANK", "MASTER_ADDR", "MASTER_PORT", "PORT")
+    env = {k: v for k, v in os.environ.items() if k not in topology_vars}
+    env.update(ACCELERATE=str(fake), PYTHON=sys.executable, DATA_DIR=str(demo_data), CATEGORY="Demo", **topology)
+    result = subprocess.run(["bash", "rl.sh"], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    args = (tmp_path / "args").read_text().split()
+    assert args[:args.index("rl.py") + 1] == ["launch", *expected]
+
+
 # ---- the GRPOConfig subclass -------------------------------------------------------------------
 
 def test_rl_flags_reach_grpo_config(tmp_path):
