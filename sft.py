@@ -172,12 +172,11 @@ def main(args: Args) -> Trainer:
     )
     callbacks = ([EarlyStoppingCallback(args.early_stopping_patience)]
                  if args.early_stopping_patience > 0 and eval_ds is not None else [])
-    callbacks.append(NoCheckpointAtLastStep())  # final_checkpoint is the end-of-run save
     trainer = Trainer(
         model=model, args=training_args, train_dataset=train_ds, eval_dataset=eval_ds,
         # left padding + logits at the answer window only: same loss as full logits (tests/test_collate.py)
         data_collator=AnswerWindowCollator(tokenizer.pad_token_id),
-        processing_class=tokenizer, callbacks=callbacks,
+        processing_class=tokenizer, callbacks=[*callbacks, NoCheckpointAtLastStep()],  # final_checkpoint: the end save
     )
     resume = resume_flag(args.resume_from_checkpoint)
     result = trainer.train(resume_from_checkpoint=resume)
