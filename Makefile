@@ -1,20 +1,22 @@
 # make install : .venv/ with pinned deps (idempotent: re-runs only when requirements.txt changes)
 # make demo    : demo data -> tiny base model -> SFT -> eval -> RL -> eval, on CPU (~7 min on 2 cores)
 # make test    : fast CPU test suite
+# make lint    : ruff (rules in pyproject.toml)
 PY      := .venv/bin/python
 STAMP   := .venv/.installed
 TORCH   ?= torch==2.13.0
 DEMO    ?= demo_run
 
-.PHONY: install demo test clean
+.PHONY: install demo test lint clean
 
 install: $(STAMP)
 
-$(STAMP): requirements.txt
+$(STAMP): requirements.txt pyproject.toml
 	test -x $(PY) || python3 -m venv .venv
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q $(TORCH)
 	$(PY) -m pip install -q -r requirements.txt
+	$(PY) -m pip install -q --no-deps -e .
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -22,6 +24,9 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q -x tests
+
+lint: $(STAMP)
+	$(PY) -m ruff check .
 
 clean:
 	rm -rf $(DEMO)

@@ -1,18 +1,18 @@
 #!/usr/bin/env bash
 # The whole pipeline on generated demo data, on CPU, offline:
 #   data (balanced RQ-Kmeans SIDs) -> tiny Qwen2 -> SFT -> evaluate -> RL (GRPO) -> evaluate.
-# Usage: bash demo.sh [OUT_DIR]   (make demo)   Knobs: SFT_STEPS, RL_STEPS, HIDDEN, LAYERS, PYTHON.
+# Usage: bash demo.sh [OUT_DIR]   (make demo)
+# Hyperparameters: recipes/demo.yaml (sections sft / rl / evaluate; edit it, or copy it and set RECIPE).
+# Other knobs: HIDDEN, LAYERS (the tiny model's shape), PYTHON, ACCELERATE.
 set -euo pipefail
 cd "$(dirname "$0")"
 OUT=${1:-demo_run}
 PYTHON=${PYTHON:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python )}
 ACCELERATE=${ACCELERATE:-$( [ -x .venv/bin/accelerate ] && echo .venv/bin/accelerate || echo accelerate )}
-SFT_STEPS=${SFT_STEPS:-400}
-RL_STEPS=${RL_STEPS:-20}
 HIDDEN=${HIDDEN:-128}
 LAYERS=${LAYERS:-2}
 CATEGORY=Demo
-export TOKENIZERS_PARALLELISM=false WANDB_MODE=disabled
+export RECIPE=${RECIPE:-recipes/demo.yaml} TOKENIZERS_PARALLELISM=false WANDB_MODE=disabled
 
 echo "== 1/6 demo data -> $OUT/data"
 $PYTHON data/make_demo_data.py --output_dir "$OUT/data" --category "$CATEGORY"
@@ -23,24 +23,22 @@ $PYTHON -m minionerec.tiny_model --output_dir "$OUT/base_model" \
     --item_meta_path "$OUT/data/index/$CATEGORY.item.json" \
     --hidden_size "$HIDDEN" --num_layers "$LAYERS"
 
-echo "== 3/6 SFT ($SFT_STEPS steps) -> $OUT/sft"
+echo "== 3/6 SFT -> $OUT/sft"
 NPROC=1 PORT=29660 BASE_MODEL="$OUT/base_model" DATA_DIR="$OUT/data" CATEGORY="$CATEGORY" OUTPUT_DIR="$OUT/sft" \
-    BATCH_SIZE=32 MICRO_BATCH_SIZE=32 LEARNING_RATE=3e-3 PYTHON="$PYTHON" \
-    bash sft.sh --max_steps "$SFT_STEPS" --eval_steps 200 --save_steps 1000 --logging_steps 50 --warmup_steps 0.05
+    PYTHON="$PYTHON" bash sft.sh
 
 echo "== 4/6 evaluate SFT -> $OUT/eval_sft"
 MODEL="$OUT/sft/final_checkpoint" DATA_DIR="$OUT/data" CATEGORY="$CATEGORY" NPROC=1 PORT=29661 PYTHON="$PYTHON" \
-    RESULT_JSON="$OUT/eval_sft/predictions.json" NUM_BEAMS=20 bash evaluate.sh | tee "$OUT/eval_sft.txt"
+    RESULT_JSON="$OUT/eval_sft/predictions.json" bash evaluate.sh | tee "$OUT/eval_sft.txt"
 
-echo "== 5/6 RL ($RL_STEPS GRPO steps, constrained beam-search rollouts, CPU DeepSpeed ZeRO-2) -> $OUT/rl"
-ACCELERATE="$ACCELERATE" CONFIG=config/zero2_cpu.yaml NUM_PROCESSES=1 PORT=29650 \
+echo "== 5/6 RL (GRPO, constrained beam-search rollouts, CPU DeepSpeed ZeRO-2) -> $OUT/rl"
+ACCELERATE="$ACCELERATE" PYTHON="$PYTHON" CONFIG=config/zero2_cpu.yaml NUM_PROCESSES=1 PORT=29650 \
     DATA_DIR="$OUT/data" CATEGORY="$CATEGORY" MODEL_PATH="$OUT/sft/final_checkpoint" OUTPUT_DIR="$OUT/rl" \
-    TRAIN_BATCH_SIZE=16 GRAD_ACCUM=1 NUM_GENERATIONS=8 MAX_STEPS="$RL_STEPS" LEARNING_RATE=1e-4 BETA=1e-3 \
-    REWARD_TYPE=ranking SAVE_STEPS=1000 TITLE_HISTORY_SAMPLE=1000 bash rl.sh --logging_steps 5
+    bash rl.sh
 
 echo "== 6/6 evaluate RL -> $OUT/eval_rl"
 MODEL="$OUT/rl/final_checkpoint" DATA_DIR="$OUT/data" CATEGORY="$CATEGORY" NPROC=1 PORT=29662 PYTHON="$PYTHON" \
-    RESULT_JSON="$OUT/eval_rl/predictions.json" NUM_BEAMS=20 bash evaluate.sh | tee "$OUT/eval_rl.txt"
+    RESULT_JSON="$OUT/eval_rl/predictions.json" bash evaluate.sh | tee "$OUT/eval_rl.txt"
 
 echo "== SFT vs RL (demo test split, 20 constrained beams)"
 grep -h -m1 "^method" "$OUT/eval_sft.txt"

@@ -19,8 +19,9 @@ from transformers import set_seed
 
 from minionerec import prompts
 from minionerec.cli import run
+from minionerec.config import record_run
 from minionerec.constrained import build_sid_trie
-from minionerec.data import DataError, load_info, load_sid_index, load_split, split_sid
+from minionerec.data import DataError, load_catalogue, load_split
 from minionerec.distributed import gather_to_rank0, init_distributed, teardown_distributed
 from minionerec.evaluation import make_batches, popularity_ranking, predict_batches, shard
 from minionerec.metrics import DEFAULT_KS, compute_metrics, format_table, ks_for
@@ -45,6 +46,9 @@ class Args:
     sample: int = -1  # evaluate the first N test rows; -1 = all
     seed: int = 42
     dtype: str = "auto"  # auto (bf16 on GPUs that support it, else fp32) | float32 | bfloat16 | float16
+    # --- configuration
+    config: str = ""  # recipe YAML (recipes/*.yaml, section evaluate:); precedence: defaults < recipe < command line
+    dry_run: bool = False  # check flags, recipe, files, data rows, tokenizer SIDs, result_json's directory; no weights
 
 
 def check_args(args: Args) -> None:
@@ -65,12 +69,6 @@ def check_args(args: Args) -> None:
         raise SystemExit(f"error: --dtype must be auto, float32, bfloat16 or float16, got {args.dtype!r}")
 
 
-def load_catalogue(args: Args) -> dict[str, list[str]]:
-    if args.sid_index_path:
-        return load_sid_index(args.sid_index_path)
-    return {item_id: split_sid(sid) for sid, _, item_id in load_info(args.info_file)}
-
-
 def main(args: Args) -> dict | None:
     check_args(args)
     rank, world_size, device = init_distributed()
@@ -78,7 +76,7 @@ def main(args: Args) -> dict | None:
 
     # data: validated before the model loads (every target and history SID must be in the catalogue)
     try:
-        sid_index = load_catalogue(args)
+        sid_index = load_catalogue(args.sid_index_path, args.info_file)
         test_df = load_split(args.test_file, sid_index)
     except DataError as e:
         raise SystemExit(f"error: {e}") from None
@@ -91,6 +89,10 @@ def main(args: Args) -> dict | None:
         trie = build_sid_trie(sid_index, tokenizer)
     except ValueError as e:
         raise SystemExit(f"error: {args.base_model}: {e}") from None
+    record_run(args, Path(args.result_json).parent, flag="result_json")  # + run_config.yaml beside the predictions
+    if args.dry_run:  # every check above passed; no weights were read
+        teardown_distributed()
+        return None
     dtype = best_dtype() if args.dtype == "auto" else getattr(torch, args.dtype)
     model = load_model(args.base_model, dtype=dtype).to(device).eval()
     trie = trie.to(device)

@@ -8,22 +8,24 @@ Writes `output_dir/final_checkpoint` (model + tokenizer) and TRL checkpoints und
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from transformers import set_seed
-from trl import GRPOConfig
 
+from minionerec.checkpoints import NoCheckpointAtLastStep
 from minionerec.cli import resume_flag, run
+from minionerec.config import record_run
 from minionerec.distributed import teardown_distributed
 from minionerec.data import load_info, load_item_meta, load_sid_index, load_split, sid_vocabulary
 from minionerec.modeling import best_dtype, load_model, load_tokenizer, missing_sid_tokens, save_final_checkpoint
-from minionerec.rewards import build_reward_funcs, check_reward_type
+from minionerec.grpo_trainer import MiniOneRecGRPOConfig, MiniOneRecGRPOTrainer, grpo_loss_options
+from minionerec.rewards import build_reward_funcs, check_reward_type, parse_reward_weights
 from minionerec.rl_callbacks import ConstrainedEvalCallback
 from minionerec.rl_data import build_eval_dataset, build_rl_dataset
-from minionerec_trainer import MiniOneRecGRPOTrainer, grpo_loss_options
 
 
 @dataclass
@@ -56,8 +58,8 @@ class Args:
     add_gt: bool = False  # put the ground-truth SID into groups that lack it
     mask_all_zero: bool = False  # drop groups whose rewards are all zero from the loss
     # loss and rewards
-    reward_type: str = "rule"  # rule | ranking | ranking_only | semantic | sasrec
-    dapo: bool = False  # TRL loss_type="dapo": average over all tokens of the batch
+    reward_type: str = "rule"  # rule | ranking | ranking_only | semantic | sasrec, or several joined by "+"
+    dapo: bool = False  # TRL loss_type="dapo": average over all tokens of the batch (or give --loss_type)
     gspo: bool = False  # TRL importance_sampling_level="sequence"
     ada_path: str = ""  # semantic reward: .npy item embeddings [n_items, D], index.json order
     cf_path: str = ""  # sasrec reward: checkpoint written by minionerec.sasrec.save_sasrec
@@ -74,11 +76,51 @@ class Args:
     eval_sample: int = 500  # eval rows used per in-training evaluation (-1: all)
     # checkpoints, logging
     save_steps: float = 0.1  # < 1: a fraction of all steps
-    save_total_limit: int = 20
+    save_total_limit: int = 2  # each RL checkpoint holds weights + optimizer state (~16 bytes/parameter)
     gradient_checkpointing: bool = True  # TRL's default: saves memory on real models; off is faster on tiny ones
     logging_steps: int = 1
     resume_from_checkpoint: str = ""  # a checkpoint dir, or "true" for the latest in output_dir
     report_to: str = "none"  # none | wandb | tensorboard
+    # --- configuration: GRPOConfig's own fields (same names, passed straight through), recipes, dry runs
+    max_grad_norm: float = 0.3  # gradient clipping
+    warmup_steps: float = 0.03  # < 1: a fraction of all steps (warmup ratio); >= 1: a step count
+    lr_scheduler_type: str = "cosine"
+    epsilon: float = 0.2  # clip range of the importance ratio
+    epsilon_high: float = 0.0  # upper clip (DAPO's clip-higher, e.g. 0.28); 0 = epsilon
+    num_iterations: int = 1  # optimisation passes over each generated batch (GRPO's mu)
+    scale_rewards: str = "group"  # group | batch | none: the std that normalises advantages
+    loss_type: str = ""  # grpo | dapo | dr_grpo | bnpo | ... (TRL); "" = grpo, or dapo with --dapo true
+    reward_weights: str = ""  # "+"-joined weights, one per reward function of --reward_type; "" = 1 each
+    config: str = ""  # recipe YAML (recipes/*.yaml, section rl:); precedence: defaults < recipe < command line
+    dry_run: bool = False  # check flags, recipe, files, data rows, tokenizer SIDs, batch sizes, output_dir; no weights
+
+
+# rl.py flags whose GRPOConfig field has another name or another form; every other shared name passes through
+MAPPED = {"train_batch_size", "report_to", "resume_from_checkpoint", "loss_type", "epsilon_high", "reward_weights"}
+
+
+def grpo_config(args: Args, world_size: int) -> MiniOneRecGRPOConfig:
+    """The trainer config: TRL's own validation runs here, before any weights load."""
+    grpo_fields = {f.name for f in dataclasses.fields(MiniOneRecGRPOConfig)}
+    same = {f.name: getattr(args, f.name) for f in dataclasses.fields(args)
+            if f.name in grpo_fields and f.name not in MAPPED}
+    return MiniOneRecGRPOConfig(
+        **same,
+        per_device_train_batch_size=args.train_batch_size,
+        epsilon_high=args.epsilon_high or None,
+        reward_weights=parse_reward_weights(args.reward_weights, check_reward_type(args.reward_type)),
+        **grpo_loss_options(args.dapo, args.gspo, args.loss_type),
+        bf16=best_dtype() == torch.bfloat16,
+        save_strategy="steps",
+        log_completions=True,  # also writes output_dir/completions/*.parquet
+        num_completions_to_print=1,
+        report_to=[] if args.report_to == "none" else [args.report_to],
+        run_name=args.wandb_run_name or f"rl-{args.category or 'minionerec'}",
+        dataloader_num_workers=0,
+        # CPU runs (tests): without an explicit gloo backend accelerate's DeepSpeed state on CPU
+        # reports one process on every rank, so each rank would silently train alone.
+        ddp_backend="gloo" if world_size > 1 and not torch.cuda.is_available() else None,
+    )
 
 
 def check_args(args: Args, world_size: int) -> None:
@@ -88,15 +130,13 @@ def check_args(args: Args, world_size: int) -> None:
     for flag in ("train_file", "sid_index_path"):
         if not getattr(args, flag):
             raise SystemExit(f"error: --{flag} is required")
-    if args.dynamic_sampling and args.beam_search:
-        raise SystemExit("error: --dynamic_sampling applies to sampled rollouts; add --beam_search false")
     if args.sync_ref_model and args.beta == 0:
         raise SystemExit("error: --sync_ref_model needs --beta > 0 (with beta 0 there is no reference model)")
     if args.test_during_training and not args.eval_file:
         raise SystemExit("error: --test_during_training needs --eval_file")
     try:
-        check_reward_type(args.reward_type)
-        grpo_loss_options(args.dapo, args.gspo)
+        parse_reward_weights(args.reward_weights, check_reward_type(args.reward_type))
+        grpo_loss_options(args.dapo, args.gspo, args.loss_type)
     except ValueError as e:
         raise SystemExit(f"error: {e}") from None
     G, local = args.num_generations, args.train_batch_size * args.gradient_accumulation_steps
@@ -132,55 +172,28 @@ def main(args: Args):
         raise SystemExit(f"error: {args.model_path} lacks {len(missing)} SID token(s) (e.g. {missing[0]}); "
                          "RL starts from an SFT checkpoint trained with this --sid_index_path")
     tokenizer.padding_side = "left"
-    # With beta > 0 TRL reloads the reference model from model.config._name_or_path: keep it a directory.
-    model = load_model(args.model_path, dtype=torch.float32)
-    reward_funcs, reward_weights = build_reward_funcs(args.reward_type, args.num_generations, sid_index, tokenizer,
-                                                      args.ada_path, args.cf_path)
-
     if args.report_to == "wandb" and args.wandb_project:
         os.environ.setdefault("WANDB_PROJECT", args.wandb_project)
-    config = GRPOConfig(
-        output_dir=args.output_dir,
-        per_device_train_batch_size=args.train_batch_size,
-        gradient_accumulation_steps=args.gradient_accumulation_steps,
-        num_generations=args.num_generations,
-        num_train_epochs=args.num_train_epochs,
-        max_steps=args.max_steps,
-        learning_rate=args.learning_rate,
-        beta=args.beta,
-        sync_ref_model=args.sync_ref_model,
-        temperature=args.temperature,
-        reward_weights=reward_weights,
-        scale_rewards="group",  # advantages normalised within each prompt's group, as upstream
-        **grpo_loss_options(args.dapo, args.gspo),
-        lr_scheduler_type="cosine",
-        warmup_steps=0.03,
-        max_grad_norm=0.3,
-        gradient_checkpointing=args.gradient_checkpointing,
-        bf16=best_dtype() == torch.bfloat16,
-        save_strategy="steps",
-        save_steps=args.save_steps,
-        save_total_limit=args.save_total_limit,
-        logging_steps=args.logging_steps,
-        log_completions=True,  # also writes output_dir/completions/*.parquet
-        num_completions_to_print=1,
-        report_to=[] if args.report_to == "none" else [args.report_to],
-        run_name=args.wandb_run_name or f"rl-{args.category or 'minionerec'}",
-        seed=args.seed,
-        dataloader_num_workers=0,
-        # CPU runs (tests): without an explicit gloo backend accelerate's DeepSpeed state on CPU
-        # reports one process on every rank, so each rank would silently train alone.
-        ddp_backend="gloo" if world_size > 1 and not torch.cuda.is_available() else None,
-    )
-    callbacks = []
+    try:
+        config = grpo_config(args, world_size)
+    except ValueError as e:  # TRL's own checks (batch sizes vs processes, loss options)
+        raise SystemExit(f"error: {e}") from None
+    record_run(args, args.output_dir)  # prints each value + source; writes output_dir/run_config.yaml
+    if args.dry_run:  # every check above passed; no weights were read
+        return None
+    # With beta > 0 TRL reloads the reference model from model.config._name_or_path: keep it a directory.
+    model = load_model(args.model_path, dtype=torch.float32)
+    reward_funcs, _ = build_reward_funcs(args.reward_type, args.num_generations, sid_index, tokenizer,
+                                         args.ada_path, args.cf_path)
+
+    callbacks = [NoCheckpointAtLastStep()]  # final_checkpoint is the end-of-run save
     if args.test_during_training:
         callbacks.append(ConstrainedEvalCallback(eval_ds, num_beams=args.test_beam,
                                                  eval_step=args.eval_step, batch_size=args.eval_batch_size,
                                                  sample=args.eval_sample, seed=args.seed))
     trainer = MiniOneRecGRPOTrainer(
         model=model, reward_funcs=reward_funcs, args=config, train_dataset=train_ds, processing_class=tokenizer,
-        callbacks=callbacks, sid_index=sid_index, beam_search=args.beam_search,
-        dynamic_sampling=args.dynamic_sampling, add_gt=args.add_gt, mask_all_zero=args.mask_all_zero,
+        callbacks=callbacks, sid_index=sid_index,
     )
     for callback in callbacks:
         callback.trainer = trainer

@@ -15,7 +15,6 @@ from __future__ import annotations
 import copy
 import json
 import time
-from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -23,11 +22,11 @@ import torch
 from tqdm.auto import tqdm
 
 from minionerec.cli import run
-from minionerec.data import DataError, load_info, load_sid_index, load_split, split_sid
+from minionerec.data import DataError, load_catalogue
+from minionerec.evaluation import popularity_ranking
 from minionerec.metrics import DEFAULT_KS, compute_metrics, format_table
-from minionerec.sasrec import SASRec, pad_histories, save_sasrec
+from minionerec.sasrec import TOP_K, SASRec, encode_split, save_sasrec, score, top_items
 
-TOP_K = 50  # ranking length scored, as evaluate.py's 50 beams
 
 
 @dataclass
@@ -72,46 +71,6 @@ def check_args(args: Args) -> None:
         raise SystemExit(f"error: --hidden_size {args.hidden_size} is not divisible by --num_heads {args.num_heads}")
 
 
-def load_catalogue(args: Args) -> list[str]:
-    """Item ids in catalogue order: position = the item's row in SASRec's scores."""
-    if args.sid_index_path:
-        return list(load_sid_index(args.sid_index_path))
-    return [item_id for _, _, item_id in load_info(args.info_file)]
-
-
-def encode_split(path: str, item_to_row: dict[str, int], max_len: int):
-    """A split CSV -> (history [N, max_len] right-padded, lengths [N], targets [N]) in item rows."""
-    df = load_split(path)
-    histories, targets = [], []
-    for i, (history, target) in enumerate(zip(df["history_item_id"], df["item_id"]), start=2):
-        unknown = [x for x in [*history, target] if x not in item_to_row]
-        if unknown:
-            raise DataError(f"{path}: row {i}: item id {unknown[0]} is not in the catalogue")
-        if not history:
-            raise DataError(f"{path}: row {i}: empty history (SASRec needs at least one item)")
-        histories.append([item_to_row[x] for x in history])
-        targets.append(item_to_row[target])
-    history, lengths = pad_histories(histories, len(item_to_row), max_len)
-    return history, lengths, torch.tensor(targets, dtype=torch.long)
-
-
-@torch.no_grad()
-def top_items(model: SASRec, history, lengths, device, batch_size: int = 1024) -> torch.Tensor:
-    """Top-TOP_K item rows per history, best first: [N, TOP_K]. Nothing is masked (history items may repeat)."""
-    out = []
-    for start in range(0, len(history), batch_size):
-        scores = model.forward_eval(history[start:start + batch_size].to(device),
-                                    lengths[start:start + batch_size].to(device))  # [b, n_items]
-        out.append(scores.topk(min(TOP_K, scores.shape[1]), dim=1).indices.cpu())
-    return torch.cat(out)
-
-
-def score(ranked_rows: torch.Tensor, targets: torch.Tensor, items: list[str]) -> dict:
-    """Shared HR/NDCG over item ids (the same code evaluate.py uses on SIDs)."""
-    predictions = [[items[r] for r in row] for row in ranked_rows.tolist()]
-    return compute_metrics(predictions, [items[t] for t in targets.tolist()], DEFAULT_KS, set(items))
-
-
 def main(args: Args) -> dict:
     check_args(args)
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available()
@@ -120,7 +79,7 @@ def main(args: Args) -> dict:
 
     # data: every item id must be a catalogue row, checked before training starts
     try:
-        items = load_catalogue(args)
+        items = list(load_catalogue(args.sid_index_path, args.info_file))
         item_to_row = {item_id: row for row, item_id in enumerate(items)}
         train = encode_split(args.train_file, item_to_row, args.max_len)
         valid = encode_split(args.eval_file, item_to_row, args.max_len)
@@ -166,7 +125,7 @@ def main(args: Args) -> dict:
         "SASRec (valid, best epoch)": curve[best_epoch - 1],
     }
     # the TOP_K most frequent train targets, for everyone: the floor any recommender must beat
-    popular = [item for item, _ in Counter(items[t] for t in train[2].tolist()).most_common(TOP_K)]
+    popular = popularity_ranking([items[t] for t in train[2].tolist()], TOP_K)
     rows["popularity (train, test)"] = compute_metrics([popular] * len(test[2]), [items[t] for t in test[2].tolist()],
                                                        DEFAULT_KS, set(items))
     result = {"args": asdict(args), "n_items": len(items), "best_epoch": best_epoch, "epochs_run": len(curve),

@@ -16,10 +16,13 @@ from pathlib import Path
 import torch
 from transformers import EarlyStoppingCallback, Trainer, TrainingArguments, set_seed
 
+from minionerec.checkpoints import NoCheckpointAtLastStep
 from minionerec.cli import resume_flag, run
+from minionerec.config import ConfigError, record_run
 from minionerec.collate import AnswerWindowCollator
 from minionerec.distributed import teardown_distributed
 from minionerec.data import load_item_meta, load_sid_index, load_split, sid_vocabulary
+from minionerec.launch_check import sft_deepspeed
 from minionerec.modeling import (add_sid_tokens, best_dtype, freeze_all_but_new_rows, load_model, load_tokenizer,
                                  save_final_checkpoint)
 from minionerec.sft_data import TASKS, build_text_dataset, sample_rows, tokenize_dataset
@@ -57,7 +60,7 @@ class Args:
     # model
     freeze_LLM: bool = False  # train only the new SID embedding rows
     train_from_scratch: bool = False  # base_model's architecture, random weights
-    deepspeed: str = ""  # optional DeepSpeed JSON/YAML config passed to TrainingArguments
+    deepspeed: str = ""  # DeepSpeed JSON (config/sft_zero2.json, sft_zero3.json) or an accelerate YAML naming one
     # evaluation, checkpoints, logging
     eval_steps: int = 200
     save_steps: int = 200
@@ -68,6 +71,9 @@ class Args:
     report_to: str = "none"  # none | wandb | tensorboard (wandb works offline with WANDB_MODE=offline)
     wandb_project: str = ""
     wandb_run_name: str = ""
+    # --- configuration
+    config: str = ""  # recipe YAML (recipes/*.yaml, section sft:); precedence: defaults < recipe < command line
+    dry_run: bool = False  # check flags, recipe, files, data rows, tokenizer, batch sizes, output_dir; no weights
 
 
 def gradient_accumulation(batch_size: int, micro_batch_size: int, world_size: int) -> int:
@@ -78,17 +84,12 @@ def gradient_accumulation(batch_size: int, micro_batch_size: int, world_size: in
     return batch_size // per_step
 
 
-def deepspeed_config(path: str):
-    """TrainingArguments takes a JSON path or a dict; a YAML file is read into a dict here."""
-    if not path:
-        return None
-    if not Path(path).is_file():
-        raise SystemExit(f"error: --deepspeed file not found: {path}")
-    if Path(path).suffix in (".yaml", ".yml"):
-        import yaml
-
-        return yaml.safe_load(Path(path).read_text())
-    return path
+def deepspeed_config(path: str) -> str | None:
+    """The checked DeepSpeed JSON for TrainingArguments (an accelerate YAML's deepspeed_config_file is followed)."""
+    try:
+        return sft_deepspeed(path)
+    except ConfigError as e:
+        raise SystemExit(f"error: {e}") from None
 
 
 def check_paths(args: Args, tasks: list[str]) -> None:
@@ -121,6 +122,9 @@ def main(args: Args) -> Trainer:
 
     # tokenizer + model (+ SID tokens when the base model lacks them)
     tokenizer = load_tokenizer(args.base_model)
+    record_run(args, args.output_dir)  # prints each value + source; writes output_dir/run_config.yaml
+    if args.dry_run:  # every check above passed; no weights were read
+        return None
     model = load_model(args.base_model, dtype=torch.float32, from_scratch=args.train_from_scratch)
     old_vocab = model.get_input_embeddings().weight.shape[0]
     added = add_sid_tokens(model, tokenizer, sid_vocabulary(sid_index))
@@ -176,7 +180,7 @@ def main(args: Args) -> Trainer:
         model=model, args=training_args, train_dataset=train_ds, eval_dataset=eval_ds,
         # left padding + logits at the answer window only: same loss as full logits (tests/test_collate.py)
         data_collator=AnswerWindowCollator(tokenizer.pad_token_id),
-        processing_class=tokenizer, callbacks=callbacks,
+        processing_class=tokenizer, callbacks=[*callbacks, NoCheckpointAtLastStep()],  # final_checkpoint: the end save
     )
     resume = resume_flag(args.resume_from_checkpoint)
     result = trainer.train(resume_from_checkpoint=resume)

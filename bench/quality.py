@@ -10,53 +10,54 @@ Every method is scored on the same seeded sample of valid and of test rows with 
 HR/NDCG code (minionerec/metrics.py); the LLM by constrained beam search, SASRec by its top-k scores.
 Writes output_dir/results.json and output_dir/quality.png (bars + SFT loss / RL reward curves).
 Tune on valid only: the test table is for reporting.
+Each preset is the recipe recipes/quality_<preset>.yaml. The repo must be importable (`pip install -e .`,
+which `make install` runs, or PYTHONPATH=.).
 """
 from __future__ import annotations
 
 import json
 import os
-import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
 METHODS = ("popularity", "SASRec", "MiniOneRec SFT", "MiniOneRec SFT+RL")
 KS = (1, 3, 5, 10, 20)
 
-# Per preset: model size, SFT / RL budgets, eval sample. Any flag set on the command line wins.
-PRESETS = {
-    # smallest knobs that exercise every stage (the test): seconds on 2 cores
-    "smoke": dict(hidden_size=32, num_layers=1, num_heads=2, num_kv_heads=1, intermediate_size=64, vocab_size=600,
-                  sft_steps=20, sft_batch_size=16, sft_micro_batch_size=16, sft_lr=3e-3,
-                  rl_steps=2, rl_batch_size=8, num_generations=4, rl_lr=1e-4, rl_beta=1e-3, title_history_sample=20,
-                  reward_type="ranking", rl_seeds="42+1",
-                  sft_tasks="sid_history+item_alignment+sid_history_title", add_gt=True,
-                  num_beams=20, eval_batch_size=16, eval_sample=100, sasrec_epochs=3, sasrec_patience=2),
-    # 2 shared CPU cores, <= 60 minutes end to end (timings in bench/RESULTS.md)
-    "cpu": dict(hidden_size=128, num_layers=2, num_heads=4, num_kv_heads=2, intermediate_size=512, vocab_size=4000,
-                # SID history -> SID only, 1500 steps x 64 rows (~11 epochs): valid NDCG@10 0.0851 vs 0.0667 at
-                # 600 steps (bench/RESULTS.md); the answer-window collator makes a step ~0.45 s on 1 thread
-                sft_steps=1500, sft_batch_size=64, sft_micro_batch_size=64, sft_lr=3e-3,
-                # GRPO: best valid of 19 RL configs (bench/RESULTS.md), though within noise of SFT: beam search
-                # G=16, rule reward, no add_gt, lr 1e-4, 150 steps x 8 prompts. Its effect depends on the
-                # seed (prompt order) by more than its mean: 3 seeds, the best on valid is kept
-                rl_steps=150, rl_batch_size=128, num_generations=16, rl_lr=1e-4, rl_beta=1e-3, title_history_sample=0,
-                reward_type="rule", rl_seeds="42+1+2",
-                sft_tasks="sid_history", add_gt=False,
-                num_beams=20, eval_batch_size=16, eval_sample=-1, sasrec_epochs=200, sasrec_patience=10),
-    # one GPU: a wider, deeper model and longer training; NOT run here (no GPU was lent), budgets are a guess
-    "gpu": dict(hidden_size=512, num_layers=4, num_heads=8, num_kv_heads=4, intermediate_size=2048, vocab_size=8000,
-                sft_steps=6000, sft_batch_size=128, sft_micro_batch_size=64, sft_lr=1e-3,
-                # RL knobs follow the cpu evidence (bench/RESULTS.md rows 14, 22): rule reward, no add_gt
-                rl_steps=600, rl_batch_size=128, num_generations=16, rl_lr=1e-5, rl_beta=1e-3, title_history_sample=0,
-                reward_type="rule", rl_seeds="42+1+2",
-                sft_tasks="sid_history+item_alignment+sid_history_title", add_gt=False,
-                num_beams=50, eval_batch_size=32, eval_sample=-1, sasrec_epochs=200, sasrec_patience=10),
-}
+# Each preset is a recipe, recipes/quality_<preset>.yaml: sections sft / rl / evaluate hold those scripts'
+# own fields, section quality the benchmark's (below). Any flag set on the command line wins.
+PRESETS = ("smoke", "cpu", "gpu")
+QUALITY_KEYS = ("hidden_size", "num_layers", "num_heads", "num_kv_heads", "intermediate_size", "vocab_size",
+                "eval_sample", "sasrec_epochs", "sasrec_patience", "rl_seeds")
+
+
+def preset_knobs(preset: str) -> dict:
+    """The benchmark's flat knobs from recipes/quality_<preset>.yaml (keys checked against each script's fields)."""
+    import dataclasses
+
+    import evaluate
+    import rl
+    import sft
+    from minionerec.config import recipe_section
+    from minionerec.sft_data import TASKS
+
+    if preset not in PRESETS:
+        raise SystemExit(f"error: --preset must be one of {', '.join(PRESETS)}, got {preset!r}")
+    path = str(ROOT / "recipes" / f"quality_{preset}.yaml")
+    names = lambda cls: [f.name for f in dataclasses.fields(cls)]  # noqa: E731
+    knobs = dict(recipe_section(path, "quality", QUALITY_KEYS))
+    s = sft.Args(**recipe_section(path, "sft", names(sft.Args)))
+    r = rl.Args(**recipe_section(path, "rl", names(rl.Args)))
+    e = evaluate.Args(**recipe_section(path, "evaluate", names(evaluate.Args)))
+    knobs.update(sft_steps=s.max_steps, sft_batch_size=s.batch_size, sft_micro_batch_size=s.micro_batch_size,
+                 sft_lr=s.learning_rate, sft_warmup_steps=s.warmup_steps,
+                 sft_tasks="+".join(t for t in TASKS if getattr(s, f"task_{t}")),
+                 rl_steps=r.max_steps, rl_batch_size=r.train_batch_size, num_generations=r.num_generations,
+                 rl_lr=r.learning_rate, rl_beta=r.beta, title_history_sample=r.title_history_sample,
+                 reward_type=r.reward_type, add_gt=r.add_gt, num_beams=e.num_beams, eval_batch_size=e.batch_size)
+    return knobs
 
 
 @dataclass
@@ -65,7 +66,7 @@ class Args:
 
     data_dir: str = str(ROOT.parent / "shared" / "data" / "Amazon")  # MiniOneRec layout: train/valid/test/index
     category: str = "Industrial_and_Scientific"  # file prefix inside data_dir
-    preset: str = "cpu"  # smoke | cpu | gpu
+    preset: str = "cpu"  # smoke | cpu | gpu: the recipe recipes/quality_<preset>.yaml
     output_dir: str = ""  # default bench/out/quality_<preset>
     eval_sample: int = 0  # valid/test rows scored (seeded sample); 0 = preset default; -1 = all
     seed: int = 42
@@ -91,9 +92,7 @@ def resolve(args: Args) -> dict:
     from minionerec.cli import as_bool
     from minionerec.sft_data import TASKS
 
-    if args.preset not in PRESETS:
-        raise SystemExit(f"error: --preset must be one of {', '.join(PRESETS)}, got {args.preset!r}")
-    knobs = dict(PRESETS[args.preset])
+    knobs = preset_knobs(args.preset)
     for name in ("hidden_size", "num_layers", "sft_steps", "sft_lr", "rl_steps", "rl_lr", "num_generations",
                  "sasrec_epochs", "eval_sample"):
         value = getattr(args, name)
@@ -189,18 +188,19 @@ def run_popularity(paths: dict, splits: dict, k: int) -> dict:
 def run_sasrec(paths: dict, splits: dict, knobs: dict, out_dir: Path, seed: int) -> tuple[dict, dict]:
     """sasrec.py as is (early stopping on the FULL valid split), then its best model scores both samples."""
     import sasrec
-    from minionerec.sasrec import load_sasrec
+    from minionerec.data import load_catalogue
+    from minionerec.sasrec import encode_split, load_sasrec, score, top_items
 
     result = sasrec.main(sasrec.Args(train_file=paths["train"], eval_file=paths["valid"], test_file=splits["test"],
                                      sid_index_path=paths["index"], output_dir=str(out_dir), seed=seed, device="cpu",
                                      epochs=knobs["sasrec_epochs"], patience=knobs["sasrec_patience"]))
-    items = sasrec.load_catalogue(sasrec.Args(sid_index_path=paths["index"]))
+    items = list(load_catalogue(paths["index"]))
     item_to_row = {item: row for row, item in enumerate(items)}
     model = load_sasrec(result["cf_path"]).eval()
     out = {}
     for split, path in splits.items():
-        history, lengths, targets = sasrec.encode_split(path, item_to_row, model.max_len)
-        out[split] = sasrec.score(sasrec.top_items(model, history, lengths, "cpu"), targets, items)
+        history, lengths, targets = encode_split(path, item_to_row, model.max_len)
+        out[split] = score(top_items(model, history, lengths, "cpu"), targets, items)
     info = {k: result[k] for k in ("best_epoch", "epochs_run", "train_seconds", "cf_path") if k in result}
     info["args"] = result.get("args", {})
     return out, info
@@ -343,7 +343,7 @@ def main(args: Args) -> dict:
             base_model=str(base), train_file=paths["train"], output_dir=str(out_dir / "sft"),
             sid_index_path=paths["index"], item_meta_path=paths["item"], category=args.category, seed=args.seed,
             batch_size=knobs["sft_batch_size"], micro_batch_size=knobs["sft_micro_batch_size"],
-            max_steps=knobs["sft_steps"], learning_rate=knobs["sft_lr"], warmup_steps=0.05,
+            max_steps=knobs["sft_steps"], learning_rate=knobs["sft_lr"], warmup_steps=knobs["sft_warmup_steps"],
             save_steps=10 ** 9, logging_steps=max(1, knobs["sft_steps"] // 50),
             **{f"task_{t}": t in knobs["sft_tasks"].split("+") for t in TASKS}))
         curves["SFT"] = curve(trainer.state.log_history, "loss")

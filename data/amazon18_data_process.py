@@ -128,7 +128,7 @@ def clean_text(value) -> str:
 def load_meta(path, asins: set[str], max_title_words: int) -> dict[str, dict]:
     """asin -> {title, description, brand, categories} for reviewed items with a clean title."""
     meta = {}
-    for lineno, obj in tqdm(read_json_lines(path), desc="metadata", unit=" lines", leave=False):
+    for _lineno, obj in tqdm(read_json_lines(path), desc="metadata", unit=" lines", leave=False):
         asin = str(obj.get("asin", ""))
         if asin not in asins or asin in meta:
             continue

@@ -78,14 +78,16 @@ def usage(args_cls) -> str:
 
 
 def run(main, args_cls) -> None:
-    """The fire shim of every entry script: `python x.py --flag value ...` -> main(args_cls(...))."""
+    """The fire shim of every entry script: `python x.py [--config recipe.yaml] --flag value ...` -> main(args)."""
 
     def entry(**flags):
         if flags.keys() & {"help", "h"}:
             print(usage(args_cls))
             return
+        from minionerec.config import resolve_args  # here: config imports this module
+
         try:
-            args = parse_args(args_cls, flags)
+            args = resolve_args(args_cls, flags)  # defaults < --config recipe < flags, sources recorded
         except FlagError as e:
             sys.exit(f"error: {e}")
         main(args)

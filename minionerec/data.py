@@ -120,6 +120,13 @@ def _parse_list(path, row_number: int, column: str, cell) -> list:
     return value
 
 
+def load_catalogue(sid_index_path: str = "", info_file: str = "") -> dict[str, list[str]]:
+    """item_id -> SID tokens, in catalogue order (the rows SASRec scores), from index.json or else an info txt."""
+    if sid_index_path:
+        return load_sid_index(sid_index_path)
+    return {item_id: split_sid(sid) for sid, _, item_id in load_info(info_file)}
+
+
 def load_split(path, sid_index: dict[str, list[str]] | None = None, item_meta: dict | None = None) -> pd.DataFrame:
     """A train/valid/test CSV with list columns parsed and every row checked.
 

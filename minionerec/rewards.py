@@ -117,9 +117,29 @@ REWARD_TYPES = {
 
 
 def check_reward_type(reward_type: str) -> tuple[str, ...]:
-    if reward_type not in REWARD_TYPES:
-        raise ValueError(f"unknown reward_type {reward_type!r}; valid: {', '.join(REWARD_TYPES)}")
-    return REWARD_TYPES[reward_type]
+    """The reward functions of `reward_type`: one name, or several joined by "+" (e.g. rule+semantic)."""
+    names = []
+    for part in reward_type.split("+"):
+        if part not in REWARD_TYPES:
+            raise ValueError(f"unknown reward_type {part!r}; valid: {', '.join(REWARD_TYPES)} (or several joined by +)")
+        names.extend(REWARD_TYPES[part])
+    if len(set(names)) != len(names):
+        raise ValueError(f"reward_type {reward_type!r} names a reward twice ({', '.join(names)})")
+    return tuple(names)
+
+
+def parse_reward_weights(spec: str, names: tuple[str, ...]) -> list[float]:
+    """--reward_weights "1+0.5" -> [1.0, 0.5]: TRL's reward_weights, one per reward function; "" = 1 each."""
+    if not spec:
+        return [1.0] * len(names)
+    try:
+        weights = [float(w) for w in str(spec).split("+")]
+    except ValueError:
+        raise ValueError(f"--reward_weights must be '+'-joined numbers like 1+0.5, got {spec!r}") from None
+    if len(weights) != len(names):
+        raise ValueError(f"--reward_weights needs {len(names)} number(s), one per reward ({', '.join(names)}), "
+                         f"got {spec!r}")
+    return weights
 
 
 def sid_from_ids(ids: list[int], id_to_sid_token: dict[int, str]) -> str:

@@ -11,6 +11,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from minionerec.data import DataError, load_split
+from minionerec.metrics import DEFAULT_KS, compute_metrics
+
+TOP_K = 50  # ranking length scored, as evaluate.py's 50 beams
+
 
 class SASRec(nn.Module):
     """Item + position embeddings, causal self-attention blocks, a linear head over the items."""
@@ -89,3 +94,36 @@ def load_sasrec(path, device: str | torch.device = "cpu") -> SASRec:
     model = SASRec(**blob["config"]).to(device)
     model.load_state_dict(blob["state_dict"])
     return model.eval()
+
+
+def encode_split(path: str, item_to_row: dict[str, int], max_len: int):
+    """A split CSV -> (history [N, max_len] right-padded, lengths [N], targets [N]) in item rows."""
+    df = load_split(path)
+    histories, targets = [], []
+    for i, (history, target) in enumerate(zip(df["history_item_id"], df["item_id"]), start=2):
+        unknown = [x for x in [*history, target] if x not in item_to_row]
+        if unknown:
+            raise DataError(f"{path}: row {i}: item id {unknown[0]} is not in the catalogue")
+        if not history:
+            raise DataError(f"{path}: row {i}: empty history (SASRec needs at least one item)")
+        histories.append([item_to_row[x] for x in history])
+        targets.append(item_to_row[target])
+    history, lengths = pad_histories(histories, len(item_to_row), max_len)
+    return history, lengths, torch.tensor(targets, dtype=torch.long)
+
+
+@torch.no_grad()
+def top_items(model: SASRec, history, lengths, device, batch_size: int = 1024) -> torch.Tensor:
+    """Top-TOP_K item rows per history, best first: [N, TOP_K]. Nothing is masked (history items may repeat)."""
+    out = []
+    for start in range(0, len(history), batch_size):
+        scores = model.forward_eval(history[start:start + batch_size].to(device),
+                                    lengths[start:start + batch_size].to(device))  # [b, n_items]
+        out.append(scores.topk(min(TOP_K, scores.shape[1]), dim=1).indices.cpu())
+    return torch.cat(out)
+
+
+def score(ranked_rows: torch.Tensor, targets: torch.Tensor, items: list[str]) -> dict:
+    """Shared HR/NDCG over item ids (the same code evaluate.py uses on SIDs)."""
+    predictions = [[items[r] for r in row] for row in ranked_rows.tolist()]
+    return compute_metrics(predictions, [items[t] for t in targets.tolist()], DEFAULT_KS, set(items))

@@ -43,7 +43,7 @@ def level_token(level: int, code: int) -> str:
 
 def codes_to_sids(codes: np.ndarray) -> list[list[str]]:
     """[N, L] ints -> N lists of L tokens."""
-    return [[level_token(l, c) for l, c in enumerate(row)] for row in np.asarray(codes).tolist()]
+    return [[level_token(level, c) for level, c in enumerate(row)] for row in np.asarray(codes).tolist()]
 
 
 def sids_to_codes(sids: list[list[str]]) -> np.ndarray:

@@ -3,17 +3,15 @@ from __future__ import annotations
 
 import os
 import socket
-import sys
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+ROOT = Path(__file__).resolve().parents[1]  # importable through pytest.ini's pythonpath (or pip install -e .)
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("WANDB_MODE", "disabled")
 
-from data.make_demo_data import make_demo_data  # noqa: E402
+from data.make_demo_data import make_demo_data  # noqa: E402  (after the environment defaults)
 from minionerec.tiny_model import build_tiny_model  # noqa: E402
 
 CATEGORY = "Demo"

@@ -1,5 +1,6 @@
 """The real launch path: `bash rl.sh` -> accelerate launch -> DeepSpeed ZeRO-2 (CPU, gloo), 2 processes."""
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -17,13 +18,15 @@ def launch(demo_data, model_dir, out, port) -> subprocess.CompletedProcess:
     env = {
         **os.environ,
         "ACCELERATE": str(Path(sys.executable).parent / "accelerate"),  # the venv's launcher
-        "CONFIG": "config/zero2_cpu.yaml", "NUM_PROCESSES": "2", "PORT": str(port),
+        "CONFIG": "config/zero2_cpu.yaml", "NUM_PROCESSES": "2", "PORT": str(port), "RECIPE": "recipes/demo.yaml",
         "DATA_DIR": str(demo_data), "CATEGORY": "Demo", "MODEL_PATH": str(model_dir), "OUTPUT_DIR": str(out),
-        # shrunk: 4 completions per process = one group of G=4 each; no mid-run checkpoints
-        "TRAIN_BATCH_SIZE": "4", "GRAD_ACCUM": "1", "NUM_GENERATIONS": "4", "MAX_STEPS": "2", "SAVE_STEPS": "100",
-        "TITLE_HISTORY_SAMPLE": "50", "OMP_NUM_THREADS": "1",
+        "OMP_NUM_THREADS": "1",
     }
-    return subprocess.run(["bash", "rl.sh", "--add_gt", "true"], cwd=ROOT, env=env, capture_output=True, text=True,
+    # shrunk (command line over the demo recipe): 4 completions per process = one group of G=4 each;
+    # no mid-run checkpoints
+    flags = ["--train_batch_size", "4", "--num_generations", "4", "--max_steps", "2", "--save_steps", "100",
+             "--title_history_sample", "50", "--add_gt", "true"]
+    return subprocess.run(["bash", "rl.sh", *flags], cwd=ROOT, env=env, capture_output=True, text=True,
                           timeout=400)
 
 
@@ -47,6 +50,7 @@ def test_rl_sh_zero2_two_processes(demo_data, tiny_model_dir, tmp_path):
     assert "world_size=2 distributed=DistributedType.DEEPSPEED" in result.stdout
     assert "[rl] done: steps=2" in result.stdout
     assert outputs_complete(out)
+    assert re.search(r"^  train_batch_size +4 +command line$", result.stdout, re.M)  # flag over recipe, shown
     sids = {sid_string(s) for s in pd.read_json(demo_data / "index" / "Demo.index.json", typ="series")}
     logged = pd.read_parquet(out / "completions" / "completions_00002.parquet")
     assert len(logged) == 8  # gathered from both processes: 2 x 4 completions

@@ -111,12 +111,14 @@ def test_torchrun_two_processes(demo_data, tiny_model_dir, tmp_path):
     AutoModelForCausalLM.from_pretrained(tmp_path / "final_checkpoint")
 
 
-def test_deepspeed_yaml_becomes_dict_and_json_stays_path(tmp_path):
+def test_deepspeed_takes_a_json_and_refuses_a_deepspeed_yaml(tmp_path):
+    # a YAML must be an accelerate launch config (its deepspeed_config_file is followed, tests/test_config.py)
     (tmp_path / "ds.yaml").write_text("zero_optimization:\n  stage: 2\n")
-    assert sft.deepspeed_config(str(tmp_path / "ds.yaml")) == {"zero_optimization": {"stage": 2}}
+    with pytest.raises(SystemExit, match="ds.yaml: unknown accelerate key 'zero_optimization'"):
+        sft.deepspeed_config(str(tmp_path / "ds.yaml"))
     (tmp_path / "ds.json").write_text('{"zero_optimization": {"stage": 2}}')
     assert sft.deepspeed_config(str(tmp_path / "ds.json")) == str(tmp_path / "ds.json")
-    with pytest.raises(SystemExit, match="--deepspeed file not found: nope.json"):
+    with pytest.raises(SystemExit, match="DeepSpeed config not found: nope.json"):
         sft.deepspeed_config("nope.json")
     assert sft.deepspeed_config("") is None
 

@@ -2,7 +2,6 @@
 import pandas as pd
 import pytest
 
-from minionerec import prompts
 from minionerec.data import load_split, write_split
 from minionerec.modeling import load_tokenizer
 from minionerec.sft_data import TASKS, build_text_dataset, sample_rows, task_rows, tokenize_dataset

@@ -7,13 +7,13 @@ import torch
 import trl
 from datasets import Dataset
 from transformers import AutoModelForCausalLM, AutoTokenizer
-from trl import GRPOConfig, GRPOTrainer
+from trl import GRPOTrainer
 
 from minionerec.constrained import constrained_beam_search
 from minionerec.data import sid_string
 from minionerec.prompts import sid_history_prompt
 from minionerec.rewards import build_reward_funcs
-from minionerec_trainer import MiniOneRecGRPOTrainer, grpo_loss_options, select_dynamic
+from minionerec.grpo_trainer import MiniOneRecGRPOConfig, MiniOneRecGRPOTrainer, grpo_loss_options, select_dynamic
 
 G = 4  # group size: small, but > 1 so groups and ranks mean something
 
@@ -89,12 +89,11 @@ def setup(demo_data, tiny_model_dir, tmp_path_factory):
 
 def make_trainer(setup, model=None, temperature=1.0, **options):
     funcs, weights = build_reward_funcs("rule", G, setup["sid_index"], setup["tokenizer"])
-    config = GRPOConfig(output_dir=str(setup["out"]), per_device_train_batch_size=2 * G, num_generations=G,
-                        max_steps=1, beta=0.0, report_to=[], bf16=False, reward_weights=weights, logging_steps=1,
-                        temperature=temperature)
+    config = MiniOneRecGRPOConfig(output_dir=str(setup["out"]), per_device_train_batch_size=2 * G, num_generations=G,
+                                  max_steps=1, beta=0.0, report_to=[], bf16=False, reward_weights=weights,
+                                  logging_steps=1, temperature=temperature, **options)
     return MiniOneRecGRPOTrainer(model=model or setup["model"], reward_funcs=funcs, args=config, processing_class=setup["tokenizer"],
-                                 train_dataset=Dataset.from_dict({"prompt": ["x"], "target": ["y"]}), sid_index=setup["sid_index"],
-                                 **options)
+                                 train_dataset=Dataset.from_dict({"prompt": ["x"], "target": ["y"]}), sid_index=setup["sid_index"])
 
 
 def grouped_ids(setup):

@@ -1,0 +1,177 @@
+"""Recipes and precedence you can see: script defaults < recipe YAML < command line.
+
+A recipe (recipes/*.yaml) holds one scenario's hyperparameters, one section per entry script:
+
+    sft:      {batch_size: 1024, micro_batch_size: 16, ...}
+    rl:       {learning_rate: 1.0e-5, beta: 1.0e-3, ...}
+    evaluate: {num_beams: 50, ...}
+
+`python rl.py --config R.yaml` reads the `rl:` section. Every key must be a field of the script's
+args dataclass (an unknown key is a one-line error with the nearest valid key); values pass the
+same type checks as flags. Every run prints each resolved value with its source and writes the
+same to OUTPUT_DIR/run_config.yaml; `--dry_run true` prints it and writes nothing.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import inspect
+import os
+from pathlib import Path
+
+import yaml
+
+from minionerec.cli import FlagError, parse_args
+
+# keys of a recipe that are not a script's section
+META_KEYS = {"description"}
+# sections a recipe may hold: the entry scripts, plus the quality benchmark's own knobs
+SECTIONS = ("sft", "rl", "evaluate", "quality")
+# flags about the run itself, never read from a recipe
+RUN_FLAGS = ("config", "dry_run")
+# what torchrun / accelerate launch put in each process's environment (accelerate's from the launch YAML)
+LAUNCH_ENV = ("WORLD_SIZE", "LOCAL_WORLD_SIZE", "RANK", "LOCAL_RANK", "GROUP_RANK", "MASTER_ADDR", "MASTER_PORT",
+              "MINIONEREC_LAUNCH_CONFIG", "ACCELERATE_USE_DEEPSPEED", "ACCELERATE_DEEPSPEED_ZERO_STAGE",
+              "ACCELERATE_DEEPSPEED_CONFIG_FILE", "ACCELERATE_MIXED_PRECISION", "ACCELERATE_GRADIENT_ACCUMULATION_STEPS",
+              "ACCELERATE_GRADIENT_CLIPPING", "ACCELERATE_DEEPSPEED_OFFLOAD_OPTIMIZER_DEVICE",
+              "ACCELERATE_DEEPSPEED_OFFLOAD_PARAM_DEVICE")
+
+
+# the args built by the command line in this process, and each field's source
+_resolved: dict = {}
+
+
+class ConfigError(FlagError):
+    """A recipe is missing, malformed, or holds a key its script does not know."""
+
+
+def nearest(name: str, valid) -> str:
+    """' (did you mean X?)' for the closest valid name, or ''."""
+    match = difflib.get_close_matches(name, list(valid), n=1, cutoff=0.5)
+    return f" (did you mean {match[0]!r}?)" if match else ""
+
+
+def read_yaml(path: str, what: str) -> dict:
+    if not Path(path).is_file():
+        raise ConfigError(f"{what} not found: {path}")
+    try:
+        data = yaml.safe_load(Path(path).read_text())
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections, got {type(data).__name__}")
+    return data
+
+
+def recipe_section(path: str, section: str, valid_keys) -> dict:
+    """The `section` of recipe `path`, every key checked against `valid_keys`."""
+    data = read_yaml(path, "recipe")
+    for key in data:
+        if key not in SECTIONS and key not in META_KEYS:
+            raise ConfigError(f"{path}: unknown section {key!r}{nearest(key, SECTIONS)}; sections: {', '.join(SECTIONS)}")
+    if section not in data:
+        raise ConfigError(f"{path}: no {section!r} section (it has: {', '.join(k for k in data if k in SECTIONS)})")
+    values = data[section] or {}
+    if not isinstance(values, dict):
+        raise ConfigError(f"{path}: section {section!r} must be a mapping of key: value")
+    valid = set(valid_keys) - set(RUN_FLAGS)
+    for key in values:
+        if key not in valid:
+            raise ConfigError(f"{path}: {section}: unknown key {key!r}{nearest(key, valid)}")
+    return values
+
+
+def script_name(args_cls) -> str:
+    """The recipe section of an args dataclass: its script's file name (sft, rl, evaluate)."""
+    return Path(inspect.getfile(args_cls)).stem
+
+
+def resolve_args(args_cls, flags: dict):
+    """fire's flags (+ the recipe named by --config) -> args_cls, with each field's source recorded."""
+    recipe_path = str(flags.get("config") or "")
+    recipe = {}
+    if recipe_path:
+        names = [f.name for f in dataclasses.fields(args_cls)]
+        recipe = recipe_section(recipe_path, script_name(args_cls), names)
+        try:
+            parse_args(args_cls, recipe)  # the recipe's own values must type-check, named as such
+        except FlagError as e:
+            raise ConfigError(f"{recipe_path}: {str(e).lstrip('-')}") from None
+    args = parse_args(args_cls, {**recipe, **flags})
+    sources = {k: f"recipe {recipe_path}" for k in recipe}
+    sources.update({k: "command line" for k in flags})
+    _resolved.update(args=args, sources=sources)  # read by sources_of (not on args: scripts may use vars(args))
+    return args
+
+
+def sources_of(args) -> dict[str, str]:
+    """Field -> source. Args built in Python (tests, bench) have no record: non-defaults are 'caller'."""
+    recorded = _resolved["sources"] if _resolved.get("args") is args else None
+    out = {}
+    for f in dataclasses.fields(args):
+        if recorded is not None:
+            out[f.name] = recorded.get(f.name, "default")
+        else:
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+            out[f.name] = "default" if getattr(args, f.name) == default else "caller"
+    return out
+
+
+def launch_values() -> dict[str, str]:
+    """The launcher's part of the run: world sizes and ranks (torchrun / accelerate) and what
+    accelerate took from the launch YAML (ACCELERATE_*)."""
+    return {k: os.environ[k] for k in LAUNCH_ENV if k in os.environ}
+
+
+def resolved(args) -> dict:
+    """The run_config.yaml document: every field's value and source, plus the launch environment."""
+    sources = sources_of(args)
+    launch_source = lambda k: "launch YAML" if k.startswith(("ACCELERATE_", "MINIONEREC_")) else "launcher"  # noqa: E731
+    return {
+        "script": script_name(type(args)) + ".py",
+        "precedence": "default < recipe < command line",
+        "args": {f.name: {"value": getattr(args, f.name), "source": sources[f.name]} for f in dataclasses.fields(args)},
+        "launch": {k: {"value": v, "source": launch_source(k)} for k, v in launch_values().items()},
+    }
+
+
+def format_resolved(doc: dict) -> str:
+    width = max(len(k) for k in [*doc["args"], *doc["launch"]])
+    lines = [f"[config] {doc['script']} resolved ({doc['precedence']}):"]
+    for part in ("args", "launch"):
+        for key, entry in doc[part].items():
+            lines.append(f"  {key:<{width}}  {entry['value']!r:<24}  {entry['source']}")
+    return "\n".join(lines)
+
+
+def check_writable(output_dir: str | Path, flag: str = "output_dir") -> None:
+    """The directory, or its first existing ancestor, must be writable; creates nothing."""
+    path = Path(output_dir).absolute()
+    while not path.exists():
+        path = path.parent
+    if not path.is_dir() or not os.access(path, os.W_OK):
+        raise SystemExit(f"error: --{flag} {output_dir}: {path} is not a writable directory")
+
+
+def is_local_main() -> bool:
+    """The first process of each node prints (so each node's world sizes can be read)."""
+    return int(os.environ.get("LOCAL_RANK", 0)) == 0
+
+
+def record_run(args, output_dir: str | Path, flag: str = "output_dir") -> dict:
+    """Call once every check has passed, before any weights load. Prints the resolved config (first
+    process per node); writes output_dir/run_config.yaml (global rank 0) unless --dry_run."""
+    check_writable(output_dir, flag)
+    doc = resolved(args)
+    if is_local_main():
+        print(format_resolved(doc), flush=True)
+    if not getattr(args, "dry_run", False) and int(os.environ.get("RANK", 0)) == 0:
+        out = Path(output_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        tmp = out / ".run_config.yaml.tmp"
+        tmp.write_text(yaml.safe_dump(doc, sort_keys=False, width=120))
+        tmp.replace(out / "run_config.yaml")  # atomic: never a half-written file
+    elif getattr(args, "dry_run", False) and is_local_main():
+        print(f"[config] dry run: flags, recipe, files, data rows, tokenizer, batch sizes and {flag} checked; "
+              "no weights loaded, nothing written", flush=True)
+    return doc
