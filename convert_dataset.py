@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from minionerec.atomic import atomic_path
 from minionerec.cli import run
 from minionerec.data import DataError, load_item_meta, load_sid_index, sid_string, write_info, write_split
 
@@ -62,7 +63,7 @@ def read_inter(path) -> list[tuple[str, list[str], str]]:
 
 
 def write_inter(rows, path) -> None:
-    with open(path, "w", encoding="utf-8", newline="") as f:
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8", newline="") as f:
         writer = csv.writer(f, delimiter="\t", lineterminator="\n")
         writer.writerow(INTER_HEADER)
         writer.writerows((user, " ".join(history), item) for user, history, item in rows)
@@ -102,7 +103,8 @@ def convert(inter_dir, category, item_meta_path, sid_index_path, output_dir) -> 
     for src, name in ((sid_index_path, "index"), (item_meta_path, "item")):
         dst = out / "index" / f"{category}.{name}.json"
         if Path(src).resolve() != dst.resolve():
-            shutil.copyfile(src, dst)
+            with atomic_path(dst) as tmp:
+                shutil.copyfile(src, tmp)
     return {split: len(frame) for split, frame in frames.items()}
 
 

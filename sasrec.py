@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from minionerec.atomic import atomic_write_text
 from minionerec.cli import run
 from minionerec.data import DataError, load_info, load_sid_index, load_split, split_sid
 from minionerec.metrics import DEFAULT_KS, compute_metrics, format_table
@@ -174,7 +175,7 @@ def main(args: Args) -> dict:
               "valid": rows["SASRec (valid, best epoch)"], "popularity_test": rows["popularity (train, test)"],
               "valid_curve": curve}
     metrics_path = Path(args.output_dir) / "metrics.json"
-    metrics_path.write_text(json.dumps(result, indent=1))
+    atomic_write_text(metrics_path, json.dumps(result, indent=1))
     print(f"[sasrec] best valid NDCG@10 {best:.4f} at epoch {best_epoch}/{len(curve)} ({train_seconds:.0f}s); "
           f"model -> {cf_path} (rl.py --cf_path); metrics -> {metrics_path}")
     print(format_table(rows, DEFAULT_KS))

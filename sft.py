@@ -8,6 +8,8 @@ Writes `output_dir/final_checkpoint` (model + tokenizer), loadable with AutoMode
 """
 from __future__ import annotations
 
+import copy
+import json
 import math
 import os
 from dataclasses import dataclass
@@ -16,12 +18,14 @@ from pathlib import Path
 import torch
 from transformers import EarlyStoppingCallback, Trainer, TrainingArguments, set_seed
 
-from minionerec.cli import resume_flag, run
+from minionerec import checks
+from minionerec.checkpoints import resolve_resume, resumed_step, whole_run_mean_loss
+from minionerec.cli import end_of_setup, run
 from minionerec.collate import AnswerWindowCollator
 from minionerec.distributed import teardown_distributed
 from minionerec.data import load_item_meta, load_sid_index, load_split, sid_vocabulary
 from minionerec.modeling import (add_sid_tokens, best_dtype, freeze_all_but_new_rows, load_model, load_tokenizer,
-                                 save_final_checkpoint)
+                                 missing_sid_tokens, save_final_checkpoint)
 from minionerec.sft_data import TASKS, build_text_dataset, sample_rows, tokenize_dataset
 
 
@@ -86,14 +90,29 @@ def deepspeed_config(path: str):
     if Path(path).suffix in (".yaml", ".yml"):
         import yaml
 
-        return yaml.safe_load(Path(path).read_text())
+        try:
+            config = yaml.safe_load(Path(path).read_text())
+        except yaml.YAMLError as e:
+            mark = getattr(e, "problem_mark", None)
+            where = f" at line {mark.line + 1}" if mark else ""
+            raise SystemExit(f"error: --deepspeed {path}: invalid YAML ({getattr(e, 'problem', e)}{where})") from None
+        if not isinstance(config, dict):
+            raise SystemExit(f"error: --deepspeed {path}: expected a mapping of DeepSpeed settings")
+        return config
+    try:  # a JSON path goes to TrainingArguments as is, but a broken one must fail here, named
+        json.loads(Path(path).read_text())
+    except json.JSONDecodeError as e:
+        raise SystemExit(f"error: --deepspeed {path}: invalid JSON ({e.msg} at line {e.lineno})") from None
     return path
 
 
 def check_paths(args: Args, tasks: list[str]) -> None:
     """Fail before loading anything heavy."""
-    if not args.base_model or not Path(args.base_model).is_dir():
-        raise SystemExit(f"error: --base_model must be a local model directory, got {args.base_model!r}")
+    checks.model_dir(args.base_model, "base_model")
+    checks.writable_dir(args.output_dir, "output_dir")
+    checks.sample_size(args.sample, "sample")
+    checks.positive_finite(args.learning_rate, "learning_rate")
+    checks.trains_something(args.num_epochs, "num_epochs", args.max_steps)
     if not args.train_file:
         raise SystemExit("error: --train_file is required")
     if not tasks:
@@ -104,9 +123,19 @@ def check_paths(args: Args, tasks: list[str]) -> None:
         raise SystemExit("error: --task_item_alignment needs --item_meta_path")
 
 
+def check_cutoff(args: Args, tokenizer, sid_index: dict, texts: list) -> None:
+    """--cutoff_len against the longest answer, counting each SID token as one token, as after
+    add_sid_tokens (done on a copy: the real tokenizer gets them together with the model's rows)."""
+    probe = copy.deepcopy(tokenizer)
+    probe.add_tokens(missing_sid_tokens(probe, sid_vocabulary(sid_index)))
+    prompts = [p for ds in texts for p in ds["prompt"]]
+    checks.cutoff_holds_answers(args.cutoff_len, probe, prompts, [r for ds in texts for r in ds["response"]])
+
+
 def main(args: Args) -> Trainer:
     tasks = [t for t in TASKS if getattr(args, f"task_{t}")]
     check_paths(args, tasks)
+    resume = resolve_resume(args.resume_from_checkpoint, args.output_dir)  # the newest complete checkpoint
     ds_config = deepspeed_config(args.deepspeed)
     world_size = int(os.environ.get("WORLD_SIZE", 1))
     grad_accum = gradient_accumulation(args.batch_size, args.micro_batch_size, world_size)
@@ -118,8 +147,13 @@ def main(args: Args) -> Trainer:
     train_df = sample_rows(load_split(args.train_file, sid_index, item_meta), args.sample, args.seed)
     eval_df = load_split(args.eval_file, sid_index, item_meta) if args.eval_file else None
 
+    train_text = build_text_dataset(tasks, train_df, sid_index, item_meta, args.seed)
+    eval_text = build_text_dataset(["sid_history"], eval_df) if eval_df is not None else None
+
     # tokenizer + model (+ SID tokens when the base model lacks them)
     tokenizer = load_tokenizer(args.base_model)
+    check_cutoff(args, tokenizer, sid_index, [ds for ds in (train_text, eval_text) if ds is not None])
+    end_of_setup()
     model = load_model(args.base_model, dtype=torch.float32, from_scratch=args.train_from_scratch)
     old_vocab = model.get_input_embeddings().weight.shape[0]
     added = add_sid_tokens(model, tokenizer, sid_vocabulary(sid_index))
@@ -129,10 +163,8 @@ def main(args: Args) -> Trainer:
     print(f"[sft] tasks={tasks} added_sid_tokens={added} trainable_params={trainable:,} "
           f"grad_accum={grad_accum} world_size={world_size}")
 
-    train_ds = tokenize_dataset(build_text_dataset(tasks, train_df, sid_index, item_meta, args.seed),
-                                tokenizer, args.cutoff_len)
-    eval_ds = (tokenize_dataset(build_text_dataset(["sid_history"], eval_df), tokenizer, args.cutoff_len)
-               if eval_df is not None else None)
+    train_ds = tokenize_dataset(train_text, tokenizer, args.cutoff_len)
+    eval_ds = tokenize_dataset(eval_text, tokenizer, args.cutoff_len) if eval_text is not None else None
 
     if args.report_to == "wandb" and args.wandb_project:
         os.environ.setdefault("WANDB_PROJECT", args.wandb_project)
@@ -174,7 +206,6 @@ def main(args: Args) -> Trainer:
         data_collator=AnswerWindowCollator(tokenizer.pad_token_id),
         processing_class=tokenizer, callbacks=callbacks,
     )
-    resume = resume_flag(args.resume_from_checkpoint)
     result = trainer.train(resume_from_checkpoint=resume)
 
     eval_loss = trainer.evaluate()["eval_loss"] if eval_ds is not None else math.nan  # collective: all ranks
@@ -182,8 +213,11 @@ def main(args: Args) -> Trainer:
     if trainer.is_world_process_zero():
         first_loss = next((h["loss"] for h in trainer.state.log_history if "loss" in h), math.nan)
         eval_part = f" eval_loss={eval_loss:.4f}" if eval_ds is not None else ""
+        # the whole run's mean, also after a resume (result.training_loss covers only this process's steps)
+        mean_loss = whole_run_mean_loss(trainer.state.log_history, result.training_loss, resumed_step(resume),
+                                        trainer.state.global_step)
         print(f"[sft] done: steps={trainer.state.global_step} first_train_loss={first_loss:.4f} "
-              f"mean_train_loss={result.training_loss:.4f}{eval_part} -> {final_dir}")
+              f"mean_train_loss={mean_loss:.4f}{eval_part} -> {final_dir}")
     teardown_distributed()  # explicit, after outputs are written: avoids rare exit-time aborts
     return trainer
 

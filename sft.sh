@@ -23,7 +23,7 @@ PYTHON=${PYTHON:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo pyt
 if [ -z "${NPROC:-}" ]; then  # one process per visible GPU, or 1 on CPU
   NPROC=$($PYTHON -c "import torch; print(max(torch.cuda.device_count(), 1))")
 fi
-PORT=${PORT:-29501}
+PORT=${PORT:-$($PYTHON -m minionerec.free_port)}  # a free one unless given
 
 train_file=$(ls "$DATA_DIR"/train/"$CATEGORY"*.csv)
 eval_file=$(ls "$DATA_DIR"/valid/"$CATEGORY"*.csv)

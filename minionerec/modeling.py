@@ -72,9 +72,23 @@ def freeze_all_but_new_rows(model, first_new_row: int) -> None:
 
 def save_final_checkpoint(trainer, tokenizer, output_dir) -> Path:
     """Write output_dir/final_checkpoint (model + tokenizer). Every rank must call it: under
-    DeepSpeed/DDP `save_model` gathers the weights and rank 0 writes them."""
+    DeepSpeed/DDP `save_model` gathers the weights and rank 0 writes them.
+
+    Atomic: written to output_dir/.final_checkpoint.tmp (one name for all ranks), then renamed by
+    rank 0 once every rank is done, so a kill never leaves a half-written final_checkpoint."""
+    from minionerec.atomic import replace_dir
+
     final_dir = Path(output_dir, "final_checkpoint")
-    trainer.save_model(final_dir)
+    tmp_dir = Path(output_dir, ".final_checkpoint.tmp")
+    if trainer.is_world_process_zero() and tmp_dir.exists():  # left by a killed run
+        import shutil
+
+        shutil.rmtree(tmp_dir)
+    trainer.accelerator.wait_for_everyone()
+    trainer.save_model(tmp_dir)
     if trainer.is_world_process_zero():
-        tokenizer.save_pretrained(final_dir)
+        tokenizer.save_pretrained(tmp_dir)
+    trainer.accelerator.wait_for_everyone()
+    if trainer.is_world_process_zero():
+        replace_dir(tmp_dir, final_dir)
     return final_dir
