@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from minionerec import checks
 from minionerec.atomic import atomic_path
 from minionerec.cli import run
 from minionerec.data import DataError, load_item_meta, load_sid_index, sid_string, write_info, write_split
@@ -124,6 +125,7 @@ def main(args: Args) -> None:
     for flag in ("inter_dir", "category", "item_meta_path", "sid_index_path", "output_dir"):
         if not getattr(args, flag):
             raise SystemExit(f"error: --{flag} is required")
+    checks.writable_dir(args.output_dir, "output_dir")
     counts = convert(args.inter_dir, args.category, args.item_meta_path, args.sid_index_path, args.output_dir)
     print(json.dumps({"output_dir": args.output_dir, "rows": counts}))
 

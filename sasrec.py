@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from minionerec import checks
 from minionerec.atomic import atomic_write_text
 from minionerec.cli import run
 from minionerec.data import DataError, load_info, load_sid_index, load_split, split_sid
@@ -71,6 +72,7 @@ def check_args(args: Args) -> None:
             raise SystemExit(f"error: --{flag} must be >= 1, got {getattr(args, flag)}")
     if args.hidden_size % args.num_heads:
         raise SystemExit(f"error: --hidden_size {args.hidden_size} is not divisible by --num_heads {args.num_heads}")
+    checks.writable_dir(args.output_dir, "output_dir")
 
 
 def load_catalogue(args: Args) -> list[str]:

@@ -2,11 +2,10 @@
 
     python tests/fault_driver.py POINT STEP script.py --flag value ...
 
-POINT (at checkpoint-STEP, or during step STEP + 1 for `between_steps`):
+POINT, inside the save of checkpoint-STEP:
   empty_dir      the checkpoint directory exists, nothing in it yet
   weights_only   the weights are written; optimizer, RNG and trainer state are not
   torn_state     trainer_state.json is half written (the last file of a save)
-  between_steps  every save up to STEP is complete; killed while computing the next step
 A kill, not an exception: no finally block or atexit handler runs, exactly as with `kill -9`.
 """
 import os
@@ -30,8 +29,8 @@ def at_step(path) -> bool:
     return Path(path).name == f"checkpoint-{step}"
 
 
-save_model, save_optimizer, save_json, training_step = (Trainer.save_model, Trainer._save_optimizer_and_scheduler,
-                                                        TrainerState.save_to_json, Trainer.training_step)
+save_model, save_optimizer, save_json = (Trainer.save_model, Trainer._save_optimizer_and_scheduler,
+                                        TrainerState.save_to_json)
 
 
 def patched_save_model(self, output_dir=None, _internal_call=False):
@@ -56,14 +55,8 @@ def patched_save_json(self, json_path):
     return save_json(self, json_path)
 
 
-def patched_training_step(self, *args, **kwargs):
-    if point == "between_steps" and self.state.global_step == step:
-        die()
-    return training_step(self, *args, **kwargs)
-
-
 Trainer.save_model, Trainer._save_optimizer_and_scheduler = patched_save_model, patched_save_optimizer
-TrainerState.save_to_json, Trainer.training_step = patched_save_json, patched_training_step
+TrainerState.save_to_json = patched_save_json
 sys.argv = [script, *flags]
 sys.path.insert(0, str(Path(script).resolve().parent))
 runpy.run_path(script, run_name="__main__")
