@@ -62,5 +62,6 @@ def cutoff_holds_answers(cutoff_len: int, tokenizer, prompts: list[str], respons
     tails = sorted({p.rstrip("\n").rsplit("\n\n", 1)[-1] + "\n" for p in prompts})
     longest_tail = max(len(ids) for ids in tokenizer(tails, add_special_tokens=False)["input_ids"])
     if cutoff_len < longest_answer + longest_tail:
-        raise SystemExit(f"error: --cutoff_len {cutoff_len} cannot hold the longest answer ({longest_answer} tokens with EOS) "
-                       f"plus the prompt's last line ({longest_tail} tokens); use >= {longest_answer + longest_tail}")
+        raise SystemExit(f"error: --cutoff_len {cutoff_len} cannot hold the longest answer ({longest_answer} tokens "
+                         f"with EOS) plus the prompt's last line ({longest_tail} tokens); "
+                         f"use >= {longest_answer + longest_tail}")

@@ -94,7 +94,8 @@ def check_common(args: QuantArgs, n_items: int) -> list[int]:
         raise SystemExit(f"error: --codebook_size {max(sizes)} exceeds the {n_items} items to cluster")
     if args.collision == "reassign" and math.prod(sizes) < n_items:  # append mode grows a level instead
         raise SystemExit(f"error: --levels {args.levels} x --codebook_size {args.codebook_size} give "
-                         f"{math.prod(sizes)} distinct SIDs for {n_items} items; raise either, or use --collision append")
+                         f"{math.prod(sizes)} distinct SIDs for {n_items} items; raise either, "
+                         "or use --collision append")
     return sizes
 
 

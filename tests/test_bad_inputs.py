@@ -7,7 +7,8 @@ each script once for real.
 """
 import gzip
 import json
-import math
+import os
+import re
 import shutil
 import subprocess
 import sys
@@ -118,7 +119,7 @@ def test_sft_bad_data_one_line(case, message, demo_data, tiny_model_dir, tmp_pat
         flags["train_file"] = tmp_path / "bad.csv"
         df.to_csv(flags["train_file"], index=False)
     line = cli_error(monkeypatch, capsys, sft, **flags)
-    assert __import__("re").search(message, line), line
+    assert re.search(message, line), line
     assert not out.exists()
 
 
@@ -145,7 +146,7 @@ def test_sft_bad_flags_one_line(overrides, message, demo_data, tiny_model_dir, t
     overrides = {k: next((v.replace(a, b) for a, b in subst.items() if isinstance(v, str) and a in v), v)
                  for k, v in overrides.items()}
     line = cli_error(monkeypatch, capsys, sft, **sft_flags(demo_data, tiny_model_dir, out, **overrides))
-    assert __import__("re").search(message, line), line
+    assert re.search(message, line), line
     assert not out.exists()
 
 
@@ -178,7 +179,7 @@ def test_rl_bad_flags_one_line(overrides, message, demo_data, tiny_model_dir, tm
     subst = {"ADA": str(tmp_path / "ada.npy"), "EMPTY": str(tmp_path / "empty")}
     overrides = {k: subst.get(v, v) if isinstance(v, str) else v for k, v in overrides.items()}
     line = cli_error(monkeypatch, capsys, rl, **rl_flags(demo_data, tiny_model_dir, out, **overrides))
-    assert __import__("re").search(message, line), line
+    assert re.search(message, line), line
     assert not out.exists()  # no completions/ or checkpoint left behind
 
 
@@ -252,14 +253,13 @@ def test_sasrec_bad_csv(demo_data, tmp_path, monkeypatch, capsys):
     assert line.endswith("bad.csv: no data rows")
 
 
-# --- the real thing: a subprocess per script, exit code 2, one line, no traceback
+# --- the real thing: a subprocess per script, exit code 2, one line, no traceback (sft.py's is in test_sft.py)
 @pytest.mark.parametrize("script, flags, expected", [
-    ("sft.py", ["--base_model", "EMPTY", "--train_file", "x.csv", "--sid_index_path", "i.json"],
-     "error: --base_model EMPTY: no config.json there (not a saved model directory)"),
     ("convert_dataset.py", ["--inter_dir", "RAW", "--category", CATEGORY, "--item_meta_path", "BADJSON",
                             "--sid_index_path", "BADJSON", "--output_dir", "OUT"],
      "error: BADJSON: invalid JSON (Expecting property name enclosed in double quotes at line 1)"),
-    ("rq/report.py", ["--index_path", "BADJSON"], "error: BADJSON: invalid JSON (Expecting property name enclosed in double quotes at line 1)"),
+    ("rq/report.py", ["--index_path", "BADJSON"],
+     "error: BADJSON: invalid JSON (Expecting property name enclosed in double quotes at line 1)"),
 ])
 def test_scripts_print_one_line_in_a_subprocess(script, flags, expected, demo_data, tmp_path):
     (tmp_path / "empty").mkdir()
@@ -270,7 +270,7 @@ def test_scripts_print_one_line_in_a_subprocess(script, flags, expected, demo_da
     for key, value in subst.items():
         expected = expected.replace(key, value)
     result = subprocess.run([sys.executable, script, *flags], cwd=ROOT, capture_output=True, text=True, timeout=300,
-                            env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [expected]
     assert not (tmp_path / "out").exists()

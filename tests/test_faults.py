@@ -9,6 +9,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -231,3 +232,12 @@ def test_evaluate_interrupted_while_writing_keeps_the_previous_json(demo_data, t
     monkeypatch.undo()
     assert json.loads(result_json.read_text()) == [{"previous": True}]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["pred.json"]
+
+
+def test_launchers_take_a_free_port_unless_given():
+    port = int(subprocess.run([sys.executable, "-m", "minionerec.free_port"], cwd=ROOT, capture_output=True,
+                              text=True, check=True).stdout)
+    with socket.socket() as sock:
+        sock.bind(("", port))  # nobody holds it
+    for launcher in ("sft.sh", "rl.sh", "evaluate.sh"):
+        assert "-m minionerec.free_port)}" in (ROOT / launcher).read_text(), launcher
