@@ -207,17 +207,17 @@ def main(args: Args) -> Trainer:
         processing_class=tokenizer, callbacks=callbacks,
     )
     result = trainer.train(resume_from_checkpoint=resume)
+    # the whole run's mean loss, also after a resume (Transformers averages only this process's steps)
+    result = result._replace(training_loss=whole_run_mean_loss(
+        trainer.state.log_history, result.training_loss, resumed_step(resume), trainer.state.global_step))
 
     eval_loss = trainer.evaluate()["eval_loss"] if eval_ds is not None else math.nan  # collective: all ranks
     final_dir = save_final_checkpoint(trainer, tokenizer, args.output_dir)
     if trainer.is_world_process_zero():
         first_loss = next((h["loss"] for h in trainer.state.log_history if "loss" in h), math.nan)
         eval_part = f" eval_loss={eval_loss:.4f}" if eval_ds is not None else ""
-        # the whole run's mean, also after a resume (result.training_loss covers only this process's steps)
-        mean_loss = whole_run_mean_loss(trainer.state.log_history, result.training_loss, resumed_step(resume),
-                                        trainer.state.global_step)
         print(f"[sft] done: steps={trainer.state.global_step} first_train_loss={first_loss:.4f} "
-              f"mean_train_loss={mean_loss:.4f}{eval_part} -> {final_dir}")
+              f"mean_train_loss={result.training_loss:.4f}{eval_part} -> {final_dir}")
     teardown_distributed()  # explicit, after outputs are written: avoids rare exit-time aborts
     return trainer
 

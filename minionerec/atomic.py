@@ -46,32 +46,16 @@ def atomic_write_text(path, text: str, encoding: str = "utf-8") -> Path:
     return Path(path)
 
 
-@contextlib.contextmanager
-def atomic_dir(path):
-    """Yield a temporary sibling directory; it replaces `path` (a directory) when the block succeeds.
-
-    A directory cannot be renamed onto a non-empty one, so an existing `path` is first renamed
-    aside and deleted after the swap: a crash in between leaves the old one under `.NAME.old-*`.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
-    try:
-        yield tmp
-        replace_dir(tmp, path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
 def replace_dir(src, dst) -> None:
-    """Move directory `src` to `dst`, replacing an existing `dst` (see atomic_dir)."""
+    """Move directory `src` (written completely) to `dst`, replacing an existing `dst`.
+
+    A directory cannot be renamed onto a non-empty one, so an existing `dst` is first renamed aside
+    and deleted after the swap: a crash in between leaves the old one under `.NAME.old-*`."""
     src, dst = Path(src), Path(dst)
     old = None
     if dst.exists():
         old = Path(tempfile.mkdtemp(prefix=f".{dst.name}.old-", dir=dst.parent))
         os.replace(dst, old / dst.name)
-    os.chmod(src, 0o777 & ~_UMASK)  # mkdtemp makes 0700
     os.replace(src, dst)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
