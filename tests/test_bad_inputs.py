@@ -24,7 +24,7 @@ import sasrec
 import sft
 from conftest import CATEGORY, ROOT, split_path
 from data import amazon18_data_process
-from minionerec import cli
+from minionerec import checks, cli
 from rq import rqkmeans, text2emb
 from rq.common import save_embeddings
 
@@ -274,3 +274,15 @@ def test_scripts_print_one_line_in_a_subprocess(script, flags, expected, demo_da
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [expected]
     assert not (tmp_path / "out").exists()
+
+
+def test_unwritable_output_dir_is_named(tmp_path, monkeypatch):
+    """Tests run as root here, which may write anywhere: simulate the refusal a normal user gets."""
+    def refuse(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr("minionerec.checks.tempfile.TemporaryFile", refuse)
+    with pytest.raises(SystemExit, match=rf"error: --output_dir {tmp_path}/a/b: {tmp_path} is not writable "
+                                         r"\(Permission denied\)"):
+        checks.writable_dir(str(tmp_path / "a" / "b"), "output_dir")
+    assert list(tmp_path.iterdir()) == []
