@@ -89,19 +89,22 @@ def test_sft_killed_three_times_resumes_to_the_uninterrupted_weights(demo_data, 
     assert summary.search(clean).group(1) == summary.search(final).group(1)
 
 
-RL_KILLS = [("torn_state", 2), ("weights_only", 3)]
+# one kill for RL (each rl.py process costs ~10 s of CPU): TRL's _save_checkpoint only adds a model card
+# to Transformers', whose other kill points the SFT chain covers
+RL_KILLS = [("torn_state", 3)]
 
 
 @pytest.mark.slow
-def test_rl_killed_during_saves_resumes_to_the_uninterrupted_weights(demo_data, tiny_model_dir, tmp_path):
+def test_rl_killed_during_a_save_resumes_to_the_uninterrupted_weights(demo_data, tiny_model_dir, tmp_path):
     flags = data_flags(demo_data, "model_path", tiny_model_dir) + [
         "--train_batch_size", "8", "--num_generations", "4", "--max_steps", "4", "--save_steps", "1",
         "--learning_rate", "1e-2", "--title_history_sample", "50", "--add_gt", "true", "--reward_type", "ranking",
         "--gradient_checkpointing", "false"]
     clean, final, warnings = kill_chain("rl.py", flags, tmp_path, RL_KILLS)
-    assert [re.search(r"checkpoint-(\d+):", w).group(1) for w in warnings] == ["2", "3"]
+    assert [re.search(r"checkpoint-(\d+): (.*)", w).groups() for w in warnings] == [
+        ("3", "trainer_state.json is truncated (the save was interrupted)")]
     clean_hash, resumed_hash = (weights_hash(tmp_path / d / "final_checkpoint") for d in ("clean", "faulty"))
-    print(f"rl weights sha256: uninterrupted {clean_hash}  killed 2x + resumed {resumed_hash}")
+    print(f"rl weights sha256: uninterrupted {clean_hash}  killed in a save + resumed {resumed_hash}")
     assert clean_hash == resumed_hash
     reward = re.compile(r"mean_reward=(\S+)")
     assert reward.search(clean).group(1) == reward.search(final).group(1)
