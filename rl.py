@@ -17,7 +17,7 @@ from transformers import set_seed
 from trl import GRPOConfig
 
 from minionerec import checks
-from minionerec.checkpoints import resolve_resume
+from minionerec.resume import resolve_resume
 from minionerec.cli import end_of_setup, run
 from minionerec.distributed import teardown_distributed
 from minionerec.data import load_info, load_item_meta, load_sid_index, load_split, sid_vocabulary

@@ -19,7 +19,7 @@ import torch
 from transformers import EarlyStoppingCallback, Trainer, TrainingArguments, set_seed
 
 from minionerec import checks
-from minionerec.checkpoints import resolve_resume, resumed_step, whole_run_mean_loss
+from minionerec.resume import resolve_resume, resumed_step, whole_run_mean_loss
 from minionerec.cli import end_of_setup, run
 from minionerec.collate import AnswerWindowCollator
 from minionerec.distributed import teardown_distributed

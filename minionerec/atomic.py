@@ -7,6 +7,7 @@ the same path concurrently leave one complete result (the last rename wins), nev
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shutil
 import tempfile
@@ -46,18 +47,40 @@ def atomic_write_text(path, text: str, encoding: str = "utf-8") -> Path:
     return Path(path)
 
 
+@contextlib.contextmanager
+def atomic_dir(path):
+    """Yield a temporary sibling directory; it replaces `path` (see replace_dir) when the block succeeds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    try:
+        yield tmp
+        os.chmod(tmp, 0o777 & ~_UMASK)  # mkdtemp makes 0700
+        replace_dir(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
 def replace_dir(src, dst) -> None:
     """Move directory `src` (written completely) to `dst`, replacing an existing `dst`.
 
     A directory cannot be renamed onto a non-empty one, so an existing `dst` is first renamed aside
-    and deleted after the swap: a crash in between leaves the old one under `.NAME.old-*`."""
+    (`.NAME.old-*`, deleted after the swap). Another writer may swap in between: then the loop moves
+    its result aside too, so `dst` always ends as one writer's complete directory.
+    """
     src, dst = Path(src), Path(dst)
-    old = None
-    if dst.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{dst.name}.old-", dir=dst.parent))
-        os.replace(dst, old / dst.name)
-    os.replace(src, dst)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-
-
+    set_aside = []
+    while True:
+        try:
+            os.rename(src, dst)  # succeeds when dst is absent (or an empty directory)
+            break
+        except OSError as e:
+            if e.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                raise
+        aside = Path(tempfile.mkdtemp(prefix=f".{dst.name}.old-", dir=dst.parent))
+        set_aside.append(aside)
+        with contextlib.suppress(FileNotFoundError):  # another writer moved it first
+            os.rename(dst, aside / dst.name)
+    for aside in set_aside:
+        shutil.rmtree(aside, ignore_errors=True)

@@ -103,7 +103,8 @@ def run(main, args_cls) -> None:
             return
         _setup["done"] = False
         try:
-            main(parse_args(args_cls, flags))
+            args = parse_args(args_cls, flags)
+            main(args)
         except SystemExit as e:  # the checks' `raise SystemExit("error: ...")`: one line, exit code 2
             if not isinstance(e.code, str):
                 raise

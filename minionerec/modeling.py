@@ -74,21 +74,24 @@ def save_final_checkpoint(trainer, tokenizer, output_dir) -> Path:
     """Write output_dir/final_checkpoint (model + tokenizer). Every rank must call it: under
     DeepSpeed/DDP `save_model` gathers the weights and rank 0 writes them.
 
-    Atomic: written to output_dir/.final_checkpoint.tmp (one name for all ranks), then renamed by
-    rank 0 once every rank is done, so a kill never leaves a half-written final_checkpoint."""
+    Atomic: the writer saves into a sibling directory named after its process, then renames it onto
+    final_checkpoint, so a kill never leaves a half-written one. The writer is the process that
+    transformers lets write weights: `args.should_save` and global rank 0 (on CPU torchrun every
+    process has should_save, but only rank 0 gets weights; the others' partial copies are dropped)."""
+    import os
+    import shutil
+    import socket
+
+    import torch.distributed as dist
+
     from minionerec.atomic import replace_dir
 
     final_dir = Path(output_dir, "final_checkpoint")
-    tmp_dir = Path(output_dir, ".final_checkpoint.tmp")
-    if trainer.is_world_process_zero() and tmp_dir.exists():  # left by a killed run
-        import shutil
-
-        shutil.rmtree(tmp_dir)
-    trainer.accelerator.wait_for_everyone()
+    tmp_dir = Path(output_dir, f".final_checkpoint.{socket.gethostname()}-{os.getpid()}.tmp")
     trainer.save_model(tmp_dir)
-    if trainer.is_world_process_zero():
+    if trainer.args.should_save and (not dist.is_initialized() or dist.get_rank() == 0):
         tokenizer.save_pretrained(tmp_dir)
-    trainer.accelerator.wait_for_everyone()
-    if trainer.is_world_process_zero():
         replace_dir(tmp_dir, final_dir)
+    else:
+        shutil.rmtree(tmp_dir, ignore_errors=True)
     return final_dir

@@ -20,8 +20,8 @@ from safetensors.torch import load_file
 
 import evaluate
 from conftest import CATEGORY, ROOT, split_path
-from minionerec.atomic import atomic_path, atomic_write_text, replace_dir
-from minionerec.checkpoints import (CheckpointError, incomplete_reason, newest_complete, resolve_resume,
+from minionerec.atomic import atomic_dir, atomic_path, atomic_write_text, replace_dir
+from minionerec.resume import (CheckpointError, incomplete_reason, newest_complete, resolve_resume,
                                     whole_run_mean_loss)
 
 
@@ -166,6 +166,13 @@ def test_atomic_write_keeps_the_old_file_on_failure(tmp_path):
         (tmp_path / ".final.tmp" / "v").write_text(version)
         replace_dir(tmp_path / ".final.tmp", tmp_path / "final")
     assert (tmp_path / "final" / "v").read_text() == "two"
+    with pytest.raises(RuntimeError), atomic_dir(tmp_path / "final") as tmp:  # a failed directory write
+        (tmp / "v").write_text("half")
+        raise RuntimeError
+    with atomic_dir(tmp_path / "final") as tmp:
+        (tmp / "v").write_text("three")
+    assert (tmp_path / "final" / "v").read_text() == "three"
+    assert oct((tmp_path / "final").stat().st_mode & 0o777) == oct(0o777 & ~_umask())
     assert sorted(p.name for p in tmp_path.iterdir()) == ["final", "pred.json"]
     assert oct(target.stat().st_mode & 0o777) == oct(0o666 & ~_umask())
 
@@ -194,6 +201,28 @@ def test_concurrent_writers_never_mix(tmp_path):
         assert len(text) == 200_000 and len(set(text)) == 1  # one writer's whole file, never a mix
     assert [w.wait() for w in writers] == [0, 0]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics.json"]
+
+
+REPLACE_MANY = """
+import sys
+from pathlib import Path
+from minionerec.atomic import atomic_dir
+for _ in range(30):
+    with atomic_dir(sys.argv[1]) as tmp:
+        for name in ("config.json", "model.safetensors"):
+            (tmp / name).write_text(sys.argv[2] * 1000)
+"""
+
+
+def test_concurrent_directory_writers_leave_one_complete_directory(tmp_path):
+    """final_checkpoint's case: two processes replacing one directory (CPU torchrun ranks, two runs)."""
+    target = tmp_path / "final_checkpoint"
+    writers = [subprocess.Popen([sys.executable, "-c", REPLACE_MANY, str(target), letter], cwd=ROOT)
+               for letter in "AB"]
+    assert [w.wait() for w in writers] == [0, 0]
+    texts = {p.name: p.read_text() for p in target.iterdir()}
+    assert set(texts) == {"config.json", "model.safetensors"} and len(set(texts.values())) == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["final_checkpoint"]  # nothing set aside is left
 
 
 KILL_MID_WRITE = """
