@@ -22,6 +22,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from minionerec import checks
+from minionerec.atomic import atomic_path
 from minionerec.cli import run
 from minionerec.data import DataError, load_item_meta, load_sid_index, sid_string, write_info, write_split
 
@@ -62,7 +64,7 @@ def read_inter(path) -> list[tuple[str, list[str], str]]:
 
 
 def write_inter(rows, path) -> None:
-    with open(path, "w", encoding="utf-8", newline="") as f:
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8", newline="") as f:
         writer = csv.writer(f, delimiter="\t", lineterminator="\n")
         writer.writerow(INTER_HEADER)
         writer.writerows((user, " ".join(history), item) for user, history, item in rows)
@@ -102,7 +104,8 @@ def convert(inter_dir, category, item_meta_path, sid_index_path, output_dir) -> 
     for src, name in ((sid_index_path, "index"), (item_meta_path, "item")):
         dst = out / "index" / f"{category}.{name}.json"
         if Path(src).resolve() != dst.resolve():
-            shutil.copyfile(src, dst)
+            with atomic_path(dst) as tmp:
+                shutil.copyfile(src, tmp)
     return {split: len(frame) for split, frame in frames.items()}
 
 
@@ -122,6 +125,7 @@ def main(args: Args) -> None:
     for flag in ("inter_dir", "category", "item_meta_path", "sid_index_path", "output_dir"):
         if not getattr(args, flag):
             raise SystemExit(f"error: --{flag} is required")
+    checks.writable_dir(args.output_dir, "output_dir")
     counts = convert(args.inter_dir, args.category, args.item_meta_path, args.sid_index_path, args.output_dir)
     print(json.dumps({"output_dir": args.output_dir, "rows": counts}))
 

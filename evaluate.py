@@ -17,8 +17,9 @@ from pathlib import Path
 import torch
 from transformers import set_seed
 
-from minionerec import prompts
-from minionerec.cli import run
+from minionerec import checks, prompts
+from minionerec.atomic import atomic_write_text
+from minionerec.cli import end_of_setup, run
 from minionerec.config import record_run
 from minionerec.constrained import build_sid_trie
 from minionerec.data import DataError, load_catalogue, load_split
@@ -53,8 +54,11 @@ class Args:
 
 def check_args(args: Args) -> None:
     """Fail before loading anything heavy."""
-    if not args.base_model or not Path(args.base_model).is_dir():
-        raise SystemExit(f"error: --base_model must be a local model directory, got {args.base_model!r}")
+    checks.model_dir(args.base_model, "base_model")
+    if Path(args.result_json).is_dir():
+        raise SystemExit(f"error: --result_json {args.result_json}: is a directory")
+    checks.writable_dir(str(Path(args.result_json).parent), "result_json")
+    checks.sample_size(args.sample, "sample")
     for flag in ("test_file", "sid_index_path", "info_file", "train_file"):
         path = getattr(args, flag)
         if path and not Path(path).is_file():
@@ -69,6 +73,14 @@ def check_args(args: Args) -> None:
         raise SystemExit(f"error: --dtype must be auto, float32, bfloat16 or float16, got {args.dtype!r}")
 
 
+def check_catalogue(args: Args, sid_index: dict) -> None:
+    """Beams return distinct SIDs: more beams than catalogue SIDs would give short rankings silently."""
+    distinct = len({"".join(sid) for sid in sid_index.values()})
+    if args.num_beams > distinct:
+        raise SystemExit(f"error: --num_beams {args.num_beams} exceeds the {distinct} distinct SIDs of the catalogue "
+                         f"({args.sid_index_path or args.info_file})")
+
+
 def main(args: Args) -> dict | None:
     check_args(args)
     rank, world_size, device = init_distributed()
@@ -80,6 +92,7 @@ def main(args: Args) -> dict | None:
         test_df = load_split(args.test_file, sid_index)
     except DataError as e:
         raise SystemExit(f"error: {e}") from None
+    check_catalogue(args, sid_index)
     if args.sample > 0:
         test_df = test_df.iloc[: args.sample].reset_index(drop=True)
     texts = [prompts.sid_history_prompt(h) for h in test_df["history_item_sid"]]
@@ -94,6 +107,7 @@ def main(args: Args) -> dict | None:
         teardown_distributed()
         return None
     dtype = best_dtype() if args.dtype == "auto" else getattr(torch, args.dtype)
+    end_of_setup()
     model = load_model(args.base_model, dtype=dtype).to(device).eval()
     trie = trie.to(device)
 
@@ -118,8 +132,8 @@ def main(args: Args) -> dict | None:
         records = test_df.to_dict(orient="records")
         for record, predicted in zip(records, predictions):
             record["predict"] = predicted
-        Path(args.result_json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.result_json).write_text(json.dumps(records, indent=1, ensure_ascii=False))
+        # temporary sibling + rename: a kill mid-write keeps the previous results whole
+        atomic_write_text(args.result_json, json.dumps(records, indent=1, ensure_ascii=False))
         print(f"[evaluate] {args.category or Path(args.test_file).stem}: {len(test_df)} users, "
               f"{trie.num_sids} distinct SIDs, {args.num_beams} beams, {world_size} process(es), "
               f"decoding {elapsed:.1f}s (rank 0) -> {args.result_json}")

@@ -25,7 +25,10 @@ fi
 NNODES=${NNODES:-1}
 NODE_RANK=${NODE_RANK:-0}
 MASTER_ADDR=${MASTER_ADDR:-127.0.0.1}
-MASTER_PORT=${MASTER_PORT:-${PORT:-29502}}
+MASTER_PORT=${MASTER_PORT:-${PORT:-}}
+if [ -z "$MASTER_PORT" ]; then  # one node: any free port; several: one port every node knows
+  if [ "$NNODES" = 1 ]; then MASTER_PORT=$($PYTHON -m minionerec.free_port); else MASTER_PORT=29502; fi
+fi
 
 test_file=$(ls "$DATA_DIR"/test/"$CATEGORY"*.csv)
 train_file=$(ls "$DATA_DIR"/train/"$CATEGORY"*.csv)

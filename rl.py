@@ -16,9 +16,11 @@ from pathlib import Path
 import torch
 from transformers import set_seed
 
+from minionerec import checks
 from minionerec.checkpoints import NoCheckpointAtLastStep
-from minionerec.cli import resume_flag, run
+from minionerec.cli import end_of_setup, run
 from minionerec.config import record_run
+from minionerec.resume import resolve_resume
 from minionerec.distributed import teardown_distributed
 from minionerec.data import load_info, load_item_meta, load_sid_index, load_split, sid_vocabulary
 from minionerec.modeling import best_dtype, load_model, load_tokenizer, missing_sid_tokens, save_final_checkpoint
@@ -125,8 +127,10 @@ def grpo_config(args: Args, world_size: int) -> MiniOneRecGRPOConfig:
 
 def check_args(args: Args, world_size: int) -> None:
     """Fail before loading the model: paths, exclusive options, batch divisibility."""
-    if not args.model_path or not Path(args.model_path).is_dir():
-        raise SystemExit(f"error: --model_path must be a local model directory, got {args.model_path!r}")
+    checks.model_dir(args.model_path, "model_path")
+    checks.writable_dir(args.output_dir, "output_dir")
+    checks.positive_finite(args.learning_rate, "learning_rate")
+    checks.trains_something(args.num_train_epochs, "num_train_epochs", args.max_steps)
     for flag in ("train_file", "sid_index_path"):
         if not getattr(args, flag):
             raise SystemExit(f"error: --{flag} is required")
@@ -135,10 +139,15 @@ def check_args(args: Args, world_size: int) -> None:
     if args.test_during_training and not args.eval_file:
         raise SystemExit("error: --test_during_training needs --eval_file")
     try:
-        parse_reward_weights(args.reward_weights, check_reward_type(args.reward_type))
+        rewards = check_reward_type(args.reward_type)
+        parse_reward_weights(args.reward_weights, rewards)
         grpo_loss_options(args.dapo, args.gspo, args.loss_type)
     except ValueError as e:
         raise SystemExit(f"error: {e}") from None
+    for reward, flag in (("sasrec", "cf_path"), ("semantic", "ada_path")):
+        path = getattr(args, flag)
+        if reward in rewards and not (path and Path(path).is_file()):
+            raise SystemExit(f"error: --reward_type {args.reward_type} needs --{flag} (an existing file), got {path!r}")
     G, local = args.num_generations, args.train_batch_size * args.gradient_accumulation_steps
     if G < 2:
         raise SystemExit(f"error: --num_generations must be >= 2 (GRPO compares completions), got {G}")
@@ -148,13 +157,26 @@ def check_args(args: Args, world_size: int) -> None:
                          f"= {local} (global batch {local * world_size} over {world_size} processes)")
 
 
+def check_catalogue(args: Args, sid_index: dict) -> None:
+    """Beam search returns distinct SIDs: a group of G needs at least G of them in the catalogue."""
+    distinct = len({"".join(sid) for sid in sid_index.values()})
+    if args.num_generations > distinct:
+        raise SystemExit(f"error: --num_generations {args.num_generations} exceeds the {distinct} distinct SIDs "
+                         f"of {args.sid_index_path}")
+    if args.test_during_training and args.test_beam > distinct:
+        raise SystemExit(f"error: --test_beam {args.test_beam} exceeds the {distinct} distinct SIDs "
+                         f"of {args.sid_index_path}")
+
+
 def main(args: Args):
     world_size = int(os.environ.get("WORLD_SIZE", 1))
     check_args(args, world_size)
+    resume = resolve_resume(args.resume_from_checkpoint, args.output_dir)  # the newest complete checkpoint
     set_seed(args.seed)
 
     # data: validated before the model loads
     sid_index = load_sid_index(args.sid_index_path)
+    check_catalogue(args, sid_index)
     item_meta = load_item_meta(args.item_meta_path) if args.item_meta_path else None
     if args.info_file:
         unknown = {sid for sid, _, _ in load_info(args.info_file)} - {"".join(s) for s in sid_index.values()}
@@ -172,6 +194,9 @@ def main(args: Args):
         raise SystemExit(f"error: {args.model_path} lacks {len(missing)} SID token(s) (e.g. {missing[0]}); "
                          "RL starts from an SFT checkpoint trained with this --sid_index_path")
     tokenizer.padding_side = "left"
+    # before the model: a wrong --ada_path / --cf_path (rows != catalogue items) fails in seconds
+    reward_funcs, _ = build_reward_funcs(args.reward_type, args.num_generations, sid_index, tokenizer,
+                                         args.ada_path, args.cf_path)
     if args.report_to == "wandb" and args.wandb_project:
         os.environ.setdefault("WANDB_PROJECT", args.wandb_project)
     try:
@@ -181,10 +206,9 @@ def main(args: Args):
     record_run(args, args.output_dir)  # prints each value + source; writes output_dir/run_config.yaml
     if args.dry_run:  # every check above passed; no weights were read
         return None
+    end_of_setup()
     # With beta > 0 TRL reloads the reference model from model.config._name_or_path: keep it a directory.
     model = load_model(args.model_path, dtype=torch.float32)
-    reward_funcs, _ = build_reward_funcs(args.reward_type, args.num_generations, sid_index, tokenizer,
-                                         args.ada_path, args.cf_path)
 
     callbacks = [NoCheckpointAtLastStep()]  # final_checkpoint is the end-of-run save
     if args.test_during_training:
@@ -202,7 +226,6 @@ def main(args: Args):
               f"distributed={trainer.accelerator.distributed_type} reward={args.reward_type} "
               f"loss_type={config.loss_type} importance_sampling_level={config.importance_sampling_level}")
 
-    resume = resume_flag(args.resume_from_checkpoint)
     trainer.train(resume_from_checkpoint=resume)
 
     tokenizer.padding_side = "right"  # as the SFT checkpoint saved it

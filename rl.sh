@@ -29,6 +29,9 @@ topology=()
 [ -n "${NODE_RANK:-}" ] && topology+=(--machine_rank "$NODE_RANK")
 [ -n "${MASTER_ADDR:-}" ] && topology+=(--main_process_ip "$MASTER_ADDR")
 PORT=${MASTER_PORT:-${PORT:-}}
+if [ -z "$PORT" ] && [ -z "${NNODES:-}${NODE_RANK:-}" ] && ! grep -q '^main_process_port:' "$CONFIG" 2>/dev/null; then
+  PORT=$($PYTHON -m minionerec.free_port)  # one node, no port named anywhere: a free one (two runs may share a box)
+fi
 [ -n "$PORT" ] && topology+=(--main_process_port "$PORT")
 if [ -n "${GPUS_PER_NODE:-}" ]; then
   NUM_PROCESSES=${NUM_PROCESSES:-$(( ${NNODES:-1} * GPUS_PER_NODE ))}

@@ -21,6 +21,8 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from minionerec import checks
+from minionerec.atomic import atomic_write_text
 from minionerec.cli import run
 from minionerec.data import DataError, load_catalogue
 from minionerec.evaluation import popularity_ranking
@@ -69,6 +71,7 @@ def check_args(args: Args) -> None:
             raise SystemExit(f"error: --{flag} must be >= 1, got {getattr(args, flag)}")
     if args.hidden_size % args.num_heads:
         raise SystemExit(f"error: --hidden_size {args.hidden_size} is not divisible by --num_heads {args.num_heads}")
+    checks.writable_dir(args.output_dir, "output_dir")
 
 
 def main(args: Args) -> dict:
@@ -133,7 +136,7 @@ def main(args: Args) -> dict:
               "valid": rows["SASRec (valid, best epoch)"], "popularity_test": rows["popularity (train, test)"],
               "valid_curve": curve}
     metrics_path = Path(args.output_dir) / "metrics.json"
-    metrics_path.write_text(json.dumps(result, indent=1))
+    atomic_write_text(metrics_path, json.dumps(result, indent=1))
     print(f"[sasrec] best valid NDCG@10 {best:.4f} at epoch {best_epoch}/{len(curve)} ({train_seconds:.0f}s); "
           f"model -> {cf_path} (rl.py --cf_path); metrics -> {metrics_path}")
     print(format_table(rows, DEFAULT_KS))

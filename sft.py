@@ -8,6 +8,7 @@ Writes `output_dir/final_checkpoint` (model + tokenizer), loadable with AutoMode
 """
 from __future__ import annotations
 
+import copy
 import math
 import os
 from dataclasses import dataclass
@@ -16,15 +17,17 @@ from pathlib import Path
 import torch
 from transformers import EarlyStoppingCallback, Trainer, TrainingArguments, set_seed
 
+from minionerec import checks
 from minionerec.checkpoints import NoCheckpointAtLastStep
-from minionerec.cli import resume_flag, run
+from minionerec.cli import end_of_setup, run
 from minionerec.config import ConfigError, record_run
+from minionerec.resume import resolve_resume, resumed_step, whole_run_mean_loss
 from minionerec.collate import AnswerWindowCollator
 from minionerec.distributed import teardown_distributed
 from minionerec.data import load_item_meta, load_sid_index, load_split, sid_vocabulary
 from minionerec.launch_check import sft_deepspeed
 from minionerec.modeling import (add_sid_tokens, best_dtype, freeze_all_but_new_rows, load_model, load_tokenizer,
-                                 save_final_checkpoint)
+                                 missing_sid_tokens, save_final_checkpoint)
 from minionerec.sft_data import TASKS, build_text_dataset, sample_rows, tokenize_dataset
 from minionerec.throughput import ThroughputCallback
 
@@ -94,8 +97,11 @@ def deepspeed_config(path: str) -> str | None:
 
 def check_paths(args: Args, tasks: list[str]) -> None:
     """Fail before loading anything heavy."""
-    if not args.base_model or not Path(args.base_model).is_dir():
-        raise SystemExit(f"error: --base_model must be a local model directory, got {args.base_model!r}")
+    checks.model_dir(args.base_model, "base_model")
+    checks.writable_dir(args.output_dir, "output_dir")
+    checks.sample_size(args.sample, "sample")
+    checks.positive_finite(args.learning_rate, "learning_rate")
+    checks.trains_something(args.num_epochs, "num_epochs", args.max_steps)
     if not args.train_file:
         raise SystemExit("error: --train_file is required")
     if not tasks:
@@ -106,9 +112,19 @@ def check_paths(args: Args, tasks: list[str]) -> None:
         raise SystemExit("error: --task_item_alignment needs --item_meta_path")
 
 
+def check_cutoff(args: Args, tokenizer, sid_index: dict, texts: list) -> None:
+    """--cutoff_len against the longest answer, counting each SID token as one token, as after
+    add_sid_tokens (done on a copy: the real tokenizer gets them together with the model's rows)."""
+    probe = copy.deepcopy(tokenizer)
+    probe.add_tokens(missing_sid_tokens(probe, sid_vocabulary(sid_index)))
+    prompts = [p for ds in texts for p in ds["prompt"]]
+    checks.cutoff_holds_answers(args.cutoff_len, probe, prompts, [r for ds in texts for r in ds["response"]])
+
+
 def main(args: Args) -> Trainer:
     tasks = [t for t in TASKS if getattr(args, f"task_{t}")]
     check_paths(args, tasks)
+    resume = resolve_resume(args.resume_from_checkpoint, args.output_dir)  # the newest complete checkpoint
     ds_config = deepspeed_config(args.deepspeed)
     world_size = int(os.environ.get("WORLD_SIZE", 1))
     grad_accum = gradient_accumulation(args.batch_size, args.micro_batch_size, world_size)
@@ -120,11 +136,16 @@ def main(args: Args) -> Trainer:
     train_df = sample_rows(load_split(args.train_file, sid_index, item_meta), args.sample, args.seed)
     eval_df = load_split(args.eval_file, sid_index, item_meta) if args.eval_file else None
 
+    train_text = build_text_dataset(tasks, train_df, sid_index, item_meta, args.seed)
+    eval_text = build_text_dataset(["sid_history"], eval_df) if eval_df is not None else None
+
     # tokenizer + model (+ SID tokens when the base model lacks them)
     tokenizer = load_tokenizer(args.base_model)
+    check_cutoff(args, tokenizer, sid_index, [ds for ds in (train_text, eval_text) if ds is not None])
     record_run(args, args.output_dir)  # prints each value + source; writes output_dir/run_config.yaml
     if args.dry_run:  # every check above passed; no weights were read
         return None
+    end_of_setup()
     model = load_model(args.base_model, dtype=torch.float32, from_scratch=args.train_from_scratch)
     old_vocab = model.get_input_embeddings().weight.shape[0]
     added = add_sid_tokens(model, tokenizer, sid_vocabulary(sid_index))
@@ -134,10 +155,8 @@ def main(args: Args) -> Trainer:
     print(f"[sft] tasks={tasks} added_sid_tokens={added} trainable_params={trainable:,} "
           f"grad_accum={grad_accum} world_size={world_size}")
 
-    train_ds = tokenize_dataset(build_text_dataset(tasks, train_df, sid_index, item_meta, args.seed),
-                                tokenizer, args.cutoff_len)
-    eval_ds = (tokenize_dataset(build_text_dataset(["sid_history"], eval_df), tokenizer, args.cutoff_len)
-               if eval_df is not None else None)
+    train_ds = tokenize_dataset(train_text, tokenizer, args.cutoff_len)
+    eval_ds = tokenize_dataset(eval_text, tokenizer, args.cutoff_len) if eval_text is not None else None
 
     if args.report_to == "wandb" and args.wandb_project:
         os.environ.setdefault("WANDB_PROJECT", args.wandb_project)
@@ -182,8 +201,10 @@ def main(args: Args) -> Trainer:
         data_collator=AnswerWindowCollator(tokenizer.pad_token_id),
         processing_class=tokenizer, callbacks=[*callbacks, NoCheckpointAtLastStep()],  # final_checkpoint: the end save
     )
-    resume = resume_flag(args.resume_from_checkpoint)
     result = trainer.train(resume_from_checkpoint=resume)
+    # the whole run's mean loss, also after a resume (Transformers averages only this process's steps)
+    result = result._replace(training_loss=whole_run_mean_loss(
+        trainer.state.log_history, result.training_loss, resumed_step(resume), trainer.state.global_step))
 
     eval_loss = trainer.evaluate()["eval_loss"] if eval_ds is not None else math.nan  # collective: all ranks
     final_dir = save_final_checkpoint(trainer, tokenizer, args.output_dir)

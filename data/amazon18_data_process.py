@@ -38,6 +38,7 @@ from tqdm import tqdm
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
 from convert_dataset import write_inter  # noqa: E402
+from minionerec.atomic import atomic_write_text  # noqa: E402
 from minionerec.cli import run  # noqa: E402
 from minionerec.data import DataError  # noqa: E402
 
@@ -70,7 +71,15 @@ def read_json_lines(path):
         raise DataError(f"{path}: file not found")
     opener = gzip.open if path.suffix == ".gz" else open
     with opener(path, "rt", encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
+        lineno = 0
+        while True:
+            try:
+                line = next(f, None)
+            except (EOFError, OSError, UnicodeDecodeError) as e:  # a truncated or non-gzip .gz, a binary file
+                raise DataError(f"{path}: unreadable after line {lineno} ({' '.join(str(e).split())})") from None
+            if line is None:
+                return
+            lineno += 1
             if not line.strip():
                 continue
             try:
@@ -190,8 +199,8 @@ def process(reviews_path, meta_path, category, output_dir, st_year=2016, st_mont
     out.mkdir(parents=True, exist_ok=True)
     for split, rows in splits.items():
         write_inter(rows, out / f"{category}.{split}.inter")
-    (out / f"{category}.item.json").write_text(json.dumps({item_ids[a]: meta[a] for a in asins}, indent=1))
-    (out / f"{category}.item2asin.json").write_text(json.dumps({item_ids[a]: a for a in asins}))
+    atomic_write_text(out / f"{category}.item.json", json.dumps({item_ids[a]: meta[a] for a in asins}, indent=1))
+    atomic_write_text(out / f"{category}.item2asin.json", json.dumps({item_ids[a]: a for a in asins}))
     return {"reviews_in_window": len(reviews), "with_title": len(titled), "k_core": len(core),
             "users": len({r[0] for r in core}), "items": len(asins), **{s: len(r) for s, r in splits.items()}}
 

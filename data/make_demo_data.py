@@ -22,6 +22,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
 from convert_dataset import convert, write_inter  # noqa: E402
+from minionerec.atomic import atomic_write_text  # noqa: E402
 from minionerec.cli import run  # noqa: E402
 from rq.balanced_rqkmeans import quantize  # noqa: E402
 from rq.index import codes_to_sids  # noqa: E402
@@ -123,8 +124,8 @@ def make_demo_data(output_dir, category="Demo", items_per_family=40, num_users=6
     # 3 levels x 16 codes: 4,096 SIDs for 320 items, collision-free by rq's last-level re-assignment
     codes = quantize(tfidf_embeddings(texts, dim=32, seed=seed), levels=3, codebook_size=16, seed=seed)
     index = dict(zip(item_ids, codes_to_sids(codes)))
-    (raw / f"{category}.item.json").write_text(json.dumps(meta, indent=1))
-    (raw / f"{category}.index.json").write_text(json.dumps(index))
+    atomic_write_text(raw / f"{category}.item.json", json.dumps(meta, indent=1))
+    atomic_write_text(raw / f"{category}.index.json", json.dumps(index))
     return convert(raw, category, raw / f"{category}.item.json", raw / f"{category}.index.json", output_dir)
 
 

@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import os
 import sys
 import types
 import typing
 
 import fire
+import yaml
 
 _TRUE = {"true", "1", "yes", "y"}
 _FALSE = {"false", "0", "no", "n"}
@@ -19,6 +21,26 @@ _FALSE = {"false", "0", "no", "n"}
 
 class FlagError(ValueError):
     """A command-line flag is unknown or has a value of the wrong type."""
+
+
+# Setup errors: raised while flags, files and data are checked, i.e. before `end_of_setup()`. Each
+# becomes one `error: ...` line and exit code 2 (DataError, CheckpointError, rq's CollisionError and
+# json.JSONDecodeError are ValueErrors; a bad gzip is an OSError or EOFError). After end_of_setup()
+# they are bugs or runtime failures and keep their traceback. MINIONEREC_TRACEBACK=1 always keeps it.
+SETUP_ERRORS = (ValueError, OSError, EOFError, yaml.YAMLError)
+SETUP_EXIT_CODE = 2
+_setup = {"done": False}
+
+
+def end_of_setup() -> None:
+    """Called by an entry script just before it loads the model: later errors keep their traceback."""
+    _setup["done"] = True
+
+
+def one_line(error: BaseException) -> str:
+    """`error: <message>` on one line (YAML and OS errors span several)."""
+    message = " ".join(str(error).split()) or type(error).__name__
+    return message if message.startswith("error: ") else f"error: {message}"
 
 
 def as_bool(value, name: str) -> bool:
@@ -63,11 +85,6 @@ def parse_args(args_cls, flags: dict):
     return args_cls(**{k: _convert(v, hints[k], k) for k, v in flags.items()})
 
 
-def resume_flag(value: str):
-    """--resume_from_checkpoint: "" -> None (fresh run), "true" -> True (latest checkpoint), else a path."""
-    return {"true": True, "": None}.get(value.lower(), value)
-
-
 def usage(args_cls) -> str:
     """--help text: the args dataclass's own lines (field, type, default, comment) are the documentation."""
     lines = inspect.getsource(args_cls).splitlines()
@@ -86,11 +103,20 @@ def run(main, args_cls) -> None:
             return
         from minionerec.config import resolve_args  # here: config imports this module
 
+        _setup["done"] = False
         try:
             args = resolve_args(args_cls, flags)  # defaults < --config recipe < flags, sources recorded
-        except FlagError as e:
-            sys.exit(f"error: {e}")
-        main(args)
+            main(args)
+        except SystemExit as e:  # the checks' `raise SystemExit("error: ...")`: one line, exit code 2
+            if not isinstance(e.code, str):
+                raise
+            print(one_line(e.code), file=sys.stderr)
+            sys.exit(SETUP_EXIT_CODE)
+        except SETUP_ERRORS as e:
+            if _setup["done"] or os.environ.get("MINIONEREC_TRACEBACK") == "1":
+                raise
+            print(one_line(e), file=sys.stderr)
+            sys.exit(SETUP_EXIT_CODE)
 
     entry.__doc__ = args_cls.__doc__
     fire.Fire(entry)

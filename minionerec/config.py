@@ -21,6 +21,8 @@ from pathlib import Path
 
 import yaml
 
+from minionerec import checks
+from minionerec.atomic import atomic_write_text
 from minionerec.cli import FlagError, parse_args
 
 # keys of a recipe that are not a script's section
@@ -57,7 +59,9 @@ def read_yaml(path: str, what: str) -> dict:
     try:
         data = yaml.safe_load(Path(path).read_text())
     except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"{path}: invalid YAML ({getattr(e, 'problem', None) or str(e).splitlines()[0]}{where})") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of sections, got {type(data).__name__}")
     return data
@@ -144,15 +148,6 @@ def format_resolved(doc: dict) -> str:
     return "\n".join(lines)
 
 
-def check_writable(output_dir: str | Path, flag: str = "output_dir") -> None:
-    """The directory, or its first existing ancestor, must be writable; creates nothing."""
-    path = Path(output_dir).absolute()
-    while not path.exists():
-        path = path.parent
-    if not path.is_dir() or not os.access(path, os.W_OK):
-        raise SystemExit(f"error: --{flag} {output_dir}: {path} is not a writable directory")
-
-
 def is_local_main() -> bool:
     """The first process of each node prints (so each node's world sizes can be read)."""
     return int(os.environ.get("LOCAL_RANK", 0)) == 0
@@ -161,16 +156,12 @@ def is_local_main() -> bool:
 def record_run(args, output_dir: str | Path, flag: str = "output_dir") -> dict:
     """Call once every check has passed, before any weights load. Prints the resolved config (first
     process per node); writes output_dir/run_config.yaml (global rank 0) unless --dry_run."""
-    check_writable(output_dir, flag)
+    checks.writable_dir(str(output_dir), flag)
     doc = resolved(args)
     if is_local_main():
         print(format_resolved(doc), flush=True)
     if not getattr(args, "dry_run", False) and int(os.environ.get("RANK", 0)) == 0:
-        out = Path(output_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        tmp = out / ".run_config.yaml.tmp"
-        tmp.write_text(yaml.safe_dump(doc, sort_keys=False, width=120))
-        tmp.replace(out / "run_config.yaml")  # atomic: never a half-written file
+        atomic_write_text(Path(output_dir, "run_config.yaml"), yaml.safe_dump(doc, sort_keys=False, width=120))
     elif getattr(args, "dry_run", False) and is_local_main():
         print(f"[config] dry run: flags, recipe, files, data rows, tokenizer, batch sizes and {flag} checked; "
               "no weights loaded, nothing written", flush=True)

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from minionerec.atomic import atomic_path
+
 SPLIT_COLUMNS = [
     "user_id",
     "history_item_title",
@@ -54,6 +56,8 @@ def sid_vocabulary(sid_index: dict[str, list[str]]) -> list[str]:
 
 def _existing(path) -> Path:
     path = Path(path)
+    if path.is_dir():
+        raise DataError(f"{path}: is a directory, not a file")
     if not path.is_file():
         raise DataError(f"{path}: file not found")
     if path.stat().st_size == 0:
@@ -136,7 +140,7 @@ def load_split(path, sid_index: dict[str, list[str]] | None = None, item_meta: d
     path = _existing(path)
     try:
         df = pd.read_csv(path, dtype=str, keep_default_na=False)
-    except (pd.errors.ParserError, UnicodeDecodeError) as e:
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
         raise DataError(f"{path}: not a readable CSV ({str(e).splitlines()[0]})") from None
     missing = [c for c in SPLIT_COLUMNS if c not in df.columns]
     if missing:
@@ -175,14 +179,13 @@ def write_split(df: pd.DataFrame, path) -> None:
     history_ids = out["history_item_id"].map(ast.literal_eval)
     # Upstream stores item ids as integers when they are numeric: [3437, 642], not ['3437', '642'].
     out["history_item_id"] = history_ids.map(lambda v: repr([int(x) if str(x).isdigit() else x for x in v]))
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    out.to_csv(path, index=False, quoting=csv.QUOTE_MINIMAL)
+    with atomic_path(path) as tmp:  # a kill mid-write keeps the previous CSV whole
+        out.to_csv(tmp, index=False, quoting=csv.QUOTE_MINIMAL)
 
 
 def write_info(sid_index: dict[str, list[str]], item_meta: dict[str, dict], path) -> None:
     """info txt for every item of the index, in index order."""
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", encoding="utf-8") as f:
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
         for item_id, sid in sid_index.items():
             title = item_meta[item_id]["title"].replace("\t", " ").replace("\n", " ")
             f.write(f"{sid_string(sid)}\t{title}\t{item_id}\n")

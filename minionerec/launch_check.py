@@ -81,7 +81,7 @@ def check_deepspeed_json(path: str) -> dict:
     try:
         config = json.loads(Path(path).read_text())
     except json.JSONDecodeError as e:
-        raise ConfigError(f"{path}: not valid JSON ({e})") from None
+        raise ConfigError(f"{path}: invalid JSON ({e.msg} at line {e.lineno})") from None
     if not isinstance(config, dict):
         raise ConfigError(f"{path}: expected a JSON object")
     top = deepspeed_top_keys()
@@ -130,6 +130,13 @@ def sft_deepspeed(path: str) -> str | None:
     Returns the checked JSON path for TrainingArguments(deepspeed=...); anything else is refused."""
     if not path:
         return None
+    try:
+        return _sft_deepspeed(path)
+    except ConfigError as e:  # name the flag: the file alone does not say where it came from
+        raise e if str(e).startswith("--deepspeed") else ConfigError(f"--deepspeed {e}") from None
+
+
+def _sft_deepspeed(path: str) -> str:
     if Path(path).suffix in (".yaml", ".yml"):
         ds = check_accelerate_yaml(path).get("deepspeed_config") or {}
         if "deepspeed_config_file" not in ds:

@@ -74,9 +74,26 @@ def freeze_all_but_new_rows(model, first_new_row: int) -> None:
 
 def save_final_checkpoint(trainer, tokenizer, output_dir) -> Path:
     """Write output_dir/final_checkpoint (model + tokenizer). Every rank must call it: under
-    DeepSpeed/DDP `save_model` gathers the weights and rank 0 writes them."""
+    DeepSpeed/DDP `save_model` gathers the weights and rank 0 writes them.
+
+    Atomic: the writer saves into a sibling directory named after its process, then renames it onto
+    final_checkpoint, so a kill never leaves a half-written one. The writer is the process that
+    transformers lets write weights: `args.should_save` and global rank 0 (on CPU torchrun every
+    process has should_save, but only rank 0 gets weights; the others' partial copies are dropped)."""
+    import os
+    import shutil
+    import socket
+
+    import torch.distributed as dist
+
+    from minionerec.atomic import replace_dir
+
     final_dir = Path(output_dir, "final_checkpoint")
-    trainer.save_model(final_dir)
-    if trainer.is_world_process_zero():
-        tokenizer.save_pretrained(final_dir)
+    tmp_dir = Path(output_dir, f".final_checkpoint.{socket.gethostname()}-{os.getpid()}.tmp")
+    trainer.save_model(tmp_dir)
+    if trainer.args.should_save and (not dist.is_initialized() or dist.get_rank() == 0):
+        tokenizer.save_pretrained(tmp_dir)
+        replace_dir(tmp_dir, final_dir)
+    else:
+        shutil.rmtree(tmp_dir, ignore_errors=True)
     return final_dir

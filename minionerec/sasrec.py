@@ -78,9 +78,11 @@ def pad_histories(histories: list[list[int]], n_items: int, max_len: int) -> tup
 
 def save_sasrec(model: SASRec, path) -> Path:
     """One file with the constructor arguments and the weights, so `load_sasrec` needs nothing else."""
+    from minionerec.atomic import atomic_path
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"config": model.config, "state_dict": model.state_dict()}, path)
+    with atomic_path(path) as tmp:  # rl.py may read it while a new one is written
+        torch.save({"config": model.config, "state_dict": model.state_dict()}, tmp)
     return path
 
 

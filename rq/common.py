@@ -2,11 +2,14 @@
 from __future__ import annotations
 
 import json
+import math
 import random
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from minionerec.atomic import atomic_path, atomic_write_text
 
 
 @dataclass
@@ -30,9 +33,9 @@ def save_embeddings(item_ids: list[str], embeddings: np.ndarray, path) -> Path:
     path = Path(path)
     if len(item_ids) != len(embeddings):
         raise ValueError(f"{len(item_ids)} item ids but {len(embeddings)} embedding rows")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    np.save(path, np.asarray(embeddings, dtype=np.float32))
-    ids_path(path).write_text(json.dumps([str(i) for i in item_ids]))
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:  # a file object: np.save would add ".npy" to a path
+        np.save(f, np.asarray(embeddings, dtype=np.float32))
+    atomic_write_text(ids_path(path), json.dumps([str(i) for i in item_ids]))
     return path
 
 
@@ -89,6 +92,10 @@ def check_common(args: QuantArgs, n_items: int) -> list[int]:
         raise SystemExit(f"error: --codebook_size: {e}") from None
     if max(sizes) > n_items:
         raise SystemExit(f"error: --codebook_size {max(sizes)} exceeds the {n_items} items to cluster")
+    if args.collision == "reassign" and math.prod(sizes) < n_items:  # append mode grows a level instead
+        raise SystemExit(f"error: --levels {args.levels} x --codebook_size {args.codebook_size} give "
+                         f"{math.prod(sizes)} distinct SIDs for {n_items} items; raise either, "
+                         "or use --collision append")
     return sizes
 
 

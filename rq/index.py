@@ -209,10 +209,9 @@ def write_index(item_ids: list[str], codes: np.ndarray, path) -> Path:
         raise ValueError(f"{len(item_ids)} item ids but {len(codes)} code rows")
     if collision_groups(codes):
         raise CollisionError(f"{path}: codes contain duplicate SIDs; call make_unique first")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(dict(zip(map(str, item_ids), codes_to_sids(codes)))))
-    return path
+    from minionerec.atomic import atomic_write_text
+
+    return atomic_write_text(path, json.dumps(dict(zip(map(str, item_ids), codes_to_sids(codes)))))
 
 
 def load_index_codes(path) -> tuple[list[str], np.ndarray]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+from minionerec.atomic import atomic_path
 from minionerec.data import (DataError, find_split, load_item_meta, load_sid_index, load_split, sid_string,
                              write_info, write_split)
 
@@ -56,5 +57,6 @@ def reindex(data_dir, category: str, sid_index_path, output_dir) -> dict[str, in
     for src, dst in ((Path(sid_index_path), out / "index" / f"{category}.index.json"),
                      (meta_path, out / "index" / f"{category}.item.json")):
         if src.resolve() != dst.resolve():
-            shutil.copyfile(src, dst)
+            with atomic_path(dst) as tmp:
+                shutil.copyfile(src, tmp)
     return {split: len(df) for split, (_, df) in frames.items()}

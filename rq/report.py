@@ -31,8 +31,8 @@ def main(args: Args) -> str:
         raise SystemExit("error: --index_path is required")
     try:
         _, codes = load_index_codes(args.index_path)
-    except (DataError, ValueError) as e:
-        raise SystemExit(f"error: {args.index_path}: {e}") from None
+    except ValueError as e:  # a DataError names the file already
+        raise SystemExit(f"error: {e}" if isinstance(e, DataError) else f"error: {args.index_path}: {e}") from None
     sizes = parse_sizes(args.codebook_size, codes.shape[1]) if args.codebook_size != "" else None
     # An existing index has no "before": passing the same array prints one collision count.
     text = report(args.name or Path(args.index_path).name, codes, codes, sizes)

@@ -126,6 +126,10 @@ def main(args: Args) -> Path | None:
         raise SystemExit(f"error: {e}") from None
     item_ids = list(meta)
     texts = [item_text(meta[i]) for i in item_ids]
+    empty = [i for i, text in zip(item_ids, texts) if not any(c.isalnum() for c in text)]
+    if empty:  # its vector would be all zeros (tfidf) or the embedding of ".": no signal to quantise
+        raise SystemExit(f"error: {args.item_meta_path}: item {empty[0]} has an empty title and description "
+                         f"({len(empty)} item(s) in all)")
     if args.method == "tfidf":
         embeddings = tfidf_embeddings(texts, args.dim, args.seed)
     else:

@@ -134,7 +134,7 @@ def test_dry_run_checks_batch_divisibility_against_world_size(demo_data, tiny_mo
 def test_dry_run_refuses_unwritable_output_dir(demo_data, tiny_model_dir, tmp_path, no_weights):
     (tmp_path / "file").write_text("x")  # a file where the output directory should go
     flags = {"dry_run": True, **paths_for("rl", demo_data, tiny_model_dir, tmp_path / "file" / "out")}
-    with pytest.raises(SystemExit, match=r"--output_dir .*is not a writable directory"):
+    with pytest.raises(SystemExit, match=r"--output_dir .*is a file, not a directory"):
         rl.main(resolve_args(rl.Args, flags))
 
 
@@ -200,11 +200,13 @@ def test_bad_launch_config_is_one_line_and_starts_nothing(tmp_path, make_config,
 
 
 @pytest.mark.parametrize("topology, expected", [
-    ({}, ["--config_file", "config/zero2_opt.yaml", "rl.py"]),  # the YAML's topology, nothing overridden
+    # the YAML's topology; only a free port, as the YAML names none (two runs may share a node)
+    ({}, ["--config_file", "config/zero2_opt.yaml", "--main_process_port", "FREE", "rl.py"]),
     ({"NNODES": "2", "GPUS_PER_NODE": "8", "NODE_RANK": "1", "MASTER_ADDR": "10.0.0.1", "MASTER_PORT": "29600"},
      ["--config_file", "config/zero2_opt.yaml", "--num_machines", "2", "--machine_rank", "1", "--main_process_ip",
       "10.0.0.1", "--main_process_port", "29600", "--num_processes", "16", "rl.py"]),
-    ({"NUM_PROCESSES": "1"}, ["--config_file", "config/zero2_opt.yaml", "--num_processes", "1", "rl.py"]),
+    ({"NUM_PROCESSES": "1"}, ["--config_file", "config/zero2_opt.yaml", "--main_process_port", "FREE",
+                              "--num_processes", "1", "rl.py"]),
 ])
 def test_rl_sh_passes_topology_only_when_asked(demo_data, tmp_path, topology, expected):
     fake = tmp_path / "accelerate"
@@ -216,6 +218,10 @@ def test_rl_sh_passes_topology_only_when_asked(demo_data, tmp_path, topology, ex
     result = subprocess.run(["bash", "rl.sh"], cwd=ROOT, env=env, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-2000:]
     args = (tmp_path / "args").read_text().split()
+    if "FREE" in expected:
+        port = args[args.index("--main_process_port") + 1]
+        assert port.isdigit() and 1024 <= int(port) < 65536
+        expected = [port if a == "FREE" else a for a in expected]
     assert args[:args.index("rl.py") + 1] == ["launch", *expected]
 
 

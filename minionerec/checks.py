@@ -1,0 +1,67 @@
+"""Pre-flight checks shared by the entry scripts' check functions: each runs before any weights load
+and, like them, raises SystemExit("error: --flag ...") (minionerec.cli prints it as one line, exit 2)."""
+from __future__ import annotations
+
+import math
+import tempfile
+from pathlib import Path
+
+
+def model_dir(path: str, flag: str) -> None:
+    """A local Hugging Face model directory: exists and holds a config.json (an empty or wrong
+    directory otherwise fails much later with a misleading tokenizer error)."""
+    if not path or not Path(path).is_dir():
+        raise SystemExit(f"error: --{flag} must be a local model directory, got {path!r}")
+    if not Path(path, "config.json").is_file():
+        raise SystemExit(f"error: --{flag} {path}: no config.json there (not a saved model directory)")
+
+
+def writable_dir(path: str, flag: str) -> None:
+    """`path` is, or can be created as, a directory we can write in; creates nothing."""
+    target = Path(path)
+    if target.exists() and not target.is_dir():
+        raise SystemExit(f"error: --{flag} {path}: exists and is not a directory")
+    probe = target
+    while not probe.exists():  # the nearest existing ancestor is where mkdir would start
+        probe = probe.parent
+    if not probe.is_dir():
+        raise SystemExit(f"error: --{flag} {path}: {probe} is a file, not a directory")
+    try:  # a real write: os.access says yes to root even on a read-only mount
+        with tempfile.TemporaryFile(dir=probe):
+            pass
+    except OSError as e:
+        raise SystemExit(f"error: --{flag} {path}: {probe} is not writable ({e.strerror})") from None
+
+
+def positive_finite(value: float, flag: str) -> None:
+    if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+        raise SystemExit(f"error: --{flag} must be a finite number > 0, got {value!r}")
+
+
+def sample_size(value: int, flag: str) -> None:
+    """-1 (all rows) or a positive count; 0 would train or score on nothing."""
+    if value == 0 or value < -1:
+        raise SystemExit(f"error: --{flag} must be -1 (all rows) or >= 1, got {value}")
+
+
+def trains_something(epochs: float, epochs_flag: str, max_steps: int) -> None:
+    """max_steps > 0 wins; otherwise the epoch count must be > 0 (else an untrained model is saved)."""
+    if max_steps <= 0 and not epochs > 0:
+        raise SystemExit(f"error: --{epochs_flag} {epochs} with --max_steps {max_steps} trains nothing; "
+                       f"give --{epochs_flag} > 0 or --max_steps > 0")
+
+
+def cutoff_holds_answers(cutoff_len: int, tokenizer, prompts: list[str], responses: list[str]) -> None:
+    """--cutoff_len must hold the longest answer + EOS + the prompt's last paragraph (the
+    "### Response:" line). Longer sequences are cut from the left, so a shorter cutoff would cut the
+    answer or leave it without the line that asks for it. `tokenizer` must already hold the SID tokens."""
+    if cutoff_len < 1:
+        raise SystemExit(f"error: --cutoff_len must be >= 1, got {cutoff_len}")
+    answers = sorted(set(responses))
+    longest_answer = max(len(ids) for ids in tokenizer(answers, add_special_tokens=False)["input_ids"]) + 1  # + EOS
+    tails = sorted({p.rstrip("\n").rsplit("\n\n", 1)[-1] + "\n" for p in prompts})
+    longest_tail = max(len(ids) for ids in tokenizer(tails, add_special_tokens=False)["input_ids"])
+    if cutoff_len < longest_answer + longest_tail:
+        raise SystemExit(f"error: --cutoff_len {cutoff_len} cannot hold the longest answer ({longest_answer} tokens "
+                         f"with EOS) plus the prompt's last line ({longest_tail} tokens); "
+                         f"use >= {longest_answer + longest_tail}")

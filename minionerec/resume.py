@@ -1,0 +1,115 @@
+"""Resume from the newest COMPLETE checkpoint, and summary figures that cover the whole run.
+
+A kill during `Trainer._save_checkpoint` leaves `checkpoint-N/` half written (empty, or weights
+without optimizer / trainer state). Transformers' `resume_from_checkpoint=True` picks the highest N
+regardless and crashes after the model has loaded. Here a checkpoint counts only when it is
+complete, judged by the file the Trainer writes LAST: `_save_checkpoint` saves the weights, then the
+optimizer, scheduler and RNG states, and only then `trainer_state.json` (transformers 5.x; pinned, and
+tests/test_faults.py kills inside the save to check it). So a checkpoint is complete when its
+trainer_state.json parses and names step N, and its weights are there.
+"""
+from __future__ import annotations
+
+import json
+import re
+import sys
+from pathlib import Path
+
+TRAINER_STATE = "trainer_state.json"
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
+                "pytorch_model.bin.index.json", "adapter_model.safetensors")
+_CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
+
+
+class CheckpointError(ValueError):
+    """--resume_from_checkpoint names nothing that can be resumed."""
+
+
+def checkpoint_step(path) -> int | None:
+    match = _CHECKPOINT.match(Path(path).name)
+    return int(match.group(1)) if match else None
+
+
+def incomplete_reason(path) -> str | None:
+    """None when `path` is a complete Trainer checkpoint, else why it is not (one phrase)."""
+    path = Path(path)
+    if not path.is_dir():
+        return "not a directory"
+    state_file = path / TRAINER_STATE
+    if not state_file.is_file():
+        return f"no {TRAINER_STATE} (the save was interrupted)"
+    try:
+        state = json.loads(state_file.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return f"{TRAINER_STATE} is truncated (the save was interrupted)"
+    step = checkpoint_step(path)
+    if step is not None and state.get("global_step") != step:
+        return f"{TRAINER_STATE} is for step {state.get('global_step')}"
+    has_deepspeed = any(p.is_dir() and p.name.startswith("global_step") for p in path.iterdir())
+    if not has_deepspeed and not any((path / name).is_file() for name in WEIGHT_FILES):
+        return "no model weights"
+    return None
+
+
+def newest_complete(output_dir) -> tuple[Path | None, list[tuple[Path, str]]]:
+    """(the newest complete checkpoint-N of output_dir or None, [(newer partial one, reason)])."""
+    output_dir = Path(output_dir)
+    found = sorted(((checkpoint_step(p), p) for p in output_dir.glob("checkpoint-*")
+                    if checkpoint_step(p) is not None), reverse=True) if output_dir.is_dir() else []
+    skipped = []
+    for _, path in found:
+        reason = incomplete_reason(path)
+        if reason is None:
+            return path, skipped
+        skipped.append((path, reason))
+    return None, skipped
+
+
+def resolve_resume(value, output_dir) -> str | None:
+    """--resume_from_checkpoint ("" | "true" | a path) -> the checkpoint path for Trainer.train, or None.
+
+    Runs before the model loads: a missing or partial checkpoint is a one-line CheckpointError, and
+    "true" skips partial checkpoints (newest first) with a warning on stderr.
+    """
+    if value is None or value is False or str(value).strip().lower() in ("", "false"):
+        return None
+    if value is True or str(value).strip().lower() == "true":
+        path, skipped = newest_complete(output_dir)
+        for partial, reason in skipped:
+            print(f"warning: skipping incomplete checkpoint {partial}: {reason}", file=sys.stderr)
+        if path is None:
+            raise CheckpointError(f"--resume_from_checkpoint true: no complete checkpoint-N in {output_dir}")
+        return str(path)
+    reason = incomplete_reason(value)
+    if reason is not None:
+        if not Path(value).exists():
+            reason = "no such directory"
+        raise CheckpointError(f"--resume_from_checkpoint {value}: {reason}")
+    return str(value)
+
+
+def resumed_step(checkpoint) -> int:
+    """global_step stored in a (complete) checkpoint; 0 for a fresh run (checkpoint None)."""
+    if checkpoint is None:
+        return 0
+    return json.loads(Path(checkpoint, TRAINER_STATE).read_text(encoding="utf-8"))["global_step"]
+
+
+def whole_run_mean_loss(log_history: list[dict], this_run_mean: float, first_step: int, last_step: int) -> float:
+    """Mean training loss of the whole run, also after a resume.
+
+    Transformers' `TrainOutput.training_loss` averages only the steps trained by this process
+    (first_step, last_step]. The steps before come from the logged losses the checkpoint carried
+    in its log_history: each logged "loss" is the mean over the steps since the previous log, so it
+    is weighted by that interval. Steps between the last log and `first_step` are unknown and left out.
+    """
+    if first_step == 0:
+        return this_run_mean
+    total, counted, previous = 0.0, 0, 0
+    for entry in log_history:
+        if "loss" in entry and entry.get("step", 0) <= first_step:
+            total += entry["loss"] * (entry["step"] - previous)
+            counted += entry["step"] - previous
+            previous = entry["step"]
+    steps_now = last_step - first_step
+    return (total + this_run_mean * steps_now) / max(counted + steps_now, 1)

@@ -1,0 +1,272 @@
+"""Nothing lost: resume after a kill anywhere in a checkpoint save, atomic outputs.
+
+The slow tests SIGKILL real sft.py / rl.py processes (tests/fault_driver.py) at several points,
+resume each time with `--resume_from_checkpoint true`, and require the final weights to equal an
+uninterrupted run's bit for bit (CPU, one thread).
+"""
+import hashlib
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import evaluate
+from conftest import CATEGORY, ROOT, split_path
+from minionerec.atomic import atomic_dir, atomic_path, atomic_write_text, replace_dir
+from minionerec.resume import (CheckpointError, incomplete_reason, newest_complete, resolve_resume,
+                                    whole_run_mean_loss)
+
+
+def weights_hash(checkpoint: Path) -> str:
+    """sha256 over every tensor's name and raw bytes (not the file: safetensors metadata may differ)."""
+    weights, digest = load_file(str(checkpoint / "model.safetensors")), hashlib.sha256()
+    for name in sorted(weights):
+        digest.update(name.encode())
+        digest.update(weights[name].contiguous().view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def run_script(*argv):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "WANDB_MODE": "disabled"}
+    return subprocess.run([sys.executable, *argv], cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+
+
+def kill_chain(script, flags, out, kills):
+    """A clean run in out/clean, then in out/faulty one process per kill point, each resuming the last;
+    returns (clean stdout, final stdout, warnings seen on resume)."""
+    clean = run_script(script, *flags, "--output_dir", str(out / "clean"))
+    assert clean.returncode == 0, clean.stderr[-3000:]
+    warnings = []
+    for i, (point, step) in enumerate(kills):
+        resume = ["--resume_from_checkpoint", "true"] if i else []
+        killed = run_script("tests/fault_driver.py", point, str(step), script, *flags, *resume,
+                            "--output_dir", str(out / "faulty"))
+        assert killed.returncode == -signal.SIGKILL, (point, killed.stderr[-3000:])
+        warnings += [line for line in killed.stderr.splitlines() if line.startswith("warning: skipping")]
+    final = run_script(script, *flags, "--resume_from_checkpoint", "true", "--output_dir", str(out / "faulty"))
+    assert final.returncode == 0, final.stderr[-3000:]
+    warnings += [line for line in final.stderr.splitlines() if line.startswith("warning: skipping")]
+    return clean.stdout, final.stdout, warnings
+
+
+def data_flags(data, model_flag, model):
+    return [f"--{model_flag}", str(model), "--train_file", str(split_path(data, "train")),
+            "--sid_index_path", str(data / "index" / f"{CATEGORY}.index.json"),
+            "--item_meta_path", str(data / "index" / f"{CATEGORY}.item.json")]
+
+
+# kill points, in order; each run resumes from the newest complete checkpoint of the one before
+SFT_KILLS = [("empty_dir", 2), ("weights_only", 3), ("torn_state", 4)]
+
+
+@pytest.mark.slow
+def test_sft_killed_three_times_resumes_to_the_uninterrupted_weights(demo_data, tiny_model_dir, tmp_path):
+    # 16 rows, 2 steps per epoch: the 5 steps cross epoch boundaries, so the data order must resume too.
+    # Runs: clean; killed at save 2 (empty dir); resumes from 1, killed at save 3 (weights only); resumes
+    # from 2, killed at save 4 (torn trainer_state.json); resumes from 3 (mid-epoch) and finishes.
+    flags = data_flags(demo_data, "base_model", tiny_model_dir) + [
+        "--sample", "16", "--batch_size", "8", "--micro_batch_size", "8", "--max_steps", "5", "--learning_rate", "1e-2",
+        "--warmup_steps", "0", "--task_item_alignment", "false", "--task_sid_history_title", "false",
+        "--logging_steps", "1", "--save_steps", "1", "--save_total_limit", "10"]
+    clean, final, warnings = kill_chain("sft.py", flags, tmp_path, SFT_KILLS)
+    assert [re.search(r"checkpoint-(\d+): (.*)", w).groups() for w in warnings] == [
+        ("2", "no trainer_state.json (the save was interrupted)"),
+        ("3", "no trainer_state.json (the save was interrupted)"),
+        ("4", "trainer_state.json is truncated (the save was interrupted)")]
+    clean_hash, resumed_hash = (weights_hash(tmp_path / d / "final_checkpoint") for d in ("clean", "faulty"))
+    print(f"sft weights sha256: uninterrupted {clean_hash}  killed 3x + resumed {resumed_hash}")
+    assert clean_hash == resumed_hash
+    # the summary covers the whole run, not only the steps after the last resume
+    summary = re.compile(r"mean_train_loss=(\S+)")
+    assert summary.search(clean).group(1) == summary.search(final).group(1)
+
+
+# one kill for RL (each rl.py process costs ~10 s of CPU): TRL's _save_checkpoint only adds a model card
+# to Transformers', whose other kill points the SFT chain covers
+RL_KILLS = [("torn_state", 3)]
+
+
+@pytest.mark.slow
+def test_rl_killed_during_a_save_resumes_to_the_uninterrupted_weights(demo_data, tiny_model_dir, tmp_path):
+    flags = data_flags(demo_data, "model_path", tiny_model_dir) + [
+        "--train_batch_size", "8", "--num_generations", "4", "--max_steps", "4", "--save_steps", "1",
+        "--learning_rate", "1e-2", "--title_history_sample", "50", "--add_gt", "true", "--reward_type", "ranking",
+        "--gradient_checkpointing", "false"]
+    clean, final, warnings = kill_chain("rl.py", flags, tmp_path, RL_KILLS)
+    assert [re.search(r"checkpoint-(\d+): (.*)", w).groups() for w in warnings] == [
+        ("3", "trainer_state.json is truncated (the save was interrupted)")]
+    clean_hash, resumed_hash = (weights_hash(tmp_path / d / "final_checkpoint") for d in ("clean", "faulty"))
+    print(f"rl weights sha256: uninterrupted {clean_hash}  killed in a save + resumed {resumed_hash}")
+    assert clean_hash == resumed_hash
+    reward = re.compile(r"mean_reward=(\S+)")
+    assert reward.search(clean).group(1) == reward.search(final).group(1)
+
+
+# --- which checkpoint counts (fast)
+def fake_checkpoint(out: Path, step: int, state=True, weights=True, torn=False) -> Path:
+    path = out / f"checkpoint-{step}"
+    path.mkdir(parents=True)
+    if weights:
+        (path / "model.safetensors").write_bytes(b"w")
+    if state:
+        text = json.dumps({"global_step": step, "log_history": []})
+        (path / "trainer_state.json").write_text(text[:5] if torn else text)
+    return path
+
+
+def test_only_complete_checkpoints_count(tmp_path, capsys):
+    fake_checkpoint(tmp_path, 1)
+    fake_checkpoint(tmp_path, 10)  # numeric, not lexical, order: 10 is newer than 9 and 2
+    fake_checkpoint(tmp_path, 11, state=False)
+    fake_checkpoint(tmp_path, 12, torn=True)
+    fake_checkpoint(tmp_path, 13, weights=False)
+    (tmp_path / "checkpoint-14").mkdir()
+    assert incomplete_reason(tmp_path / "checkpoint-10") is None
+    path, skipped = newest_complete(tmp_path)
+    assert path == tmp_path / "checkpoint-10"
+    assert [(p.name, r) for p, r in skipped] == [
+        ("checkpoint-14", "no trainer_state.json (the save was interrupted)"),
+        ("checkpoint-13", "no model weights"),
+        ("checkpoint-12", "trainer_state.json is truncated (the save was interrupted)"),
+        ("checkpoint-11", "no trainer_state.json (the save was interrupted)")]
+    assert resolve_resume("true", tmp_path) == str(tmp_path / "checkpoint-10")
+    assert capsys.readouterr().err.count("warning: skipping incomplete checkpoint") == 4
+    assert resolve_resume("", tmp_path) is None and resolve_resume("false", tmp_path) is None
+    with pytest.raises(CheckpointError, match=r"checkpoint-12: trainer_state.json is truncated"):
+        resolve_resume(str(tmp_path / "checkpoint-12"), tmp_path)
+    with pytest.raises(CheckpointError, match="no complete checkpoint-N"):
+        resolve_resume("true", tmp_path / "fresh")
+
+
+def test_whole_run_mean_loss_hand_computed():
+    # logged every 2 steps: steps 1-2 mean 4.0, steps 3-4 mean 2.0; resumed at step 4, steps 5-6 mean 1.0
+    history = [{"loss": 4.0, "step": 2}, {"loss": 2.0, "step": 4}, {"loss": 1.0, "step": 6}]
+    assert whole_run_mean_loss(history, 1.0, first_step=4, last_step=6) == pytest.approx((8 + 4 + 2) / 6)
+    assert whole_run_mean_loss(history, 3.5, first_step=0, last_step=6) == 3.5  # a fresh run: Transformers' own
+
+
+# --- atomic outputs (fast)
+def test_atomic_write_keeps_the_old_file_on_failure(tmp_path):
+    target = tmp_path / "pred.json"
+    atomic_write_text(target, "old")
+    with pytest.raises(KeyboardInterrupt), atomic_path(target) as tmp:
+        tmp.write_text("half")
+        raise KeyboardInterrupt  # Ctrl-C in the middle of a write
+    assert target.read_text() == "old" and sorted(p.name for p in tmp_path.iterdir()) == ["pred.json"]
+    for version in ("one", "two"):  # the second replaces an existing directory (final_checkpoint)
+        (tmp_path / ".final.tmp").mkdir()
+        (tmp_path / ".final.tmp" / "v").write_text(version)
+        replace_dir(tmp_path / ".final.tmp", tmp_path / "final")
+    assert (tmp_path / "final" / "v").read_text() == "two"
+    with pytest.raises(RuntimeError), atomic_dir(tmp_path / "final") as tmp:  # a failed directory write
+        (tmp / "v").write_text("half")
+        raise RuntimeError
+    with atomic_dir(tmp_path / "final") as tmp:
+        (tmp / "v").write_text("three")
+    assert (tmp_path / "final" / "v").read_text() == "three"
+    assert oct((tmp_path / "final").stat().st_mode & 0o777) == oct(0o777 & ~_umask())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["final", "pred.json"]
+    assert oct(target.stat().st_mode & 0o777) == oct(0o666 & ~_umask())
+
+
+def _umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+WRITE_MANY = """
+import sys
+from minionerec.atomic import atomic_write_text
+for _ in range(40):
+    atomic_write_text(sys.argv[1], sys.argv[2] * 200_000)
+"""
+
+
+def test_concurrent_writers_never_mix(tmp_path):
+    target = tmp_path / "metrics.json"
+    atomic_write_text(target, "A" * 200_000)
+    # two plain interpreters (the module is standard library only): start-up stays well under a second
+    writers = [subprocess.Popen([sys.executable, "-c", WRITE_MANY, str(target), letter], cwd=ROOT) for letter in "AB"]
+    while any(w.poll() is None for w in writers):
+        text = target.read_text()
+        assert len(text) == 200_000 and len(set(text)) == 1  # one writer's whole file, never a mix
+    assert [w.wait() for w in writers] == [0, 0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics.json"]
+
+
+REPLACE_MANY = """
+import sys
+from pathlib import Path
+from minionerec.atomic import atomic_dir
+for _ in range(30):
+    with atomic_dir(sys.argv[1]) as tmp:
+        for name in ("config.json", "model.safetensors"):
+            (tmp / name).write_text(sys.argv[2] * 1000)
+"""
+
+
+def test_concurrent_directory_writers_leave_one_complete_directory(tmp_path):
+    """final_checkpoint's case: two processes replacing one directory (CPU torchrun ranks, two runs)."""
+    target = tmp_path / "final_checkpoint"
+    writers = [subprocess.Popen([sys.executable, "-c", REPLACE_MANY, str(target), letter], cwd=ROOT)
+               for letter in "AB"]
+    assert [w.wait() for w in writers] == [0, 0]
+    texts = {p.name: p.read_text() for p in target.iterdir()}
+    assert set(texts) == {"config.json", "model.safetensors"} and len(set(texts.values())) == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["final_checkpoint"]  # nothing set aside is left
+
+
+KILL_MID_WRITE = """
+import os, signal, sys
+from pathlib import Path
+from minionerec.atomic import atomic_path
+with atomic_path(sys.argv[1]) as tmp, open(tmp, "w") as f:
+    f.write("[" + "1," * 100000)
+    f.flush()
+    os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_kill_during_a_write_keeps_the_previous_file(tmp_path):
+    target = tmp_path / "pred.json"
+    target.write_text('["previous"]')
+    result = subprocess.run([sys.executable, "-c", KILL_MID_WRITE, str(target)], cwd=ROOT)
+    assert result.returncode == -signal.SIGKILL
+    assert json.loads(target.read_text()) == ["previous"]
+
+
+def test_evaluate_interrupted_while_writing_keeps_the_previous_json(demo_data, tiny_model_dir, tmp_path, monkeypatch):
+    result_json = tmp_path / "pred.json"
+    result_json.write_text('[{"previous": true}]')
+    real_write_text = Path.write_text
+
+    def interrupted(self, data, *args, **kwargs):  # half the predictions reach the disk, then Ctrl-C
+        real_write_text(self, data[: len(data) // 2], *args, **kwargs)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Path, "write_text", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        evaluate.main(evaluate.Args(base_model=str(tiny_model_dir), test_file=str(split_path(demo_data, "test")),
+                                    sid_index_path=str(demo_data / "index" / f"{CATEGORY}.index.json"),
+                                    result_json=str(result_json), num_beams=5, sample=4))
+    monkeypatch.undo()
+    assert json.loads(result_json.read_text()) == [{"previous": True}]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pred.json"]
+
+
+def test_launchers_take_a_free_port_unless_given():
+    port = int(subprocess.run([sys.executable, "-m", "minionerec.free_port"], cwd=ROOT, capture_output=True,
+                              text=True, check=True).stdout)
+    with socket.socket() as sock:
+        sock.bind(("", port))  # nobody holds it
+    for launcher in ("sft.sh", "rl.sh", "evaluate.sh"):
+        assert "-m minionerec.free_port)" in (ROOT / launcher).read_text(), launcher
