@@ -19,7 +19,9 @@ from trl import GRPOConfig
 from minionerec.cli import resume_flag, run
 from minionerec.distributed import teardown_distributed
 from minionerec.data import load_info, load_item_meta, load_sid_index, load_split, sid_vocabulary
-from minionerec.modeling import best_dtype, load_model, load_tokenizer, missing_sid_tokens, save_final_checkpoint
+from minionerec.lora import lora_config
+from minionerec.modeling import (best_dtype, load_model, load_tokenizer, missing_sid_tokens, save_final_checkpoint,
+                                 sid_token_ids, training_dtype)
 from minionerec.rewards import build_reward_funcs, check_reward_type
 from minionerec.rl_callbacks import ConstrainedEvalCallback
 from minionerec.rl_data import build_eval_dataset, build_rl_dataset
@@ -79,6 +81,11 @@ class Args:
     logging_steps: int = 1
     resume_from_checkpoint: str = ""  # a checkpoint dir, or "true" for the latest in output_dir
     report_to: str = "none"  # none | wandb | tensorboard
+    # --- LoRA (peft): adapters on the linear layers + the SID rows; reference = the model with adapters disabled
+    lora_r: int = 0  # adapter rank; 0 = off (full fine-tuning)
+    lora_alpha: int = 32  # scale alpha / r of the adapter update
+    lora_dropout: float = 0.05
+    lora_target_modules: str = "all-linear"  # all-linear, or comma-separated names, e.g. q_proj,k_proj,v_proj,o_proj
 
 
 def check_args(args: Args, world_size: int) -> None:
@@ -92,6 +99,11 @@ def check_args(args: Args, world_size: int) -> None:
         raise SystemExit("error: --dynamic_sampling applies to sampled rollouts; add --beam_search false")
     if args.sync_ref_model and args.beta == 0:
         raise SystemExit("error: --sync_ref_model needs --beta > 0 (with beta 0 there is no reference model)")
+    if args.lora_r < 0:
+        raise SystemExit(f"error: --lora_r must be >= 0 (0 = off), got {args.lora_r}")
+    if args.lora_r and args.sync_ref_model:
+        raise SystemExit("error: --lora_r > 0 needs --sync_ref_model false (rl.sh sets it true): the LoRA reference "
+                         "is the base model with adapters disabled, fixed by construction")
     if args.test_during_training and not args.eval_file:
         raise SystemExit("error: --test_during_training needs --eval_file")
     try:
@@ -132,8 +144,6 @@ def main(args: Args):
         raise SystemExit(f"error: {args.model_path} lacks {len(missing)} SID token(s) (e.g. {missing[0]}); "
                          "RL starts from an SFT checkpoint trained with this --sid_index_path")
     tokenizer.padding_side = "left"
-    # With beta > 0 TRL reloads the reference model from model.config._name_or_path: keep it a directory.
-    model = load_model(args.model_path, dtype=torch.float32)
     reward_funcs, reward_weights = build_reward_funcs(args.reward_type, args.num_generations, sid_index, tokenizer,
                                                       args.ada_path, args.cf_path)
 
@@ -172,6 +182,13 @@ def main(args: Args):
         # reports one process on every rank, so each rank would silently train alone.
         ddp_backend="gloo" if world_size > 1 and not torch.cuda.is_available() else None,
     )
+    # Loaded after the config: under ZeRO-3 its DeepSpeed config makes from_pretrained partition the weights
+    # (policy here, reference in TRL). With beta > 0 and no LoRA, TRL reloads the reference model from
+    # model.config._name_or_path in the policy's dtype: keep it a directory. With LoRA the reference is
+    # the same model with its adapters disabled (TRL's peft path): no second copy.
+    model = load_model(args.model_path, dtype=training_dtype(config, lora=args.lora_r > 0))
+    peft_config = lora_config(args.lora_r, args.lora_alpha, args.lora_dropout, args.lora_target_modules,
+                              sid_token_ids(tokenizer, sid_vocabulary(sid_index)), model)
     callbacks = []
     if args.test_during_training:
         callbacks.append(ConstrainedEvalCallback(eval_ds, num_beams=args.test_beam,
@@ -179,7 +196,7 @@ def main(args: Args):
                                                  sample=args.eval_sample, seed=args.seed))
     trainer = MiniOneRecGRPOTrainer(
         model=model, reward_funcs=reward_funcs, args=config, train_dataset=train_ds, processing_class=tokenizer,
-        callbacks=callbacks, sid_index=sid_index, beam_search=args.beam_search,
+        callbacks=callbacks, peft_config=peft_config, sid_index=sid_index, beam_search=args.beam_search,
         dynamic_sampling=args.dynamic_sampling, add_gt=args.add_gt, mask_all_zero=args.mask_all_zero,
     )
     for callback in callbacks:
