@@ -152,6 +152,9 @@ def test_vocabulary_padding_rows_are_never_generated(demo_data, tmp_path):
     add_sid_tokens(model, tokenizer, sid_vocabulary(sid_index))
     n_tok, n_rows = len(tokenizer), model.get_input_embeddings().weight.shape[0]
     assert n_tok > n_old and n_rows % VOCAB_MULTIPLE == 0 and n_tok < n_rows < n_tok + VOCAB_MULTIPLE
+    embed = model.get_input_embeddings().weight.detach()
+    assert torch.equal(embed[:n_old], weights(tmp_path)[EMBEDDINGS[0]])  # old rows untouched
+    assert torch.equal(embed[n_old:], embed[:n_old].mean(0).expand(n_rows - n_old, -1))  # new rows: the mean
     # the worst case: the padding rows' logits beat every real token at every step
     model.lm_head.register_forward_hook(lambda module, inputs, logits: logits.index_add(
         -1, torch.arange(n_tok, n_rows), torch.full((*logits.shape[:-1], n_rows - n_tok), 1e4)))
@@ -166,6 +169,31 @@ def test_vocabulary_padding_rows_are_never_generated(demo_data, tmp_path):
     catalogue = {sid_string(s) for s in sid_index.values()}
     ranked = constrained_beam_search(model, tokenizer, ["History: ", "History: <a_1>"], trie, num_beams=8)
     assert all(len(r) == 8 and set(r) <= catalogue for r in ranked)
+
+
+def test_freeze_llm_leaves_the_vocabulary_padding_at_its_init(demo_data, tmp_path):
+    n_old = base_without_sids(demo_data, tmp_path / "base", tied=True)
+    sft.main(sft_lora_args(demo_data, tmp_path / "base", tmp_path / "out", lora_r=0, freeze_LLM=True,
+                           learning_rate=1e-1))
+    n_tok = len(AutoTokenizer.from_pretrained(tmp_path / "out" / "final_checkpoint"))
+    before, after = weights(tmp_path / "base")[EMBEDDINGS[0]], weights(tmp_path / "out" / "final_checkpoint")[EMBEDDINGS[0]]
+    assert torch.equal(after[:n_old], before) and not torch.equal(after[n_old:n_tok], before.mean(0).expand(n_tok - n_old, -1))
+    assert torch.equal(after[n_tok:], before.mean(0).expand(len(after) - n_tok, -1))  # padding: no update
+
+
+@pytest.mark.parametrize("bf16, deepspeed, lora, expected", [
+    (True, True, False, torch.bfloat16),  # DeepSpeed bf16 keeps bf16 weights (fp32 master copies itself)
+    (True, False, True, torch.bfloat16),  # LoRA: frozen base in bf16
+    (True, False, False, torch.float32),  # DDP / one GPU: autocast needs fp32 weights
+    (False, True, True, torch.float32),  # no bf16 (CPU)
+])
+def test_training_dtype(bf16, deepspeed, lora, expected):
+    from types import SimpleNamespace
+
+    from minionerec.modeling import training_dtype
+
+    args = SimpleNamespace(bf16=bf16, deepspeed_plugin=object() if deepspeed else None)
+    assert training_dtype(args, lora=lora) == expected
 
 
 def test_auto_eval_batch_size_fills_the_budget_hand_computed():
