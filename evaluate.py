@@ -24,7 +24,8 @@ from minionerec.config import record_run
 from minionerec.constrained import build_sid_trie
 from minionerec.data import DataError, load_catalogue, load_split
 from minionerec.distributed import gather_to_rank0, init_distributed, teardown_distributed
-from minionerec.evaluation import make_batches, popularity_ranking, predict_batches, shard
+from minionerec.evaluation import (auto_batch_size, make_batches, popularity_ranking, predict_batches, shard,
+                                  smallest_over_processes)
 from minionerec.metrics import DEFAULT_KS, compute_metrics, format_table, ks_for
 from minionerec.modeling import best_dtype, load_model, load_tokenizer
 
@@ -40,7 +41,7 @@ class Args:
     train_file: str = ""  # optional train CSV: adds a most-popular-items baseline row to the table
     result_json: str = "output/eval/predictions.json"  # predictions per test row (upstream layout + `predict`)
     category: str = ""  # dataset name, free text (printed only)
-    batch_size: int = 8  # prompts per generate call, per process (each expands to num_beams rows)
+    batch_size: int = 0  # prompts per generate call, per process (each expands to num_beams rows); 0 = auto: 8 on CPU, fill the GPU
     num_beams: int = 50  # also the length of each `predict` list
     max_new_tokens: int = 0  # 0: exactly the answer length (SID tokens + "\n" + EOS)
     length_penalty: float = 0.0  # answers all have one length, so this cannot reorder them
@@ -67,8 +68,8 @@ def check_args(args: Args) -> None:
         raise SystemExit("error: --test_file is required")
     if not (args.sid_index_path or args.info_file):
         raise SystemExit("error: give the catalogue with --sid_index_path or --info_file")
-    if args.num_beams < 1 or args.batch_size < 1:
-        raise SystemExit("error: --num_beams and --batch_size must be >= 1")
+    if args.num_beams < 1 or args.batch_size < 0:
+        raise SystemExit("error: --num_beams must be >= 1 and --batch_size >= 0 (0 = auto)")
     if args.dtype not in ("auto", "float32", "bfloat16", "float16"):
         raise SystemExit(f"error: --dtype must be auto, float32, bfloat16 or float16, got {args.dtype!r}")
 
@@ -108,11 +109,14 @@ def main(args: Args) -> dict | None:
         return None
     dtype = best_dtype() if args.dtype == "auto" else getattr(torch, args.dtype)
     end_of_setup()
-    model = load_model(args.base_model, dtype=dtype).to(device).eval()
+    model = load_model(args.base_model, dtype=dtype, device=device).eval()  # straight onto the device
     trie = trie.to(device)
 
     lengths = [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
-    my_batches = shard(make_batches(lengths, args.batch_size), rank, world_size)
+    batch_size = args.batch_size or smallest_over_processes(auto_batch_size(
+        model.config, next(model.parameters()).element_size(), args.num_beams, max(lengths, default=1) + trie.depth,
+        torch.cuda.mem_get_info(device)[0] if device.type == "cuda" else None), device)
+    my_batches = shard(make_batches(lengths, batch_size), rank, world_size)
     start = time.perf_counter()
     local = predict_batches(model, tokenizer, texts, my_batches, trie, args.num_beams, args.max_new_tokens or None,
                             args.length_penalty, progress=rank == 0)
@@ -135,7 +139,7 @@ def main(args: Args) -> dict | None:
         # temporary sibling + rename: a kill mid-write keeps the previous results whole
         atomic_write_text(args.result_json, json.dumps(records, indent=1, ensure_ascii=False))
         print(f"[evaluate] {args.category or Path(args.test_file).stem}: {len(test_df)} users, "
-              f"{trie.num_sids} distinct SIDs, {args.num_beams} beams, {world_size} process(es), "
+              f"{trie.num_sids} distinct SIDs, {args.num_beams} beams, batch {batch_size}, {world_size} process(es), "
               f"decoding {elapsed:.1f}s (rank 0) -> {args.result_json}")
         print(format_table(rows, ks))
         metrics = rows

@@ -23,7 +23,9 @@ from minionerec.config import record_run
 from minionerec.resume import resolve_resume
 from minionerec.distributed import teardown_distributed
 from minionerec.data import load_info, load_item_meta, load_sid_index, load_split, sid_vocabulary
-from minionerec.modeling import best_dtype, load_model, load_tokenizer, missing_sid_tokens, save_final_checkpoint
+from minionerec.lora import lora_config
+from minionerec.modeling import (best_dtype, load_model, load_tokenizer, missing_sid_tokens, save_final_checkpoint,
+                                 sid_token_ids, training_dtype)
 from minionerec.grpo_trainer import MiniOneRecGRPOConfig, MiniOneRecGRPOTrainer, grpo_loss_options
 from minionerec.rewards import build_reward_funcs, check_reward_type, parse_reward_weights
 from minionerec.rl_callbacks import ConstrainedEvalCallback
@@ -96,6 +98,12 @@ class Args:
     config: str = ""  # recipe YAML (recipes/*.yaml, section rl:); precedence: defaults < recipe < command line
     dry_run: bool = False  # check flags, recipe, files, data rows, tokenizer SIDs, batch sizes, output_dir; no weights
 
+    # --- LoRA (peft): adapters on the linear layers + the SID rows; reference = the model with adapters disabled
+    lora_r: int = 0  # adapter rank; 0 = off (full fine-tuning)
+    lora_alpha: int = 32  # scale alpha / r of the adapter update
+    lora_dropout: float = 0.05
+    lora_target_modules: str = "all-linear"  # all-linear, or comma-separated names, e.g. q_proj,k_proj,v_proj,o_proj
+
 
 # rl.py flags whose GRPOConfig field has another name or another form; every other shared name passes through
 MAPPED = {"train_batch_size", "report_to", "resume_from_checkpoint", "loss_type", "epsilon_high", "reward_weights"}
@@ -136,6 +144,11 @@ def check_args(args: Args, world_size: int) -> None:
             raise SystemExit(f"error: --{flag} is required")
     if args.sync_ref_model and args.beta == 0:
         raise SystemExit("error: --sync_ref_model needs --beta > 0 (with beta 0 there is no reference model)")
+    if args.lora_r < 0:
+        raise SystemExit(f"error: --lora_r must be >= 0 (0 = off), got {args.lora_r}")
+    if args.lora_r and args.sync_ref_model:
+        raise SystemExit("error: --lora_r > 0 needs --sync_ref_model false (the paper recipes set it true): the LoRA reference "
+                         "is the base model with adapters disabled, fixed by construction")
     if args.test_during_training and not args.eval_file:
         raise SystemExit("error: --test_during_training needs --eval_file")
     try:
@@ -207,8 +220,13 @@ def main(args: Args):
     if args.dry_run:  # every check above passed; no weights were read
         return None
     end_of_setup()
-    # With beta > 0 TRL reloads the reference model from model.config._name_or_path: keep it a directory.
-    model = load_model(args.model_path, dtype=torch.float32)
+    # Loaded after the config: under ZeRO-3 its DeepSpeed config makes from_pretrained partition the weights
+    # (policy here, reference in TRL). With beta > 0 and no LoRA, TRL reloads the reference model from
+    # model.config._name_or_path in the policy's dtype: keep it a directory. With LoRA the reference is
+    # the same model with its adapters disabled (TRL's peft path): no second copy.
+    model = load_model(args.model_path, dtype=training_dtype(config, lora=args.lora_r > 0))
+    peft_config = lora_config(args.lora_r, args.lora_alpha, args.lora_dropout, args.lora_target_modules,
+                              sid_token_ids(tokenizer, sid_vocabulary(sid_index)), model)
 
     callbacks = [NoCheckpointAtLastStep()]  # final_checkpoint is the end-of-run save
     if args.test_during_training:
@@ -217,7 +235,7 @@ def main(args: Args):
                                                  sample=args.eval_sample, seed=args.seed))
     trainer = MiniOneRecGRPOTrainer(
         model=model, reward_funcs=reward_funcs, args=config, train_dataset=train_ds, processing_class=tokenizer,
-        callbacks=callbacks, sid_index=sid_index,
+        callbacks=callbacks, peft_config=peft_config, sid_index=sid_index,
     )
     for callback in callbacks:
         callback.trainer = trainer

@@ -123,6 +123,8 @@ class MiniOneRecGRPOTrainer(GRPOTrainer):
 
         beams: the evaluation decoder's own beam search (`beam_search_ids`: same ranking as
         evaluate.py, each prompt encoded once for all beams); else sampling with TRL's settings.
+        One generate call per process per step on every process (equal local batches), as ZeRO-3's
+        synced generation requires.
         """
         device = self.accelerator.device
         tensors = [torch.tensor(ids) for ids in prompt_ids]
@@ -133,6 +135,7 @@ class MiniOneRecGRPOTrainer(GRPOTrainer):
             unwrap_model_for_generation(self.model_wrapped, self.accelerator,
                                         gather_deepspeed3_params=self.args.ds3_gather_for_generation) as model,
             torch.no_grad(),
+            self.accelerator.autocast(),  # DDP bf16: fp32 weights, bf16 matmuls (a no-op under DeepSpeed: bf16 weights)
         ):
             if beams:
                 out = beam_search_ids(model, input_ids, attention_mask, self.trie, num_return, pad_token_id=pad_id)

@@ -1,12 +1,17 @@
 """Loading a causal LM + tokenizer from a local directory and giving it the SID vocabulary."""
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers.integrations import is_deepspeed_zero3_enabled
 
 from minionerec import attention  # noqa: F401  (registers the padding-safe sdpa mask; see its docstring)
+from minionerec.lora import is_lora_model, save_merged
+
+VOCAB_MULTIPLE = 64  # embedding / LM-head rows are padded to this: aligned GEMMs for the [tokens, vocab] head
 
 
 def load_tokenizer(path):
@@ -23,15 +28,41 @@ def best_dtype(device: str | torch.device | None = None) -> torch.dtype:
     return torch.float32
 
 
-def load_model(path, dtype: torch.dtype | None = None, from_scratch: bool = False):
-    """`from_scratch` keeps the architecture of `path` but starts from random weights."""
+def training_dtype(training_args, lora: bool = False) -> torch.dtype:
+    """Weight dtype to load for training with these TrainingArguments / GRPOConfig.
+
+    bf16 when training in bf16 under DeepSpeed (its engine keeps bf16 weights and fp32 master copies
+    itself) or with LoRA (the base is frozen; peft keeps adapters in fp32). fp32 otherwise: plain
+    DDP / single-device bf16 is autocast, which needs fp32 weights for its optimizer.
+    """
+    if training_args.bf16 and (training_args.deepspeed_plugin is not None or lora):
+        return torch.bfloat16
+    return torch.float32
+
+
+def enable_tf32() -> None:
+    """TF32 tensor cores for the fp32 matmuls left (Ampere and newer; no-op elsewhere)."""
+    if torch.cuda.is_available():
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+
+
+def load_model(path, dtype: torch.dtype | None = None, from_scratch: bool = False, device=None):
+    """`from_scratch` keeps the architecture of `path` but starts from random weights.
+
+    `device`: load the weights straight onto it (no full CPU copy first). Under ZeRO-3 (a
+    TrainingArguments / GRPOConfig with a stage-3 DeepSpeed config built before this call),
+    from_pretrained partitions the weights as they load (zero.Init): no rank holds the whole model.
+    """
     dtype = dtype or best_dtype()
+    enable_tf32()
     if from_scratch:
         from transformers import AutoConfig
 
         config = AutoConfig.from_pretrained(path)
         return AutoModelForCausalLM.from_config(config, dtype=dtype)
-    return AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+    device_map = {"": str(device)} if device is not None and not is_deepspeed_zero3_enabled() else None
+    return AutoModelForCausalLM.from_pretrained(path, dtype=dtype, device_map=device_map)
 
 
 def missing_sid_tokens(tokenizer, tokens: list[str]) -> list[str]:
@@ -47,13 +78,48 @@ def add_sid_tokens(model, tokenizer, tokens: list[str]) -> int:
     would erase the very SIDs we predict. Returns how many tokens were added.
     """
     added = tokenizer.add_tokens(missing_sid_tokens(tokenizer, tokens))
-    if len(tokenizer) > model.get_input_embeddings().weight.shape[0]:
-        model.resize_token_embeddings(len(tokenizer))
+    grow_vocabulary(model, len(tokenizer))
     return added
 
 
-def freeze_all_but_new_rows(model, first_new_row: int) -> None:
-    """Train only the embedding (and output) rows from `first_new_row` on: the new SID tokens.
+def sid_token_ids(tokenizer, tokens: list[str]) -> list[int]:
+    """Row indices of the SID tokens in the embedding and LM head."""
+    return tokenizer.convert_tokens_to_ids(tokens)
+
+
+def _gathered(params, modifier_rank=None):
+    """Under ZeRO-3, the full tensors of `params` inside the block (rank `modifier_rank`'s writes are kept)."""
+    if not is_deepspeed_zero3_enabled():
+        return contextlib.nullcontext()
+    import deepspeed
+
+    return deepspeed.zero.GatheredParameters(list(params), modifier_rank=modifier_rank)
+
+
+def grow_vocabulary(model, num_tokens: int) -> None:
+    """Give the model at least `num_tokens` embedding / LM-head rows, padded to VOCAB_MULTIPLE.
+
+    New rows (the added tokens and the padding) start at the mean of the old rows: HF's
+    `mean_resizing` draws them from N(mean, covariance), and that [hidden, hidden] covariance
+    costs minutes at 7B for a negligible spread. The padding rows belong to no token: the
+    constrained decoder can never emit them (tests/test_bigmodels.py).
+    """
+    embeddings = model.get_input_embeddings()
+    with _gathered([embeddings.weight]):
+        old = embeddings.weight.shape[0]
+    if num_tokens <= old:
+        return
+    model.resize_token_embeddings(num_tokens, pad_to_multiple_of=VOCAB_MULTIPLE, mean_resizing=False)
+    weights = {id(m.weight): m.weight for m in (model.get_input_embeddings(), model.get_output_embeddings())
+               if m is not None}  # tied embeddings appear once
+    with _gathered(weights.values(), modifier_rank=0), torch.no_grad():
+        for weight in weights.values():  # [vocab, hidden]
+            weight[old:] = weight[:old].mean(dim=0, dtype=torch.float32).to(weight.dtype)
+
+
+def freeze_all_but_new_rows(model, first_new_row: int, stop_row: int | None = None) -> None:
+    """Train only the embedding (and output) rows first_new_row..stop_row-1: the new SID tokens
+    (the vocabulary padding after them keeps its initial value).
 
     Gradients of the old rows are zeroed by a hook, so Adam's update for them is exactly 0 (with
     weight_decay 0). Shapes: embedding weight [vocab, hidden]; the hook sees the same shape.
@@ -64,6 +130,8 @@ def freeze_all_but_new_rows(model, first_new_row: int) -> None:
     def keep_new_rows(grad: torch.Tensor) -> torch.Tensor:
         grad = grad.clone()
         grad[:first_new_row] = 0
+        if stop_row is not None:
+            grad[stop_row:] = 0
         return grad
 
     weights = {id(m.weight): m.weight for m in (model.get_input_embeddings(), model.get_output_embeddings()) if m is not None}
@@ -73,8 +141,8 @@ def freeze_all_but_new_rows(model, first_new_row: int) -> None:
 
 
 def save_final_checkpoint(trainer, tokenizer, output_dir) -> Path:
-    """Write output_dir/final_checkpoint (model + tokenizer). Every rank must call it: under
-    DeepSpeed/DDP `save_model` gathers the weights and rank 0 writes them.
+    """Write output_dir/final_checkpoint (model + tokenizer; LoRA merged). Every rank must call it:
+    under DeepSpeed/DDP the weights are gathered and rank 0 writes them.
 
     Atomic: the writer saves into a sibling directory named after its process, then renames it onto
     final_checkpoint, so a kill never leaves a half-written one. The writer is the process that
@@ -90,7 +158,10 @@ def save_final_checkpoint(trainer, tokenizer, output_dir) -> Path:
 
     final_dir = Path(output_dir, "final_checkpoint")
     tmp_dir = Path(output_dir, f".final_checkpoint.{socket.gethostname()}-{os.getpid()}.tmp")
-    trainer.save_model(tmp_dir)
+    if is_lora_model(trainer.accelerator.unwrap_model(trainer.model)):
+        save_merged(trainer, tmp_dir)  # a plain model, adapters merged in
+    else:
+        trainer.save_model(tmp_dir)
     if trainer.args.should_save and (not dist.is_initialized() or dist.get_rank() == 0):
         tokenizer.save_pretrained(tmp_dir)
         replace_dir(tmp_dir, final_dir)

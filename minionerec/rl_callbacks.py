@@ -29,7 +29,8 @@ class ConstrainedEvalCallback(TrainerCallback):
     """Every `eval_step` steps (< 1: that fraction of all steps), rank `sample` eval rows with
     `num_beams` constrained beams and log eval_HR@K / eval_NDCG@K with the training metrics.
 
-    Rows are split over processes (row i on process i % world) and the hit sums all-reduced. Set
+    Rows are split over processes (row i on process i % world) and the hit sums all-reduced; every
+    process makes the same number of generate calls (ZeRO-3 needs it). Set
     `trainer` after building the trainer: its model, tokenizer and SID trie are used.
     """
 
@@ -54,12 +55,23 @@ class ConstrainedEvalCallback(TrainerCallback):
         trainer = self.trainer
         rank, world = trainer.accelerator.process_index, trainer.accelerator.num_processes
         prompts, targets = self.prompts[rank::world], self.targets[rank::world]
+        # Under ZeRO-3 generation is collective (synced_gpus): every rank must make the same number of
+        # generate calls, so ranks with fewer rows run dummy batches (one prompt, output dropped) until
+        # they have made as many calls as rank 0, which has the most rows.
+        n_calls = math.ceil(math.ceil(len(self.prompts) / world) / self.batch_size)
         was_training = trainer.model.training
-        with unwrap_model_for_generation(trainer.model_wrapped, trainer.accelerator,
-                                         gather_deepspeed3_params=trainer.args.ds3_gather_for_generation) as model:
+        ranked = []
+        with (
+            unwrap_model_for_generation(trainer.model_wrapped, trainer.accelerator,
+                                        gather_deepspeed3_params=trainer.args.ds3_gather_for_generation) as model,
+            trainer.accelerator.autocast(),
+        ):
             model.eval()
-            ranked = constrained_beam_search(model, trainer.processing_class, prompts, trainer.trie, self.num_beams,
-                                             batch_size=self.batch_size)
+            for start in range(0, n_calls * self.batch_size, self.batch_size):
+                batch = prompts[start:start + self.batch_size]
+                out = constrained_beam_search(model, trainer.processing_class, batch or self.prompts[:1],
+                                              trainer.trie, self.num_beams, batch_size=self.batch_size)
+                ranked += out if batch else []
             model.train(was_training)
         sums = metric_sums(ranked, targets, self.ks)
         names = sorted(sums)
