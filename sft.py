@@ -188,6 +188,9 @@ def main(args: Args) -> Trainer:
         dataloader_num_workers=0,
         dataloader_pin_memory=torch.cuda.is_available(),
         logging_nan_inf_filter=False,  # a NaN loss must show in the logs (the filter also syncs every step)
+        # CPU torchrun: without an explicit gloo backend the Trainer sees a world of one on every rank,
+        # so each process would train alone on all the data (as rl.py, which sets the same)
+        ddp_backend="gloo" if world_size > 1 and not torch.cuda.is_available() else None,
     )
     end_of_setup()
     # model (+ SID tokens when the base model lacks them), after TrainingArguments: ZeRO-3 loads it partitioned
@@ -204,7 +207,7 @@ def main(args: Args) -> Trainer:
                                               sid_token_ids(tokenizer, sid_vocabulary(sid_index)), model))
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     print(f"[sft] tasks={tasks} added_sid_tokens={added} trainable_params={trainable:,} "
-          f"grad_accum={grad_accum} world_size={world_size}")
+          f"grad_accum={grad_accum} world_size={world_size} trainer_world_size={training_args.world_size}")
 
     train_ds = tokenize_dataset(train_text, tokenizer, args.cutoff_len)
     eval_ds = tokenize_dataset(eval_text, tokenizer, args.cutoff_len) if eval_text is not None else None

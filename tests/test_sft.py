@@ -106,7 +106,7 @@ def test_torchrun_two_processes(demo_data, tiny_model_dir, tmp_path):
     result = run_cli(sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
                      "--master_port", str(free_port()), "sft.py", *flags)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "grad_accum=1 world_size=2" in result.stdout
+    assert "grad_accum=1 world_size=2 trainer_world_size=2" in result.stdout  # the Trainer sees both ranks
     assert "[sft] done: steps=2" in result.stdout
     AutoModelForCausalLM.from_pretrained(tmp_path / "final_checkpoint")
 
