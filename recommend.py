@@ -18,11 +18,11 @@ from pathlib import Path
 import torch
 from transformers import set_seed
 
+from minionerec.atomic_io import atomic_write_text
 from minionerec.cli import run
 from minionerec.data import DataError
 from minionerec.modeling import best_dtype, load_model, load_tokenizer
-from minionerec.recommender import (Recommendation, Recommender, RequestError, atomic_write_text, load_catalogue,
-                                    resolve_device)
+from minionerec.recommender import Recommendation, Recommender, RequestError, load_catalogue, resolve_device
 
 
 @dataclass

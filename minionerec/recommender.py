@@ -9,11 +9,7 @@ constrained beam search of minionerec.constrained. Scores are the beams' sequenc
 """
 from __future__ import annotations
 
-import json
-import os
-import tempfile
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 
@@ -176,22 +172,3 @@ class Recommender:
         catalogue = self.catalogue  # one snapshot for resolving and decoding
         prompt_texts = [catalogue.prompt(catalogue.resolve(h, f"history {n}")) for n, h in enumerate(histories)]
         return self.decode(prompt_texts, [k] * len(prompt_texts), catalogue)
-
-
-def atomic_write_text(path, text: str) -> Path:
-    """Write to a temporary sibling, then rename into place: readers never see half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
-def write_json_atomic(path, obj) -> Path:
-    return atomic_write_text(path, json.dumps(obj, ensure_ascii=False))
