@@ -51,8 +51,8 @@ def check_args(args: Args) -> None:
             raise SystemExit(f"error: --{flag} file not found: {path}")
     if args.num_beams < 1 or args.max_batch_size < 1 or args.max_wait_ms < 0:
         raise SystemExit("error: --num_beams and --max_batch_size must be >= 1, --max_wait_ms >= 0")
-    if not 0 <= args.port <= 65535:
-        raise SystemExit(f"error: --port must be in 0..65535, got {args.port}")
+    if not 1 <= args.port <= 65535:
+        raise SystemExit(f"error: --port must be in 1..65535, got {args.port}")
     if args.dtype not in ("auto", "float32", "bfloat16", "float16"):
         raise SystemExit(f"error: --dtype must be auto, float32, bfloat16 or float16, got {args.dtype!r}")
 

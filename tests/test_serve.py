@@ -19,6 +19,7 @@ import httpx
 import pytest
 
 import evaluate
+import serve
 from conftest import free_port
 from minionerec.data import load_sid_index, sid_string
 from minionerec.serving import BatchQueue
@@ -147,6 +148,19 @@ def test_catalogue_reload_swaps_the_items(server, index_path, tmp_path):
     finally:
         assert server.post("/catalogue/reload", json={"sid_index_path": str(index_path)}).status_code == 200
     assert server.get("/health").json()["items"] == len(index)
+
+
+@pytest.mark.parametrize("flags, message", [
+    (dict(base_model="nope"), "--base_model must be a local model directory"),
+    (dict(sid_index_path=""), "--sid_index_path is required"),
+    (dict(item_meta_path="missing.json"), "--item_meta_path file not found"),
+    (dict(num_beams=0), "--num_beams"),
+    (dict(port=70000), "--port"),
+])
+def test_bad_flags_fail_before_loading(tiny_model_dir, index_path, flags, message):
+    args = serve.Args(**{**dict(base_model=str(tiny_model_dir), sid_index_path=str(index_path)), **flags})
+    with pytest.raises(SystemExit, match=message):
+        serve.main(args)
 
 
 def test_in_flight_requests_finish_on_their_catalogue():
