@@ -38,6 +38,7 @@ class Args:
     k: int = 10  # items per history
     num_beams: int = 50  # beam width (>= k); evaluate.py's default, so rankings match its predictions
     batch_size: int = 8  # histories per beam search call
+    max_history: int = 10  # most recent history items in the prompt (the data pipeline's window); 0 = all
     output_format: str = "table"  # table | jsonl
     output_path: str = ""  # "" = stdout; otherwise written atomically
     dtype: str = "auto"  # auto | float32 | bfloat16 | float16
@@ -91,8 +92,8 @@ def check_args(args: Args) -> None:
             raise SystemExit(f"error: --{flag} file not found: {path}")
     if bool(args.history != "") == bool(args.history_file):
         raise SystemExit("error: give the histories with exactly one of --history or --history_file")
-    if args.num_beams < 1 or args.batch_size < 1:
-        raise SystemExit("error: --num_beams and --batch_size must be >= 1")
+    if args.num_beams < 1 or args.batch_size < 1 or args.max_history < 0:
+        raise SystemExit("error: --num_beams and --batch_size must be >= 1, --max_history >= 0")
     if not 1 <= args.k <= args.num_beams:
         raise SystemExit(f"error: --k must be in 1..--num_beams ({args.num_beams}), got {args.k}")
     if args.output_format not in ("table", "jsonl"):
@@ -131,7 +132,7 @@ def main(args: Args) -> list[list[Recommendation]]:
     device = resolve_device(args.device)
     try:
         catalogue = load_catalogue(args.sid_index_path, args.item_meta_path, tokenizer, device)
-        histories = [catalogue.resolve(h, f"history {user}") for user, h in zip(ids, raw)]
+        histories = [catalogue.resolve(h, f"history {user}", args.max_history) for user, h in zip(ids, raw)]
     except (DataError, RequestError) as e:
         raise SystemExit(f"error: {e}") from None
 

@@ -34,6 +34,7 @@ class Args:
     num_beams: int = 50  # beam width for every request = the largest k served
     max_batch_size: int = 8  # requests per beam search call
     max_wait_ms: float = 5.0  # how long the first request of a batch waits for others
+    max_history: int = 10  # most recent history items in the prompt (the data pipeline's window); 0 = all
     dtype: str = "auto"  # auto | float32 | bfloat16 | float16
     device: str = "auto"  # auto (cuda if visible) | cpu | cuda[:N]
     log_level: str = "warning"  # uvicorn's: critical | error | warning | info | debug
@@ -49,8 +50,8 @@ def check_args(args: Args) -> None:
         path = getattr(args, flag)
         if path and not Path(path).is_file():
             raise SystemExit(f"error: --{flag} file not found: {path}")
-    if args.num_beams < 1 or args.max_batch_size < 1 or args.max_wait_ms < 0:
-        raise SystemExit("error: --num_beams and --max_batch_size must be >= 1, --max_wait_ms >= 0")
+    if args.num_beams < 1 or args.max_batch_size < 1 or args.max_wait_ms < 0 or args.max_history < 0:
+        raise SystemExit("error: --num_beams and --max_batch_size must be >= 1, --max_wait_ms and --max_history >= 0")
     if not 1 <= args.port <= 65535:
         raise SystemExit(f"error: --port must be in 1..65535, got {args.port}")
     if args.dtype not in ("auto", "float32", "bfloat16", "float16"):
@@ -70,7 +71,7 @@ def main(args: Args) -> None:
                                        args.dtype, args.device)
     except DataError as e:
         raise SystemExit(f"error: {e}") from None
-    app = create_app(recommender, args.max_batch_size, args.max_wait_ms / 1000)
+    app = create_app(recommender, args.max_batch_size, args.max_wait_ms / 1000, args.max_history)
     print(f"[serve] {recommender.catalogue.num_items} items, {args.num_beams} beams, "
           f"http://{args.host}:{args.port}", flush=True)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)

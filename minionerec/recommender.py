@@ -51,8 +51,12 @@ class Catalogue:
     def num_items(self) -> int:
         return len(self.sid_index)
 
-    def resolve(self, history: list, field_name: str = "history") -> list[str]:
-        """History entries (item ids, or exact titles) -> item ids; RequestError names the entry."""
+    def resolve(self, history: list, field_name: str = "history", max_history: int = 0) -> list[str]:
+        """History entries (item ids, or exact titles) -> item ids; RequestError names the entry.
+
+        Every entry is checked; only the last `max_history` (0 = all) are returned: training rows hold at
+        most the 10 most recent items, so longer histories are cut the same way.
+        """
         if not isinstance(history, (list, tuple)) or not history:
             raise RequestError(field_name, f"{field_name}: expected a non-empty list of item ids or titles")
         items = []
@@ -70,7 +74,7 @@ class Catalogue:
             else:
                 raise RequestError(field_name, f"{field_name}[{position}]: unknown item {entry[:80]!r} (neither an "
                                                "item id of the SID index nor a title of item.json)")
-        return items
+        return items[-max_history:] if max_history else items
 
     def prompt(self, item_ids: list[str]) -> str:
         return history_prompt([sid_string(self.sid_index[i]) for i in item_ids])

@@ -5,7 +5,8 @@ the queue; a `/catalogue/reload` swaps the recommender's catalogue for later req
 request in flight always finishes on the trie it was resolved with. The queue's worker takes the
 first waiting request, waits up to `max_wait_s` for more (at most `max_batch_size`), and decodes
 each catalogue's group with one `Recommender.decode` call in a worker thread (the event loop keeps
-accepting requests meanwhile; they form the next batch).
+accepting requests meanwhile; they form the next batch). A catalogue reload runs on that same
+thread between batches, so the tokenizer is never used by two threads at once.
 """
 from __future__ import annotations
 
@@ -57,6 +58,10 @@ class BatchQueue:
                 pass
         if self._executor is not None:
             self._executor.shutdown(wait=True)
+
+    async def call(self, fn, *args):
+        """Run fn(*args) on the decoding thread, between batches (the tokenizer is not shared across threads)."""
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
 
     async def submit(self, prompt: str, k: int, catalogue: Catalogue):
         future = asyncio.get_running_loop().create_future()
@@ -114,7 +119,9 @@ def _error(status: int, field: str, message: str) -> JSONResponse:
     return JSONResponse(status_code=status, content={"error": message, "field": field})
 
 
-def create_app(recommender: Recommender, max_batch_size: int = 8, max_wait_s: float = 0.005) -> FastAPI:
+def create_app(recommender: Recommender, max_batch_size: int = 8, max_wait_s: float = 0.005,
+               max_history: int = 10) -> FastAPI:
+    """`max_history`: only the most recent items of a history enter the prompt (0 = all), like the training rows."""
     queue = BatchQueue(recommender.decode, max_batch_size, max_wait_s)
     reload_lock = asyncio.Lock()
 
@@ -147,7 +154,7 @@ def create_app(recommender: Recommender, max_batch_size: int = 8, max_wait_s: fl
     @app.post("/recommend")
     async def recommend(body: RecommendRequest):
         catalogue = recommender.catalogue  # this request's snapshot, whatever reloads happen meanwhile
-        items = catalogue.resolve(body.history, "history")
+        items = catalogue.resolve(body.history, "history", max_history)
         k = recommender.check_k(body.k, "k")
         ranked = await queue.submit(catalogue.prompt(items), k, catalogue)
         return {"history": items, "k": k,
@@ -156,9 +163,8 @@ def create_app(recommender: Recommender, max_batch_size: int = 8, max_wait_s: fl
     @app.post("/catalogue/reload")
     async def reload(body: ReloadRequest):
         async with reload_lock:
-            try:  # trie compiled off the event loop; the swap is one assignment
-                catalogue = await asyncio.to_thread(recommender.reload_catalogue, body.sid_index_path,
-                                                    body.item_meta_path)
+            try:  # trie compiled off the event loop, between two batches; the swap is one assignment
+                catalogue = await queue.call(recommender.reload_catalogue, body.sid_index_path, body.item_meta_path)
             except DataError as e:
                 field = "item_meta_path" if body.item_meta_path and str(e).startswith(body.item_meta_path) \
                     else "sid_index_path"

@@ -53,10 +53,10 @@ def test_exhaustive_beams_give_the_exact_top_k_with_log_probability_scores(paths
 
 def test_history_file_and_table_output(paths, tmp_path, capsys):
     histories = tmp_path / "users.jsonl"
-    histories.write_text('{"id": "alice", "history": ["4", "5"]}\n\n["6"]\n')
-    results = recommend.main(recommend.Args(**paths, history_file=str(histories), k=3, num_beams=10))
+    histories.write_text('{"id": "alice", "history": ["4", "5", "6"]}\n\n["6"]\n')
+    results = recommend.main(recommend.Args(**paths, history_file=str(histories), k=3, num_beams=10, max_history=2))
     table = capsys.readouterr().out
-    assert "== alice: history 4, 5" in table and "== 3: history 6" in table  # ids echoed, else the line number
+    assert "== alice: history 5, 6" in table and "== 3: history 6" in table  # ids echoed, else the line number
     assert len(results) == 2 and all(len(r) == 3 for r in results)
     first = results[0][0]
     assert f"   1  {first.item_id:<12}{first.score:>10.4f}  {first.sid}" in table

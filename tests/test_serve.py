@@ -101,6 +101,9 @@ def test_k_truncates_the_same_beams(server):
     full = server.post("/recommend", json={"history": ["1", "2"], "k": NUM_BEAMS}).json()["items"]
     top3 = server.post("/recommend", json={"history": [1, "2"], "k": 3}).json()["items"]  # ints are ids too
     assert top3 == full[:3]
+    long = server.post("/recommend", json={"history": [str(i) for i in range(12)], "k": 3}).json()
+    last_ten = server.post("/recommend", json={"history": [str(i) for i in range(2, 12)], "k": 3}).json()
+    assert long["history"] == [str(i) for i in range(2, 12)] and long["items"] == last_ten["items"]  # --max_history 10
 
 
 @pytest.mark.parametrize("body, field, words", [
