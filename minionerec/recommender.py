@@ -169,10 +169,3 @@ class Recommender:
                 ranked.append(Recommendation(item_id, catalogue.titles.get(item_id, ""), sid, float(score)))
             out.append(ranked)
         return out
-
-    def recommend(self, histories: list[list], k: int) -> list[list[Recommendation]]:
-        """Histories (item ids or titles) -> top-k recommendations each, in one beam search."""
-        self.check_k(k)
-        catalogue = self.catalogue  # one snapshot for resolving and decoding
-        prompt_texts = [catalogue.prompt(catalogue.resolve(h, f"history {n}")) for n, h in enumerate(histories)]
-        return self.decode(prompt_texts, [k] * len(prompt_texts), catalogue)

@@ -25,9 +25,9 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
+from minionerec.atomic_io import atomic_target  # noqa: E402
 from minionerec.cli import run  # noqa: E402
 from rq.common import QuantArgs, check_common, load_embeddings, parse_int_list, seed_everything  # noqa: E402
-from minionerec.atomic_io import atomic_target  # noqa: E402
 from rq.index import finish, index_sibling  # noqa: E402
 from rq.rqkmeans import residual_kmeans  # noqa: E402
 
