@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from transformers import set_seed
 
-from minionerec.atomic_io import atomic_write_text
+from minionerec.atomic import atomic_write_text
 from minionerec.cli import run
 from minionerec.data import DataError
 from minionerec.modeling import best_dtype, load_model, load_tokenizer

@@ -22,7 +22,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
 from convert_dataset import write_inter  # noqa: E402
-from minionerec.atomic_io import atomic_write_json  # noqa: E402
+from minionerec.atomic import atomic_write_text  # noqa: E402
 from minionerec.data import DataError  # noqa: E402
 
 _JUNK = re.compile(r"<[^>]*>|&[#a-zA-Z0-9]+;|[{}]")  # tags, entities left after one unescape, JS/CSS braces
@@ -121,7 +121,7 @@ def build_dataset(reviews: list[tuple[str, str, int]], meta: dict[str, dict], ca
     out.mkdir(parents=True, exist_ok=True)
     for split, rows in splits.items():
         write_inter(rows, out / f"{category}.{split}.inter")
-    atomic_write_json(out / f"{category}.item.json", {item_ids[a]: meta[a] for a in asins}, indent=1)
-    atomic_write_json(out / f"{category}.item2asin.json", {item_ids[a]: a for a in asins})
+    atomic_write_text(out / f"{category}.item.json", json.dumps({item_ids[a]: meta[a] for a in asins}, indent=1))
+    atomic_write_text(out / f"{category}.item2asin.json", json.dumps({item_ids[a]: a for a in asins}))
     return {"reviews_in_window": len(reviews), "with_title": len(titled), "k_core": len(core),
             "users": len({r[0] for r in core}), "items": len(asins), **{s: len(r) for s, r in splits.items()}}

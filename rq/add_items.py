@@ -17,6 +17,7 @@ tokens it lacks, and `--align_steps N` fine-tunes title <-> SID on the new items
 """
 from __future__ import annotations
 
+import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +26,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
-from minionerec.atomic_io import atomic_target, atomic_write_json  # noqa: E402
+from minionerec.atomic import atomic_dir, atomic_write_text  # noqa: E402
 from minionerec.cli import run  # noqa: E402
 from minionerec.data import DataError, load_item_meta, load_sid_index, sid_vocabulary  # noqa: E402
 from rq.common import load_embeddings  # noqa: E402
@@ -108,7 +109,7 @@ def extend_model(args: Args, extended: dict[str, list[str]], new_index: dict, ne
         loss = align_new_items(model, tokenizer, new_index, new_meta, args.align_steps, args.align_learning_rate,
                                args.align_batch_size, args.seed)
         line += f" align_steps={args.align_steps} align_loss={loss:.4f}"
-    with atomic_target(args.output_model, directory=True) as tmp:
+    with atomic_dir(args.output_model) as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
     return line + f" -> {args.output_model}"
@@ -142,9 +143,10 @@ def main(args: Args) -> dict[str, list[str]]:
 
     model_line = extend_model(args, extended, new_index, new_meta) if args.base_model else "model unchanged"
     output_path = args.output_path or args.sid_index_path
-    atomic_write_json(output_path, extended)
+    atomic_write_text(output_path, json.dumps(extended))
     if args.output_item_meta_path:
-        atomic_write_json(args.output_item_meta_path, {**meta, **{i: new_meta[i] for i in new_ids}}, indent=1)
+        atomic_write_text(args.output_item_meta_path,
+                          json.dumps({**meta, **{i: new_meta[i] for i in new_ids}}, indent=1, ensure_ascii=False))
     print(f"[add_items] {len(new_ids)} new items ({mode}, codebooks {codebooks_file.name}"
           f"{', encoder ' + encoder_file.name if encode else ''}): {len(index)} -> {len(extended)} items -> "
           f"{output_path}; {model_line}", flush=True)

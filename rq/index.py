@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from minionerec.atomic_io import atomic_target
+from minionerec.atomic import atomic_path
 
 LEVEL_LETTERS = "abcdefghijklmnopqrstuvwxyz"
 COLLISION_MODES = ("reassign", "append")
@@ -259,7 +259,7 @@ def save_codebooks(index_path, codebooks: list[np.ndarray], mode: str) -> Path:
     """The quantiser's L codebooks [K_l, D] and its collision mode, written atomically beside the index."""
     path = codebooks_path(index_path)
     arrays = {f"level_{l}": np.asarray(cb, dtype=np.float32) for l, cb in enumerate(codebooks)}
-    with atomic_target(path) as tmp:
+    with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:  # a file object: np.savez would append ".npz" to a bare temp name
             np.savez(f, collision=np.array(mode), **arrays)
     return path

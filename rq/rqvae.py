@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
-from minionerec.atomic_io import atomic_target  # noqa: E402
+from minionerec.atomic import atomic_path  # noqa: E402
 from minionerec.cli import run  # noqa: E402
 from rq.common import QuantArgs, check_common, load_embeddings, parse_int_list, seed_everything  # noqa: E402
 from rq.index import finish, index_sibling  # noqa: E402
@@ -225,7 +225,7 @@ def save_encoder(index_path, model: RQVAE) -> Path:
     """The trained encoder (config + weights), so rq/add_items.py maps new items into the codebooks' space."""
     path = encoder_path(index_path)
     state = {k: v.detach().cpu() for k, v in model.encoder.state_dict().items()}
-    with atomic_target(path) as tmp:
+    with atomic_path(path) as tmp:
         torch.save({"config": model.config, "encoder": state}, tmp)
     return path
 

@@ -25,7 +25,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
-from minionerec.atomic_io import atomic_target  # noqa: E402
+from minionerec.atomic import atomic_path  # noqa: E402
 from minionerec.cli import run  # noqa: E402
 from minionerec.data import DataError, load_item_meta  # noqa: E402
 from rq.common import ids_path, save_embeddings  # noqa: E402
@@ -156,7 +156,7 @@ def main(args: Args) -> Path | None:
         import joblib
 
         pipeline, embeddings = fit_tfidf(texts, args.dim, args.seed)
-        with atomic_target(tfidf_fit_path(args.output_path)) as tmp:
+        with atomic_path(tfidf_fit_path(args.output_path)) as tmp:
             joblib.dump(pipeline, tmp)
     else:
         embeddings = sentence_embeddings(texts, args.model_path, args.pooling, args.batch_size, args.max_length,
