@@ -148,6 +148,16 @@ def test_catalogue_reload_swaps_the_items(server, index_path, tmp_path):
         missing = server.post("/catalogue/reload", json={"sid_index_path": str(tmp_path / "nope.json")})
         assert missing.status_code == 422 and "file not found" in missing.json()["error"]
         assert server.get("/health").json()["sid_index_path"] == str(small)
+
+        # an added item (as rq/add_items.py writes it: a free SID of known tokens) is usable after a reload
+        tokens = [sorted({s[level] for s in index.values()}) for level in range(3)]
+        used = {tuple(s) for s in index.values()}
+        free = next([a, b, c] for a in tokens[0] for b in tokens[1] for c in tokens[2] if (a, b, c) not in used)
+        grown = tmp_path / "grown.index.json"
+        grown.write_text(json.dumps({**index, "new-1": free}))
+        assert server.post("/catalogue/reload", json={"sid_index_path": str(grown)}).json()["items"] == len(index) + 1
+        response = server.post("/recommend", json={"history": ["new-1", "1"], "k": 3})
+        assert response.status_code == 200 and response.json()["history"] == ["new-1", "1"]
     finally:
         assert server.post("/catalogue/reload", json={"sid_index_path": str(index_path)}).status_code == 200
     assert server.get("/health").json()["items"] == len(index)
