@@ -163,6 +163,35 @@ def test_catalogue_reload_swaps_the_items(server, index_path, tmp_path):
     assert server.get("/health").json()["items"] == len(index)
 
 
+def test_a_request_in_flight_during_a_reload_finishes_on_the_old_catalogue(server, index_path, tmp_path):
+    """The server waits up to 300 ms for batch company, so the reload lands while the request is queued."""
+    index = load_sid_index(index_path)
+    history = ["1", "2"]
+    full = server.post("/recommend", json={"history": history, "k": NUM_BEAMS}).json()["items"]
+    kept = {i: s for i, s in index.items() if i not in {item["item_id"] for item in full[:2]}}  # drop its top 2
+    small = tmp_path / "small.index.json"
+    small.write_text(json.dumps(kept))
+    done = {}
+
+    def in_flight():
+        done["response"] = server.post("/recommend", json={"history": history, "k": NUM_BEAMS})
+        done["at"] = time.monotonic()
+
+    try:
+        thread = threading.Thread(target=in_flight)
+        thread.start()
+        time.sleep(0.1)
+        assert server.post("/catalogue/reload", json={"sid_index_path": str(small)}).status_code == 200
+        reloaded_at = time.monotonic()
+        thread.join(timeout=TIMEOUT)
+        assert reloaded_at < done["at"]  # the reload finished while the request was still in flight
+        assert done["response"].json()["items"] == full  # ... and it was decoded on the old trie
+        after = server.post("/recommend", json={"history": history, "k": NUM_BEAMS}).json()["items"]
+        assert {item["item_id"] for item in after} <= set(kept)  # later requests see the new catalogue
+    finally:
+        assert server.post("/catalogue/reload", json={"sid_index_path": str(index_path)}).status_code == 200
+
+
 @pytest.mark.parametrize("flags, message", [
     (dict(base_model="nope"), "--base_model must be a local model directory"),
     (dict(sid_index_path=""), "--sid_index_path is required"),
