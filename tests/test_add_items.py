@@ -20,7 +20,8 @@ import sft
 from minionerec.cli import parse_args
 from minionerec.data import load_item_meta, load_sid_index, load_split, sid_string, write_split
 from minionerec.modeling import load_model, load_tokenizer
-from minionerec.prompts import title2sid_prompt
+from minionerec.recommender import history_prompt
+from minionerec.sft_data import task_rows
 from minionerec.tiny_model import build_tiny_model
 from rq import add_items, rqkmeans, rqvae, text2emb
 from rq.common import save_embeddings
@@ -109,11 +110,18 @@ def test_held_out_items_become_recommendable_and_old_items_keep_their_sids(catal
     model = load_model(tmp_path / "model_v2").eval()
     assert model.get_input_embeddings().weight.shape[0] >= len(tokenizer)  # every new token has a row
     trie = build_sid_trie(extended, tokenizer)
-    sids = constrained_beam_search(model, tokenizer, [title2sid_prompt("anything")], trie, num_beams=80)[0]
+    prompt = history_prompt([sid_string(old[i]) for i in list(old)[:3]])
+    sids = constrained_beam_search(model, tokenizer, [prompt], trie, num_beams=80)[0]
     assert sorted(sids) == sorted(sid_string(s) for s in extended.values())
     assert len(tokenizer) == len(load_tokenizer(catalogue / "model")) + 4  # <c_12>..<c_15> added
     with pytest.raises(ValueError, match="not single tokens"):  # which the base model could not decode
         build_sid_trie(extended, load_tokenizer(catalogue / "model"))
+
+
+def title2sid_prompt(sid: list[str], meta: dict) -> str:
+    """The title -> SID prompt of SFT's alignment task, the one the alignment fine-tune trains."""
+    rows = task_rows("item_alignment", None, {"x": sid}, {"x": meta})
+    return next(p for p, r in zip(rows["prompt"], rows["response"]) if r.strip() == sid_string(sid))
 
 
 def test_alignment_fine_tune_raises_the_new_items_title_to_sid_probability(catalogue, tmp_path):
@@ -128,7 +136,7 @@ def test_alignment_fine_tune_raises_the_new_items_title_to_sid_probability(catal
         trie = build_sid_trie(extended, tokenizer)
         total = 0.0
         for item in HELD_OUT:
-            sids, scores = exact_rank(model, tokenizer, title2sid_prompt(meta[item]["title"]), trie)
+            sids, scores = exact_rank(model, tokenizer, title2sid_prompt(extended[item], meta[item]), trie)
             total += scores[sids.index(sid_string(extended[item]))]
         return total / len(HELD_OUT), model
 
