@@ -27,6 +27,8 @@ from pathlib import Path
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
+from minionerec.atomic import atomic_path
+
 LEVEL_LETTERS = "abcdefghijklmnopqrstuvwxyz"
 COLLISION_MODES = ("reassign", "append")
 
@@ -235,5 +237,92 @@ def finish(name: str, item_ids: list[str], codes: np.ndarray, output_path, mode:
     error = reconstruction_error(x, final, codebooks, decode) if x is not None and codebooks is not None else None
     print(report(name, codes, final, sizes, error), flush=True)
     write_index(item_ids, final, output_path)
+    if codebooks is not None:  # rq/add_items.py gives new items SIDs with these codebooks frozen
+        save_codebooks(output_path, codebooks, mode)
     print(f"wrote {output_path}", flush=True)
     return final
+
+
+def index_sibling(index_path, suffix: str) -> Path:
+    """X.index.json -> X<suffix> beside it (the quantiser's state that belongs to this index)."""
+    name = Path(index_path).name
+    stem = name[: -len(".index.json")] if name.endswith(".index.json") else Path(name).stem
+    return Path(index_path).with_name(f"{stem}{suffix}")
+
+
+def codebooks_path(index_path) -> Path:
+    return index_sibling(index_path, ".codebooks.npz")
+
+
+def save_codebooks(index_path, codebooks: list[np.ndarray], mode: str) -> Path:
+    """The quantiser's L codebooks [K_l, D] and its collision mode, written atomically beside the index."""
+    path = codebooks_path(index_path)
+    arrays = {f"level_{level}": np.asarray(cb, dtype=np.float32) for level, cb in enumerate(codebooks)}
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:  # a file object: np.savez would append ".npz" to a bare temp name
+            np.savez(f, collision=np.array(mode), **arrays)
+    return path
+
+
+def load_codebooks(path) -> tuple[list[np.ndarray], str]:
+    """(codebooks L x [K_l, D] float64, collision mode) from save_codebooks' file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: codebooks not found (rq/ writes them beside the index since this version; "
+                                "re-run the quantiser to get them)")
+    with np.load(path) as data:
+        levels = sorted((k for k in data.files if k.startswith("level_")), key=lambda k: int(k[6:]))
+        return [data[k].astype(np.float64) for k in levels], str(data["collision"])
+
+
+def quantize_frozen(x: np.ndarray, codebooks: list[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Nearest codeword per level, codebooks fixed: x [M, D] -> (codes [M, L], residuals L x [M, D] per level)."""
+    residual = np.asarray(x, dtype=np.float64)
+    codes, residuals = [], []
+    for codebook in codebooks:
+        idx = _sq_dist(residual, codebook).argmin(axis=1)  # [M]
+        residuals.append(residual)
+        codes.append(idx)
+        residual = residual - codebook[idx]
+    return np.stack(codes, axis=1).astype(np.int64), residuals
+
+
+def extend_codes(existing: np.ndarray, new: np.ndarray, residuals: list[np.ndarray], codebooks: list[np.ndarray],
+                 mode: str = "reassign") -> np.ndarray:
+    """Codes for new items that collide with no existing item and no other new item; existing codes never move.
+
+    existing [N, L] (reassign) or [N, L+1] (append); new [M, L] from quantize_frozen with its residuals.
+    reassign: a new item whose code is taken moves to the nearest free (level L-1, level L) pair under its
+    first L-2 codes (the same rule as the spill step of `reassign`); append: the extra level numbers it
+    after the items already sharing its L codes.
+    """
+    existing, new = np.asarray(existing, dtype=np.int64), np.asarray(new, dtype=np.int64)
+    levels = new.shape[1]
+    if existing.shape[1] != levels + (mode == "append"):
+        raise ValueError(f"the index has {existing.shape[1]} levels but the codebooks give {levels}"
+                         f"{' + 1 (append)' if mode == 'append' else ''}")
+    if mode == "append":
+        seen: dict[tuple, int] = defaultdict(int)
+        for row in existing.tolist():
+            seen[tuple(row[:-1])] = max(seen[tuple(row[:-1])], row[-1] + 1)
+        extra = np.zeros(len(new), dtype=np.int64)
+        for i, row in enumerate(map(tuple, new.tolist())):
+            extra[i] = seen[row]
+            seen[row] += 1
+        return np.concatenate([new, extra[:, None]], axis=1)
+    combined = np.concatenate([existing, new])  # [N + M, L]
+    taken = set(map(tuple, existing.tolist()))
+    overflow = []
+    for i, row in enumerate(map(tuple, new.tolist())):
+        if row in taken:
+            overflow.append(len(existing) + i)
+        else:
+            taken.add(row)
+    if overflow:
+        if levels < 2:
+            raise CollisionError("a one-level index cannot place a colliding new item without moving others")
+        padded = [np.concatenate([np.zeros((len(existing), r.shape[1])), r]) for r in residuals[-2:]]  # [N + M, D]
+        _spill(combined, overflow, padded, [np.asarray(c, dtype=np.float64) for c in codebooks[-2:]])
+    out = combined[len(existing):]
+    assert not collision_groups(combined), "extend_codes left duplicates"  # guaranteed by _spill's free pairs
+    return out

@@ -23,7 +23,7 @@ from minionerec.cli import run  # noqa: E402
 from rq.common import check_common, load_embeddings, parse_sizes, seed_everything  # noqa: E402
 from rq.index import finish, make_unique  # noqa: E402
 from rq.rqkmeans import residual_kmeans  # noqa: E402
-from rq.rqvae import RQVAE, codes_for, decoder_fn, parse_hidden, resolve_device, train  # noqa: E402
+from rq.rqvae import RQVAE, codes_for, decoder_fn, parse_hidden, resolve_device, save_encoder, train  # noqa: E402
 from rq.rqvae import Args as RQVAEArgs  # noqa: E402
 
 
@@ -69,8 +69,10 @@ def main(args: Args) -> np.ndarray:
     train(model, x, args.epochs, args.batch_size, args.lr, args.seed, args.reset_dead, args.ckpt_dir,
           args.save_every, args.resume)
     codes, residuals, codebooks = codes_for(model, x)
-    return finish("rqkmeans_plus", item_ids, codes, args.output_path, args.collision, residuals, codebooks, sizes,
-                  x=x_np, decode=decoder_fn(model))
+    final = finish("rqkmeans_plus", item_ids, codes, args.output_path, args.collision, residuals, codebooks, sizes,
+                   x=x_np, decode=decoder_fn(model))
+    save_encoder(args.output_path, model)
+    return final
 
 
 if __name__ == "__main__":

@@ -25,9 +25,10 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
+from minionerec.atomic import atomic_path  # noqa: E402
 from minionerec.cli import run  # noqa: E402
 from rq.common import QuantArgs, check_common, load_embeddings, parse_int_list, seed_everything  # noqa: E402
-from rq.index import finish  # noqa: E402
+from rq.index import finish, index_sibling  # noqa: E402
 from rq.rqkmeans import residual_kmeans  # noqa: E402
 
 
@@ -101,6 +102,7 @@ class RQVAE(nn.Module):
     def __init__(self, in_dim: int, hidden: list[int], e_dim: int, sizes: list[int], beta: float = 0.25,
                  residual: bool = False):
         super().__init__()
+        self.config = {"in_dim": in_dim, "hidden": list(hidden), "e_dim": e_dim, "residual": residual}  # save_encoder
         if residual:  # latent space = input space, so RQ-Kmeans codebooks apply unchanged
             self.encoder, self.decoder = ResidualMLP(in_dim, hidden), ResidualMLP(in_dim, hidden[::-1])
         else:
@@ -214,6 +216,35 @@ def decoder_fn(model: RQVAE):
     return decode
 
 
+def encoder_path(index_path) -> Path:
+    """X.index.json -> X.encoder.pt (beside X.codebooks.npz)."""
+    return index_sibling(index_path, ".encoder.pt")
+
+
+def save_encoder(index_path, model: RQVAE) -> Path:
+    """The trained encoder (config + weights), so rq/add_items.py maps new items into the codebooks' space."""
+    path = encoder_path(index_path)
+    state = {k: v.detach().cpu() for k, v in model.encoder.state_dict().items()}
+    with atomic_path(path) as tmp:
+        torch.save({"config": model.config, "encoder": state}, tmp)
+    return path
+
+
+def load_encoder(path):
+    """numpy [M, D] -> numpy latents [M, e_dim], with the encoder save_encoder wrote (tensors only)."""
+    saved = torch.load(path, map_location="cpu", weights_only=True)
+    config = saved["config"]
+    encoder = RQVAE(config["in_dim"], config["hidden"], config["e_dim"], [1], residual=config["residual"]).encoder
+    encoder.load_state_dict(saved["encoder"])
+    encoder.eval()
+
+    @torch.no_grad()
+    def encode(x: np.ndarray) -> np.ndarray:
+        return encoder(torch.as_tensor(np.asarray(x, dtype=np.float32))).numpy()
+
+    return encode
+
+
 def resolve_device(device: str) -> torch.device:
     if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
         raise SystemExit(f"error: --device must be cpu or cuda[:N], got {device!r}")
@@ -244,8 +275,10 @@ def main(args: Args) -> np.ndarray:
     train(model, x, args.epochs, args.batch_size, args.lr, args.seed, args.reset_dead, args.ckpt_dir,
           args.save_every, args.resume)
     codes, residuals, codebooks = codes_for(model, x)
-    return finish("rqvae", item_ids, codes, args.output_path, args.collision, residuals, codebooks, sizes,
-                  x=x_np, decode=decoder_fn(model))
+    final = finish("rqvae", item_ids, codes, args.output_path, args.collision, residuals, codebooks, sizes,
+                   x=x_np, decode=decoder_fn(model))
+    save_encoder(args.output_path, model)
+    return final
 
 
 if __name__ == "__main__":

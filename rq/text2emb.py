@@ -6,7 +6,8 @@ the ids follow item.json's key order. Two methods:
 - `sentence_transformers` (default): a LOCAL model directory (`--model_path`, nothing is downloaded),
   mean or last-token pooling, optional L2 normalisation. Under `accelerate launch` each process
   embeds its share of the catalogue and the main process joins the parts.
-- `tfidf`: offline fallback with no model: TF-IDF (uni+bigrams) -> TruncatedSVD -> L2 normalise.
+- `tfidf`: offline fallback with no model: TF-IDF (uni+bigrams) -> TruncatedSVD -> L2 normalise. The fit
+  is saved beside the output (`X.tfidf.joblib`); `--tfidf_fit X.tfidf.joblib` embeds new items with it.
 
     python rq/text2emb.py --item_meta_path Cat.item.json --output_path Cat.emb.npy --model_path /models/qwen3-emb
     python rq/text2emb.py --item_meta_path Cat.item.json --output_path Cat.emb.npy --method tfidf --dim 256
@@ -24,6 +25,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
+from minionerec.atomic import atomic_path  # noqa: E402
 from minionerec.cli import run  # noqa: E402
 from minionerec.data import DataError, load_item_meta  # noqa: E402
 from rq.common import ids_path, save_embeddings  # noqa: E402
@@ -46,6 +48,7 @@ class Args:
     device: str = ""  # "" = cuda when available, else cpu
     dim: int = 256  # tfidf only: SVD components
     seed: int = 0  # tfidf only: SVD seed
+    tfidf_fit: str = ""  # tfidf only: embed with this saved fit (X.tfidf.joblib; new items for rq/add_items.py)
 
 
 def _flatten(value) -> str:
@@ -66,17 +69,34 @@ def item_text(meta: dict) -> str:
     return " ".join(html.unescape(_TAG.sub(" ", text)).split())
 
 
-def tfidf_embeddings(texts: list[str], dim: int = 256, seed: int = 0) -> np.ndarray:
-    """texts -> [N, min(dim, vocab - 1, N - 1)] L2-normalised LSA vectors."""
+def fit_tfidf(texts: list[str], dim: int = 256, seed: int = 0):
+    """texts -> (fitted Pipeline TF-IDF -> SVD -> L2, vectors [N, min(dim, vocab - 1, N - 1)] L2-normalised).
+
+    The fitted pipeline embeds later texts (new catalogue items) in the same space: `pipeline.transform`.
+    """
     from sklearn.decomposition import TruncatedSVD
     from sklearn.feature_extraction.text import TfidfVectorizer
-    from sklearn.preprocessing import normalize
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import Normalizer, normalize
 
-    tfidf = TfidfVectorizer(ngram_range=(1, 2), min_df=1, sublinear_tf=True, stop_words="english").fit_transform(texts)
+    vectorizer = TfidfVectorizer(ngram_range=(1, 2), min_df=1, sublinear_tf=True, stop_words="english")
+    tfidf = vectorizer.fit_transform(texts)
     n_components = min(dim, tfidf.shape[1] - 1, len(texts) - 1)
     if n_components < 1:
         raise ValueError(f"tfidf: {len(texts)} texts with {tfidf.shape[1]} terms are too few to embed")
-    return normalize(TruncatedSVD(n_components=n_components, random_state=seed).fit_transform(tfidf))
+    svd = TruncatedSVD(n_components=n_components, random_state=seed)
+    vectors = normalize(svd.fit_transform(tfidf))
+    return Pipeline([("tfidf", vectorizer), ("svd", svd), ("l2", Normalizer().fit(vectors[:1]))]), vectors
+
+
+def tfidf_embeddings(texts: list[str], dim: int = 256, seed: int = 0) -> np.ndarray:
+    """texts -> [N, min(dim, vocab - 1, N - 1)] L2-normalised LSA vectors."""
+    return fit_tfidf(texts, dim, seed)[1]
+
+
+def tfidf_fit_path(embedding_path) -> Path:
+    """X.npy -> X.tfidf.joblib: the fit that made X, for embedding new items in the same space."""
+    return Path(embedding_path).with_suffix(".tfidf.joblib")
 
 
 def load_sentence_model(model_path: str, pooling: str, max_length: int, device: str | None):
@@ -130,8 +150,18 @@ def main(args: Args) -> Path | None:
     if empty:  # its vector would be all zeros (tfidf) or the embedding of ".": no signal to quantise
         raise SystemExit(f"error: {args.item_meta_path}: item {empty[0]} has an empty title and description "
                          f"({len(empty)} item(s) in all)")
-    if args.method == "tfidf":
-        embeddings = tfidf_embeddings(texts, args.dim, args.seed)
+    if args.method == "tfidf" and args.tfidf_fit:  # a pickle: load only fits you wrote yourself
+        import joblib
+
+        if not Path(args.tfidf_fit).is_file():
+            raise SystemExit(f"error: --tfidf_fit file not found: {args.tfidf_fit}")
+        embeddings = joblib.load(args.tfidf_fit).transform(texts).astype(np.float32)
+    elif args.method == "tfidf":
+        import joblib
+
+        pipeline, embeddings = fit_tfidf(texts, args.dim, args.seed)
+        with atomic_path(tfidf_fit_path(args.output_path)) as tmp:
+            joblib.dump(pipeline, tmp)
     else:
         embeddings = sentence_embeddings(texts, args.model_path, args.pooling, args.batch_size, args.max_length,
                                          args.normalize, args.device)

@@ -1,0 +1,166 @@
+"""Serving benchmark: requests/s and p50/p95 latency of serve.py over loopback HTTP, on CPU.
+
+    python bench/serve.py                                   # real Industrial catalogue if ../shared/data is present
+    python bench/serve.py --requests 64 --configs 1x1,1x8,8x8 --num_beams 50 --k 10 --threads 2
+
+For every `BxC` in --configs, serve.py runs with --max_batch_size B and C client threads each send
+requests back to back (histories from the test split, in order) until --requests have been answered;
+one server per distinct B, on 127.0.0.1 only, stopped at the end. The model is a random small Qwen2
+(`minionerec.tiny_model`, hidden 64, 2 layers) on the catalogue's own tokenizer, so the numbers are the
+decoder's and the HTTP stack's cost, not a trained model's quality; a real checkpoint: --base_model.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # run as a script from anywhere
+
+from minionerec.data import load_split  # noqa: E402
+
+REAL = ROOT.parent / "shared/data/Amazon"
+CATEGORY = "Industrial_and_Scientific"
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--base_model", default="", help="checkpoint to serve; default: a random small Qwen2 built here")
+    p.add_argument("--sid_index_path", default="")
+    p.add_argument("--item_meta_path", default="")
+    p.add_argument("--test_file", default="", help="CSV whose history_item_id lists are the requests")
+    p.add_argument("--configs", default="1x1,1x8,8x8", help="max_batch_size x client concurrency, comma-separated")
+    p.add_argument("--requests", type=int, default=48, help="answered requests per config (bounded)")
+    p.add_argument("--num_beams", type=int, default=50)
+    p.add_argument("--k", type=int, default=10)
+    p.add_argument("--max_wait_ms", type=float, default=5.0)
+    p.add_argument("--threads", type=int, default=2, help="torch threads of the server (OMP_NUM_THREADS)")
+    args = p.parse_args(argv)
+    try:
+        args.configs = [tuple(int(v) for v in c.split("x")) for c in args.configs.split(",")]
+        assert all(len(c) == 2 and min(c) >= 1 for c in args.configs)
+    except (ValueError, AssertionError):
+        p.error(f"--configs: expected e.g. 1x1,8x8, got {args.configs!r}")
+    if not 1 <= args.requests <= 10_000:
+        p.error("--requests must be in 1..10000")
+    return args
+
+
+def default_inputs(workdir: Path) -> dict:
+    """The real Industrial catalogue and test split when present, else the demo data; a random model on it."""
+    from minionerec.tiny_model import build_tiny_model
+
+    if (REAL / "index" / f"{CATEGORY}.index.json").is_file():
+        index, meta = REAL / "index" / f"{CATEGORY}.index.json", REAL / "index" / f"{CATEGORY}.item.json"
+        test = next((REAL / "test").glob(f"{CATEGORY}*.csv"))
+    else:
+        from data.make_demo_data import make_demo_data
+
+        make_demo_data(workdir / "data", category="Demo")
+        index, meta, test = (workdir / "data/index/Demo.index.json", workdir / "data/index/Demo.item.json",
+                             workdir / "data/test/Demo.csv")
+    model = build_tiny_model(workdir / "model", index, meta, hidden_size=64, num_layers=2, num_heads=4, num_kv_heads=2,
+                             intermediate_size=256, seed=0)
+    return {"base_model": model, "sid_index_path": index, "item_meta_path": meta, "test_file": test}
+
+
+def start_server(inputs: dict, args, max_batch_size: int) -> tuple[subprocess.Popen, str]:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    cmd = [sys.executable, str(ROOT / "serve.py"), "--base_model", str(inputs["base_model"]),
+           "--sid_index_path", str(inputs["sid_index_path"]), "--item_meta_path", str(inputs["item_meta_path"]),
+           "--host", "127.0.0.1", "--port", str(port), "--num_beams", str(args.num_beams),
+           "--max_batch_size", str(max_batch_size), "--max_wait_ms", str(args.max_wait_ms), "--device", "cpu"]
+    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "TOKENIZERS_PARALLELISM": "false"}
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"error: serve.py exited: {proc.stderr.read()[-2000:]}")
+        try:
+            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                return proc, url
+        except httpx.TransportError:
+            time.sleep(0.5)
+    proc.terminate()
+    raise SystemExit("error: serve.py did not come up within 300 s")
+
+
+def run_config(url: str, histories: list[list[str]], args, concurrency: int) -> dict:
+    """`args.requests` requests from `concurrency` threads; latency per request, wall time overall."""
+    with httpx.Client(base_url=url, timeout=600) as client:
+        for history in histories[:2]:  # warm-up: first-call allocations are not part of the numbers
+            client.post("/recommend", json={"history": history, "k": args.k}).raise_for_status()
+        before = client.get("/health").json()
+
+    def one(i: int) -> float:
+        with httpx.Client(base_url=url, timeout=600) as c:
+            start = time.perf_counter()
+            c.post("/recommend", json={"history": histories[i % len(histories)], "k": args.k}).raise_for_status()
+            return time.perf_counter() - start
+
+    start = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=concurrency) as pool:
+        latencies = sorted(pool.map(one, range(args.requests)))
+    wall = time.perf_counter() - start
+    after = httpx.get(f"{url}/health", timeout=10).json()
+    batches = after["batches"] - before["batches"]
+    return {"rps": args.requests / wall, "p50": statistics.median(latencies) * 1000,
+            "p95": latencies[min(len(latencies) - 1, int(0.95 * len(latencies)))] * 1000,
+            "mean_batch": (after["requests"] - before["requests"]) / max(batches, 1)}
+
+
+def cpu_name() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").is_file() else []:
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
+def main(argv=None) -> list[dict]:
+    args = parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="bench-serve-") as tmp:
+        given = {k: getattr(args, k) for k in ("base_model", "sid_index_path", "item_meta_path", "test_file")}
+        inputs = given if all(given.values()) else default_inputs(Path(tmp))
+        test = load_split(inputs["test_file"])
+        histories = [list(map(str, h)) for h in test["history_item_id"] if h]
+        rows = []
+        for max_batch_size in dict.fromkeys(b for b, _ in args.configs):
+            proc, url = start_server(inputs, args, max_batch_size)
+            try:
+                for b, concurrency in args.configs:
+                    if b == max_batch_size:
+                        rows.append({"max_batch_size": b, "concurrency": concurrency,
+                                     **run_config(url, histories, args, concurrency)})
+            finally:
+                proc.terminate()
+                proc.wait(timeout=60)
+    n_items = len(json.loads(Path(inputs["sid_index_path"]).read_text()))
+    print(f"serve.py on {cpu_name()}, {os.cpu_count()} cores, server threads "
+          f"{args.threads}, {n_items} items, {args.num_beams} beams, k={args.k}, {args.requests} requests per row, "
+          f"loopback HTTP, {datetime.date.today()}")
+    print("| max_batch_size | concurrent clients | requests/s | p50 ms | p95 ms | mean batch |")
+    print("|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['max_batch_size']} | {r['concurrency']} | {r['rps']:.2f} | {r['p50']:.0f} | {r['p95']:.0f} "
+              f"| {r['mean_batch']:.1f} |")
+    return rows
+
+
+if __name__ == "__main__":
+    main()

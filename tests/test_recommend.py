@@ -1,0 +1,96 @@
+"""recommend.py on the tiny model: top-K items with ids, titles, SIDs and log-probability scores."""
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import recommend
+from minionerec.recommender import history_prompt
+from minionerec.constrained import exact_rank
+from minionerec.data import load_item_meta, load_sid_index, sid_string
+from minionerec.modeling import load_model, load_tokenizer
+from minionerec.recommender import load_catalogue
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def paths(demo_data, demo_category, tiny_model_dir):
+    return {"base_model": str(tiny_model_dir),
+            "sid_index_path": str(demo_data / "index" / f"{demo_category}.index.json"),
+            "item_meta_path": str(demo_data / "index" / f"{demo_category}.item.json")}
+
+
+def test_exhaustive_beams_give_the_exact_top_k_with_log_probability_scores(paths, tmp_path):
+    """80 beams over the 80-item catalogue: beam search keeps every path, so it must equal brute force."""
+    meta = load_item_meta(paths["item_meta_path"])
+    index = load_sid_index(paths["sid_index_path"])
+    title_of_3 = meta["3"]["title"]
+    out = tmp_path / "recs.jsonl"
+    results = recommend.main(recommend.Args(**paths, history=f"1|2|{title_of_3};7", item_sep="|", k=5, num_beams=80,
+                                            output_format="jsonl", output_path=str(out)))
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["history"] for r in rows] == [["1", "2", "3"], ["7"]]  # the title resolved to item 3
+
+    tokenizer = load_tokenizer(paths["base_model"])
+    model = load_model(paths["base_model"]).eval()
+    trie = load_catalogue(paths["sid_index_path"], "", tokenizer).trie
+    for history, row, ranked in zip([["1", "2", "3"], ["7"]], rows, results):
+        prompt = history_prompt([sid_string(index[i]) for i in history])
+        exact_sids, exact_scores = exact_rank(model, tokenizer, prompt, trie)
+        assert [r["sid"] for r in row["recommendations"]] == exact_sids[:5]
+        for rec, score in zip(row["recommendations"], exact_scores[:5]):
+            assert rec["score"] == pytest.approx(score, abs=1e-4)  # the SID path's log-probability
+            assert sid_string(index[rec["item_id"]]) == rec["sid"] and rec["title"] == meta[rec["item_id"]]["title"]
+        assert [r.sid for r in ranked] == exact_sids[:5]
+        assert all(a >= b for a, b in zip(exact_scores, exact_scores[1:])) and exact_scores[0] < 0
+
+
+def test_history_file_and_table_output(paths, tmp_path, capsys):
+    histories = tmp_path / "users.jsonl"
+    histories.write_text('{"id": "alice", "history": ["4", "5", "6"]}\n\n["6"]\n')
+    results = recommend.main(recommend.Args(**paths, history_file=str(histories), k=3, num_beams=10, max_history=2))
+    table = capsys.readouterr().out
+    assert "== alice: history 5, 6" in table and "== 3: history 6" in table  # ids echoed, else the line number
+    assert len(results) == 2 and all(len(r) == 3 for r in results)
+    first = results[0][0]
+    assert f"   1  {first.item_id:<12}{first.score:>10.4f}  {first.sid}" in table
+
+
+@pytest.mark.parametrize("flags, message", [
+    (dict(history="1,999"), r"history 0\[1\]: unknown item '999'"),
+    (dict(history="1", k=11), "--k must be in 1..--num_beams"),
+    (dict(), "exactly one of --history or --history_file"),
+    (dict(history="1", output_format="csv"), "--output_format"),
+])
+def test_bad_input_is_a_one_line_error_and_writes_nothing(paths, tmp_path, flags, message):
+    out = tmp_path / "recs.jsonl"
+    with pytest.raises(SystemExit, match=message):
+        recommend.main(recommend.Args(**paths, num_beams=10, output_path=str(out), **flags))
+    assert not out.exists()
+
+
+def test_bad_history_file_names_the_line(paths, tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('["1"]\n{"history": "not a list"}\n')
+    with pytest.raises(SystemExit, match=r"bad.jsonl: line 2: expected a JSON list"):
+        recommend.main(recommend.Args(**paths, history_file=str(bad)))
+
+
+def test_cli_parses_histories_from_flags(paths):
+    """fire turns 1,2 into a tuple; ';' separates histories. One subprocess, tiny model (~6 s)."""
+    cmd = [sys.executable, str(ROOT / "recommend.py"), *[f"--{k}={v}" for k, v in paths.items()],
+           "--history", "1,2", "--k", "2", "--num_beams", "4", "--output_format", "jsonl"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    assert [r["history"] for r in rows] == [["1", "2"]] and len(rows[0]["recommendations"]) == 2
+    assert all(math.isfinite(r["score"]) for r in rows[0]["recommendations"])
+    bad = subprocess.run([*cmd[:-6], "--history", "1", "--k", "0"], capture_output=True, text=True, timeout=120,
+                         cwd=ROOT)
+    assert bad.returncode != 0 and bad.stderr.strip().splitlines()[-1].startswith("error: --k")
