@@ -39,6 +39,8 @@ def test_two_nodes_use_every_process(launcher, demo_data, tiny_model_dir, tmp_pa
                               env=launch_env(launcher, rank, port, demo_data, tiny_model_dir, tmp_path / "out"))
              for rank in range(NODES)]
     logs = [p.communicate(timeout=400)[0] for p in procs]
+    if launcher == "rl.sh":  # accelerate's multi-node DeepSpeed launch appends the environment to ./.deepspeed_env
+        (ROOT / ".deepspeed_env").unlink(missing_ok=True)
     for rank, (proc, log) in enumerate(zip(procs, logs)):
         assert proc.returncode == 0, log[-3000:]
         sizes = {k: int(v) for k, v in re.findall(r"^  (WORLD_SIZE|LOCAL_WORLD_SIZE|GROUP_RANK) +'(\d+)'", log, re.M)}
