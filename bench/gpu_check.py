@@ -8,7 +8,8 @@ Stages, each a subprocess of the product's own commands, so a pass means the pro
              FFN 4864, vocabulary padded to Qwen2.5's 151,936 rows)
   2. SFT     sft.py, bf16 where supported, 40 steps per batch size -> tokens/s, MFU (minionerec/throughput.py)
              and whether every step's loss and gradient norm were finite
-  3. eval    evaluate.py, 500 users x 50 constrained beams per batch size, then the whole test split
+  3. eval    evaluate.py, 500 users x 50 constrained beams at batch 8 and at the automatic batch (fills the
+             GPU), then the whole test split at the automatic batch
              -> seconds, users/s, invalid predictions (must be 0)
   4. RL      accelerate launch --config_file config/zero2_opt.yaml --num_processes 1 rl.py, 8 GRPO steps
              -> median seconds per step, split into generation and reference scoring (TRL's step_time + ours)
@@ -54,7 +55,7 @@ class Args:
     sft_batch_sizes: str = "64+256"  # rows per step (no accumulation), one SFT run per value
     eval_users: int = 500
     eval_beams: int = 50
-    eval_batch_sizes: str = "8+64+128"  # prompts per generate call, one evaluation per value
+    eval_batch_sizes: str = "8+0"  # prompts per generate call, one evaluation per value; 0 = evaluate.py's auto
     eval_full_test: bool = True  # also the whole test split at the last batch size (the 4,533-user target)
     rl_steps: int = 8
     rl_batch_size: int = 64  # completions per step = 4 prompts x 16 beams
@@ -66,7 +67,7 @@ class Args:
 def shrink_for_smoke(args: Args) -> Args:
     """Seconds on 2 CPU cores: the same stages with toy sizes."""
     return Args(**{**asdict(args), "shape": "tiny", "sft_steps": 4, "sft_batch_sizes": "8", "eval_users": 16,
-                   "eval_beams": 8, "eval_batch_sizes": "8", "eval_full_test": False, "rl_steps": 3,
+                   "eval_beams": 8, "eval_batch_sizes": "0", "eval_full_test": False, "rl_steps": 3,
                    "rl_batch_size": 8,
                    "num_generations": 4, "launch_config": "config/zero2_cpu.yaml",
                    "data_dir": str(Path(args.output_dir) / "demo_data"), "category": "Demo"})
@@ -177,7 +178,8 @@ def main(args: Args) -> dict:
         users = int(re.search(r"\] \S+: (\d+) users", log).group(1))
         decoding = float(re.search(r"decoding ([0-9.]+)s", log).group(1))
         invalid = int(re.search(r"^constrained beam search .* (\d+) +\d+$", log, re.M).group(1))
-        report["eval"].append({"batch": batch, "users": users, "beams": args.eval_beams, "decoding_s": decoding,
+        used = int(re.search(r"beams, batch (\d+),", log).group(1))  # the auto batch (0) resolved
+        report["eval"].append({"batch": f"{used} (auto)" if batch == 0 else used, "users": users, "beams": args.eval_beams, "decoding_s": decoding,
                                "users_per_s": round(users / decoding, 1), "invalid": invalid,
                                "wall_s": round(seconds, 1)})
 

@@ -69,5 +69,6 @@ def test_gpu_check_smoke_on_cpu(tmp_path):
     report = json.loads((tmp_path / "gpu_check.json").read_text())
     assert [s["finite_steps"] for s in report["sft"]] == ["6/6"]
     assert report["eval"][0]["invalid"] == 0 and report["eval"][0]["users"] == 16
+    assert report["eval"][0]["batch"] == "8 (auto)"  # evaluate.py's automatic batch on CPU
     assert report["rl"]["steps_timed"] == 2 and report["rl"]["finite_steps"] == "2/2"
     assert "== gpu_check: cpu" in proc.stdout and "tokens/s" in proc.stdout
