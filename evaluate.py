@@ -13,11 +13,11 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 from transformers import set_seed
 
-from minionerec import prompts
 from minionerec.cli import run
 from minionerec.constrained import build_sid_trie
 from minionerec.data import DataError, load_info, load_sid_index, load_split, split_sid
@@ -25,6 +25,7 @@ from minionerec.distributed import gather_to_rank0, init_distributed, teardown_d
 from minionerec.evaluation import make_batches, popularity_ranking, predict_batches, shard
 from minionerec.metrics import DEFAULT_KS, compute_metrics, format_table, ks_for
 from minionerec.modeling import best_dtype, load_model, load_tokenizer
+from minionerec.prompts import Prompts, check_style, response_text
 
 
 @dataclass
@@ -36,7 +37,7 @@ class Args:
     sid_index_path: str = ""  # index.json: the catalogue (one of this or --info_file)
     info_file: str = ""  # info txt (sid<TAB>title<TAB>item_id): the catalogue, if no --sid_index_path
     train_file: str = ""  # optional train CSV: adds a most-popular-items baseline row to the table
-    result_json: str = "output/eval/predictions.json"  # predictions per test row (upstream layout + `predict`)
+    result_json: str = "output/eval/predictions.json"  # rows {input, output, predict} as upstream + the CSV columns
     category: str = ""  # dataset name, free text (printed only)
     batch_size: int = 8  # prompts per generate call, per process (each expands to num_beams rows)
     num_beams: int = 50  # also the length of each `predict` list
@@ -45,6 +46,10 @@ class Args:
     sample: int = -1  # evaluate the first N test rows; -1 = all
     seed: int = 42
     dtype: str = "auto"  # auto (bf16 on GPUs that support it, else fp32) | float32 | bfloat16 | float16
+    # --- prompt protocol
+    prompt_style: str = "upstream"  # upstream (EvalSidDataset's prompt, byte for byte) | minionerec (SFT task a's)
+    # upstream evaluate.py's flag names; None: accepted and unused (upstream ignores --K too)
+    FLAG_ALIASES: ClassVar[dict] = {"test_data_path": "test_file", "result_json_data": "result_json", "K": None}
 
 
 def check_args(args: Args) -> None:
@@ -61,6 +66,10 @@ def check_args(args: Args) -> None:
         raise SystemExit("error: give the catalogue with --sid_index_path or --info_file")
     if args.num_beams < 1 or args.batch_size < 1:
         raise SystemExit("error: --num_beams and --batch_size must be >= 1")
+    try:
+        check_style(args.prompt_style)
+    except ValueError as e:
+        raise SystemExit(f"error: {e}") from None
     if args.dtype not in ("auto", "float32", "bfloat16", "float16"):
         raise SystemExit(f"error: --dtype must be auto, float32, bfloat16 or float16, got {args.dtype!r}")
 
@@ -84,7 +93,8 @@ def main(args: Args) -> dict | None:
         raise SystemExit(f"error: {e}") from None
     if args.sample > 0:
         test_df = test_df.iloc[: args.sample].reset_index(drop=True)
-    texts = [prompts.sid_history_prompt(h) for h in test_df["history_item_sid"]]
+    prompts = Prompts(args.prompt_style)
+    texts = [prompts.eval_prompt(h) for h in test_df["history_item_sid"]]
 
     tokenizer = load_tokenizer(args.base_model)
     try:  # before the model loads: a base model without the SID tokens fails in seconds
@@ -113,9 +123,10 @@ def main(args: Args) -> dict | None:
             popular = popularity_ranking(list(load_split(args.train_file)["item_sid"]), args.num_beams)
             rows["popularity (train)"] = compute_metrics([popular] * len(test_df), list(test_df["item_sid"]), ks,
                                                          catalogue)
-        records = test_df.to_dict(orient="records")
-        for record, predicted in zip(records, predictions):
-            record["predict"] = predicted
+        # upstream's row layout first (its calc.py reads `output` and `predict`), then the CSV columns
+        records = [{"input": prompts.eval_input(row["history_item_sid"]), "output": response_text(row["item_sid"]),
+                    "predict": predicted, **row}
+                   for row, predicted in zip(test_df.to_dict(orient="records"), predictions)]
         Path(args.result_json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.result_json).write_text(json.dumps(records, indent=1, ensure_ascii=False))
         print(f"[evaluate] {args.category or Path(args.test_file).stem}: {len(test_df)} users, "

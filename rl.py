@@ -20,6 +20,7 @@ from minionerec.cli import resume_flag, run
 from minionerec.distributed import teardown_distributed
 from minionerec.data import load_info, load_item_meta, load_sid_index, load_split, sid_vocabulary
 from minionerec.modeling import best_dtype, load_model, load_tokenizer, missing_sid_tokens, save_final_checkpoint
+from minionerec.prompts import Prompts, check_style, run_category
 from minionerec.rewards import build_reward_funcs, check_reward_type
 from minionerec.rl_callbacks import ConstrainedEvalCallback
 from minionerec.rl_data import build_eval_dataset, build_rl_dataset
@@ -35,7 +36,7 @@ class Args:
     train_file: str = ""  # train CSV in the MiniOneRec format
     eval_file: str = ""  # valid CSV; used by --test_during_training
     info_file: str = ""  # optional info txt; checked against the SID index
-    category: str = ""  # dataset name, free text (run names only)
+    category: str = ""  # dataset name: run names and upstream prompts' category; "" = --sid_index_path's file name
     wandb_project: str = ""
     wandb_run_name: str = ""
     output_dir: str = "output/rl"
@@ -79,6 +80,8 @@ class Args:
     logging_steps: int = 1
     resume_from_checkpoint: str = ""  # a checkpoint dir, or "true" for the latest in output_dir
     report_to: str = "none"  # none | wandb | tensorboard
+    # --- prompt protocol
+    prompt_style: str = "upstream"  # upstream (AkaliKong/MiniOneRec's RL prompts, byte for byte) | minionerec (README)
 
 
 def check_args(args: Args, world_size: int) -> None:
@@ -95,6 +98,7 @@ def check_args(args: Args, world_size: int) -> None:
     if args.test_during_training and not args.eval_file:
         raise SystemExit("error: --test_during_training needs --eval_file")
     try:
+        check_style(args.prompt_style)
         check_reward_type(args.reward_type)
         grpo_loss_options(args.dapo, args.gspo)
     except ValueError as e:
@@ -121,9 +125,10 @@ def main(args: Args):
         if unknown:
             raise SystemExit(f"error: {args.info_file}: {len(unknown)} SID(s) not in {args.sid_index_path}")
     train_df = load_split(args.train_file, sid_index)
+    prompts = Prompts(args.prompt_style, run_category(args.category, args.sid_index_path))
     train_ds = build_rl_dataset(train_df, sid_index, item_meta, args.title_history_sample, args.seed,
-                                args.sample_train, args.title2sid)
-    eval_ds = build_eval_dataset(load_split(args.eval_file, sid_index)) if args.eval_file else None
+                                args.sample_train, args.title2sid, prompts)
+    eval_ds = build_eval_dataset(load_split(args.eval_file, sid_index), prompts) if args.eval_file else None
 
     # tokenizer + model: the SFT checkpoint must already speak SIDs
     tokenizer = load_tokenizer(args.model_path)

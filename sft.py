@@ -22,6 +22,7 @@ from minionerec.distributed import teardown_distributed
 from minionerec.data import load_item_meta, load_sid_index, load_split, sid_vocabulary
 from minionerec.modeling import (add_sid_tokens, best_dtype, freeze_all_but_new_rows, load_model, load_tokenizer,
                                  save_final_checkpoint)
+from minionerec.prompts import Prompts, check_style, run_category
 from minionerec.sft_data import TASKS, build_text_dataset, sample_rows, tokenize_dataset
 
 
@@ -35,7 +36,7 @@ class Args:
     output_dir: str = "output/sft"
     sid_index_path: str = ""  # index.json; its tokens are added to the vocabulary
     item_meta_path: str = ""  # item.json; titles for the alignment and title tasks
-    category: str = ""  # dataset name, free text (used in run names only)
+    category: str = ""  # dataset name: run names and upstream prompts (d), (e); "" = --sid_index_path's file name
     sample: int = -1  # use this many training rows (seeded); -1 = all
     seed: int = 42
     # batch: batch_size is global; accumulation = batch_size / (micro_batch_size * world size)
@@ -47,12 +48,12 @@ class Args:
     warmup_steps: float = 0.03  # < 1: a fraction of all steps; >= 1: a step count
     cutoff_len: int = 512  # longer sequences keep their end (the answer)
     group_by_length: bool = False
-    # tasks (upstream defaults: a, b, c)
+    # tasks (upstream sft.py at 81b4ba9 trains all five; later upstream commits dropped d and e)
     task_sid_history: bool = True  # (a) SID history -> next SID
     task_item_alignment: bool = True  # (b) title -> SID and SID -> title
     task_sid_history_title: bool = True  # (c) SID history -> next title
-    task_title_history_title: bool = False  # (d) title history -> next title
-    task_title_history_sid: bool = False  # (e) title history -> next SID
+    task_title_history_title: bool = True  # (d) title history -> next title
+    task_title_history_sid: bool = True  # (e) title history -> next SID
     # model
     freeze_LLM: bool = False  # train only the new SID embedding rows
     train_from_scratch: bool = False  # base_model's architecture, random weights
@@ -67,6 +68,8 @@ class Args:
     report_to: str = "none"  # none | wandb | tensorboard (wandb works offline with WANDB_MODE=offline)
     wandb_project: str = ""
     wandb_run_name: str = ""
+    # --- prompt protocol
+    prompt_style: str = "upstream"  # upstream (AkaliKong/MiniOneRec's texts, byte for byte) | minionerec (README)
 
 
 def gradient_accumulation(batch_size: int, micro_batch_size: int, world_size: int) -> int:
@@ -102,6 +105,10 @@ def check_paths(args: Args, tasks: list[str]) -> None:
         raise SystemExit("error: --sid_index_path is required (its SID tokens are added to the model)")
     if "item_alignment" in tasks and not args.item_meta_path:
         raise SystemExit("error: --task_item_alignment needs --item_meta_path")
+    try:
+        check_style(args.prompt_style)
+    except ValueError as e:
+        raise SystemExit(f"error: {e}") from None
 
 
 def main(args: Args) -> Trainer:
@@ -126,12 +133,14 @@ def main(args: Args) -> Trainer:
     if args.freeze_LLM:
         freeze_all_but_new_rows(model, first_new_row=len(tokenizer) - added if added else old_vocab)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    print(f"[sft] tasks={tasks} added_sid_tokens={added} trainable_params={trainable:,} "
-          f"grad_accum={grad_accum} world_size={world_size}")
+    print(f"[sft] tasks={tasks} prompt_style={args.prompt_style} added_sid_tokens={added} "
+          f"trainable_params={trainable:,} grad_accum={grad_accum} world_size={world_size}")
 
-    train_ds = tokenize_dataset(build_text_dataset(tasks, train_df, sid_index, item_meta, args.seed),
+    prompts = Prompts(args.prompt_style, run_category(args.category, args.sid_index_path))
+    train_ds = tokenize_dataset(build_text_dataset(tasks, train_df, sid_index, item_meta, args.seed, prompts),
                                 tokenizer, args.cutoff_len)
-    eval_ds = (tokenize_dataset(build_text_dataset(["sid_history"], eval_df), tokenizer, args.cutoff_len)
+    eval_ds = (tokenize_dataset(build_text_dataset(["sid_history"], eval_df, prompts=prompts), tokenizer,
+                                args.cutoff_len)
                if eval_df is not None else None)
 
     if args.report_to == "wandb" and args.wandb_project:

@@ -34,7 +34,7 @@ PRESETS = {
                   sft_steps=20, sft_batch_size=16, sft_micro_batch_size=16, sft_lr=3e-3,
                   rl_steps=2, rl_batch_size=8, num_generations=4, rl_lr=1e-4, rl_beta=1e-3, title_history_sample=20,
                   reward_type="ranking", rl_seeds="42+1",
-                  sft_tasks="sid_history+item_alignment+sid_history_title", add_gt=True,
+                  sft_tasks="sid_history+item_alignment+sid_history_title", add_gt=True, prompt_style="upstream",
                   num_beams=20, eval_batch_size=16, eval_sample=100, sasrec_epochs=3, sasrec_patience=2),
     # 2 shared CPU cores, <= 60 minutes end to end (timings in bench/RESULTS.md)
     "cpu": dict(hidden_size=128, num_layers=2, num_heads=4, num_kv_heads=2, intermediate_size=512, vocab_size=4000,
@@ -46,7 +46,7 @@ PRESETS = {
                 # seed (prompt order) by more than its mean: 3 seeds, the best on valid is kept
                 rl_steps=150, rl_batch_size=128, num_generations=16, rl_lr=1e-4, rl_beta=1e-3, title_history_sample=0,
                 reward_type="rule", rl_seeds="42+1+2",
-                sft_tasks="sid_history", add_gt=False,
+                sft_tasks="sid_history", add_gt=False, prompt_style="minionerec",
                 num_beams=20, eval_batch_size=16, eval_sample=-1, sasrec_epochs=200, sasrec_patience=10),
     # one GPU: a wider, deeper model and longer training; NOT run here (no GPU was lent), budgets are a guess
     "gpu": dict(hidden_size=512, num_layers=4, num_heads=8, num_kv_heads=4, intermediate_size=2048, vocab_size=8000,
@@ -54,7 +54,7 @@ PRESETS = {
                 # RL knobs follow the cpu evidence (bench/RESULTS.md rows 14, 22): rule reward, no add_gt
                 rl_steps=600, rl_batch_size=128, num_generations=16, rl_lr=1e-5, rl_beta=1e-3, title_history_sample=0,
                 reward_type="rule", rl_seeds="42+1+2",
-                sft_tasks="sid_history+item_alignment+sid_history_title", add_gt=False,
+                sft_tasks="sid_history+item_alignment+sid_history_title", add_gt=False, prompt_style="upstream",
                 num_beams=50, eval_batch_size=32, eval_sample=-1, sasrec_epochs=200, sasrec_patience=10),
 }
 
@@ -84,6 +84,9 @@ class Args:
     add_gt: str = ""  # RL: put the target into groups that lack it (true/false); "" = preset's
     rl_seeds: str = ""  # "+"-joined GRPO seeds (42+1+2): one run each, the best on valid is kept; "" = preset's
     sasrec_epochs: int = 0  # SASRec epoch cap (early stopping on valid)
+    # --- prompt protocol
+    prompt_style: str = ""  # upstream | minionerec (sft.py / rl.py / evaluate.py --prompt_style); "" = preset's
+    stages: str = "all"  # all | sft (tiny model, SFT and its evaluation only: no SASRec, no RL)
 
 
 def resolve(args: Args) -> dict:
@@ -105,6 +108,11 @@ def resolve(args: Args) -> dict:
         knobs["reward_type"] = args.reward_type
     if args.rl_seeds:
         knobs["rl_seeds"] = args.rl_seeds
+    if args.prompt_style:
+        knobs["prompt_style"] = args.prompt_style
+    if knobs["prompt_style"] not in ("upstream", "minionerec") or args.stages not in ("all", "sft"):
+        raise SystemExit(f"error: --prompt_style must be upstream or minionerec and --stages all or sft, "
+                         f"got {knobs['prompt_style']!r}, {args.stages!r}")
     try:
         seeds = [int(x) for x in str(knobs["rl_seeds"]).split("+")]
     except ValueError:
@@ -214,7 +222,7 @@ def run_eval(model_dir: str, paths: dict, splits: dict, knobs: dict, out_dir: Pa
         rows = evaluate.main(evaluate.Args(base_model=model_dir, test_file=path, sid_index_path=paths["index"],
                                            result_json=str(out_dir / f"predictions_{split}.json"),
                                            num_beams=knobs["num_beams"], batch_size=knobs["eval_batch_size"],
-                                           seed=seed, dtype="float32"))
+                                           seed=seed, dtype="float32", prompt_style=knobs["prompt_style"]))
         out[split] = rows["constrained beam search"]
     return out
 
@@ -302,6 +310,23 @@ def plot(metrics: dict, curves: dict, path: Path) -> None:
     plt.close(fig)
 
 
+def finish_sft_only(args: Args, knobs: dict, paths: dict, splits: dict, metrics: dict, curves: dict, out_dir: Path,
+                    total: float) -> dict:
+    """--stages sft: print the popularity and SFT tables and write results.json (no summary: no SASRec, no RL)."""
+    from minionerec.metrics import format_table
+
+    print(f"\n[quality] preset={args.preset} category={args.category} stages=sft prompt_style={knobs['prompt_style']} "
+          f"sft_tasks={knobs['sft_tasks']} total {total / 60:.1f} min; stage seconds {json.dumps(Stage.timings)}")
+    for split in ("valid", "test"):
+        print(f"\n== {split} ({metrics['popularity'][split]['users']} users)")
+        print(format_table({m: metrics[m][split] for m in metrics}, KS))
+    result = {"args": asdict(args), "knobs": knobs, "data": paths, "samples": splits, "metrics": metrics,
+              "timings_s": Stage.timings, "total_s": round(total, 1), "curves": curves}
+    (out_dir / "results.json").write_text(json.dumps(result, indent=1))
+    print(f"[quality] -> {out_dir / 'results.json'}")
+    return result
+
+
 def main(args: Args) -> dict:
     knobs = resolve(args)
     paths = data_paths(args)
@@ -328,8 +353,9 @@ def main(args: Args) -> dict:
     metrics, curves, info = {}, {}, {}
     with Stage("popularity"):
         metrics["popularity"] = run_popularity(paths, splits, knobs["num_beams"])
-    with Stage("SASRec"):
-        metrics["SASRec"], info["SASRec"] = run_sasrec(paths, splits, knobs, out_dir / "sasrec", args.seed)
+    if args.stages == "all":
+        with Stage("SASRec"):
+            metrics["SASRec"], info["SASRec"] = run_sasrec(paths, splits, knobs, out_dir / "sasrec", args.seed)
     with Stage("tiny Qwen2 base model"):
         base = build_tiny_model(out_dir / "base_model", paths["index"], paths["item"],
                                 hidden_size=knobs["hidden_size"], num_layers=knobs["num_layers"],
@@ -344,13 +370,15 @@ def main(args: Args) -> dict:
             sid_index_path=paths["index"], item_meta_path=paths["item"], category=args.category, seed=args.seed,
             batch_size=knobs["sft_batch_size"], micro_batch_size=knobs["sft_micro_batch_size"],
             max_steps=knobs["sft_steps"], learning_rate=knobs["sft_lr"], warmup_steps=0.05,
-            save_steps=10 ** 9, logging_steps=max(1, knobs["sft_steps"] // 50),
+            save_steps=10 ** 9, logging_steps=max(1, knobs["sft_steps"] // 50), prompt_style=knobs["prompt_style"],
             **{f"task_{t}": t in knobs["sft_tasks"].split("+") for t in TASKS}))
         curves["SFT"] = curve(trainer.state.log_history, "loss")
         sft_dir = str(out_dir / "sft" / "final_checkpoint")
         del trainer
     with Stage("evaluate SFT (valid, test)"):
         metrics["MiniOneRec SFT"] = run_eval(sft_dir, paths, splits, knobs, out_dir / "eval_sft", args.seed)
+    if args.stages == "sft":
+        return finish_sft_only(args, knobs, paths, splits, metrics, curves, out_dir, time.perf_counter() - start)
     import rl
 
     rl_valid = {}  # GRPO seed -> valid metrics: one run per seed, the best on valid is kept (test never looks)
@@ -368,7 +396,7 @@ def main(args: Args) -> dict:
                 title2sid="item_alignment" in knobs["sft_tasks"].split("+"),
                 cf_path=info["SASRec"]["cf_path"] if knobs["reward_type"] == "sasrec" else "",
                 gradient_checkpointing=False,  # tiny models: recomputation costs time and saves nothing that matters
-                save_steps=10 ** 9, logging_steps=max(1, knobs["rl_steps"] // 50)))
+                save_steps=10 ** 9, logging_steps=max(1, knobs["rl_steps"] // 50), prompt_style=knobs["prompt_style"]))
             curves[f"RL seed {rl_seed}"] = curve(trainer.state.log_history, "reward")
             del trainer
         with Stage(f"evaluate SFT+RL seed {rl_seed} (valid)"):
