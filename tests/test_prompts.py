@@ -248,3 +248,15 @@ def test_category_phrase():
 def test_unknown_style_is_an_error():
     with pytest.raises(ValueError, match="--prompt_style must be one of upstream, minionerec, got 'alpaca'"):
         Prompts("alpaca")
+
+
+def test_scripts_reject_an_unknown_style_before_loading(tmp_path):
+    import rl
+    import sft
+
+    with pytest.raises(SystemExit, match="--prompt_style must be one of upstream, minionerec, got 'x'"):
+        sft.check_paths(sft.Args(base_model=str(tmp_path), train_file="t.csv", sid_index_path="i.json",
+                                 item_meta_path="m.json", prompt_style="x"), list(TASKS))
+    with pytest.raises(SystemExit, match="--prompt_style must be one of upstream, minionerec, got 'x'"):
+        rl.check_args(rl.Args(model_path=str(tmp_path), train_file="t.csv", sid_index_path="i.json",
+                              prompt_style="x"), world_size=1)
