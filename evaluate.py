@@ -13,11 +13,12 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 from transformers import set_seed
 
-from minionerec import checks, prompts
+from minionerec import checks
 from minionerec.atomic import atomic_write_text
 from minionerec.cli import end_of_setup, run
 from minionerec.config import record_run
@@ -28,6 +29,7 @@ from minionerec.evaluation import (auto_batch_size, make_batches, popularity_ran
                                   smallest_over_processes)
 from minionerec.metrics import DEFAULT_KS, compute_metrics, format_table, ks_for
 from minionerec.modeling import best_dtype, load_model, load_tokenizer
+from minionerec.prompts import Prompts, check_style, response_text
 
 
 @dataclass
@@ -39,7 +41,7 @@ class Args:
     sid_index_path: str = ""  # index.json: the catalogue (one of this or --info_file)
     info_file: str = ""  # info txt (sid<TAB>title<TAB>item_id): the catalogue, if no --sid_index_path
     train_file: str = ""  # optional train CSV: adds a most-popular-items baseline row to the table
-    result_json: str = "output/eval/predictions.json"  # predictions per test row (upstream layout + `predict`)
+    result_json: str = "output/eval/predictions.json"  # rows {input, output, predict} as upstream + the CSV columns
     category: str = ""  # dataset name, free text (printed only)
     batch_size: int = 0  # prompts per generate call, per process (each expands to num_beams rows); 0 = auto: 8 on CPU, fill the GPU
     num_beams: int = 50  # also the length of each `predict` list
@@ -51,6 +53,10 @@ class Args:
     # --- configuration
     config: str = ""  # recipe YAML (recipes/*.yaml, section evaluate:); precedence: defaults < recipe < command line
     dry_run: bool = False  # check flags, recipe, files, data rows, tokenizer SIDs, result_json's directory; no weights
+    # --- prompt protocol
+    prompt_style: str = "upstream"  # upstream (EvalSidDataset's prompt, byte for byte) | minionerec (SFT task a's)
+    # upstream evaluate.py's flag names; None: accepted and unused (upstream ignores --K too)
+    FLAG_ALIASES: ClassVar[dict] = {"test_data_path": "test_file", "result_json_data": "result_json", "K": None}
 
 
 def check_args(args: Args) -> None:
@@ -70,6 +76,10 @@ def check_args(args: Args) -> None:
         raise SystemExit("error: give the catalogue with --sid_index_path or --info_file")
     if args.num_beams < 1 or args.batch_size < 0:
         raise SystemExit("error: --num_beams must be >= 1 and --batch_size >= 0 (0 = auto)")
+    try:
+        check_style(args.prompt_style)
+    except ValueError as e:
+        raise SystemExit(f"error: {e}") from None
     if args.dtype not in ("auto", "float32", "bfloat16", "float16"):
         raise SystemExit(f"error: --dtype must be auto, float32, bfloat16 or float16, got {args.dtype!r}")
 
@@ -96,7 +106,8 @@ def main(args: Args) -> dict | None:
     check_catalogue(args, sid_index)
     if args.sample > 0:
         test_df = test_df.iloc[: args.sample].reset_index(drop=True)
-    texts = [prompts.sid_history_prompt(h) for h in test_df["history_item_sid"]]
+    prompts = Prompts(args.prompt_style)
+    texts = [prompts.eval_prompt(h) for h in test_df["history_item_sid"]]
 
     tokenizer = load_tokenizer(args.base_model)
     try:  # before the model loads: a base model without the SID tokens fails in seconds
@@ -133,9 +144,10 @@ def main(args: Args) -> dict | None:
             popular = popularity_ranking(list(load_split(args.train_file)["item_sid"]), args.num_beams)
             rows["popularity (train)"] = compute_metrics([popular] * len(test_df), list(test_df["item_sid"]), ks,
                                                          catalogue)
-        records = test_df.to_dict(orient="records")
-        for record, predicted in zip(records, predictions):
-            record["predict"] = predicted
+        # upstream's row layout first (its calc.py reads `output` and `predict`), then the CSV columns
+        records = [{"input": prompts.eval_input(row["history_item_sid"]), "output": response_text(row["item_sid"]),
+                    "predict": predicted, **row}
+                   for row, predicted in zip(test_df.to_dict(orient="records"), predictions)]
         # temporary sibling + rename: a kill mid-write keeps the previous results whole
         atomic_write_text(args.result_json, json.dumps(records, indent=1, ensure_ascii=False))
         print(f"[evaluate] {args.category or Path(args.test_file).stem}: {len(test_df)} users, "

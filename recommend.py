@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 from transformers import set_seed
 
+from minionerec.prompts import check_style
 from minionerec.atomic import atomic_write_text
 from minionerec.cli import run
 from minionerec.data import DataError
@@ -44,6 +45,7 @@ class Args:
     dtype: str = "auto"  # auto | float32 | bfloat16 | float16
     device: str = "auto"  # auto (cuda if visible) | cpu | cuda[:N]
     seed: int = 42
+    prompt_style: str = "upstream"  # the style the checkpoint was trained with (sft.py --prompt_style): upstream | minionerec
 
 
 def parse_flag_histories(value, item_sep: str) -> list[list[str]]:
@@ -82,6 +84,7 @@ def read_history_file(path) -> tuple[list[list[str]], list]:
 
 
 def check_args(args: Args) -> None:
+    check_style(args.prompt_style)  # ValueError: one line, exit 2 (minionerec.cli)
     if not args.base_model or not Path(args.base_model).is_dir():
         raise SystemExit(f"error: --base_model must be a local model directory, got {args.base_model!r}")
     if not args.sid_index_path:
@@ -138,8 +141,8 @@ def main(args: Args) -> list[list[Recommendation]]:
 
     dtype = best_dtype() if args.dtype == "auto" else getattr(torch, args.dtype)
     model = load_model(args.base_model, dtype=dtype).to(device).eval()
-    recommender = Recommender(model, tokenizer, catalogue, args.num_beams)
-    prompt_texts = [catalogue.prompt(h) for h in histories]
+    recommender = Recommender(model, tokenizer, catalogue, args.num_beams, args.prompt_style)
+    prompt_texts = [catalogue.prompt(h, args.prompt_style) for h in histories]
     results = []
     for start in range(0, len(prompt_texts), args.batch_size):
         chunk = prompt_texts[start:start + args.batch_size]

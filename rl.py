@@ -28,6 +28,7 @@ from minionerec.modeling import (best_dtype, load_model, load_tokenizer, missing
                                  sid_token_ids, training_dtype)
 from minionerec.grpo_trainer import MiniOneRecGRPOConfig, MiniOneRecGRPOTrainer, grpo_loss_options
 from minionerec.rewards import build_reward_funcs, check_reward_type, parse_reward_weights
+from minionerec.prompts import Prompts, check_style, run_category
 from minionerec.rl_callbacks import ConstrainedEvalCallback
 from minionerec.rl_data import build_eval_dataset, build_rl_dataset
 
@@ -41,7 +42,7 @@ class Args:
     train_file: str = ""  # train CSV in the MiniOneRec format
     eval_file: str = ""  # valid CSV; used by --test_during_training
     info_file: str = ""  # optional info txt; checked against the SID index
-    category: str = ""  # dataset name, free text (run names only)
+    category: str = ""  # dataset name: run names and upstream prompts' category; "" = --sid_index_path's file name
     wandb_project: str = ""
     wandb_run_name: str = ""
     output_dir: str = "output/rl"
@@ -103,6 +104,8 @@ class Args:
     lora_alpha: int = 32  # scale alpha / r of the adapter update
     lora_dropout: float = 0.05
     lora_target_modules: str = "all-linear"  # all-linear, or comma-separated names, e.g. q_proj,k_proj,v_proj,o_proj
+    # --- prompt protocol
+    prompt_style: str = "upstream"  # upstream (AkaliKong/MiniOneRec's RL prompts, byte for byte) | minionerec (README)
 
 
 # rl.py flags whose GRPOConfig field has another name or another form; every other shared name passes through
@@ -152,6 +155,7 @@ def check_args(args: Args, world_size: int) -> None:
     if args.test_during_training and not args.eval_file:
         raise SystemExit("error: --test_during_training needs --eval_file")
     try:
+        check_style(args.prompt_style)
         rewards = check_reward_type(args.reward_type)
         parse_reward_weights(args.reward_weights, rewards)
         grpo_loss_options(args.dapo, args.gspo, args.loss_type)
@@ -196,9 +200,10 @@ def main(args: Args):
         if unknown:
             raise SystemExit(f"error: {args.info_file}: {len(unknown)} SID(s) not in {args.sid_index_path}")
     train_df = load_split(args.train_file, sid_index)
+    prompts = Prompts(args.prompt_style, run_category(args.category, args.sid_index_path))
     train_ds = build_rl_dataset(train_df, sid_index, item_meta, args.title_history_sample, args.seed,
-                                args.sample_train, args.title2sid)
-    eval_ds = build_eval_dataset(load_split(args.eval_file, sid_index)) if args.eval_file else None
+                                args.sample_train, args.title2sid, prompts)
+    eval_ds = build_eval_dataset(load_split(args.eval_file, sid_index), prompts) if args.eval_file else None
 
     # tokenizer + model: the SFT checkpoint must already speak SIDs
     tokenizer = load_tokenizer(args.model_path)

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from transformers import set_seed
 
+from minionerec.prompts import check_style
 from minionerec.cli import run
 from minionerec.data import DataError
 
@@ -39,9 +40,11 @@ class Args:
     device: str = "auto"  # auto (cuda if visible) | cpu | cuda[:N]
     log_level: str = "warning"  # uvicorn's: critical | error | warning | info | debug
     seed: int = 42
+    prompt_style: str = "upstream"  # the style the checkpoint was trained with (sft.py --prompt_style): upstream | minionerec
 
 
 def check_args(args: Args) -> None:
+    check_style(args.prompt_style)  # ValueError: one line, exit 2 (minionerec.cli)
     if not args.base_model or not Path(args.base_model).is_dir():
         raise SystemExit(f"error: --base_model must be a local model directory, got {args.base_model!r}")
     if not args.sid_index_path:
@@ -68,7 +71,7 @@ def main(args: Args) -> None:
     set_seed(args.seed)
     try:
         recommender = Recommender.load(args.base_model, args.sid_index_path, args.item_meta_path, args.num_beams,
-                                       args.dtype, args.device)
+                                       args.dtype, args.device, args.prompt_style)
     except DataError as e:
         raise SystemExit(f"error: {e}") from None
     app = create_app(recommender, args.max_batch_size, args.max_wait_ms / 1000, args.max_history)

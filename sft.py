@@ -29,6 +29,7 @@ from minionerec.launch_check import sft_deepspeed
 from minionerec.lora import apply_lora, lora_config
 from minionerec.modeling import (add_sid_tokens, best_dtype, freeze_all_but_new_rows, load_model, load_tokenizer,
                                  missing_sid_tokens, save_final_checkpoint, sid_token_ids, training_dtype)
+from minionerec.prompts import Prompts, check_style, run_category
 from minionerec.sft_data import TASKS, build_text_dataset, sample_rows, tokenize_dataset
 from minionerec.throughput import ThroughputCallback
 
@@ -43,7 +44,7 @@ class Args:
     output_dir: str = "output/sft"
     sid_index_path: str = ""  # index.json; its tokens are added to the vocabulary
     item_meta_path: str = ""  # item.json; titles for the alignment and title tasks
-    category: str = ""  # dataset name, free text (used in run names only)
+    category: str = ""  # dataset name: run names and upstream prompts (d), (e); "" = --sid_index_path's file name
     sample: int = -1  # use this many training rows (seeded); -1 = all
     seed: int = 42
     # batch: batch_size is global; accumulation = batch_size / (micro_batch_size * world size)
@@ -55,12 +56,12 @@ class Args:
     warmup_steps: float = 0.03  # < 1: a fraction of all steps; >= 1: a step count
     cutoff_len: int = 512  # longer sequences keep their end (the answer)
     group_by_length: bool = True  # batches of similar length: ~1.03 padded tokens per real token instead of ~1.39
-    # tasks (upstream defaults: a, b, c)
+    # tasks (upstream sft.py at 81b4ba9 trains all five; later upstream commits dropped d and e)
     task_sid_history: bool = True  # (a) SID history -> next SID
     task_item_alignment: bool = True  # (b) title -> SID and SID -> title
     task_sid_history_title: bool = True  # (c) SID history -> next title
-    task_title_history_title: bool = False  # (d) title history -> next title
-    task_title_history_sid: bool = False  # (e) title history -> next SID
+    task_title_history_title: bool = True  # (d) title history -> next title
+    task_title_history_sid: bool = True  # (e) title history -> next SID
     # model
     freeze_LLM: bool = False  # train only the new SID embedding rows
     train_from_scratch: bool = False  # base_model's architecture, random weights
@@ -83,6 +84,8 @@ class Args:
     lora_alpha: int = 32  # scale alpha / r of the adapter update
     lora_dropout: float = 0.05
     lora_target_modules: str = "all-linear"  # all-linear, or comma-separated names, e.g. q_proj,k_proj,v_proj,o_proj
+    # --- prompt protocol
+    prompt_style: str = "upstream"  # upstream (AkaliKong/MiniOneRec's texts, byte for byte) | minionerec (README)
 
 
 def gradient_accumulation(batch_size: int, micro_batch_size: int, world_size: int) -> int:
@@ -120,6 +123,10 @@ def check_paths(args: Args, tasks: list[str]) -> None:
         raise SystemExit(f"error: --lora_r must be >= 0 (0 = off), got {args.lora_r}")
     if args.lora_r and (args.freeze_LLM or args.train_from_scratch):
         raise SystemExit("error: --lora_r > 0 excludes --freeze_LLM and --train_from_scratch (LoRA adapts a trained base)")
+    try:
+        check_style(args.prompt_style)
+    except ValueError as e:
+        raise SystemExit(f"error: {e}") from None
 
 
 def check_cutoff(args: Args, tokenizer, sid_index: dict, texts: list) -> None:
@@ -146,8 +153,9 @@ def main(args: Args) -> Trainer:
     train_df = sample_rows(load_split(args.train_file, sid_index, item_meta), args.sample, args.seed)
     eval_df = load_split(args.eval_file, sid_index, item_meta) if args.eval_file else None
 
-    train_text = build_text_dataset(tasks, train_df, sid_index, item_meta, args.seed)
-    eval_text = build_text_dataset(["sid_history"], eval_df) if eval_df is not None else None
+    prompts = Prompts(args.prompt_style, run_category(args.category, args.sid_index_path))
+    train_text = build_text_dataset(tasks, train_df, sid_index, item_meta, args.seed, prompts)
+    eval_text = build_text_dataset(["sid_history"], eval_df, prompts=prompts) if eval_df is not None else None
 
     tokenizer = load_tokenizer(args.base_model)
     check_cutoff(args, tokenizer, sid_index, [ds for ds in (train_text, eval_text) if ds is not None])
@@ -206,7 +214,7 @@ def main(args: Args) -> Trainer:
                                               args.lora_target_modules,
                                               sid_token_ids(tokenizer, sid_vocabulary(sid_index)), model))
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    print(f"[sft] tasks={tasks} added_sid_tokens={added} trainable_params={trainable:,} "
+    print(f"[sft] tasks={tasks} prompt_style={args.prompt_style} added_sid_tokens={added} trainable_params={trainable:,} "
           f"grad_accum={grad_accum} world_size={world_size} trainer_world_size={training_args.world_size}")
 
     train_ds = tokenize_dataset(train_text, tokenizer, args.cutoff_len)

@@ -56,7 +56,10 @@ def preset_knobs(preset: str) -> dict:
                  sft_tasks="+".join(t for t in TASKS if getattr(s, f"task_{t}")),
                  rl_steps=r.max_steps, rl_batch_size=r.train_batch_size, num_generations=r.num_generations,
                  rl_lr=r.learning_rate, rl_beta=r.beta, title_history_sample=r.title_history_sample,
-                 reward_type=r.reward_type, add_gt=r.add_gt, num_beams=e.num_beams, eval_batch_size=e.batch_size)
+                 reward_type=r.reward_type, add_gt=r.add_gt, num_beams=e.num_beams, eval_batch_size=e.batch_size,
+                 prompt_style=s.prompt_style)
+    if not s.prompt_style == r.prompt_style == e.prompt_style:
+        raise SystemExit(f"error: {path}: prompt_style differs between the sft, rl and evaluate sections")
     return knobs
 
 
@@ -85,6 +88,9 @@ class Args:
     add_gt: str = ""  # RL: put the target into groups that lack it (true/false); "" = preset's
     rl_seeds: str = ""  # "+"-joined GRPO seeds (42+1+2): one run each, the best on valid is kept; "" = preset's
     sasrec_epochs: int = 0  # SASRec epoch cap (early stopping on valid)
+    # --- prompt protocol
+    prompt_style: str = ""  # upstream | minionerec (sft.py / rl.py / evaluate.py --prompt_style); "" = preset's
+    stages: str = "all"  # all | sft (tiny model, SFT and its evaluation only: no SASRec, no RL)
 
 
 def resolve(args: Args) -> dict:
@@ -104,6 +110,11 @@ def resolve(args: Args) -> dict:
         knobs["reward_type"] = args.reward_type
     if args.rl_seeds:
         knobs["rl_seeds"] = args.rl_seeds
+    if args.prompt_style:
+        knobs["prompt_style"] = args.prompt_style
+    if knobs["prompt_style"] not in ("upstream", "minionerec") or args.stages not in ("all", "sft"):
+        raise SystemExit(f"error: --prompt_style must be upstream or minionerec and --stages all or sft, "
+                         f"got {knobs['prompt_style']!r}, {args.stages!r}")
     try:
         seeds = [int(x) for x in str(knobs["rl_seeds"]).split("+")]
     except ValueError:
@@ -214,7 +225,7 @@ def run_eval(model_dir: str, paths: dict, splits: dict, knobs: dict, out_dir: Pa
         rows = evaluate.main(evaluate.Args(base_model=model_dir, test_file=path, sid_index_path=paths["index"],
                                            result_json=str(out_dir / f"predictions_{split}.json"),
                                            num_beams=knobs["num_beams"], batch_size=knobs["eval_batch_size"],
-                                           seed=seed, dtype="float32"))
+                                           seed=seed, dtype="float32", prompt_style=knobs["prompt_style"]))
         out[split] = rows["constrained beam search"]
     return out
 
@@ -302,6 +313,23 @@ def plot(metrics: dict, curves: dict, path: Path) -> None:
     plt.close(fig)
 
 
+def finish_sft_only(args: Args, knobs: dict, paths: dict, splits: dict, metrics: dict, curves: dict, out_dir: Path,
+                    total: float) -> dict:
+    """--stages sft: print the popularity and SFT tables and write results.json (no summary: no SASRec, no RL)."""
+    from minionerec.metrics import format_table
+
+    print(f"\n[quality] preset={args.preset} category={args.category} stages=sft prompt_style={knobs['prompt_style']} "
+          f"sft_tasks={knobs['sft_tasks']} total {total / 60:.1f} min; stage seconds {json.dumps(Stage.timings)}")
+    for split in ("valid", "test"):
+        print(f"\n== {split} ({metrics['popularity'][split]['users']} users)")
+        print(format_table({m: metrics[m][split] for m in metrics}, KS))
+    result = {"args": asdict(args), "knobs": knobs, "data": paths, "samples": splits, "metrics": metrics,
+              "timings_s": Stage.timings, "total_s": round(total, 1), "curves": curves}
+    (out_dir / "results.json").write_text(json.dumps(result, indent=1))
+    print(f"[quality] -> {out_dir / 'results.json'}")
+    return result
+
+
 def main(args: Args) -> dict:
     knobs = resolve(args)
     paths = data_paths(args)
@@ -328,8 +356,9 @@ def main(args: Args) -> dict:
     metrics, curves, info = {}, {}, {}
     with Stage("popularity"):
         metrics["popularity"] = run_popularity(paths, splits, knobs["num_beams"])
-    with Stage("SASRec"):
-        metrics["SASRec"], info["SASRec"] = run_sasrec(paths, splits, knobs, out_dir / "sasrec", args.seed)
+    if args.stages == "all":
+        with Stage("SASRec"):
+            metrics["SASRec"], info["SASRec"] = run_sasrec(paths, splits, knobs, out_dir / "sasrec", args.seed)
     with Stage("tiny Qwen2 base model"):
         base = build_tiny_model(out_dir / "base_model", paths["index"], paths["item"],
                                 hidden_size=knobs["hidden_size"], num_layers=knobs["num_layers"],
@@ -344,13 +373,15 @@ def main(args: Args) -> dict:
             sid_index_path=paths["index"], item_meta_path=paths["item"], category=args.category, seed=args.seed,
             batch_size=knobs["sft_batch_size"], micro_batch_size=knobs["sft_micro_batch_size"],
             max_steps=knobs["sft_steps"], learning_rate=knobs["sft_lr"], warmup_steps=knobs["sft_warmup_steps"],
-            save_steps=10 ** 9, logging_steps=max(1, knobs["sft_steps"] // 50),
+            save_steps=10 ** 9, logging_steps=max(1, knobs["sft_steps"] // 50), prompt_style=knobs["prompt_style"],
             **{f"task_{t}": t in knobs["sft_tasks"].split("+") for t in TASKS}))
         curves["SFT"] = curve(trainer.state.log_history, "loss")
         sft_dir = str(out_dir / "sft" / "final_checkpoint")
         del trainer
     with Stage("evaluate SFT (valid, test)"):
         metrics["MiniOneRec SFT"] = run_eval(sft_dir, paths, splits, knobs, out_dir / "eval_sft", args.seed)
+    if args.stages == "sft":
+        return finish_sft_only(args, knobs, paths, splits, metrics, curves, out_dir, time.perf_counter() - start)
     import rl
 
     rl_valid = {}  # GRPO seed -> valid metrics: one run per seed, the best on valid is kept (test never looks)
@@ -368,7 +399,7 @@ def main(args: Args) -> dict:
                 title2sid="item_alignment" in knobs["sft_tasks"].split("+"),
                 cf_path=info["SASRec"]["cf_path"] if knobs["reward_type"] == "sasrec" else "",
                 gradient_checkpointing=False,  # tiny models: recomputation costs time and saves nothing that matters
-                save_steps=10 ** 9, logging_steps=max(1, knobs["rl_steps"] // 50)))
+                save_steps=10 ** 9, logging_steps=max(1, knobs["rl_steps"] // 50), prompt_style=knobs["prompt_style"]))
             curves[f"RL seed {rl_seed}"] = curve(trainer.state.log_history, "reward")
             del trainer
         with Stage(f"evaluate SFT+RL seed {rl_seed} (valid)"):

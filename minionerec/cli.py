@@ -75,8 +75,25 @@ def _convert(value, kind, name: str):
     return value
 
 
+def apply_aliases(args_cls, flags: dict) -> dict:
+    """`args_cls.FLAG_ALIASES` {old name: field, or None for a flag accepted and ignored} -> renamed flags."""
+    flags = dict(flags)
+    for old, new in getattr(args_cls, "FLAG_ALIASES", {}).items():
+        if old not in flags:
+            continue
+        value = flags.pop(old)
+        if new is None:
+            print(f"note: --{old} is accepted for compatibility and has no effect", file=sys.stderr)
+        elif new in flags:
+            raise FlagError(f"--{old} is another name for --{new}; give only one of them")
+        else:
+            flags[new] = value
+    return flags
+
+
 def parse_args(args_cls, flags: dict):
     """Build `args_cls` from fire's flags; unknown flags and wrong types raise FlagError."""
+    flags = apply_aliases(args_cls, flags)
     fields = {f.name: f for f in dataclasses.fields(args_cls)}
     unknown = sorted(set(flags) - set(fields))
     if unknown:

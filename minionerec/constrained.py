@@ -22,10 +22,11 @@ chosen token; the processor masks after that log_softmax, so scores are not reno
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass, fields
 
 import torch
-from transformers import LogitsProcessor, LogitsProcessorList
+from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList
 
 from minionerec import prompts
 from minionerec.data import sid_string
@@ -253,6 +254,23 @@ def _shared_prompt_cache(model, input_ids, attention_mask, num_beams: int):
     return cache
 
 
+@contextmanager
+def library_generation_defaults(model):
+    """Hide the checkpoint's generation_config.json while we decode (upstream issue #49).
+
+    transformers fills every setting a `generate` call leaves unset from `model.generation_config`
+    (`_prepare_generation_config`), so a checkpoint saved with do_sample / temperature / top_k /
+    renormalize_logits / suppress_tokens ... would silently change constrained decoding. Inside this
+    block the model carries library defaults only, and our callers pass every setting they rely on.
+    """
+    saved = model.generation_config
+    model.generation_config = GenerationConfig()
+    try:
+        yield model
+    finally:
+        model.generation_config = saved
+
+
 @torch.no_grad()
 def beam_search_ids(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, trie: SIDTrie, num_beams: int,
                     max_new_tokens: int | None = None, length_penalty: float = 0.0, pad_token_id: int | None = None,
@@ -267,16 +285,17 @@ def beam_search_ids(model, input_ids: torch.Tensor, attention_mask: torch.Tensor
     cache = {}
     if share_prompt_cache and input_ids.shape[1] > 1:
         cache["cache"] = _shared_prompt_cache(model, input_ids, attention_mask, num_beams)
-    return model.generate(
-        **cache, input_ids=input_ids, attention_mask=attention_mask,
-        logits_processor=LogitsProcessorList([processor]),
-        num_beams=num_beams, num_return_sequences=min(num_beams, trie.num_sids), do_sample=False,
-        max_new_tokens=max_new_tokens or trie.depth, length_penalty=length_penalty, early_stopping=False,
-        # neutral values: a checkpoint's generation_config must not re-weight the scores we rank by
-        repetition_penalty=1.0, no_repeat_ngram_size=0, min_length=0,
-        eos_token_id=trie.eos_token_id, pad_token_id=trie.eos_token_id if pad_token_id is None else pad_token_id,
-        return_dict_in_generate=True, output_scores=output_scores,
-    )
+    with library_generation_defaults(model):
+        return model.generate(
+            **cache, input_ids=input_ids, attention_mask=attention_mask,
+            logits_processor=LogitsProcessorList([processor]),
+            num_beams=num_beams, num_return_sequences=min(num_beams, trie.num_sids), do_sample=False,
+            max_new_tokens=max_new_tokens or trie.depth, length_penalty=length_penalty, early_stopping=False,
+            # neutral values, explicit: nothing may re-weight the scores we rank by
+            repetition_penalty=1.0, no_repeat_ngram_size=0, min_length=0, renormalize_logits=False,
+            eos_token_id=trie.eos_token_id, pad_token_id=trie.eos_token_id if pad_token_id is None else pad_token_id,
+            return_dict_in_generate=True, output_scores=output_scores,
+        )
 
 
 def constrained_beam_search(model, tokenizer, prompts_: list[str], trie: SIDTrie, num_beams: int,

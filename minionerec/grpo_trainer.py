@@ -23,7 +23,7 @@ from trl.models import unwrap_model_for_generation
 from trl.trainer.utils import pad
 
 from minionerec import prompts
-from minionerec.constrained import SIDLogitsProcessor, beam_search_ids, build_sid_trie
+from minionerec.constrained import SIDLogitsProcessor, beam_search_ids, build_sid_trie, library_generation_defaults
 
 
 def grpo_loss_options(dapo: bool, gspo: bool, loss_type: str = "") -> dict:
@@ -144,8 +144,9 @@ class MiniOneRecGRPOTrainer(GRPOTrainer):
                 config = copy.deepcopy(self.generation_config)  # TRL's: temperature, top_p, top_k, ...
                 config.max_new_tokens, config.num_return_sequences = self.trie.depth, num_return
                 constraint = SIDLogitsProcessor(self.trie, prompt_len=input_ids.shape[1])  # warpers read the scores
-                out = model.generate(input_ids=input_ids, attention_mask=attention_mask, generation_config=config,
-                                     logits_processor=LogitsProcessorList([constraint]))
+                with library_generation_defaults(model):  # TRL's settings only, never the checkpoint's
+                    out = model.generate(input_ids=input_ids, attention_mask=attention_mask, generation_config=config,
+                                         logits_processor=LogitsProcessorList([constraint]))
         completions = []
         for row in out[:, input_ids.shape[1]:].tolist():  # [N * num_return, <= depth]
             end = next((k for k, t in enumerate(row) if t in self.eos_token_ids), len(row) - 1)

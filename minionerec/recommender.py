@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from minionerec import prompts
+from minionerec.prompts import Prompts
 from minionerec.constrained import SIDTrie, build_sid_trie, constrained_beam_search
 from minionerec.data import DataError, load_item_meta, load_sid_index, sid_string
 from minionerec.modeling import best_dtype, load_model, load_tokenizer
@@ -27,13 +27,11 @@ class RequestError(ValueError):
         self.field = field_name
 
 
-def history_prompt(history_sids: list[str]) -> str:
-    """The next-item prompt, built by the one function evaluate.py builds its prompts with.
-
-    Serving must send the model byte-identical prompts to evaluation (same predictions); when the
-    evaluation prompt changes, this line follows it.
-    """
-    return prompts.sid_history_prompt(history_sids)
+def history_prompt(history_sids: list[str], prompt_style: str = "upstream") -> str:
+    """The next-item prompt, built by the one function evaluate.py builds its prompts with
+    (`Prompts.eval_prompt`): serving sends the model byte-identical prompts to evaluation, so the same
+    checkpoint and --prompt_style give the same predictions."""
+    return Prompts(prompt_style).eval_prompt(history_sids)
 
 
 @dataclass(frozen=True)
@@ -76,8 +74,8 @@ class Catalogue:
                                                "item id of the SID index nor a title of item.json)")
         return items[-max_history:] if max_history else items
 
-    def prompt(self, item_ids: list[str]) -> str:
-        return history_prompt([sid_string(self.sid_index[i]) for i in item_ids])
+    def prompt(self, item_ids: list[str], prompt_style: str = "upstream") -> str:
+        return history_prompt([sid_string(self.sid_index[i]) for i in item_ids], prompt_style)
 
 
 def build_catalogue(sid_index: dict[str, list[str]], item_meta: dict[str, dict] | None, tokenizer,
@@ -126,21 +124,22 @@ def resolve_device(device: str) -> torch.device:
 class Recommender:
     """One model + tokenizer, decoding with `num_beams` beams (the largest k it serves)."""
 
-    def __init__(self, model, tokenizer, catalogue: Catalogue, num_beams: int = 50):
+    def __init__(self, model, tokenizer, catalogue: Catalogue, num_beams: int = 50, prompt_style: str = "upstream"):
         if num_beams < 1:
             raise ValueError("num_beams must be >= 1")
         self.model, self.tokenizer, self.catalogue, self.num_beams = model, tokenizer, catalogue, num_beams
+        self.prompt_style = prompt_style  # the style the checkpoint was trained with (sft.py --prompt_style)
 
     @classmethod
     def load(cls, model_dir, sid_index_path, item_meta_path="", num_beams: int = 50, dtype: str = "auto",
-             device: str = "auto") -> "Recommender":
+             device: str = "auto", prompt_style: str = "upstream") -> "Recommender":
         """Catalogue first (a tokenizer without the SID tokens fails in seconds), then the model."""
         tokenizer = load_tokenizer(model_dir)
         target = resolve_device(device)
         catalogue = load_catalogue(sid_index_path, item_meta_path, tokenizer, target)
         torch_dtype = best_dtype() if dtype == "auto" else getattr(torch, dtype)
         model = load_model(model_dir, dtype=torch_dtype).to(target).eval()
-        return cls(model, tokenizer, catalogue, num_beams)
+        return cls(model, tokenizer, catalogue, num_beams, prompt_style)
 
     def check_k(self, k, field_name: str = "k") -> int:
         if isinstance(k, bool) or not isinstance(k, int) or k < 1:

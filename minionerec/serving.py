@@ -156,7 +156,7 @@ def create_app(recommender: Recommender, max_batch_size: int = 8, max_wait_s: fl
         catalogue = recommender.catalogue  # this request's snapshot, whatever reloads happen meanwhile
         items = catalogue.resolve(body.history, "history", max_history)
         k = recommender.check_k(body.k, "k")
-        ranked = await queue.submit(catalogue.prompt(items), k, catalogue)
+        ranked = await queue.submit(catalogue.prompt(items, recommender.prompt_style), k, catalogue)
         return {"history": items, "k": k,
                 "items": [{"rank": rank, **rec.as_dict()} for rank, rec in enumerate(ranked, 1)]}
 

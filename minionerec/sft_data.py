@@ -10,43 +10,63 @@ import random
 import pandas as pd
 from datasets import Dataset, concatenate_datasets
 
-from minionerec import prompts
+from minionerec.prompts import NUM_TITLE_HISTORY_INSTRUCTIONS, UPSTREAM, Prompts, response_text as answer
 from minionerec.data import sid_string
 
 TASKS = ("sid_history", "item_alignment", "sid_history_title", "title_history_title", "title_history_sid")
 
 
-def _rows(df: pd.DataFrame, prompt_fn, history_col: str, answer_col: str) -> dict[str, list[str]]:
-    return {
-        "prompt": [prompt_fn(h) for h in df[history_col]],
-        "response": [prompts.response_text(a) for a in df[answer_col]],
-    }
+def item_alignment_pairs(sid_index: dict, item_meta: dict, upstream: bool) -> tuple[list, list]:
+    """(title -> SID pairs, SID -> title pairs) over the catalogue.
+
+    Upstream's SidItemFeatDataset keys two dicts by SID and by title, so a SID shared by several items
+    keeps the last item's title and a title shared by several items keeps the last SID (index order),
+    and its rows are all SID -> title, then all title -> SID. The minionerec style keeps every item.
+    """
+    pairs = [(item_meta[i]["title"], sid_string(sid)) for i, sid in sid_index.items() if i in item_meta]
+    if not upstream:
+        return pairs, [(s, t) for t, s in pairs]
+    sid2title = {s: t for t, s in pairs}
+    title2sid = {t: s for t, s in pairs}
+    return list(title2sid.items()), list(sid2title.items())
 
 
-def task_rows(task: str, df: pd.DataFrame, sid_index: dict | None, item_meta: dict | None) -> dict[str, list[str]]:
+def task_rows(task: str, df: pd.DataFrame, sid_index: dict | None, item_meta: dict | None,
+              prompts: Prompts = UPSTREAM, seed: int = 0) -> dict[str, list[str]]:
     """Prompt/response texts of one task. Sequence tasks read the split; alignment reads the catalogue."""
     if task == "sid_history":  # (a)
-        return _rows(df, prompts.sid_history_prompt, "history_item_sid", "item_sid")
-    if task == "sid_history_title":  # (c)
-        return _rows(df, prompts.sid_history_title_prompt, "history_item_sid", "item_title")
-    if task == "title_history_title":  # (d)
-        return _rows(df, prompts.title_history_title_prompt, "history_item_title", "item_title")
+        return {"prompt": [prompts.sid_history(h) for h in df["history_item_sid"]],
+                "response": [answer(a) for a in df["item_sid"]]}
+    if task == "sid_history_title":  # (c); upstream FusionSeqRecDataset answers with its SID -> title dict
+        titles = list(df["item_title"])
+        if prompts.upstream and sid_index and item_meta:
+            sid2title = dict(item_alignment_pairs(sid_index, item_meta, upstream=True)[1])
+            titles = [sid2title.get(s, t) for s, t in zip(df["item_sid"], titles)]
+        return {"prompt": [prompts.sid_history_title(h) for h in df["history_item_sid"]],
+                "response": [answer(t) for t in titles]}
+    if task == "title_history_title":  # (d); upstream SFTData draws one of its instructions per row, seeded
+        rng = random.Random(seed)
+        variants = [rng.randint(0, NUM_TITLE_HISTORY_INSTRUCTIONS - 1) for _ in range(len(df))]
+        return {"prompt": [prompts.title_history_title(h, v) for h, v in zip(df["history_item_title"], variants)],
+                "response": [answer(prompts.title_history_title_answer(t)) for t in df["item_title"]]}
     if task == "title_history_sid":  # (e)
-        return _rows(df, prompts.title_history_sid_prompt, "history_item_title", "item_sid")
-    if task == "item_alignment":  # (b): title -> SID and SID -> title for every catalogue item
-        pairs = [(item_meta[i]["title"], sid_string(sid)) for i, sid in sid_index.items() if i in item_meta]
-        return {
-            "prompt": [prompts.title2sid_prompt(t) for t, _ in pairs] + [prompts.sid2title_prompt(s) for _, s in pairs],
-            "response": [prompts.response_text(s) for _, s in pairs] + [prompts.response_text(t) for t, _ in pairs],
-        }
+        return {"prompt": [prompts.title_history_sid(h) for h in df["history_item_title"]],
+                "response": [answer(a) for a in df["item_sid"]]}
+    if task == "item_alignment":  # (b): title -> SID and SID -> title over the catalogue
+        title2sid, sid2title = item_alignment_pairs(sid_index, item_meta, prompts.upstream)
+        t2s = {"prompt": [prompts.title2sid(t) for t, _ in title2sid], "response": [answer(s) for _, s in title2sid]}
+        s2t = {"prompt": [prompts.sid2title(s) for s, _ in sid2title], "response": [answer(t) for _, t in sid2title]}
+        first, second = (s2t, t2s) if prompts.upstream else (t2s, s2t)
+        return {k: first[k] + second[k] for k in ("prompt", "response")}
     raise ValueError(f"unknown SFT task {task!r}; valid: {', '.join(TASKS)}")
 
 
-def build_text_dataset(tasks: list[str], df: pd.DataFrame, sid_index=None, item_meta=None, seed: int = 0) -> Dataset:
+def build_text_dataset(tasks: list[str], df: pd.DataFrame, sid_index=None, item_meta=None, seed: int = 0,
+                       prompts: Prompts = UPSTREAM) -> Dataset:
     """All enabled tasks, concatenated and shuffled, with a `task` column for inspection."""
     parts = []
     for task in tasks:
-        rows = task_rows(task, df, sid_index, item_meta)
+        rows = task_rows(task, df, sid_index, item_meta, prompts, seed)
         parts.append(Dataset.from_dict({**rows, "task": [task] * len(rows["prompt"])}))
     return concatenate_datasets(parts).shuffle(seed=seed) if len(parts) > 1 else parts[0]
 

@@ -39,14 +39,9 @@ class Args:
 
 
 def _training_texts(item_meta: dict) -> list[str]:
-    """Item texts plus every prompt template, so prompts tokenise into few tokens."""
+    """Item texts plus every prompt template of both styles, so prompts tokenise into few tokens."""
     texts = [f"{m['title']} {m.get('description', '')}" for m in item_meta.values()]
-    titles = [m["title"] for m in list(item_meta.values())[:3]]
-    texts += [
-        prompts.sid_history_prompt(["X"]), prompts.title2sid_prompt(titles[0]), prompts.sid2title_prompt("X"),
-        prompts.sid_history_title_prompt(["X"]), prompts.title_history_title_prompt(titles),
-        prompts.title_history_sid_prompt(titles),
-    ] * 50
+    texts += [t for style in prompts.STYLES for t in prompts.Prompts(style).templates()] * 50
     return texts
 
 

@@ -141,7 +141,7 @@ def test_build_sid_trie_names_missing_tokens(model_and_tokenizer):
 
 def _history_prompts(demo_data, n):
     df = load_split(demo_data / "test" / "Demo.csv")
-    return [prompts.sid_history_prompt(h) for h in df["history_item_sid"][:n]]
+    return [prompts.Prompts().sid_history(h) for h in df["history_item_sid"][:n]]
 
 
 @pytest.mark.parametrize("n_items,num_beams,share_cache", [(12, 12, True), (12, 16, True), (12, 12, False),

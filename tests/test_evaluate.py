@@ -10,8 +10,10 @@ import pytest
 
 import evaluate
 from conftest import free_port
+from minionerec.cli import FlagError, parse_args
 from minionerec.data import load_sid_index, sid_string
 from minionerec.evaluation import make_batches, popularity_ranking, shard
+from minionerec.prompts import Prompts
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -51,6 +53,10 @@ def test_evaluate_writes_predictions_and_metrics(tmp_path, demo_data, demo_categ
     assert len(records) == 9
     for record in records:
         assert {"user_id", "item_sid", "history_item_sid", "predict"} <= set(record)
+        # upstream evaluate.py's row layout first: its calc.py reads `output` and `predict`
+        assert list(record)[:3] == ["input", "output", "predict"]
+        assert record["output"] == record["item_sid"] + "\n"
+        assert record["input"] == Prompts("upstream").eval_input(record["history_item_sid"])
         assert len(record["predict"]) == 10 and len(set(record["predict"])) == 10
         assert set(record["predict"]) <= catalogue
     ours = metrics["constrained beam search"]
@@ -58,6 +64,35 @@ def test_evaluate_writes_predictions_and_metrics(tmp_path, demo_data, demo_categ
     assert "popularity (train)" in metrics
     table = capsys.readouterr().out
     assert "HR@10" in table and "HR@20" not in table  # K <= num_beams only
+
+
+def test_upstream_flag_names_are_aliases(capsys):
+    args = parse_args(evaluate.Args, {"test_data_path": "t.csv", "result_json_data": "r.json", "K": 5,
+                                      "base_model": "m"})
+    assert (args.test_file, args.result_json, args.base_model) == ("t.csv", "r.json", "m")
+    assert "--K is accepted for compatibility and has no effect" in capsys.readouterr().err
+    with pytest.raises(FlagError, match="--test_data_path is another name for --test_file; give only one"):
+        parse_args(evaluate.Args, {"test_data_path": "a.csv", "test_file": "b.csv"})
+
+
+def test_evaluate_cli_takes_upstream_flags(tmp_path, demo_data, tiny_model_dir):
+    """The command upstream's evaluate.sh writes (its flag names) runs unchanged, bar the catalogue flag."""
+    proc = subprocess.run(
+        [str(ROOT / ".venv" / "bin" / "python") if (ROOT / ".venv").exists() else "python", str(ROOT / "evaluate.py"),
+         "--base_model", str(tiny_model_dir), "--info_file", str(demo_data / "info" / "Demo.txt"),
+         "--category", "Demo", "--test_data_path", str(demo_data / "test" / "Demo.csv"),
+         "--result_json_data", str(tmp_path / "r.json"), "--batch_size", "4", "--num_beams", "5", "--K", "0",
+         "--sample", "4"], capture_output=True, text=True, timeout=240, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert len(json.loads((tmp_path / "r.json").read_text())) == 4
+
+
+def test_bad_prompt_style_fails_early(tmp_path, tiny_model_dir, demo_data):
+    with pytest.raises(SystemExit, match="--prompt_style must be one of upstream, minionerec, got 'x'"):
+        evaluate.main(evaluate.Args(base_model=str(tiny_model_dir), test_file=str(demo_data / "test" / "Demo.csv"),
+                                    sid_index_path=str(demo_data / "index" / "Demo.index.json"), prompt_style="x",
+                                    result_json=str(tmp_path / "r.json")))
+    assert not (tmp_path / "r.json").exists()
 
 
 def _run_launcher(nproc: int, out: Path, demo_data: Path, model_dir: Path) -> dict:

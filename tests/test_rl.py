@@ -10,8 +10,9 @@ from transformers import AutoModelForCausalLM
 
 import rl
 from minionerec.data import load_split, sid_string
+from minionerec.prompts import Prompts
 from minionerec.rl_callbacks import metric_sums
-from minionerec.rl_data import build_rl_dataset
+from minionerec.rl_data import build_rl_dataset, item_description
 from minionerec.tiny_model import build_tiny_model
 
 
@@ -69,13 +70,18 @@ def test_rl_dataset_tasks(demo_data):
     sid_index = json.loads((demo_data / "index" / "Demo.index.json").read_text())
     meta = json.loads((demo_data / "index" / "Demo.item.json").read_text())
     train = load_split(demo_data / "train" / "Demo.csv")
-    ds = build_rl_dataset(train, sid_index, meta, title_history_sample=30, seed=0)
+    ds = build_rl_dataset(train, sid_index, meta, title_history_sample=30, seed=0, prompts=Prompts("minionerec"))
     counts = pd.Series(ds["task"]).value_counts().to_dict()
     assert counts == {"sid_history": len(train), "title2sid": len(sid_index), "title_history": 30}
+    # upstream's RLTitle2SidDataset adds description -> SID: one row per distinct non-empty description
+    upstream = pd.Series(build_rl_dataset(train, sid_index, meta, 30, 0)["task"]).value_counts().to_dict()
+    descriptions = {item_description(m) for i, m in meta.items() if i in sid_index and item_description(m).strip()}
+    assert upstream == {**counts, "description2sid": len(descriptions)}
     row = next(r for r in ds if r["task"] == "title2sid")
     assert row["history_item_id"] == [] and row["target"] == sid_string(sid_index[row["item_id"]])
     assert row["prompt"].endswith("### Response:\n")
-    assert len(build_rl_dataset(train, sid_index, meta, 30, 0, sample_train=True)) == len(ds) - int(0.2 * len(ds))
+    sampled = build_rl_dataset(train, sid_index, meta, 30, 0, sample_train=True, prompts=Prompts("minionerec"))
+    assert len(sampled) == len(ds) - int(0.2 * len(ds))
     only_history = build_rl_dataset(train, sid_index, meta, 0, 0, title2sid=False)
     assert set(only_history["task"]) == {"sid_history"} and len(only_history) == len(train)
 

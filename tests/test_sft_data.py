@@ -2,6 +2,7 @@
 import pandas as pd
 import pytest
 
+from minionerec import prompts
 from minionerec.data import load_split, write_split
 from minionerec.modeling import load_tokenizer
 from minionerec.sft_data import TASKS, build_text_dataset, sample_rows, task_rows, tokenize_dataset
@@ -39,13 +40,13 @@ def test_sid_history_prompt_is_upstream_text(three_rows):
     ("title_history_sid", 'following items in chronological order: "Red Beaker", "Blue Flask". Can you predict', "<a_2><b_1><c_0>\n"),
 ])
 def test_sequence_tasks(three_rows, task, prompt_part, response):
-    rows = task_rows(task, three_rows, INDEX, META)
+    rows = task_rows(task, three_rows, INDEX, META, prompts.Prompts("minionerec"))
     assert prompt_part in rows["prompt"][1] and rows["prompt"][1].endswith("### Response:\n")
     assert rows["response"][1] == response
 
 
 def test_item_alignment_covers_catalogue_both_ways(three_rows):
-    rows = task_rows("item_alignment", three_rows, INDEX, META)
+    rows = task_rows("item_alignment", three_rows, INDEX, META, prompts.Prompts("minionerec"))
     assert len(rows["prompt"]) == 2 * len(INDEX)
     assert rows["prompt"][0].endswith("Which item has the title: Red Beaker?\n\n### Response:\n")
     assert rows["response"][0] == "<a_1><b_1><c_0>\n"

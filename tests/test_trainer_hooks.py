@@ -11,7 +11,7 @@ from trl import GRPOTrainer
 
 from minionerec.constrained import constrained_beam_search
 from minionerec.data import sid_string
-from minionerec.prompts import sid_history_prompt
+from minionerec.prompts import Prompts
 from minionerec.rewards import build_reward_funcs
 from minionerec.grpo_trainer import MiniOneRecGRPOConfig, MiniOneRecGRPOTrainer, grpo_loss_options, select_dynamic
 
@@ -82,7 +82,7 @@ def setup(demo_data, tiny_model_dir, tmp_path_factory):
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
     valid_paths = {sid_string(s) + "\n" for s in sid_index.values()}
     histories = [list(sid_index.values())[k:k + 3] for k in (0, 10)]
-    prompt_texts = [sid_history_prompt([sid_string(s) for s in h]) for h in histories]
+    prompt_texts = [Prompts().sid_history([sid_string(s) for s in h]) for h in histories]
     out = tmp_path_factory.mktemp("hooks")
     return dict(sid_index=sid_index, tokenizer=tokenizer, model=model, valid=valid_paths, prompts=prompt_texts, out=out)
 
