@@ -215,14 +215,16 @@ def test_zero3_two_processes_uneven_eval_rows(demo_data, tiny_model_dir, tmp_pat
     env = {
         **os.environ,
         "ACCELERATE": str(Path(sys.executable).parent / "accelerate"),
-        "CONFIG": "config/zero3_cpu.yaml", "NUM_PROCESSES": "2", "PORT": str(free_port()),
+        "CONFIG": "config/zero3_cpu.yaml", "NUM_PROCESSES": "2", "PORT": str(free_port()), "RECIPE": "recipes/demo.yaml",
         "DATA_DIR": str(demo_data), "CATEGORY": CATEGORY, "MODEL_PATH": str(tiny_model_dir), "OUTPUT_DIR": str(out),
-        # shrunk: one group of G=4 per process and step, 2 steps, evaluation after each
-        "TRAIN_BATCH_SIZE": "4", "GRAD_ACCUM": "1", "NUM_GENERATIONS": "4", "MAX_STEPS": "2", "SAVE_STEPS": "100",
-        "TITLE_HISTORY_SAMPLE": "50", "OMP_NUM_THREADS": "1", "TEST_DURING_TRAINING": "true", "TEST_BEAM": "4",
+        "OMP_NUM_THREADS": "1",
     }
-    result = subprocess.run(["bash", "rl.sh", "--eval_sample", "9", "--eval_batch_size", "4", "--eval_step", "1",
-                             "--add_gt", "true"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=500)
+    # shrunk: one group of G=4 per process and step, 2 steps, evaluation after each
+    shrunk = {"train_batch_size": 4, "gradient_accumulation_steps": 1, "num_generations": 4, "max_steps": 2,
+              "save_steps": 100, "title_history_sample": 50, "test_during_training": "true", "test_beam": 4,
+              "eval_sample": 9, "eval_batch_size": 4, "eval_step": 1, "add_gt": "true"}
+    flags = [part for k, v in shrunk.items() for part in (f"--{k}", str(v))]
+    result = subprocess.run(["bash", "rl.sh", *flags], cwd=ROOT, env=env, capture_output=True, text=True, timeout=500)
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
     assert "world_size=2 distributed=DistributedType.DEEPSPEED" in result.stdout
     assert "[rl] done: steps=2" in result.stdout
