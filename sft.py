@@ -213,7 +213,8 @@ def main(args: Args) -> Trainer:
         model = apply_lora(model, lora_config(args.lora_r, args.lora_alpha, args.lora_dropout,
                                               args.lora_target_modules,
                                               sid_token_ids(tokenizer, sid_vocabulary(sid_index)), model))
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    # ZeRO-3 leaves each rank an empty placeholder per parameter: ds_numel is the full size
+    trainable = sum(getattr(p, "ds_numel", p.numel()) for p in model.parameters() if p.requires_grad)
     print(f"[sft] tasks={tasks} prompt_style={args.prompt_style} added_sid_tokens={added} trainable_params={trainable:,} "
           f"grad_accum={grad_accum} world_size={world_size} trainer_world_size={training_args.world_size}")
 

@@ -52,7 +52,9 @@ class Args:
     category: str = "Industrial_and_Scientific"
     shape: str = "qwen2.5-0.5b"  # qwen2.5-0.5b | tiny
     sft_steps: int = 40  # timed after 2 warm-up steps
-    sft_batch_sizes: str = "64+256"  # rows per step (no accumulation), one SFT run per value
+    # rows per step (no accumulation), one SFT run per value; 256 ran out of 139 GB on an H200 with the
+    # five-task mix (rows up to 512 tokens), so the default stays at 64
+    sft_batch_sizes: str = "64"
     eval_users: int = 500
     eval_beams: int = 50
     eval_batch_sizes: str = "8+0"  # prompts per generate call, one evaluation per value; 0 = evaluate.py's auto
