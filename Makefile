@@ -1,13 +1,14 @@
 # make install : .venv/ with pinned deps (idempotent: re-runs only when requirements.txt changes)
 # make demo    : demo data -> tiny base model -> SFT -> eval -> RL -> eval, on CPU (~7 min on 2 cores)
-# make test    : fast CPU test suite
+# make test    : fast CPU test suite (about 2 min on 2 cores)
+# make test-slow: multi-process, kill-and-resume and end-to-end tests (CI runs both)
 # make lint    : ruff (rules in pyproject.toml)
 PY      := .venv/bin/python
 STAMP   := .venv/.installed
 TORCH   ?= torch==2.13.0
 DEMO    ?= demo_run
 
-.PHONY: install demo test lint clean
+.PHONY: install demo test test-slow lint clean
 
 install: $(STAMP)
 
@@ -23,7 +24,10 @@ demo: $(STAMP)
 	bash demo.sh $(DEMO)
 
 test: $(STAMP)
-	$(PY) -m pytest -q -x tests
+	$(PY) -m pytest -q -x -m "not slow" tests
+
+test-slow: $(STAMP)
+	$(PY) -m pytest -q -x -m slow tests
 
 lint: $(STAMP)
 	$(PY) -m ruff check .
