@@ -25,7 +25,6 @@ Outputs in --output_dir (item ids are "0".."n-1" in sorted-ASIN order, user ids 
 """
 from __future__ import annotations
 
-import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +33,7 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
-from data.amazon_common import build_dataset, clean_text, clean_title, read_json_lines, window  # noqa: E402
+from data.amazon_common import clean_text, clean_title, process_dump, read_json_lines, run_script  # noqa: E402
 from minionerec.cli import run  # noqa: E402
 from minionerec.data import DataError  # noqa: E402
 
@@ -93,22 +92,12 @@ def load_meta(path, asins: set[str], max_title_words: int) -> dict[str, dict]:
 def process(reviews_path, meta_path, category, output_dir, st_year=2016, st_month=10, ed_year=2018, ed_month=11,
             user_k=5, item_k=5, max_history=10, max_title_words=40) -> dict:
     """Run every step and write the outputs; returns counts for the log."""
-    start, end = window(st_year, st_month, ed_year, ed_month)
-    reviews = load_reviews(reviews_path, start, end)
-    meta = load_meta(meta_path, {r[1] for r in reviews}, max_title_words)
-    return build_dataset(reviews, meta, category, output_dir, user_k, item_k, max_history, source=reviews_path)
+    return process_dump(load_reviews, load_meta, reviews_path, meta_path, category, output_dir, st_year, st_month,
+                        ed_year, ed_month, user_k, item_k, max_history, max_title_words)
 
 
 def main(args: Args) -> dict:
-    for flag in ("reviews_path", "meta_path", "category", "output_dir"):
-        if not getattr(args, flag):
-            raise SystemExit(f"error: --{flag} is required")
-    try:
-        counts = process(**vars(args))
-    except DataError as e:
-        raise SystemExit(f"error: {e}") from None
-    print(json.dumps(counts))
-    return counts
+    return run_script(process, args)
 
 
 if __name__ == "__main__":

@@ -133,3 +133,26 @@ def build_dataset(reviews: list[tuple[str, str, int]], meta: dict[str, dict], ca
     atomic_write_text(out / f"{category}.item2asin.json", json.dumps({item_ids[a]: a for a in asins}))
     return {"reviews_in_window": len(reviews), "with_title": len(titled), "k_core": len(core),
             "users": len({r[0] for r in core}), "items": len(asins), **{s: len(r) for s, r in splits.items()}}
+
+
+def process_dump(load_reviews, load_meta, reviews_path, meta_path, category, output_dir, st_year, st_month, ed_year,
+                 ed_month, user_k, item_k, max_history, max_title_words) -> dict:
+    """A dump's reviews in the time window -> its items' metadata -> the shared pipeline; returns counts.
+    `load_reviews(path, start, end)` and `load_meta(path, asins, max_title_words)` read the dump's own format."""
+    start, end = window(st_year, st_month, ed_year, ed_month)
+    reviews = load_reviews(reviews_path, start, end)
+    meta = load_meta(meta_path, {r[1] for r in reviews}, max_title_words)
+    return build_dataset(reviews, meta, category, output_dir, user_k, item_k, max_history, source=reviews_path)
+
+
+def run_script(process, args) -> dict:
+    """Both dump scripts' main: required flags, then `process(**vars(args))`; prints the counts."""
+    for flag in ("reviews_path", "meta_path", "category", "output_dir"):
+        if not getattr(args, flag):
+            raise SystemExit(f"error: --{flag} is required")
+    try:
+        counts = process(**vars(args))
+    except DataError as e:
+        raise SystemExit(f"error: {e}") from None
+    print(json.dumps(counts))
+    return counts

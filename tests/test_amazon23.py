@@ -76,8 +76,11 @@ def test_the_window_is_read_in_milliseconds(tmp_path):
 
 
 def test_shares_the_2018_pipeline():
-    assert amazon18_data_process.build_dataset is amazon_common.build_dataset
-    assert amazon18_data_process.clean_title is amazon_common.clean_title
+    from data import amazon23_data_process
+
+    for script in (amazon18_data_process, amazon23_data_process):
+        assert script.process_dump is amazon_common.process_dump and script.run_script is amazon_common.run_script
+        assert script.clean_title is amazon_common.clean_title
 
 
 @pytest.mark.parametrize("line, message", [
