@@ -18,12 +18,12 @@ from pathlib import Path
 import torch
 from transformers import set_seed
 
-from minionerec.prompts import check_style
 from minionerec.atomic import atomic_write_text
 from minionerec.cli import run
 from minionerec.data import DataError
 from minionerec.modeling import best_dtype, load_model, load_tokenizer
-from minionerec.recommender import Recommendation, Recommender, RequestError, load_catalogue, resolve_device
+from minionerec.recommender import (Recommendation, Recommender, RequestError, check_model_and_catalogue, load_catalogue,
+                                   resolve_device)
 
 
 @dataclass
@@ -84,15 +84,7 @@ def read_history_file(path) -> tuple[list[list[str]], list]:
 
 
 def check_args(args: Args) -> None:
-    check_style(args.prompt_style)  # ValueError: one line, exit 2 (minionerec.cli)
-    if not args.base_model or not Path(args.base_model).is_dir():
-        raise SystemExit(f"error: --base_model must be a local model directory, got {args.base_model!r}")
-    if not args.sid_index_path:
-        raise SystemExit("error: --sid_index_path is required")
-    for flag in ("sid_index_path", "item_meta_path"):
-        path = getattr(args, flag)
-        if path and not Path(path).is_file():
-            raise SystemExit(f"error: --{flag} file not found: {path}")
+    check_model_and_catalogue(args)
     if bool(args.history != "") == bool(args.history_file):
         raise SystemExit("error: give the histories with exactly one of --history or --history_file")
     if args.num_beams < 1 or args.batch_size < 1 or args.max_history < 0:

@@ -14,13 +14,12 @@ most --max_wait_ms for company). Bad input (unknown item, empty history, k above
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 from transformers import set_seed
 
-from minionerec.prompts import check_style
 from minionerec.cli import run
 from minionerec.data import DataError
+from minionerec.recommender import check_model_and_catalogue
 
 
 @dataclass
@@ -44,15 +43,7 @@ class Args:
 
 
 def check_args(args: Args) -> None:
-    check_style(args.prompt_style)  # ValueError: one line, exit 2 (minionerec.cli)
-    if not args.base_model or not Path(args.base_model).is_dir():
-        raise SystemExit(f"error: --base_model must be a local model directory, got {args.base_model!r}")
-    if not args.sid_index_path:
-        raise SystemExit("error: --sid_index_path is required")
-    for flag in ("sid_index_path", "item_meta_path"):
-        path = getattr(args, flag)
-        if path and not Path(path).is_file():
-            raise SystemExit(f"error: --{flag} file not found: {path}")
+    check_model_and_catalogue(args)
     if args.num_beams < 1 or args.max_batch_size < 1 or args.max_wait_ms < 0 or args.max_history < 0:
         raise SystemExit("error: --num_beams and --max_batch_size must be >= 1, --max_wait_ms and --max_history >= 0")
     if not 1 <= args.port <= 65535:

@@ -10,10 +10,11 @@ constrained beam search of minionerec.constrained. Scores are the beams' sequenc
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 
-from minionerec.prompts import Prompts
+from minionerec.prompts import Prompts, check_style
 from minionerec.constrained import SIDTrie, build_sid_trie, constrained_beam_search
 from minionerec.data import DataError, load_item_meta, load_sid_index, sid_string
 from minionerec.modeling import best_dtype, load_model, load_tokenizer
@@ -32,6 +33,20 @@ def history_prompt(history_sids: list[str], prompt_style: str = "upstream") -> s
     (`Prompts.eval_prompt`): serving sends the model byte-identical prompts to evaluation, so the same
     checkpoint and --prompt_style give the same predictions."""
     return Prompts(prompt_style).eval_prompt(history_sids)
+
+
+def check_model_and_catalogue(args) -> None:
+    """recommend.py's and serve.py's shared flags, before anything loads: --base_model, --sid_index_path,
+    --item_meta_path, --prompt_style (a ValueError is one line, exit 2, via minionerec.cli)."""
+    check_style(args.prompt_style)
+    if not args.base_model or not Path(args.base_model).is_dir():
+        raise SystemExit(f"error: --base_model must be a local model directory, got {args.base_model!r}")
+    if not args.sid_index_path:
+        raise SystemExit("error: --sid_index_path is required")
+    for flag in ("sid_index_path", "item_meta_path"):
+        path = getattr(args, flag)
+        if path and not Path(path).is_file():
+            raise SystemExit(f"error: --{flag} file not found: {path}")
 
 
 @dataclass(frozen=True)
