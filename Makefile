@@ -1,5 +1,5 @@
 # make install : .venv/ with pinned deps (idempotent: re-runs only when requirements.txt changes)
-# make demo    : demo data -> tiny base model -> SFT -> eval -> RL -> eval, on CPU (~7 min on 2 cores)
+# make demo    : demo data -> tiny base model -> SFT -> eval -> RL -> eval, on CPU (~2 min on 2 cores)
 # make test    : fast CPU test suite (about 2 min on 2 cores)
 # make test-slow: multi-process, kill-and-resume and end-to-end tests (CI runs both)
 # make lint    : ruff (rules in pyproject.toml)

@@ -55,7 +55,9 @@ class Args:
     learning_rate: float = 3e-4
     warmup_steps: float = 0.03  # < 1: a fraction of all steps; >= 1: a step count
     cutoff_len: int = 512  # longer sequences keep their end (the answer)
-    group_by_length: bool = True  # batches of similar length: ~1.03 padded tokens per real token instead of ~1.39
+    # batches of similar length: ~1.03 padded tokens per real token instead of ~1.39, but each batch is then
+    # mostly one task: on the demo, valid NDCG@10 0.1298 grouped vs 0.1702 random after 400 steps
+    group_by_length: bool = False
     # tasks (upstream sft.py at 81b4ba9 trains all five; later upstream commits dropped d and e)
     task_sid_history: bool = True  # (a) SID history -> next SID
     task_item_alignment: bool = True  # (b) title -> SID and SID -> title

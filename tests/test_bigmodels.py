@@ -251,5 +251,6 @@ def test_tf32_is_enabled_only_where_cuda_is(monkeypatch):
         matmul.allow_tf32 = saved
 
 
-def test_sft_groups_batches_by_length_by_default():
-    assert sft.Args().group_by_length is True
+def test_sft_batches_are_random_by_default():
+    """Length grouping is a flag, off by default: it lowered valid NDCG@10 on the demo (0.1298 vs 0.1702)."""
+    assert sft.Args().group_by_length is False
