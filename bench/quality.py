@@ -244,23 +244,14 @@ def ratio(a: float, b: float) -> float | None:
 
 
 def paired_ndcg10(pred_a: str, pred_b: str) -> dict:
-    """Per-user NDCG@10 of method b minus method a (same rows): mean, standard error and a z score.
+    """Per-user NDCG@10 of method b minus method a (same rows): mean, standard error and a z score
+    (minionerec/paired.py, also `python compare.py`). The two LLM rows share every user, so their
+    difference is far less noisy than two independent means."""
+    from minionerec.paired import check_same_rows, load_predictions, paired_difference
 
-    The two LLM rows share every user, so their difference is far less noisy than two independent
-    means: this is what says whether an RL-vs-SFT gap is real or sampling noise.
-    """
-    import math
-
-    from minionerec.metrics import ndcg_at, target_rank
-
-    a, b = (json.loads(Path(p).read_text()) for p in (pred_a, pred_b))
-    diffs = [ndcg_at(target_rank(y["predict"], y["item_sid"]), 10) - ndcg_at(target_rank(x["predict"], x["item_sid"]), 10)
-             for x, y in zip(a, b)]
-    n = len(diffs)
-    mean = sum(diffs) / n
-    se = math.sqrt(sum((d - mean) ** 2 for d in diffs) / (n - 1) / n) if n > 1 else 0.0
-    return {"mean": mean, "se": se, "z": mean / se if se else 0.0, "users": n,
-            "better": sum(d > 0 for d in diffs), "worse": sum(d < 0 for d in diffs)}
+    a, b = load_predictions(pred_a), load_predictions(pred_b)
+    check_same_rows(a, b)
+    return paired_difference(a, b, "NDCG", 10)
 
 
 def summarise(metrics: dict, paired: dict) -> dict:

@@ -1,0 +1,72 @@
+"""Paired comparison of two methods scored on the same users: per-user differences, not two means.
+
+Two recommenders evaluated on the same rows share each user's difficulty, so the per-user difference
+B - A has a far smaller spread than either mean; its standard error says whether a gap is real or
+sampling noise. Rows are evaluate.py's predictions JSON (`item_sid` the target, `predict` the ranked
+list); both files must hold the same rows in the same order.
+"""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+from minionerec.data import DataError
+from minionerec.metrics import hit_at, ndcg_at, target_rank
+
+METRICS = {"HR": hit_at, "NDCG": ndcg_at}
+
+
+def load_predictions(path) -> list[dict]:
+    """evaluate.py's predictions JSON; DataError names the file and the first bad row."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: file not found")
+    try:
+        rows = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise DataError(f"{path}: invalid JSON ({e.msg} at line {e.lineno})") from None
+    if not isinstance(rows, list) or not rows:
+        raise DataError(f"{path}: expected a non-empty list of prediction rows")
+    for i, row in enumerate(rows):
+        if not isinstance(row, dict) or "item_sid" not in row or not isinstance(row.get("predict"), list):
+            raise DataError(f"{path}: row {i}: expected an object with item_sid and a predict list")
+    return rows
+
+
+def check_same_rows(a: list[dict], b: list[dict], name_a: str = "A", name_b: str = "B") -> None:
+    """Same users in the same order: equal length, and each row's target and history agree."""
+    if len(a) != len(b):
+        raise DataError(f"{name_a} has {len(a)} rows, {name_b} {len(b)}: a paired comparison needs the same rows")
+    for i, (x, y) in enumerate(zip(a, b)):
+        if x["item_sid"] != y["item_sid"] or x.get("history_item_sid") != y.get("history_item_sid"):
+            raise DataError(f"row {i}: {name_a} and {name_b} score different users (target {x['item_sid']} vs "
+                            f"{y['item_sid']}); evaluate both on the same --test_file and --sample")
+
+
+def paired_difference(a: list[dict], b: list[dict], metric: str = "NDCG", k: int = 10) -> dict:
+    """Per-user metric@k of B minus A: mean, paired standard error, z, and how many users got better/worse."""
+    score = METRICS[metric]
+    per_user = [(score(target_rank(x["predict"], x["item_sid"]), k), score(target_rank(y["predict"], y["item_sid"]), k))
+                for x, y in zip(a, b)]
+    diffs = [sb - sa for sa, sb in per_user]
+    n = len(diffs)
+    mean = sum(diffs) / n
+    se = math.sqrt(sum((d - mean) ** 2 for d in diffs) / (n - 1) / n) if n > 1 else 0.0
+    return {"a": sum(sa for sa, _ in per_user) / n, "b": sum(sb for _, sb in per_user) / n, "mean": mean, "se": se,
+            "z": mean / se if se else 0.0, "users": n, "better": sum(d > 0 for d in diffs),
+            "worse": sum(d < 0 for d in diffs)}
+
+
+def compare(a: list[dict], b: list[dict], ks) -> dict[str, dict]:
+    """`paired_difference` for HR@k and NDCG@k, every k in `ks`."""
+    return {f"{metric}@{k}": paired_difference(a, b, metric, k) for metric in METRICS for k in ks}
+
+
+def format_comparison(results: dict[str, dict], name_a: str = "A", name_b: str = "B") -> str:
+    lines = [f"{'metric':<8} {name_a[:12]:>12} {name_b[:12]:>12} {'B - A':>9} {'paired SE':>9} {'z':>6} "
+             f"{'better':>6} {'worse':>6}"]
+    for name, d in results.items():
+        lines.append(f"{name:<8} {d['a']:>12.4f} {d['b']:>12.4f} {d['mean']:>+9.4f} {d['se']:>9.4f} {d['z']:>+6.1f} "
+                     f"{d['better']:>6} {d['worse']:>6}")
+    return "\n".join(lines)

@@ -1,0 +1,62 @@
+"""Paired comparison (minionerec/paired.py, compare.py): hand-computed differences and one-line errors."""
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from minionerec.data import DataError
+from minionerec.paired import check_same_rows, compare, paired_difference
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def rows(preds, targets="abc"):
+    return [{"item_sid": t, "history_item_sid": [t + "0"], "predict": p} for t, p in zip(targets, preds)]
+
+
+# user a: rank 0 -> rank 1; user b: miss -> rank 0; user c: rank 2 in both
+A = rows([["a", "x", "y"], ["x", "y", "z"], ["x", "y", "c"]])
+B = rows([["x", "a", "y"], ["b", "x", "y"], ["x", "y", "c"]])
+
+
+def test_ndcg_difference_by_hand():
+    d = paired_difference(A, B, "NDCG", 3)
+    diffs = [1 / math.log2(3) - 1.0, 1.0, 0.0]
+    mean = sum(diffs) / 3
+    assert d["mean"] == pytest.approx(mean)
+    assert d["se"] == pytest.approx(math.sqrt(sum((x - mean) ** 2 for x in diffs) / 2 / 3))
+    assert d["a"] == pytest.approx((1.0 + 0.0 + 0.5) / 3) and d["b"] == pytest.approx((1 / math.log2(3) + 1.0 + 0.5) / 3)
+    assert (d["better"], d["worse"], d["users"]) == (1, 1, 3)
+
+
+def test_hit_rate_at_1_by_hand():
+    d = compare(A, B, [1])["HR@1"]
+    assert (d["a"], d["b"], d["mean"]) == pytest.approx((1 / 3, 1 / 3, 0.0))
+    assert (d["better"], d["worse"]) == (1, 1)
+
+
+def test_different_rows_are_refused():
+    with pytest.raises(DataError, match="row 1: A and B score different users"):
+        check_same_rows(A, rows([["a"], ["c"], ["b"]], targets="acb"))
+    with pytest.raises(DataError, match="A has 3 rows, B 2"):
+        check_same_rows(A, A[:2])
+
+
+def test_cli_table_and_one_line_error(tmp_path):
+    (tmp_path / "a.json").write_text(json.dumps(A))
+    (tmp_path / "b.json").write_text(json.dumps(B))
+    ok = subprocess.run([sys.executable, "compare.py", "--a", str(tmp_path / "a.json"), "--b", str(tmp_path / "b.json"),
+                         "--ks", "1+3", "--output_json", str(tmp_path / "d.json")], cwd=ROOT, capture_output=True,
+                        text=True)
+    assert ok.returncode == 0, ok.stderr
+    assert "NDCG@3" in ok.stdout and "3 users" in ok.stdout
+    assert set(json.loads((tmp_path / "d.json").read_text())) == {"HR@1", "HR@3", "NDCG@1", "NDCG@3"}
+    bad = subprocess.run([sys.executable, "compare.py", "--a", str(tmp_path / "a.json"), "--b", str(tmp_path / "b.json"),
+                          "--ks", "1+5"], cwd=ROOT, capture_output=True, text=True)
+    assert bad.returncode == 2
+    assert bad.stderr.strip().splitlines() == ["error: --ks 1+5: each K must be in 1..3 (the shortest prediction list)"]
