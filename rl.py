@@ -9,7 +9,9 @@ Writes `output_dir/final_checkpoint` (model + tokenizer) and TRL checkpoints und
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +19,7 @@ import torch
 from transformers import set_seed
 
 from minionerec import checks
+from minionerec.atomic import atomic_dir, atomic_write_text, replace_dir
 from minionerec.checkpoints import NoCheckpointAtLastStep
 from minionerec.cli import end_of_setup, run
 from minionerec.config import record_run
@@ -104,6 +107,8 @@ class Args:
     lora_alpha: int = 32  # scale alpha / r of the adapter update
     lora_dropout: float = 0.05
     lora_target_modules: str = "all-linear"  # all-linear, or comma-separated names, e.g. q_proj,k_proj,v_proj,o_proj
+    # --- RL regression guard
+    keep_best: bool = False  # needs --test_during_training: final_checkpoint = the best valid NDCG@10 weights, SFT's included
     # --- prompt protocol
     prompt_style: str = "upstream"  # upstream (AkaliKong/MiniOneRec's RL prompts, byte for byte) | minionerec (README)
 
@@ -154,6 +159,11 @@ def check_args(args: Args, world_size: int) -> None:
                          "is the base model with adapters disabled, fixed by construction")
     if args.test_during_training and not args.eval_file:
         raise SystemExit("error: --test_during_training needs --eval_file")
+    if args.keep_best and not args.test_during_training:
+        raise SystemExit("error: --keep_best needs --test_during_training true (and --eval_file): it keeps the best "
+                         "evaluated weights")
+    if args.keep_best and args.lora_r:
+        raise SystemExit("error: --keep_best does not combine with --lora_r yet (each save would merge the adapters)")
     try:
         check_style(args.prompt_style)
         rewards = check_reward_type(args.reward_type)
@@ -183,6 +193,26 @@ def check_catalogue(args: Args, sid_index: dict) -> None:
     if args.test_during_training and args.test_beam > distinct:
         raise SystemExit(f"error: --test_beam {args.test_beam} exceeds the {distinct} distinct SIDs "
                          f"of {args.sid_index_path}")
+
+
+def keep_best_checkpoint(guard: ConstrainedEvalCallback, args: Args, writer: bool) -> Path:
+    """The regression guard's choice becomes final_checkpoint: best_checkpoint, or a copy of the SFT
+    checkpoint when no evaluation beat step 0. The curve and the choice go to guard.json."""
+    final_dir = Path(args.output_dir, "final_checkpoint")
+    best = guard.best
+    if writer:
+        if best["step"] == 0:
+            with atomic_dir(final_dir) as tmp:
+                shutil.copytree(args.model_path, tmp, dirs_exist_ok=True)
+        else:
+            replace_dir(Path(args.output_dir, "best_checkpoint"), final_dir)
+        choice = {"metric": guard.best_metric, "chosen_step": best["step"], "chosen": best[guard.best_metric],
+                  "sft": guard.history[0][guard.best_metric], "curve": guard.history}
+        atomic_write_text(Path(args.output_dir, "guard.json"), json.dumps(choice, indent=1))
+        print(f"[rl] guard: valid {guard.best_metric} at step 0 (SFT) {choice['sft']:.4f}, best {choice['chosen']:.4f} "
+              f"at step {best['step']} -> final_checkpoint = "
+              f"{'the SFT weights' if best['step'] == 0 else 'step ' + str(best['step'])}")
+    return final_dir
 
 
 def main(args: Args):
@@ -237,7 +267,8 @@ def main(args: Args):
     if args.test_during_training:
         callbacks.append(ConstrainedEvalCallback(eval_ds, num_beams=args.test_beam,
                                                  eval_step=args.eval_step, batch_size=args.eval_batch_size,
-                                                 sample=args.eval_sample, seed=args.seed))
+                                                 sample=args.eval_sample, seed=args.seed, keep_best=args.keep_best,
+                                                 tokenizer=tokenizer))
     trainer = MiniOneRecGRPOTrainer(
         model=model, reward_funcs=reward_funcs, args=config, train_dataset=train_ds, processing_class=tokenizer,
         callbacks=callbacks, peft_config=peft_config, sid_index=sid_index,
@@ -252,7 +283,10 @@ def main(args: Args):
     trainer.train(resume_from_checkpoint=resume)
 
     tokenizer.padding_side = "right"  # as the SFT checkpoint saved it
-    final_dir = save_final_checkpoint(trainer, tokenizer, args.output_dir)
+    if args.keep_best:
+        final_dir = keep_best_checkpoint(callbacks[-1], args, trainer.is_world_process_zero())
+    else:
+        final_dir = save_final_checkpoint(trainer, tokenizer, args.output_dir)
     if trainer.is_world_process_zero():
         rewards = [h["reward"] for h in trainer.state.log_history if "reward" in h]
         print(f"[rl] done: steps={trainer.state.global_step} mean_reward={sum(rewards) / max(len(rewards), 1):.4f} "

@@ -140,8 +140,8 @@ def freeze_all_but_new_rows(model, first_new_row: int, stop_row: int | None = No
         weight.register_hook(keep_new_rows)
 
 
-def save_final_checkpoint(trainer, tokenizer, output_dir) -> Path:
-    """Write output_dir/final_checkpoint (model + tokenizer; LoRA merged). Every rank must call it:
+def save_final_checkpoint(trainer, tokenizer, output_dir, name: str = "final_checkpoint") -> Path:
+    """Write output_dir/NAME (model + tokenizer; LoRA merged). Every rank must call it:
     under DeepSpeed/DDP the weights are gathered and rank 0 writes them.
 
     Atomic: the writer saves into a sibling directory named after its process, then renames it onto
@@ -156,8 +156,8 @@ def save_final_checkpoint(trainer, tokenizer, output_dir) -> Path:
 
     from minionerec.atomic import replace_dir
 
-    final_dir = Path(output_dir, "final_checkpoint")
-    tmp_dir = Path(output_dir, f".final_checkpoint.{socket.gethostname()}-{os.getpid()}.tmp")
+    final_dir = Path(output_dir, name)
+    tmp_dir = Path(output_dir, f".{name}.{socket.gethostname()}-{os.getpid()}.tmp")
     if is_lora_model(trainer.accelerator.unwrap_model(trainer.model)):
         save_merged(trainer, tmp_dir)  # a plain model, adapters merged in
     else:

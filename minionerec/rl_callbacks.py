@@ -16,6 +16,7 @@ from trl.models import unwrap_model_for_generation
 
 from minionerec.constrained import constrained_beam_search
 from minionerec.metrics import compute_metrics, ks_for
+from minionerec.modeling import save_final_checkpoint
 
 def metric_sums(ranked: list[list[str]], targets: list[str], ks) -> dict[str, float]:
     """Sums (not means) of HR@K / NDCG@K over the rows, so processes can add theirs up."""
@@ -32,10 +33,15 @@ class ConstrainedEvalCallback(TrainerCallback):
     Rows are split over processes (row i on process i % world) and the hit sums all-reduced; every
     process makes the same number of generate calls (ZeRO-3 needs it). Set
     `trainer` after building the trainer: its model, tokenizer and SID trie are used.
+
+    keep_best (the RL regression guard): also score the starting (SFT) weights before the first step,
+    and save the weights to output_dir/best_checkpoint whenever `best_metric` beats every earlier
+    evaluation, step 0 included. The metrics are all-reduced, so every process takes the same decision
+    and joins the same (collective) save. rl.py then writes the best as final_checkpoint.
     """
 
     def __init__(self, eval_dataset, num_beams: int, eval_step: float, batch_size: int, sample: int = -1,
-                 seed: int = 0):
+                 seed: int = 0, keep_best: bool = False, tokenizer=None):
         rows = list(range(len(eval_dataset)))
         if 0 <= sample < len(rows):
             rows = sorted(random.Random(seed).sample(rows, sample))
@@ -46,10 +52,15 @@ class ConstrainedEvalCallback(TrainerCallback):
         self.trainer = None
         self.interval = None
         self.history: list[dict] = []
+        self.keep_best, self.tokenizer = keep_best, tokenizer
+        self.best_metric = f"eval_NDCG@{max(k for k in self.ks if k <= 10)}"  # NDCG@10, or the longest list's
+        self.best: dict | None = None  # the history entry of the best weights so far
 
     def on_train_begin(self, args, state, control, **kwargs):
         step = self.eval_step
         self.interval = max(1, math.ceil(step * state.max_steps) if step < 1 else int(step))
+        if self.keep_best and self.trainer is not None and state.global_step == 0:
+            self.record(args, state.global_step, self.evaluate())  # step 0: the SFT model itself
 
     def evaluate(self) -> dict[str, float]:
         trainer = self.trainer
@@ -85,9 +96,19 @@ class ConstrainedEvalCallback(TrainerCallback):
         if self.trainer is None or state.global_step % self.interval:
             return
         metrics = self.evaluate()
-        self.history.append({"step": state.global_step, **metrics})
         for name, value in metrics.items():  # logged with this step's training metrics
             self.trainer._metrics["train"][name].append(value)
-        if state.is_world_process_zero:
+        self.record(args, state.global_step, metrics)
+
+    def record(self, args, step: int, metrics: dict[str, float]) -> None:
+        """Append to the curve (eval_during_training.jsonl); with keep_best, save weights that beat the best."""
+        self.history.append({"step": step, **metrics})
+        if self.keep_best and (self.best is None or metrics[self.best_metric] > self.best[self.best_metric]):
+            self.best = self.history[-1]
+            if step > 0:  # step 0's weights are the SFT checkpoint itself: nothing to save
+                side, self.tokenizer.padding_side = self.tokenizer.padding_side, "right"  # as final_checkpoint's
+                save_final_checkpoint(self.trainer, self.tokenizer, args.output_dir, name="best_checkpoint")
+                self.tokenizer.padding_side = side
+        if self.trainer.is_world_process_zero():
             with open(Path(args.output_dir, "eval_during_training.jsonl"), "a") as f:
                 f.write(json.dumps(self.history[-1]) + "\n")

@@ -102,6 +102,8 @@ def test_eval_metric_sums_hand_computed():
     (dict(test_during_training=True, eval_file=""), r"--test_during_training needs --eval_file"),
     (dict(sync_ref_model=True, beta=0.0), r"--sync_ref_model needs --beta > 0"),
     (dict(dynamic_sampling=True), r"--dynamic_sampling applies to sampled rollouts; add --beam_search false"),
+    (dict(keep_best=True), r"--keep_best needs --test_during_training true"),
+    (dict(keep_best=True, test_during_training=True, lora_r=4), r"--keep_best does not combine with --lora_r yet"),
 ])
 def test_bad_flags_fail_before_loading(demo_data, tiny_model_dir, tmp_path, overrides, message):
     with pytest.raises(SystemExit, match=message):
@@ -118,3 +120,39 @@ def test_model_without_sid_tokens_is_rejected(demo_data, tmp_path):
                                  vocab_size=300)
     with pytest.raises(SystemExit, match=r"lacks \d+ SID token\(s\) \(e\.g\. <a_\d+>\); RL starts from an SFT"):
         rl.main(rl_args(demo_data, model_dir, tmp_path / "out"))
+
+
+def _guarded_run(demo_data, model_dir, out, monkeypatch, scores):
+    """rl.py --keep_best with the valid evaluation scripted: `scores` are NDCG@5 at steps 0, 1, 2, ..."""
+    from minionerec.rl_callbacks import ConstrainedEvalCallback
+
+    values = iter(scores)
+    monkeypatch.setattr(ConstrainedEvalCallback, "evaluate", lambda self: {"eval_NDCG@5": next(values)})
+    trainer = rl.main(rl_args(demo_data, model_dir, out, add_gt=True, test_during_training=True, eval_step=1,
+                              test_beam=5, eval_sample=4, keep_best=True, save_steps=100,
+                              max_steps=len(scores) - 1))
+    return trainer, json.loads((out / "guard.json").read_text())
+
+
+def _weights(path):
+    return AutoModelForCausalLM.from_pretrained(path).state_dict()
+
+
+def test_guard_keeps_the_sft_weights_when_rl_lowers_valid(demo_data, tiny_model_dir, tmp_path, monkeypatch):
+    _, guard = _guarded_run(demo_data, tiny_model_dir, tmp_path, monkeypatch, [0.30, 0.20, 0.25])
+    assert (guard["chosen_step"], guard["sft"], guard["chosen"]) == (0, 0.30, 0.30)
+    assert [c["step"] for c in guard["curve"]] == [0, 1, 2]
+    sft, final = _weights(tiny_model_dir), _weights(tmp_path / "final_checkpoint")
+    assert all(torch.equal(sft[k], final[k]) for k in sft)  # bit for bit the SFT model
+    assert not (tmp_path / "best_checkpoint").exists()
+
+
+def test_guard_keeps_the_best_rl_step(demo_data, tiny_model_dir, tmp_path, monkeypatch):
+    # step 1 runs at the warm-up's learning rate 0, so step 2 is the first whose weights differ from SFT's
+    trainer, guard = _guarded_run(demo_data, tiny_model_dir, tmp_path, monkeypatch, [0.20, 0.25, 0.30, 0.26])
+    assert guard["chosen_step"] == 2 and trainer.state.global_step == 3
+    sft, final = _weights(tiny_model_dir), _weights(tmp_path / "final_checkpoint")
+    last = trainer.model.state_dict()
+    assert any(not torch.equal(sft[k], final[k]) for k in sft)  # RL moved it...
+    assert any(not torch.equal(last[k].cpu(), final[k]) for k in final if k in last)  # ...and step 3 is not kept
+    assert (tmp_path / "final_checkpoint" / "tokenizer.json").is_file()
