@@ -208,9 +208,11 @@ def test_auto_eval_batch_size_fills_the_budget_hand_computed():
 
 
 @pytest.mark.slow
-def test_zero3_two_processes_uneven_eval_rows(demo_data, tiny_model_dir, tmp_path):
+@pytest.mark.parametrize("keep_best", [False, True])
+def test_zero3_two_processes_uneven_eval_rows(demo_data, tiny_model_dir, tmp_path, keep_best):
     """ZeRO-3 (CPU, gloo): 9 eval rows, batch 4 -> rank 0 has 2 batches, rank 1 one; without the
-    dummy batches the collective generate calls mismatch and gloo aborts."""
+    dummy batches the collective generate calls mismatch and gloo aborts. With keep_best the
+    regression guard's collective saves run too (step 0 is evaluated, best_checkpoint saved by all ranks)."""
     out = tmp_path / "run"
     env = {
         **os.environ,
@@ -222,14 +224,20 @@ def test_zero3_two_processes_uneven_eval_rows(demo_data, tiny_model_dir, tmp_pat
     # shrunk: one group of G=4 per process and step, 2 steps, evaluation after each
     shrunk = {"train_batch_size": 4, "gradient_accumulation_steps": 1, "num_generations": 4, "max_steps": 2,
               "save_steps": 100, "title_history_sample": 50, "test_during_training": "true", "test_beam": 4,
-              "eval_sample": 9, "eval_batch_size": 4, "eval_step": 1, "add_gt": "true"}
+              "eval_sample": 9, "eval_batch_size": 4, "eval_step": 1, "add_gt": "true", "keep_best": str(keep_best).lower()}
     flags = [part for k, v in shrunk.items() for part in (f"--{k}", str(v))]
     result = subprocess.run(["bash", "rl.sh", *flags], cwd=ROOT, env=env, capture_output=True, text=True, timeout=500)
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
     assert "world_size=2 distributed=DistributedType.DEEPSPEED" in result.stdout
     assert "[rl] done: steps=2" in result.stdout
     evals = [json.loads(line) for line in (out / "eval_during_training.jsonl").read_text().splitlines()]
-    assert [e["step"] for e in evals] == [1, 2] and all(0 <= e["eval_HR@3"] <= 1 for e in evals)
+    assert [e["step"] for e in evals] == [0, 1, 2][not keep_best:] and all(0 <= e["eval_HR@3"] <= 1 for e in evals)
+    if keep_best:
+        guard = json.loads((out / "guard.json").read_text())
+        best = max(evals, key=lambda e: e[guard["metric"]])  # the first of equal maxima, as the guard keeps
+        assert guard["chosen_step"] == best["step"] and "[rl] guard:" in result.stdout
+        AutoModelForCausalLM.from_pretrained(out / "final_checkpoint")
+        return
     before, after = weights(tiny_model_dir), weights(out / "final_checkpoint")
     assert any(not torch.equal(before[k], after[k]) for k in before), "no weight moved under ZeRO-3"
 
