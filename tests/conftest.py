@@ -49,3 +49,20 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def three_row_split(path: Path, index: dict, meta: dict):
+    """Three MiniOneRec rows over items 1..3 (user u1: 1 -> 2, 1,2 -> 3; user u2: 3 -> 1), through the CSV
+    round trip (write_split -> load_split) that sft.py / rl.py / evaluate.py read."""
+    import pandas as pd
+
+    from minionerec.data import load_split, write_split
+
+    sid = {k: "".join(v) for k, v in index.items()}
+    rows = [("u1", ["1"], "2"), ("u1", ["1", "2"], "3"), ("u2", ["3"], "1")]
+    df = pd.DataFrame([{
+        "user_id": u, "history_item_title": [meta[h]["title"] for h in hist], "item_title": meta[t]["title"],
+        "history_item_id": hist, "item_id": t, "history_item_sid": [sid[h] for h in hist], "item_sid": sid[t],
+    } for u, hist, t in rows])
+    write_split(df, path)
+    return load_split(path, index, meta)

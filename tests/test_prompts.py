@@ -7,11 +7,11 @@ output it spells out. The minionerec strings are this repo's earlier texts, unch
 """
 import random
 
-import pandas as pd
 import pytest
 
+from conftest import three_row_split
+
 from minionerec import rl_data
-from minionerec.data import load_split, write_split
 from minionerec.prompts import NUM_TITLE_HISTORY_INSTRUCTIONS, Prompts, category_phrase
 from minionerec.sft_data import TASKS, item_alignment_pairs, task_rows
 
@@ -30,16 +30,7 @@ HISTORY = "<a_1><b_1><c_0>, <a_1><b_2><c_0>"  # row 2's SID history, joined by "
 
 @pytest.fixture(scope="module")
 def three_rows(tmp_path_factory):
-    """The CSV round trip (write_split -> load_split) that sft.py / rl.py / evaluate.py read."""
-    sid = {k: "".join(v) for k, v in INDEX.items()}
-    rows = [("u1", ["1"], "2"), ("u1", ["1", "2"], "3"), ("u2", ["3"], "1")]
-    df = pd.DataFrame([{
-        "user_id": u, "history_item_title": [META[h]["title"] for h in hist], "item_title": META[t]["title"],
-        "history_item_id": hist, "item_id": t, "history_item_sid": [sid[h] for h in hist], "item_sid": sid[t],
-    } for u, hist, t in rows])
-    path = tmp_path_factory.mktemp("golden") / "three.csv"
-    write_split(df, path)
-    return load_split(path, INDEX, META)
+    return three_row_split(tmp_path_factory.mktemp("golden") / "three.csv", INDEX, META)
 
 
 def sft(three_rows, style, task, row=1):

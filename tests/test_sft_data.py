@@ -1,9 +1,9 @@
 """Each SFT task's prompt / response text and its label mask, on a 3-row CSV."""
-import pandas as pd
 import pytest
 
+from conftest import three_row_split
+
 from minionerec import prompts
-from minionerec.data import load_split, write_split
 from minionerec.modeling import load_tokenizer
 from minionerec.sft_data import TASKS, build_text_dataset, sample_rows, task_rows, tokenize_dataset
 
@@ -13,14 +13,7 @@ META = {"1": {"title": "Red Beaker"}, "2": {"title": "Blue Flask"}, "3": {"title
 
 @pytest.fixture
 def three_rows(tmp_path):
-    sid = {k: "".join(v) for k, v in INDEX.items()}
-    rows = [("u1", ["1"], "2"), ("u1", ["1", "2"], "3"), ("u2", ["3"], "1")]
-    df = pd.DataFrame([{
-        "user_id": u, "history_item_title": [META[h]["title"] for h in hist], "item_title": META[t]["title"],
-        "history_item_id": hist, "item_id": t, "history_item_sid": [sid[h] for h in hist], "item_sid": sid[t],
-    } for u, hist, t in rows])
-    write_split(df, tmp_path / "three.csv")
-    return load_split(tmp_path / "three.csv", INDEX, META)
+    return three_row_split(tmp_path / "three.csv", INDEX, META)
 
 
 def test_sid_history_prompt_is_upstream_text(three_rows):
