@@ -33,7 +33,8 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
-from data.amazon_common import clean_text, clean_title, process_dump, read_json_lines, run_script  # noqa: E402
+from data.amazon_common import (clean_text, process_dump, read_item_meta, read_json_lines,  # noqa: E402
+                                run_script)
 from minionerec.cli import run  # noqa: E402
 from minionerec.data import DataError  # noqa: E402
 
@@ -72,21 +73,16 @@ def load_reviews(path, start: int, end: int) -> list[tuple[str, str, int]]:
     return reviews
 
 
+def describe(obj: dict) -> dict:
+    """A 2018 metadata line's description, brand and categories."""
+    categories = obj.get("category", [])
+    return {"description": clean_text(obj.get("description", "")), "brand": clean_text(obj.get("brand", "")),
+            "categories": ", ".join(map(str, categories)) if isinstance(categories, list) else str(categories)}
+
+
 def load_meta(path, asins: set[str], max_title_words: int) -> dict[str, dict]:
     """asin -> {title, description, brand, categories} for reviewed items with a clean title."""
-    meta = {}
-    for _lineno, obj in tqdm(read_json_lines(path), desc="metadata", unit=" lines", leave=False):
-        asin = str(obj.get("asin", ""))
-        if asin not in asins or asin in meta:
-            continue
-        title = clean_title(obj.get("title"))
-        if title is None or len(title.split()) > max_title_words:
-            continue
-        categories = obj.get("category", [])
-        meta[asin] = {"title": title, "description": clean_text(obj.get("description", "")),
-                      "brand": clean_text(obj.get("brand", "")),
-                      "categories": ", ".join(map(str, categories)) if isinstance(categories, list) else str(categories)}
-    return meta
+    return read_item_meta(path, asins, max_title_words, "asin", describe)
 
 
 def process(reviews_path, meta_path, category, output_dir, st_year=2016, st_month=10, ed_year=2018, ed_month=11,

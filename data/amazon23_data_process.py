@@ -27,7 +27,8 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
-from data.amazon_common import clean_text, clean_title, process_dump, read_json_lines, run_script  # noqa: E402
+from data.amazon_common import (clean_text, process_dump, read_item_meta, read_json_lines,  # noqa: E402
+                                run_script)
 from minionerec.cli import run  # noqa: E402
 from minionerec.data import DataError  # noqa: E402
 
@@ -77,21 +78,15 @@ def _strings(value) -> list[str]:
     return [str(v) for v in value] if isinstance(value, list) else [str(value)]
 
 
+def describe(obj: dict) -> dict:
+    """A 2023 metadata line's description (+ features), brand (its store) and categories."""
+    return {"description": clean_text(_strings(obj.get("description")) + _strings(obj.get("features"))),
+            "brand": clean_text(obj.get("store") or ""), "categories": ", ".join(_strings(obj.get("categories")))}
+
+
 def load_meta(path, asins: set[str], max_title_words: int) -> dict[str, dict]:
     """parent_asin -> {title, description, brand, categories} for reviewed items with a clean title."""
-    meta = {}
-    for _, obj in tqdm(read_json_lines(path), desc="metadata", unit=" lines", leave=False):
-        asin = str(obj.get("parent_asin", ""))
-        if asin not in asins or asin in meta:
-            continue
-        title = clean_title(obj.get("title"))
-        if title is None or len(title.split()) > max_title_words:
-            continue
-        meta[asin] = {"title": title,
-                      "description": clean_text(_strings(obj.get("description")) + _strings(obj.get("features"))),
-                      "brand": clean_text(obj.get("store") or ""),
-                      "categories": ", ".join(_strings(obj.get("categories")))}
-    return meta
+    return read_item_meta(path, asins, max_title_words, "parent_asin", describe)
 
 
 def process(reviews_path, meta_path, category, output_dir, st_year=2021, st_month=10, ed_year=2023, ed_month=9,

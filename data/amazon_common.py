@@ -19,6 +19,8 @@ import sys
 from collections import Counter
 from pathlib import Path
 
+from tqdm import tqdm
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
 from convert_dataset import write_inter  # noqa: E402
@@ -82,6 +84,21 @@ def clean_text(value) -> str:
     if isinstance(value, (list, tuple)):
         value = " ".join(str(v) for v in value)
     return " ".join(html.unescape(re.sub(r"<[^>]*>", " ", str(value or ""))).split())
+
+
+def read_item_meta(path, asins: set[str], max_title_words: int, asin_key: str, describe) -> dict[str, dict]:
+    """asin -> {title, **describe(obj)} for the reviewed items (`asins`) whose title is clean and at most
+    `max_title_words` words; the first line of an item wins. `describe` maps a dump's own metadata fields."""
+    meta = {}
+    for _, obj in tqdm(read_json_lines(path), desc="metadata", unit=" lines", leave=False):
+        asin = str(obj.get(asin_key, ""))
+        if asin not in asins or asin in meta:
+            continue
+        title = clean_title(obj.get("title"))
+        if title is None or len(title.split()) > max_title_words:
+            continue
+        meta[asin] = {"title": title, **describe(obj)}
+    return meta
 
 
 def k_core(reviews: list[tuple[str, str, int]], user_k: int, item_k: int) -> list[tuple[str, str, int]]:

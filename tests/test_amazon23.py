@@ -80,7 +80,7 @@ def test_shares_the_2018_pipeline():
 
     for script in (amazon18_data_process, amazon23_data_process):
         assert script.process_dump is amazon_common.process_dump and script.run_script is amazon_common.run_script
-        assert script.clean_title is amazon_common.clean_title
+        assert script.read_item_meta is amazon_common.read_item_meta
 
 
 @pytest.mark.parametrize("line, message", [
