@@ -66,3 +66,21 @@ def three_row_split(path: Path, index: dict, meta: dict):
     } for u, hist, t in rows])
     write_split(df, path)
     return load_split(path, index, meta)
+
+
+def base_without_sids(demo_data: Path, out: Path, tied: bool) -> int:
+    """A hidden-32 Qwen2 base whose tokenizer lacks the SID tokens (as a real Qwen checkpoint does), seeded;
+    returns its vocabulary size."""
+    import torch
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    from minionerec.data import load_item_meta
+    from minionerec.tiny_model import build_tokenizer
+
+    tokenizer = build_tokenizer(load_item_meta(demo_data / "index" / f"{CATEGORY}.item.json"), [], vocab_size=600)
+    torch.manual_seed(0)
+    Qwen2ForCausalLM(Qwen2Config(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=1,
+                                 num_attention_heads=2, num_key_value_heads=1, intermediate_size=64,
+                                 tie_word_embeddings=tied)).save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return len(tokenizer)

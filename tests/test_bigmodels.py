@@ -10,18 +10,17 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
-from transformers import AutoModelForCausalLM, AutoTokenizer, Qwen2Config, Qwen2ForCausalLM
+from transformers import AutoModelForCausalLM, AutoTokenizer, Qwen2Config
 
 import evaluate
 import rl
 import sft
-from conftest import CATEGORY, ROOT, free_port, split_path
+from conftest import CATEGORY, ROOT, base_without_sids, free_port, split_path
 from minionerec.cli import parse_args
 from minionerec.constrained import SIDLogitsProcessor, build_sid_trie, constrained_beam_search
-from minionerec.data import load_item_meta, load_sid_index, sid_string, sid_vocabulary
+from minionerec.data import load_sid_index, sid_string, sid_vocabulary
 from minionerec.evaluation import auto_batch_size
 from minionerec.modeling import VOCAB_MULTIPLE, add_sid_tokens
-from minionerec.tiny_model import build_tokenizer
 
 LORA_R = 4
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -31,16 +30,6 @@ EMBEDDINGS = ("model.embed_tokens.weight", "lm_head.weight")
 def weights(path) -> dict[str, torch.Tensor]:
     return load_file(str(Path(path) / "model.safetensors"))
 
-
-def base_without_sids(demo_data, out: Path, tied: bool) -> int:
-    """A Qwen2 base whose tokenizer lacks the SID tokens (as a real Qwen checkpoint does); returns its vocab size."""
-    tokenizer = build_tokenizer(load_item_meta(demo_data / "index" / f"{CATEGORY}.item.json"), [], vocab_size=600)
-    torch.manual_seed(0)
-    Qwen2ForCausalLM(Qwen2Config(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=1,
-                                 num_attention_heads=2, num_key_value_heads=1, intermediate_size=64,
-                                 tie_word_embeddings=tied)).save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    return len(tokenizer)
 
 
 def assert_only_adapters_and_rows_changed(before, after, sid_rows: list[int]):

@@ -7,13 +7,12 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
-from transformers import AutoModelForCausalLM, AutoTokenizer, Qwen2Config, Qwen2ForCausalLM
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
 import sft
-from conftest import CATEGORY, ROOT, free_port, split_path
+from conftest import CATEGORY, ROOT, base_without_sids, free_port, split_path
 from minionerec.cli import FlagError, parse_args
-from minionerec.data import DataError, load_item_meta
-from minionerec.tiny_model import build_tokenizer
+from minionerec.data import DataError
 
 
 def sft_args(data_dir, model_dir, out, **overrides):
@@ -47,15 +46,9 @@ def test_two_steps_loss_falls_and_parameters_change(demo_data, tiny_model_dir, t
 def test_freeze_llm_trains_only_new_sid_rows(demo_data, tmp_path):
     """A base model without SID tokens: sft.py adds them, and only their rows may change."""
     base = tmp_path / "base"
-    tokenizer = build_tokenizer(load_item_meta(demo_data / "index" / f"{CATEGORY}.item.json"), [], vocab_size=600)
-    torch.manual_seed(0)
-    Qwen2ForCausalLM(Qwen2Config(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=1,
-                                 num_attention_heads=2, num_key_value_heads=1, intermediate_size=64,
-                                 tie_word_embeddings=True)).save_pretrained(base)
-    tokenizer.save_pretrained(base)
+    n_old = base_without_sids(demo_data, base, tied=True)
     sft.main(sft_args(demo_data, base, tmp_path / "out", freeze_LLM=True, learning_rate=1e-1))
     before, after = weights(base), weights(tmp_path / "out" / "final_checkpoint")
-    n_old = len(tokenizer)
     embed = "model.embed_tokens.weight"
     assert after[embed].shape[0] > n_old  # SID rows were added
     assert torch.equal(before[embed], after[embed][:n_old])  # old rows untouched, bit for bit
