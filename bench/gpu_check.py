@@ -34,6 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from minionerec.cli import run  # noqa: E402
+from minionerec.free_port import free_port  # noqa: E402
 
 # Qwen2.5-0.5B's shape (its config.json); the BPE tokenizer is trained on the catalogue instead.
 SHAPES = {
@@ -187,7 +188,7 @@ def main(args: Args) -> dict:
 
     rl_dir = out / "rl"
     seconds, _ = sh([py, "-m", "accelerate.commands.launch", "--config_file", args.launch_config,
-                     "--num_processes", "1", "--main_process_port", str(_free_port()), "rl.py",
+                     "--num_processes", "1", "--main_process_port", str(free_port()), "rl.py",
                      "--model_path", str(sft_dir / "final_checkpoint"), "--train_file", str(files["train"]),
                      "--sid_index_path", str(files["index"]), "--item_meta_path", str(files["items"]),
                      "--output_dir", str(rl_dir), "--max_steps", str(args.rl_steps),
@@ -200,14 +201,6 @@ def main(args: Args) -> dict:
     (out / "gpu_check.json").write_text(json.dumps(report, indent=1))
     print(format_report(report))
     return report
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def format_report(r: dict) -> str:

@@ -16,7 +16,6 @@ import datetime
 import json
 import os
 import platform
-import socket
 import statistics
 import subprocess
 import sys
@@ -31,6 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run as a script from anywhere
 
 from minionerec.data import load_split  # noqa: E402
+from minionerec.free_port import free_port  # noqa: E402
 
 REAL = ROOT.parent / "shared/data/Amazon"
 CATEGORY = "Industrial_and_Scientific"
@@ -78,9 +78,7 @@ def default_inputs(workdir: Path) -> dict:
 
 
 def start_server(inputs: dict, args, max_batch_size: int) -> tuple[subprocess.Popen, str]:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     cmd = [sys.executable, str(ROOT / "serve.py"), "--base_model", str(inputs["base_model"]),
            "--sid_index_path", str(inputs["sid_index_path"]), "--item_meta_path", str(inputs["item_meta_path"]),
            "--host", "127.0.0.1", "--port", str(port), "--num_beams", str(args.num_beams),

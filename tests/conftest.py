@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-import socket
 from pathlib import Path
 
 import pytest
@@ -12,6 +11,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("WANDB_MODE", "disabled")
 
 from data.make_demo_data import make_demo_data  # noqa: E402  (after the environment defaults)
+from minionerec.free_port import free_port  # noqa: E402, F401  (the tests import it from here)
 from minionerec.tiny_model import build_tiny_model  # noqa: E402
 
 CATEGORY = "Demo"
@@ -44,11 +44,6 @@ def split_path(data_dir: Path, split: str) -> Path:
     return data_dir / split / f"{CATEGORY}.csv"
 
 
-def free_port() -> int:
-    """A TCP port nobody listens on now: launcher tests must not collide with other runs on the box."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def three_row_split(path: Path, index: dict, meta: dict):
