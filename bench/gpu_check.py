@@ -34,6 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from minionerec.cli import run  # noqa: E402
+from minionerec.data import find_split  # noqa: E402
 from minionerec.free_port import free_port  # noqa: E402
 
 # Qwen2.5-0.5B's shape (its config.json); the BPE tokenizer is trained on the catalogue instead.
@@ -89,13 +90,8 @@ def sh(cmd: list[str], log: Path, env: dict | None = None) -> tuple[float, str]:
 
 
 def data_files(data_dir: Path, category: str) -> dict[str, Path]:
-    def one(split: str) -> Path:
-        found = sorted((data_dir / split).glob(f"{category}*.csv"))
-        if not found:
-            raise SystemExit(f"error: no {split} CSV for {category} in {data_dir}")
-        return found[0]
-
-    return {"train": one("train"), "valid": one("valid"), "test": one("test"),
+    """The split CSVs (minionerec.data.find_split: one DataError line when absent) and the index files."""
+    return {**{split: find_split(data_dir, split, category) for split in ("train", "valid", "test")},
             "index": data_dir / "index" / f"{category}.index.json",
             "items": data_dir / "index" / f"{category}.item.json"}
 
