@@ -9,9 +9,7 @@ Writes `output_dir/final_checkpoint` (model + tokenizer) and TRL checkpoints und
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,7 +17,6 @@ import torch
 from transformers import set_seed
 
 from minionerec import checks
-from minionerec.atomic import atomic_dir, atomic_write_text, replace_dir
 from minionerec.checkpoints import NoCheckpointAtLastStep
 from minionerec.cli import end_of_setup, run
 from minionerec.config import record_run
@@ -32,7 +29,7 @@ from minionerec.modeling import (best_dtype, load_model, load_tokenizer, missing
 from minionerec.grpo_trainer import MiniOneRecGRPOConfig, MiniOneRecGRPOTrainer, grpo_loss_options
 from minionerec.rewards import build_reward_funcs, check_reward_type, parse_reward_weights
 from minionerec.prompts import Prompts, check_style, run_category
-from minionerec.rl_callbacks import ConstrainedEvalCallback
+from minionerec.rl_callbacks import ConstrainedEvalCallback, keep_best_checkpoint
 from minionerec.rl_data import build_eval_dataset, build_rl_dataset
 
 
@@ -195,26 +192,6 @@ def check_catalogue(args: Args, sid_index: dict) -> None:
                          f"of {args.sid_index_path}")
 
 
-def keep_best_checkpoint(guard: ConstrainedEvalCallback, args: Args, writer: bool) -> Path:
-    """The regression guard's choice becomes final_checkpoint: best_checkpoint, or a copy of the SFT
-    checkpoint when no evaluation beat step 0. The curve and the choice go to guard.json."""
-    final_dir = Path(args.output_dir, "final_checkpoint")
-    best = guard.best
-    if writer:
-        if best["step"] == 0:
-            with atomic_dir(final_dir) as tmp:
-                shutil.copytree(args.model_path, tmp, dirs_exist_ok=True)
-        else:
-            replace_dir(Path(args.output_dir, "best_checkpoint"), final_dir)
-        choice = {"metric": guard.best_metric, "chosen_step": best["step"], "chosen": best[guard.best_metric],
-                  "sft": guard.history[0][guard.best_metric], "curve": guard.history}
-        atomic_write_text(Path(args.output_dir, "guard.json"), json.dumps(choice, indent=1))
-        print(f"[rl] guard: valid {guard.best_metric} at step 0 (SFT) {choice['sft']:.4f}, best {choice['chosen']:.4f} "
-              f"at step {best['step']} -> final_checkpoint = "
-              f"{'the SFT weights' if best['step'] == 0 else 'step ' + str(best['step'])}")
-    return final_dir
-
-
 def main(args: Args):
     world_size = int(os.environ.get("WORLD_SIZE", 1))
     check_args(args, world_size)
@@ -284,7 +261,8 @@ def main(args: Args):
 
     tokenizer.padding_side = "right"  # as the SFT checkpoint saved it
     if args.keep_best:
-        final_dir = keep_best_checkpoint(callbacks[-1], args, trainer.is_world_process_zero())
+        final_dir = keep_best_checkpoint(callbacks[-1], args.model_path, args.output_dir,
+                                         trainer.is_world_process_zero())
     else:
         final_dir = save_final_checkpoint(trainer, tokenizer, args.output_dir)
     if trainer.is_world_process_zero():

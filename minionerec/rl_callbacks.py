@@ -8,12 +8,14 @@ from __future__ import annotations
 import json
 import math
 import random
+import shutil
 from pathlib import Path
 
 import torch
 from transformers import TrainerCallback
 from trl.models import unwrap_model_for_generation
 
+from minionerec.atomic import atomic_dir, atomic_write_text, replace_dir
 from minionerec.constrained import constrained_beam_search
 from minionerec.metrics import compute_metrics, ks_for
 from minionerec.modeling import save_final_checkpoint
@@ -112,3 +114,24 @@ class ConstrainedEvalCallback(TrainerCallback):
         if self.trainer.is_world_process_zero():
             with open(Path(args.output_dir, "eval_during_training.jsonl"), "a") as f:
                 f.write(json.dumps(self.history[-1]) + "\n")
+
+
+def keep_best_checkpoint(guard: ConstrainedEvalCallback, model_path, output_dir, writer: bool) -> Path:
+    """The regression guard's choice becomes final_checkpoint: best_checkpoint, or a copy of the SFT
+    checkpoint (`model_path`) when no evaluation beat step 0. The curve and the choice go to guard.json;
+    `writer` (the main process) does the file work."""
+    final_dir = Path(output_dir, "final_checkpoint")
+    best = guard.best
+    if writer:
+        if best["step"] == 0:
+            with atomic_dir(final_dir) as tmp:
+                shutil.copytree(model_path, tmp, dirs_exist_ok=True)
+        else:
+            replace_dir(Path(output_dir, "best_checkpoint"), final_dir)
+        choice = {"metric": guard.best_metric, "chosen_step": best["step"], "chosen": best[guard.best_metric],
+                  "sft": guard.history[0][guard.best_metric], "curve": guard.history}
+        atomic_write_text(Path(output_dir, "guard.json"), json.dumps(choice, indent=1))
+        print(f"[rl] guard: valid {guard.best_metric} at step 0 (SFT) {choice['sft']:.4f}, best {choice['chosen']:.4f} "
+              f"at step {best['step']} -> final_checkpoint = "
+              f"{'the SFT weights' if best['step'] == 0 else 'step ' + str(best['step'])}")
+    return final_dir
