@@ -29,7 +29,7 @@ from minionerec.modeling import (best_dtype, load_model, load_tokenizer, missing
 from minionerec.grpo_trainer import MiniOneRecGRPOConfig, MiniOneRecGRPOTrainer, grpo_loss_options
 from minionerec.rewards import build_reward_funcs, check_reward_type, parse_reward_weights
 from minionerec.prompts import Prompts, check_style, run_category
-from minionerec.rl_callbacks import ConstrainedEvalCallback, keep_best_checkpoint
+from minionerec.ranking_eval import ConstrainedEvalCallback, keep_best_checkpoint
 from minionerec.rl_data import build_eval_dataset, build_rl_dataset
 
 
@@ -242,7 +242,7 @@ def main(args: Args):
 
     callbacks = [NoCheckpointAtLastStep()]  # final_checkpoint is the end-of-run save
     if args.test_during_training:
-        callbacks.append(ConstrainedEvalCallback(eval_ds, num_beams=args.test_beam,
+        callbacks.append(ConstrainedEvalCallback(eval_ds["prompt"], eval_ds["target"], num_beams=args.test_beam,
                                                  eval_step=args.eval_step, batch_size=args.eval_batch_size,
                                                  sample=args.eval_sample, seed=args.seed, keep_best=args.keep_best,
                                                  tokenizer=tokenizer))

@@ -23,6 +23,7 @@ from minionerec.cli import end_of_setup, run
 from minionerec.config import ConfigError, record_run
 from minionerec.resume import resolve_resume, resumed_step, whole_run_mean_loss
 from minionerec.collate import AnswerWindowCollator
+from minionerec.constrained import build_sid_trie
 from minionerec.distributed import teardown_distributed
 from minionerec.data import load_item_meta, load_sid_index, load_split, sid_vocabulary
 from minionerec.launch_check import sft_deepspeed
@@ -30,6 +31,7 @@ from minionerec.lora import apply_lora, lora_config
 from minionerec.modeling import (add_sid_tokens, best_dtype, freeze_all_but_new_rows, load_model, load_tokenizer,
                                  missing_sid_tokens, save_final_checkpoint, sid_token_ids, training_dtype)
 from minionerec.prompts import Prompts, check_style, run_category
+from minionerec.ranking_eval import ConstrainedEvalCallback
 from minionerec.sft_data import TASKS, build_text_dataset, sample_rows, tokenize_dataset
 from minionerec.throughput import ThroughputCallback
 
@@ -73,6 +75,12 @@ class Args:
     save_steps: int = 200
     save_total_limit: int = 2
     early_stopping_patience: int = 0  # evaluations without improvement before stopping; 0 = off
+    # ranking curve: valid HR@K / NDCG@K by constrained beam search during training (as rl.py's flags)
+    test_during_training: bool = False  # needs --eval_file; logged to trainer_state.json and eval_during_training.jsonl
+    eval_step: float = 0.1  # evaluate every N steps; < 1: a fraction of all steps
+    test_beam: int = 20  # beams = ranked list length for HR@K / NDCG@K
+    eval_sample: int = 500  # eval rows per evaluation, a fixed seeded sample (-1: all)
+    eval_batch_size: int = 32  # prompts per beam-search call
     logging_steps: int = 10
     resume_from_checkpoint: str = ""  # a checkpoint dir, or "true" for the latest in output_dir
     report_to: str = "none"  # none | wandb | tensorboard (wandb works offline with WANDB_MODE=offline)
@@ -115,6 +123,8 @@ def check_paths(args: Args, tasks: list[str]) -> None:
     checks.trains_something(args.num_epochs, "num_epochs", args.max_steps)
     if not args.train_file:
         raise SystemExit("error: --train_file is required")
+    if args.test_during_training and not args.eval_file:
+        raise SystemExit("error: --test_during_training needs --eval_file")
     if not tasks:
         raise SystemExit("error: every --task_* switch is off; enable at least one task")
     if not args.sid_index_path:
@@ -227,12 +237,19 @@ def main(args: Args) -> Trainer:
                  if args.early_stopping_patience > 0 and eval_ds is not None else [])
     throughput = ThroughputCallback(model, output_dir=args.output_dir)
     callbacks.append(throughput)
+    if args.test_during_training:
+        callbacks.append(ConstrainedEvalCallback(
+            [prompts.eval_prompt(h) for h in eval_df["history_item_sid"]], list(eval_df["item_sid"]),
+            num_beams=args.test_beam, eval_step=args.eval_step, batch_size=args.eval_batch_size,
+            sample=args.eval_sample, seed=args.seed, trie=build_sid_trie(sid_index, tokenizer, device=training_args.device)))
     trainer = Trainer(
         model=model, args=training_args, train_dataset=train_ds, eval_dataset=eval_ds,
         # left padding + logits at the answer window only: same loss as full logits (tests/test_collate.py)
         data_collator=AnswerWindowCollator(tokenizer.pad_token_id),
         processing_class=tokenizer, callbacks=[*callbacks, NoCheckpointAtLastStep()],  # final_checkpoint: the end save
     )
+    for callback in callbacks:
+        callback.trainer = trainer  # the ranking callback generates with the trainer's (wrapped) model
     result = trainer.train(resume_from_checkpoint=resume)
     # the whole run's mean loss, also after a resume (Transformers averages only this process's steps)
     result = result._replace(training_loss=whole_run_mean_loss(

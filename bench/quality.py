@@ -1,6 +1,7 @@
 """Quality benchmark: does MiniOneRec beat SASRec, and does RL beat SFT? One run, fixed seeds.
 
-    python bench/quality.py --preset cpu            # real data (../shared/data/Amazon), <= 60 min on 2 cores
+    python bench/quality.py --preset cpu            # Industrial + Office (../shared/data/Amazon), ~1 h on 2 cores
+    python bench/quality.py --preset cpu --category Office_Products          # one dataset
     python bench/quality.py --preset smoke --data_dir DIR --category Demo   # seconds (the test)
     python bench/quality.py --preset gpu            # bigger model, more steps (untested here: no GPU was lent)
 
@@ -8,7 +9,10 @@ Stages, each timed: popularity -> SASRec (sasrec.py) -> tiny from-scratch Qwen2 
 -> SFT (sft.py) -> evaluate (evaluate.py) -> GRPO (rl.py, from the SFT checkpoint) -> evaluate.
 Every method is scored on the same seeded sample of valid and of test rows with the shared
 HR/NDCG code (minionerec/metrics.py); the LLM by constrained beam search, SASRec by its top-k scores.
-Writes output_dir/results.json and output_dir/quality.png (bars + SFT loss / RL reward curves).
+Each dataset (`--category`, "+"-joined) gets output_dir/<category>/: results.json, quality.png (bars),
+curves.csv + curves.png (SFT train loss and valid NDCG@10, RL reward and valid NDCG@10 per step: the
+reference curves in bench/reference/). RL runs with rl.py's regression guard when the preset sets
+keep_best: its final checkpoint is the best valid NDCG@10 of its evaluations, the SFT weights included.
 Tune on valid only: the test table is for reporting.
 Each preset is the recipe recipes/quality_<preset>.yaml. The repo must be importable (`pip install -e .`,
 which `make install` runs, or PYTHONPATH=.).
@@ -51,7 +55,9 @@ def preset_knobs(preset: str) -> dict:
     s = sft.Args(**recipe_section(path, "sft", names(sft.Args)))
     r = rl.Args(**recipe_section(path, "rl", names(rl.Args)))
     e = evaluate.Args(**recipe_section(path, "evaluate", names(evaluate.Args)))
-    knobs.update(sft_steps=s.max_steps, sft_batch_size=s.batch_size, sft_micro_batch_size=s.micro_batch_size,
+    knobs.update(sft_eval_step=s.eval_step, sft_eval_sample=s.eval_sample, sft_curve=s.test_during_training,
+                 rl_eval_step=r.eval_step, keep_best=r.keep_best,
+                 sft_steps=s.max_steps, sft_batch_size=s.batch_size, sft_micro_batch_size=s.micro_batch_size,
                  sft_lr=s.learning_rate, sft_warmup_steps=s.warmup_steps,
                  sft_tasks="+".join(t for t in TASKS if getattr(s, f"task_{t}")),
                  rl_steps=r.max_steps, rl_batch_size=r.train_batch_size, num_generations=r.num_generations,
@@ -68,9 +74,9 @@ class Args:
     """Popularity vs SASRec vs MiniOneRec SFT vs SFT+RL on valid and test, one seeded run."""
 
     data_dir: str = str(ROOT.parent / "shared" / "data" / "Amazon")  # MiniOneRec layout: train/valid/test/index
-    category: str = "Industrial_and_Scientific"  # file prefix inside data_dir
+    category: str = "Industrial_and_Scientific+Office_Products"  # "+"-joined file prefixes inside data_dir
     preset: str = "cpu"  # smoke | cpu | gpu: the recipe recipes/quality_<preset>.yaml
-    output_dir: str = ""  # default bench/out/quality_<preset>
+    output_dir: str = ""  # default bench/out/quality_<preset>; one subdirectory per category
     eval_sample: int = 0  # valid/test rows scored (seeded sample); 0 = preset default; -1 = all
     seed: int = 42
     threads: int = 2  # torch intra-op threads (2 shared cores here)
@@ -137,15 +143,15 @@ def resolve(args: Args) -> dict:
     return knobs
 
 
-def data_paths(args: Args) -> dict:
+def data_paths(data_dir: str, category: str) -> dict:
     from minionerec.data import find_split
 
-    data = Path(args.data_dir)
+    data = Path(data_dir)
     if not data.is_dir():
         raise SystemExit(f"error: --data_dir not found: {data}")
-    paths = {split: find_split(data, split, args.category) for split in ("train", "valid", "test")}
-    paths["index"] = data / "index" / f"{args.category}.index.json"
-    paths["item"] = data / "index" / f"{args.category}.item.json"
+    paths = {split: find_split(data, split, category) for split in ("train", "valid", "test")}
+    paths["index"] = data / "index" / f"{category}.index.json"
+    paths["item"] = data / "index" / f"{category}.item.json"
     for name, path in paths.items():
         if not Path(path).is_file():
             raise SystemExit(f"error: {name} file not found: {path}")
@@ -239,6 +245,47 @@ def curve(log_history: list[dict], key: str) -> list[list[float]]:
     return [[h["step"], h[key]] for h in log_history if key in h and "step" in h]
 
 
+def ranking_curve(run_dir: Path) -> list[list[float]]:
+    """[step, valid NDCG@10] from a run's eval_during_training.jsonl (sft.py / rl.py --test_during_training)."""
+    path = run_dir / "eval_during_training.jsonl"
+    if not path.is_file():
+        return []
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [[r["step"], r["eval_NDCG@10"]] for r in rows if "eval_NDCG@10" in r]
+
+
+CURVES = (("SFT", "train_loss", "SFT train loss"), ("SFT", "valid_NDCG@10", "SFT valid NDCG@10"),
+          ("RL", "reward", "RL reward"), ("RL", "valid_NDCG@10", "RL valid NDCG@10 (step 0 = SFT)"))
+
+
+def write_curves(curves: dict, out_dir: Path, title: str) -> None:
+    """curves.csv (stage, step, metric, value: long format, one row per logged point) and curves.png (2 x 2)."""
+    import csv
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    with open(out_dir / "curves.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["stage", "step", "metric", "value"])
+        for stage, metric, _ in CURVES:
+            for step, value in curves.get(stage, {}).get(metric, []):
+                writer.writerow([stage, step, metric, f"{value:.6g}"])
+    fig, axes = plt.subplots(2, 2, figsize=(10, 7))
+    for ax, (stage, metric, label) in zip(axes.flat, CURVES):
+        points = curves.get(stage, {}).get(metric, [])
+        if points:
+            ax.plot([p[0] for p in points], [p[1] for p in points], marker=".")
+        ax.set_title(label)
+        ax.set_xlabel("step")
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(out_dir / "curves.png", dpi=100)
+    plt.close(fig)
+
+
 def ratio(a: float, b: float) -> float | None:
     return a / b if b else None
 
@@ -276,72 +323,97 @@ def summarise(metrics: dict, paired: dict) -> dict:
     return out
 
 
-def plot(metrics: dict, curves: dict, path: Path) -> None:
+def plot(metrics: dict, path: Path, title: str) -> None:
+    """HR@10 / NDCG@10 bars per method on valid and test."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 3, figsize=(16, 4.5))
+    fig, ax = plt.subplots(figsize=(8, 4.5))
     width = 0.2
-    ax = axes[0]
     labels = [f"{s} {m}" for s in ("valid", "test") for m in ("NDCG@10", "HR@10")]
-    for i, method in enumerate(METHODS):
+    methods = [m for m in METHODS if m in metrics]
+    for i, method in enumerate(methods):
         values = [metrics[method][s][m] for s in ("valid", "test") for m in ("NDCG@10", "HR@10")]
-        ax.bar([x + (i - 1.5) * width for x in range(len(labels))], values, width, label=method)
+        ax.bar([x + (i - (len(methods) - 1) / 2) * width for x in range(len(labels))], values, width, label=method)
     ax.set_xticks(range(len(labels)), labels)
-    ax.set_title("HR@10 / NDCG@10 per method")
+    ax.set_title(title)
     ax.legend(fontsize=8)
-    for ax, (name, key) in zip(axes[1:], (("SFT", "loss"), ("RL", "reward"))):
-        points = curves.get(name, [])
-        if points:
-            ax.plot([p[0] for p in points], [p[1] for p in points], marker=".")
-        ax.set_title(f"{name} training {key}")
-        ax.set_xlabel("step")
-        ax.set_ylabel(key)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
-def finish_sft_only(args: Args, knobs: dict, paths: dict, splits: dict, metrics: dict, curves: dict, out_dir: Path,
-                    total: float) -> dict:
-    """--stages sft: print the popularity and SFT tables and write results.json (no summary: no SASRec, no RL)."""
+def print_tables(metrics: dict, methods) -> None:
     from minionerec.metrics import format_table
 
-    print(f"\n[quality] preset={args.preset} category={args.category} stages=sft prompt_style={knobs['prompt_style']} "
-          f"sft_tasks={knobs['sft_tasks']} total {total / 60:.1f} min; stage seconds {json.dumps(Stage.timings)}")
     for split in ("valid", "test"):
         print(f"\n== {split} ({metrics['popularity'][split]['users']} users)")
-        print(format_table({m: metrics[m][split] for m in metrics}, KS))
-    result = {"args": asdict(args), "knobs": knobs, "data": paths, "samples": splits, "metrics": metrics,
-              "timings_s": Stage.timings, "total_s": round(total, 1), "curves": curves}
-    (out_dir / "results.json").write_text(json.dumps(result, indent=1))
-    print(f"[quality] -> {out_dir / 'results.json'}")
-    return result
+        print(format_table({m: metrics[m][split] for m in methods if m in metrics}, KS))
 
 
-def main(args: Args) -> dict:
-    knobs = resolve(args)
-    paths = data_paths(args)
-    out_dir = Path(args.output_dir or ROOT / "bench" / "out" / f"quality_{args.preset}")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    os.environ.setdefault("WANDB_MODE", "disabled")
-    import torch
-    from transformers import set_seed
-
-    from minionerec.metrics import format_table
+def run_sft(args: Args, knobs: dict, paths: dict, category: str, base: Path, out_dir: Path) -> dict:
+    """sft.py with the preset's knobs; its valid-NDCG@10 curve (a seeded sample of the full valid split)
+    when the preset asks for it. Returns the curves: train loss per logging step, valid NDCG@10 per eval."""
+    import sft
     from minionerec.sft_data import TASKS
+
+    trainer = sft.main(sft.Args(
+        base_model=str(base), train_file=paths["train"], output_dir=str(out_dir / "sft"),
+        sid_index_path=paths["index"], item_meta_path=paths["item"], category=category, seed=args.seed,
+        batch_size=knobs["sft_batch_size"], micro_batch_size=knobs["sft_micro_batch_size"],
+        max_steps=knobs["sft_steps"], learning_rate=knobs["sft_lr"], warmup_steps=knobs["sft_warmup_steps"],
+        save_steps=10 ** 9, logging_steps=max(1, knobs["sft_steps"] // 50), prompt_style=knobs["prompt_style"],
+        eval_file=paths["valid"] if knobs["sft_curve"] else "", test_during_training=knobs["sft_curve"],
+        eval_step=knobs["sft_eval_step"], eval_sample=knobs["sft_eval_sample"], test_beam=knobs["num_beams"],
+        eval_steps=10 ** 9,  # no valid-loss passes: the curve is the ranking metric
+        **{f"task_{t}": t in knobs["sft_tasks"].split("+") for t in TASKS}))
+    curves = {"train_loss": curve(trainer.state.log_history, "loss"),
+              "valid_NDCG@10": ranking_curve(out_dir / "sft")}
+    del trainer
+    return curves
+
+
+def run_rl(args: Args, knobs: dict, paths: dict, category: str, sft_dir: str, run_dir: Path, seed: int,
+           cf_path: str, valid_rows: str) -> dict:
+    """rl.py from the SFT checkpoint; with keep_best its guard scores `valid_rows` (the bench's valid CSV) at step 0
+    (SFT) and every eval_step, and keeps the best."""
+    import rl
+
+    trainer = rl.main(rl.Args(
+        model_path=sft_dir, train_file=paths["train"], sid_index_path=paths["index"],
+        item_meta_path=paths["item"], output_dir=str(run_dir), category=category, seed=seed,
+        train_batch_size=knobs["rl_batch_size"], num_generations=knobs["num_generations"],
+        max_steps=knobs["rl_steps"], learning_rate=knobs["rl_lr"], beta=knobs["rl_beta"],
+        reward_type=knobs["reward_type"], add_gt=knobs["add_gt"], title_history_sample=knobs["title_history_sample"],
+        # RL prompts only in the tasks SFT taught: title -> SID needs the item-alignment task
+        title2sid="item_alignment" in knobs["sft_tasks"].split("+"), cf_path=cf_path,
+        gradient_checkpointing=False,  # tiny models: recomputation costs time and saves nothing that matters
+        save_steps=10 ** 9, logging_steps=max(1, knobs["rl_steps"] // 50), prompt_style=knobs["prompt_style"],
+        # the guard scores exactly the valid rows of the bench's table: SFT+RL >= SFT there by construction
+        eval_file=valid_rows if knobs["keep_best"] else "", test_during_training=knobs["keep_best"],
+        keep_best=knobs["keep_best"], eval_step=knobs["rl_eval_step"], eval_sample=-1, test_beam=knobs["num_beams"]))
+    curves = {"reward": curve(trainer.state.log_history, "reward"), "valid_NDCG@10": ranking_curve(run_dir)}
+    del trainer
+    return curves
+
+
+def guard_kept_sft(run_dir: Path) -> bool:
+    """True when rl.py's guard wrote the SFT weights as final_checkpoint (no RL evaluation beat step 0)."""
+    path = run_dir / "guard.json"
+    return path.is_file() and json.loads(path.read_text())["chosen_step"] == 0
+
+
+def run_dataset(args: Args, knobs: dict, category: str, out_dir: Path) -> dict:
+    """Every stage on one dataset; prints its tables and writes its files under out_dir. Returns results.json's dict."""
     from minionerec.tiny_model import build_tiny_model
 
-    torch.set_num_threads(args.threads)
-    set_seed(args.seed)
+    paths = data_paths(args.data_dir, category)
+    out_dir.mkdir(parents=True, exist_ok=True)
     Stage.timings = {}
     start = time.perf_counter()
-    print(f"[quality] preset={args.preset} data={args.data_dir} category={args.category} -> {out_dir}\n"
-          f"[quality] knobs={json.dumps(knobs)}", flush=True)
-
+    print(f"\n[quality] ##### {category} -> {out_dir}", flush=True)
     splits = {s: sample_split(paths[s], knobs["eval_sample"], args.seed, out_dir / "samples" / f"{s}.csv")
               for s in ("valid", "test")}
     metrics, curves, info = {}, {}, {}
@@ -357,84 +429,121 @@ def main(args: Args) -> dict:
                                 intermediate_size=knobs["intermediate_size"], vocab_size=knobs["vocab_size"],
                                 seed=args.seed)
     with Stage("SFT"):
-        import sft
-
-        trainer = sft.main(sft.Args(
-            base_model=str(base), train_file=paths["train"], output_dir=str(out_dir / "sft"),
-            sid_index_path=paths["index"], item_meta_path=paths["item"], category=args.category, seed=args.seed,
-            batch_size=knobs["sft_batch_size"], micro_batch_size=knobs["sft_micro_batch_size"],
-            max_steps=knobs["sft_steps"], learning_rate=knobs["sft_lr"], warmup_steps=knobs["sft_warmup_steps"],
-            save_steps=10 ** 9, logging_steps=max(1, knobs["sft_steps"] // 50), prompt_style=knobs["prompt_style"],
-            **{f"task_{t}": t in knobs["sft_tasks"].split("+") for t in TASKS}))
-        curves["SFT"] = curve(trainer.state.log_history, "loss")
+        curves["SFT"] = run_sft(args, knobs, paths, category, base, out_dir)
         sft_dir = str(out_dir / "sft" / "final_checkpoint")
-        del trainer
     with Stage("evaluate SFT (valid, test)"):
         metrics["MiniOneRec SFT"] = run_eval(sft_dir, paths, splits, knobs, out_dir / "eval_sft", args.seed)
-    if args.stages == "sft":
-        return finish_sft_only(args, knobs, paths, splits, metrics, curves, out_dir, time.perf_counter() - start)
-    import rl
+    result = {"args": asdict(args), "category": category, "knobs": knobs, "data": paths, "samples": splits,
+              "metrics": metrics, "curves": curves}
+    if args.stages == "all":
+        result.update(run_rl_stages(args, knobs, paths, category, splits, metrics, curves, info, sft_dir, out_dir))
+    total = time.perf_counter() - start
+    result.update(timings_s=Stage.timings, total_s=round(total, 1))
+    print(f"\n[quality] preset={args.preset} category={category} seed={args.seed} stages={args.stages} "
+          f"prompt_style={knobs['prompt_style']} total {total / 60:.1f} min; stage seconds {json.dumps(Stage.timings)}")
+    print_tables(metrics, METHODS)
+    if args.stages == "all":
+        print_summary(result)
+    (out_dir / "results.json").write_text(json.dumps(result, indent=1))
+    plot(metrics, out_dir / "quality.png", f"{category} ({args.preset} preset)")
+    write_curves(curves, out_dir, f"{category}: reference curves ({args.preset} preset, seed {args.seed})")
+    print(f"[quality] -> {out_dir / 'results.json'}, quality.png, curves.csv, curves.png")
+    return result
 
-    rl_valid = {}  # GRPO seed -> valid metrics: one run per seed, the best on valid is kept (test never looks)
+
+def run_rl_stages(args: Args, knobs: dict, paths: dict, category: str, splits: dict, metrics: dict, curves: dict,
+                  info: dict, sft_dir: str, out_dir: Path) -> dict:
+    """GRPO once per seed (each guarded when keep_best), the best on valid kept, then scored on test."""
+    rl_valid, rl_curves = {}, {}  # GRPO seed -> valid metrics / curves (test never looks)
+    cf_path = info["SASRec"]["cf_path"] if knobs["reward_type"] == "sasrec" else ""
     for rl_seed in knobs["rl_seeds"]:
+        run_dir = out_dir / "rl" / f"seed_{rl_seed}"
         with Stage(f"RL (GRPO, seed {rl_seed})"):
-            trainer = rl.main(rl.Args(
-                model_path=sft_dir, train_file=paths["train"], sid_index_path=paths["index"],
-                item_meta_path=paths["item"], output_dir=str(out_dir / "rl" / f"seed_{rl_seed}"),
-                category=args.category, seed=rl_seed,
-                train_batch_size=knobs["rl_batch_size"], num_generations=knobs["num_generations"],
-                max_steps=knobs["rl_steps"], learning_rate=knobs["rl_lr"], beta=knobs["rl_beta"],
-                reward_type=knobs["reward_type"], add_gt=knobs["add_gt"],
-                title_history_sample=knobs["title_history_sample"],
-                # RL prompts only in the tasks SFT taught: title -> SID needs the item-alignment task
-                title2sid="item_alignment" in knobs["sft_tasks"].split("+"),
-                cf_path=info["SASRec"]["cf_path"] if knobs["reward_type"] == "sasrec" else "",
-                gradient_checkpointing=False,  # tiny models: recomputation costs time and saves nothing that matters
-                save_steps=10 ** 9, logging_steps=max(1, knobs["rl_steps"] // 50), prompt_style=knobs["prompt_style"]))
-            curves[f"RL seed {rl_seed}"] = curve(trainer.state.log_history, "reward")
-            del trainer
+            rl_curves[rl_seed] = run_rl(args, knobs, paths, category, sft_dir, run_dir, rl_seed, cf_path,
+                                         splits["valid"])
+        if guard_kept_sft(run_dir):  # final_checkpoint is a copy of the SFT weights: SFT's scores are its scores
+            rl_valid[rl_seed] = metrics["MiniOneRec SFT"]["valid"]
+            continue
         with Stage(f"evaluate SFT+RL seed {rl_seed} (valid)"):
-            rl_valid[rl_seed] = run_eval(str(out_dir / "rl" / f"seed_{rl_seed}" / "final_checkpoint"), paths,
-                                         {"valid": splits["valid"]}, knobs, out_dir / "eval_rl" / f"seed_{rl_seed}",
-                                         args.seed)["valid"]
+            rl_valid[rl_seed] = run_eval(str(run_dir / "final_checkpoint"), paths, {"valid": splits["valid"]}, knobs,
+                                         out_dir / "eval_rl" / f"seed_{rl_seed}", args.seed)["valid"]
     chosen = choose_on_valid({seed: m["NDCG@10"] for seed, m in rl_valid.items()})
-    info["RL"] = {"valid_ndcg10_by_seed": {seed: m["NDCG@10"] for seed, m in rl_valid.items()}, "chosen_seed": chosen}
-    curves["RL"] = curves.pop(f"RL seed {chosen}")
-    rl_eval_dir = out_dir / "eval_rl" / f"seed_{chosen}"
-    with Stage(f"evaluate SFT+RL seed {chosen} (test)"):
-        test = run_eval(str(out_dir / "rl" / f"seed_{chosen}" / "final_checkpoint"), paths, {"test": splits["test"]},
-                        knobs, rl_eval_dir, args.seed)["test"]
+    curves["RL"] = rl_curves[chosen]
+    run_dir = out_dir / "rl" / f"seed_{chosen}"
+    if guard_kept_sft(run_dir):
+        rl_eval_dir, test = out_dir / "eval_sft", metrics["MiniOneRec SFT"]["test"]
+    else:
+        rl_eval_dir = out_dir / "eval_rl" / f"seed_{chosen}"
+        with Stage(f"evaluate SFT+RL seed {chosen} (test)"):
+            test = run_eval(str(run_dir / "final_checkpoint"), paths, {"test": splits["test"]}, knobs, rl_eval_dir,
+                            args.seed)["test"]
     metrics["MiniOneRec SFT+RL"] = {"valid": rl_valid[chosen], "test": test}
-
+    info["RL"] = {"valid_ndcg10_by_seed": {seed: m["NDCG@10"] for seed, m in rl_valid.items()}, "chosen_seed": chosen,
+                  "guard": json.loads((run_dir / "guard.json").read_text()) if (run_dir / "guard.json").is_file()
+                  else None}
     paired = {split: paired_ndcg10(out_dir / "eval_sft" / f"predictions_{split}.json",
                                    rl_eval_dir / f"predictions_{split}.json") for split in splits}
-    summary = summarise(metrics, paired)
-    total = time.perf_counter() - start
-    print(f"\n[quality] preset={args.preset} category={args.category} seed={args.seed} "
-          f"total {total / 60:.1f} min; stage seconds {json.dumps(Stage.timings)}")
-    for split in ("valid", "test"):
-        print(f"\n== {split} ({metrics['popularity'][split]['users']} users)")
-        print(format_table({m: metrics[m][split] for m in METHODS}, KS))
+    return {"summary": summarise(metrics, paired), "sasrec": info.get("SASRec", {}), "rl": info["RL"]}
+
+
+def print_summary(result: dict) -> None:
+    summary, rl_info = result["summary"], result["rl"]
     fmt = lambda x: "n/a" if x is None else f"{x:.3f}"  # noqa: E731
     print(f"\nNDCG@10 ratios: MiniOneRec/SASRec test {fmt(summary['minionerec_over_sasrec_test'])} "
           f"(valid {fmt(summary['minionerec_over_sasrec_valid'])}); RL/SFT test {fmt(summary['rl_over_sft_test'])} "
           f"(valid {fmt(summary['rl_over_sft_valid'])})")
-    print("RL seeds, valid NDCG@10: " + ", ".join(f"{seed} {v:.4f}" for seed, v in
-                                                  info["RL"]["valid_ndcg10_by_seed"].items())
-          + f" -> seed {chosen} kept (chosen on valid)")
-    for split, d in paired.items():
+    guard = rl_info["guard"]
+    if guard:
+        print("RL guard (valid NDCG@10 by step): " + ", ".join(f"{c['step']} {c[guard['metric']]:.4f}"
+                                                              for c in guard["curve"])
+              + f" -> step {guard['chosen_step']} kept" + (" (the SFT weights)" if guard["chosen_step"] == 0 else ""))
+    print("RL seeds, valid NDCG@10: " + ", ".join(f"{seed} {v:.4f}" for seed, v in rl_info["valid_ndcg10_by_seed"].items())
+          + f" -> seed {rl_info['chosen_seed']} kept (chosen on valid)")
+    for split, d in summary["rl_minus_sft_paired"].items():
         print(f"RL - SFT per-user NDCG@10 on {split}: {d['mean']:+.4f} +/- {d['se']:.4f} (paired SE, z {d['z']:+.1f}; "
               f"{d['better']} users better, {d['worse']} worse)")
     for target, held in summary["targets"].items():
         print(f"target {'HOLDS' if held else 'FAILS'}: {target}")
 
-    result = {"args": asdict(args), "knobs": knobs, "data": paths, "samples": splits, "metrics": metrics,
-              "summary": summary, "timings_s": Stage.timings, "total_s": round(total, 1), "curves": curves,
-              "sasrec": info.get("SASRec", {}), "rl": info["RL"]}
-    (out_dir / "results.json").write_text(json.dumps(result, indent=1))
-    plot(metrics, curves, out_dir / "quality.png")
-    print(f"[quality] -> {out_dir / 'results.json'}, {out_dir / 'quality.png'}")
-    return result
+
+def main(args: Args) -> dict:
+    """One dataset: its results.json dict. Several ("+"-joined --category): {category: results} plus a closing
+    table of every dataset's NDCG@10 ratios."""
+    knobs = resolve(args)
+    categories = [c for c in args.category.split("+") if c]
+    if not categories or len(set(categories)) != len(categories):
+        raise SystemExit(f"error: --category must be '+'-joined distinct names, got {args.category!r}")
+    for category in categories:  # every dataset's files exist before the first one starts training
+        data_paths(args.data_dir, category)
+    out_root = Path(args.output_dir or ROOT / "bench" / "out" / f"quality_{args.preset}")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("WANDB_MODE", "disabled")
+    import torch
+    from transformers import set_seed
+
+    torch.set_num_threads(args.threads)
+    print(f"[quality] preset={args.preset} data={args.data_dir} categories={categories} -> {out_root}\n"
+          f"[quality] knobs={json.dumps(knobs)}", flush=True)
+    results = {}
+    for category in categories:
+        set_seed(args.seed)  # each dataset starts from the same seed state, as if run alone
+        results[category] = run_dataset(args, knobs, category,
+                                        out_root / category if len(categories) > 1 else out_root)
+    if len(categories) == 1:
+        return results[categories[0]]
+    if args.stages == "all":
+        fmt = lambda x: "n/a" if x is None else f"{x:.3f}"  # noqa: E731
+        print(f"\n[quality] ##### {len(categories)} datasets, preset {args.preset}: NDCG@10 on test "
+              f"(the MiniOneRec row chosen on valid)")
+        print(f"{'dataset':28s} {'SASRec':>8s} {'SFT':>8s} {'SFT+RL':>8s} {'ours/SASRec':>12s} {'RL-SFT (paired SE)':>20s}")
+        for category, r in results.items():
+            n, s = r["summary"]["ndcg10"], r["summary"]
+            d = s["rl_minus_sft_paired"]["test"]
+            print(f"{category:28s} {n['SASRec']['test']:8.4f} {n['MiniOneRec SFT']['test']:8.4f} "
+                  f"{n['MiniOneRec SFT+RL']['test']:8.4f} {fmt(s['minionerec_over_sasrec_test']):>12s} "
+                  f"{d['mean']:+9.4f} +/- {d['se']:.4f}")
+    (out_root / "results.json").write_text(json.dumps(results, indent=1))
+    return results
 
 
 if __name__ == "__main__":

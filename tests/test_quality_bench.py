@@ -24,7 +24,20 @@ def test_smoke_preset_scores_all_methods_and_plots(demo_data, demo_category, tmp
             assert m["users"] == 40, (method, split)
             for k in quality.KS:
                 assert 0.0 <= m[f"NDCG@{k}"] <= m[f"HR@{k}"] <= 1.0, (method, split, k)
-    assert saved["curves"]["SFT"] and saved["curves"]["RL"]  # both training curves were logged
+    # reference curves: SFT train loss + valid NDCG@10, RL reward + valid NDCG@10 (the guard's, step 0 = SFT)
+    import csv
+
+    rows = list(csv.DictReader((out / "curves.csv").open()))
+    by_metric = {(r["stage"], r["metric"]) for r in rows}
+    assert by_metric == {("SFT", "train_loss"), ("SFT", "valid_NDCG@10"), ("RL", "reward"), ("RL", "valid_NDCG@10")}
+    sft_steps = [int(r["step"]) for r in rows if (r["stage"], r["metric"]) == ("SFT", "valid_NDCG@10")]
+    assert sft_steps == [4, 8]  # eval_step 0.5 of 8 steps
+    assert (out / "curves.png").stat().st_size > 1000
+    # the regression guard scored the bench's own valid rows at step 0 (SFT) and step 1, and kept the better
+    guard = saved["rl"]["guard"]
+    assert [c["step"] for c in guard["curve"]] == [0, 1] and guard["chosen"] >= guard["sft"]
+    if guard["chosen_step"] == 0:  # the SFT weights were kept: the SFT+RL rows are the SFT rows
+        assert saved["metrics"]["MiniOneRec SFT+RL"] == saved["metrics"]["MiniOneRec SFT"]
     assert set(saved["summary"]["targets"]) and result["summary"] == saved["summary"]
     assert set(saved["summary"]["rl_minus_sft_paired"]) == {"valid", "test"}
     assert (out / "quality.png").stat().st_size > 1000

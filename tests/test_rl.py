@@ -11,7 +11,7 @@ from transformers import AutoModelForCausalLM
 import rl
 from minionerec.data import load_split, sid_string
 from minionerec.prompts import Prompts
-from minionerec.rl_callbacks import metric_sums
+from minionerec.ranking_eval import metric_sums
 from minionerec.rl_data import build_rl_dataset, item_description
 from minionerec.tiny_model import build_tiny_model
 
@@ -124,7 +124,7 @@ def test_model_without_sid_tokens_is_rejected(demo_data, tmp_path):
 
 def _guarded_run(demo_data, model_dir, out, monkeypatch, scores):
     """rl.py --keep_best with the valid evaluation scripted: `scores` are NDCG@5 at steps 0, 1, 2, ..."""
-    from minionerec.rl_callbacks import ConstrainedEvalCallback
+    from minionerec.ranking_eval import ConstrainedEvalCallback
 
     values = iter(scores)
     monkeypatch.setattr(ConstrainedEvalCallback, "evaluate", lambda self: {"eval_NDCG@5": next(values)})

@@ -120,3 +120,33 @@ def test_help_lists_flags_with_their_comments():
     result = run_cli(sys.executable, "sft.py", "--help")
     assert result.returncode == 0
     assert 'freeze_LLM: bool = False  # train only the new SID embedding rows' in result.stdout
+
+
+def test_ranking_curve_matches_evaluate(demo_data, tiny_model_dir, tmp_path):
+    """--test_during_training logs valid HR/NDCG@K by constrained beam search at each eval step; the last
+    point is the final model's, so it must equal evaluate.py's score of final_checkpoint on the same rows."""
+    import json
+
+    import evaluate
+
+    valid = tmp_path / "valid8.csv"
+    lines = split_path(demo_data, "valid").read_text().splitlines()
+    valid.write_text("\n".join(lines[:9]) + "\n")  # header + 8 rows
+    trainer = sft.main(sft_args(demo_data, tiny_model_dir, tmp_path / "out", eval_file=str(valid),
+                                test_during_training=True, eval_step=1, test_beam=5, eval_sample=-1))
+    curve = [json.loads(line) for line in (tmp_path / "out" / "eval_during_training.jsonl").read_text().splitlines()]
+    assert [c["step"] for c in curve] == [1, 2]
+    assert [h["step"] for h in trainer.state.log_history if "eval_NDCG@5" in h] == [1, 2]  # in trainer_state too
+    rows = evaluate.main(evaluate.Args(base_model=str(tmp_path / "out" / "final_checkpoint"), test_file=str(valid),
+                                       sid_index_path=str(demo_data / "index" / f"{CATEGORY}.index.json"),
+                                       result_json=str(tmp_path / "pred.json"), num_beams=5, dtype="float32"))
+    reference = rows["constrained beam search"]
+    for k in (1, 3, 5):
+        assert curve[-1][f"eval_NDCG@{k}"] == pytest.approx(reference[f"NDCG@{k}"])
+        assert curve[-1][f"eval_HR@{k}"] == pytest.approx(reference[f"HR@{k}"])
+
+
+def test_ranking_curve_needs_eval_file(demo_data, tiny_model_dir, tmp_path):
+    with pytest.raises(SystemExit, match="--test_during_training needs --eval_file"):
+        sft.main(sft_args(demo_data, tiny_model_dir, tmp_path / "out", eval_file="", test_during_training=True))
+    assert not (tmp_path / "out").exists()

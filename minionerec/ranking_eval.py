@@ -1,7 +1,8 @@
-"""In-training evaluation for RL: constrained beam search on the eval set, HR@K / NDCG@K logged.
+"""In-training ranking evaluation for SFT and RL: constrained beam search on valid rows, HR@K / NDCG@K.
 
-TRL's own evaluation computes the GRPO loss on eval prompts; what we want to watch is ranking
-quality, measured exactly as evaluate.py does it (constrained beams over the closed item set).
+The Trainer's own evaluation computes a loss (SFT) or the GRPO objective (TRL) on eval prompts; what
+we want to watch is ranking quality, measured exactly as evaluate.py does it (constrained beams over
+the closed item set). The same callback draws the SFT curve (sft.py) and guards RL (rl.py --keep_best).
 """
 from __future__ import annotations
 
@@ -33,8 +34,8 @@ class ConstrainedEvalCallback(TrainerCallback):
     `num_beams` constrained beams and log eval_HR@K / eval_NDCG@K with the training metrics.
 
     Rows are split over processes (row i on process i % world) and the hit sums all-reduced; every
-    process makes the same number of generate calls (ZeRO-3 needs it). Set
-    `trainer` after building the trainer: its model, tokenizer and SID trie are used.
+    process makes the same number of generate calls (ZeRO-3 needs it). Set `trainer` after building
+    the trainer: its model and tokenizer are used, with `trie` (default: the GRPO trainer's own).
 
     keep_best (the RL regression guard): also score the starting (SFT) weights before the first step,
     and save the weights to output_dir/best_checkpoint whenever `best_metric` beats every earlier
@@ -42,14 +43,14 @@ class ConstrainedEvalCallback(TrainerCallback):
     and joins the same (collective) save. rl.py then writes the best as final_checkpoint.
     """
 
-    def __init__(self, eval_dataset, num_beams: int, eval_step: float, batch_size: int, sample: int = -1,
-                 seed: int = 0, keep_best: bool = False, tokenizer=None):
-        rows = list(range(len(eval_dataset)))
+    def __init__(self, prompts: list[str], targets: list[str], num_beams: int, eval_step: float, batch_size: int,
+                 sample: int = -1, seed: int = 0, keep_best: bool = False, tokenizer=None, trie=None):
+        rows = list(range(len(prompts)))
         if 0 <= sample < len(rows):
             rows = sorted(random.Random(seed).sample(rows, sample))
-        self.prompts = [eval_dataset[i]["prompt"] for i in rows]
-        self.targets = [eval_dataset[i]["target"] for i in rows]
-        self.num_beams, self.eval_step, self.batch_size = num_beams, eval_step, batch_size
+        self.prompts = [prompts[i] for i in rows]
+        self.targets = [targets[i] for i in rows]
+        self.num_beams, self.eval_step, self.batch_size, self.trie = num_beams, eval_step, batch_size, trie
         self.ks = ks_for(num_beams)  # K in 1, 3, 5, 10, 20, 50 up to the list length
         self.trainer = None
         self.interval = None
@@ -74,16 +75,17 @@ class ConstrainedEvalCallback(TrainerCallback):
         n_calls = math.ceil(math.ceil(len(self.prompts) / world) / self.batch_size)
         was_training = trainer.model.training
         ranked = []
+        trie = self.trie if self.trie is not None else trainer.trie
+        gather = getattr(trainer.args, "ds3_gather_for_generation", True)  # a GRPOConfig field; SFT: always gather
         with (
-            unwrap_model_for_generation(trainer.model_wrapped, trainer.accelerator,
-                                        gather_deepspeed3_params=trainer.args.ds3_gather_for_generation) as model,
+            unwrap_model_for_generation(trainer.model_wrapped, trainer.accelerator, gather_deepspeed3_params=gather) as model,
             trainer.accelerator.autocast(),
         ):
             model.eval()
             for start in range(0, n_calls * self.batch_size, self.batch_size):
                 batch = prompts[start:start + self.batch_size]
                 out = constrained_beam_search(model, trainer.processing_class, batch or self.prompts[:1],
-                                              trainer.trie, self.num_beams, batch_size=self.batch_size)
+                                              trie, self.num_beams, batch_size=self.batch_size)
                 ranked += out if batch else []
             model.train(was_training)
         sums = metric_sums(ranked, targets, self.ks)
@@ -98,8 +100,11 @@ class ConstrainedEvalCallback(TrainerCallback):
         if self.trainer is None or state.global_step % self.interval:
             return
         metrics = self.evaluate()
-        for name, value in metrics.items():  # logged with this step's training metrics
-            self.trainer._metrics["train"][name].append(value)
+        if hasattr(self.trainer, "_metrics"):  # GRPO: logged with this step's training metrics
+            for name, value in metrics.items():
+                self.trainer._metrics["train"][name].append(value)
+        else:  # a plain Trainer: its own log line, into trainer_state.json's log_history
+            self.trainer.log(metrics)
         self.record(args, state.global_step, metrics)
 
     def record(self, args, step: int, metrics: dict[str, float]) -> None:
