@@ -245,6 +245,7 @@ def main(args: Args):
         callbacks.append(ConstrainedEvalCallback(eval_ds["prompt"], eval_ds["target"], num_beams=args.test_beam,
                                                  eval_step=args.eval_step, batch_size=args.eval_batch_size,
                                                  sample=args.eval_sample, seed=args.seed, keep_best=args.keep_best,
+                                                 score_start=args.keep_best,
                                                  tokenizer=tokenizer))
     trainer = MiniOneRecGRPOTrainer(
         model=model, reward_funcs=reward_funcs, args=config, train_dataset=train_ds, processing_class=tokenizer,

@@ -31,7 +31,7 @@ from minionerec.lora import apply_lora, lora_config
 from minionerec.modeling import (add_sid_tokens, best_dtype, freeze_all_but_new_rows, load_model, load_tokenizer,
                                  missing_sid_tokens, save_final_checkpoint, sid_token_ids, training_dtype)
 from minionerec.prompts import Prompts, check_style, run_category
-from minionerec.ranking_eval import ConstrainedEvalCallback
+from minionerec.ranking_eval import ConstrainedEvalCallback, keep_best_checkpoint
 from minionerec.sft_data import TASKS, build_text_dataset, sample_rows, tokenize_dataset
 from minionerec.throughput import ThroughputCallback
 
@@ -56,6 +56,7 @@ class Args:
     max_steps: int = -1  # > 0 overrides num_epochs (smoke tests, small budgets)
     learning_rate: float = 3e-4
     warmup_steps: float = 0.03  # < 1: a fraction of all steps; >= 1: a step count
+    weight_decay: float = 0.0  # AdamW's decoupled decay (not with --freeze_LLM, whose frozen rows must not move)
     cutoff_len: int = 512  # longer sequences keep their end (the answer)
     # batches of similar length: ~1.03 padded tokens per real token instead of ~1.39, but each batch is then
     # mostly one task: on the demo, valid NDCG@10 0.1298 grouped vs 0.1702 random after 400 steps
@@ -81,6 +82,7 @@ class Args:
     test_beam: int = 20  # beams = ranked list length for HR@K / NDCG@K
     eval_sample: int = 500  # eval rows per evaluation, a fixed seeded sample (-1: all)
     eval_batch_size: int = 32  # prompts per beam-search call
+    keep_best: bool = False  # needs --test_during_training: final_checkpoint = the evaluated weights with the best NDCG@10
     logging_steps: int = 10
     resume_from_checkpoint: str = ""  # a checkpoint dir, or "true" for the latest in output_dir
     report_to: str = "none"  # none | wandb | tensorboard (wandb works offline with WANDB_MODE=offline)
@@ -125,12 +127,20 @@ def check_paths(args: Args, tasks: list[str]) -> None:
         raise SystemExit("error: --train_file is required")
     if args.test_during_training and not args.eval_file:
         raise SystemExit("error: --test_during_training needs --eval_file")
+    if args.keep_best and not args.test_during_training:
+        raise SystemExit("error: --keep_best needs --test_during_training true (and --eval_file): it keeps the best "
+                         "evaluated weights")
+    if args.keep_best and args.lora_r:
+        raise SystemExit("error: --keep_best does not combine with --lora_r yet (each save would merge the adapters)")
     if not tasks:
         raise SystemExit("error: every --task_* switch is off; enable at least one task")
     if not args.sid_index_path:
         raise SystemExit("error: --sid_index_path is required (its SID tokens are added to the model)")
     if "item_alignment" in tasks and not args.item_meta_path:
         raise SystemExit("error: --task_item_alignment needs --item_meta_path")
+    if args.weight_decay < 0 or (args.weight_decay and args.freeze_LLM):
+        raise SystemExit(f"error: --weight_decay must be >= 0, and 0 with --freeze_LLM (decay would move the frozen "
+                         f"rows), got {args.weight_decay}")
     if args.lora_r < 0:
         raise SystemExit(f"error: --lora_r must be >= 0 (0 = off), got {args.lora_r}")
     if args.lora_r and (args.freeze_LLM or args.train_from_scratch):
@@ -189,7 +199,7 @@ def main(args: Args) -> Trainer:
         learning_rate=args.learning_rate,
         warmup_steps=args.warmup_steps,
         lr_scheduler_type="cosine",
-        weight_decay=0.0,  # freeze_LLM relies on it: zero grads must mean zero updates
+        weight_decay=args.weight_decay,  # 0 under freeze_LLM (checked): zero grads must mean zero updates
         bf16=use_bf16,
         train_sampling_strategy="group_by_length" if args.group_by_length else "random",
         eval_strategy="steps" if eval_df is not None else "no",
@@ -237,11 +247,14 @@ def main(args: Args) -> Trainer:
                  if args.early_stopping_patience > 0 and eval_ds is not None else [])
     throughput = ThroughputCallback(model, output_dir=args.output_dir)
     callbacks.append(throughput)
+    ranking = None
     if args.test_during_training:
-        callbacks.append(ConstrainedEvalCallback(
+        ranking = ConstrainedEvalCallback(
             [prompts.eval_prompt(h) for h in eval_df["history_item_sid"]], list(eval_df["item_sid"]),
             num_beams=args.test_beam, eval_step=args.eval_step, batch_size=args.eval_batch_size,
-            sample=args.eval_sample, seed=args.seed, trie=build_sid_trie(sid_index, tokenizer, device=training_args.device)))
+            sample=args.eval_sample, seed=args.seed, keep_best=args.keep_best, tokenizer=tokenizer,
+            trie=build_sid_trie(sid_index, tokenizer, device=training_args.device))
+        callbacks.append(ranking)
     trainer = Trainer(
         model=model, args=training_args, train_dataset=train_ds, eval_dataset=eval_ds,
         # left padding + logits at the answer window only: same loss as full logits (tests/test_collate.py)
@@ -256,7 +269,10 @@ def main(args: Args) -> Trainer:
         trainer.state.log_history, result.training_loss, resumed_step(resume), trainer.state.global_step))
 
     eval_loss = trainer.evaluate()["eval_loss"] if eval_ds is not None else math.nan  # collective: all ranks
-    final_dir = save_final_checkpoint(trainer, tokenizer, args.output_dir)
+    if args.keep_best and ranking.best is not None:  # early stopping on the ranking curve
+        final_dir = keep_best_checkpoint(ranking, None, args.output_dir, trainer.is_world_process_zero(), "sft")
+    else:
+        final_dir = save_final_checkpoint(trainer, tokenizer, args.output_dir)
     if trainer.is_world_process_zero():
         first_loss = next((h["loss"] for h in trainer.state.log_history if "loss" in h), math.nan)
         eval_part = f" eval_loss={eval_loss:.4f}" if eval_ds is not None else ""

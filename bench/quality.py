@@ -56,9 +56,10 @@ def preset_knobs(preset: str) -> dict:
     r = rl.Args(**recipe_section(path, "rl", names(rl.Args)))
     e = evaluate.Args(**recipe_section(path, "evaluate", names(evaluate.Args)))
     knobs.update(sft_eval_step=s.eval_step, sft_eval_sample=s.eval_sample, sft_curve=s.test_during_training,
+                 sft_keep_best=s.keep_best,
                  rl_eval_step=r.eval_step, keep_best=r.keep_best,
                  sft_steps=s.max_steps, sft_batch_size=s.batch_size, sft_micro_batch_size=s.micro_batch_size,
-                 sft_lr=s.learning_rate, sft_warmup_steps=s.warmup_steps,
+                 sft_lr=s.learning_rate, sft_warmup_steps=s.warmup_steps, sft_weight_decay=s.weight_decay,
                  sft_tasks="+".join(t for t in TASKS if getattr(s, f"task_{t}")),
                  rl_steps=r.max_steps, rl_batch_size=r.train_batch_size, num_generations=r.num_generations,
                  rl_lr=r.learning_rate, rl_beta=r.beta, title_history_sample=r.title_history_sample,
@@ -85,6 +86,7 @@ class Args:
     num_layers: int = 0  # tiny Qwen2 depth
     sft_steps: int = 0  # SFT optimizer steps
     sft_lr: float = 0.0  # SFT learning rate
+    sft_weight_decay: float = -1.0  # SFT AdamW weight decay (0 allowed)
     rl_steps: int = 0  # GRPO steps
     rl_lr: float = 0.0  # GRPO learning rate
     rl_beta: float = -1.0  # KL weight (0 allowed)
@@ -135,6 +137,8 @@ def resolve(args: Args) -> dict:
         raise SystemExit(f"error: --sft_tasks: unknown task(s) {sorted(unknown)}; choose from {', '.join(TASKS)}")
     if args.rl_beta >= 0:
         knobs["rl_beta"] = args.rl_beta
+    if args.sft_weight_decay >= 0:
+        knobs["sft_weight_decay"] = args.sft_weight_decay
     if knobs["num_beams"] < max(KS):
         raise SystemExit(f"error: num_beams {knobs['num_beams']} < {max(KS)}: HR@{max(KS)} needs that many beams")
     if knobs["rl_batch_size"] % knobs["num_generations"]:
@@ -364,9 +368,11 @@ def run_sft(args: Args, knobs: dict, paths: dict, category: str, base: Path, out
         sid_index_path=paths["index"], item_meta_path=paths["item"], category=category, seed=args.seed,
         batch_size=knobs["sft_batch_size"], micro_batch_size=knobs["sft_micro_batch_size"],
         max_steps=knobs["sft_steps"], learning_rate=knobs["sft_lr"], warmup_steps=knobs["sft_warmup_steps"],
-        save_steps=10 ** 9, logging_steps=max(1, knobs["sft_steps"] // 50), prompt_style=knobs["prompt_style"],
+        weight_decay=knobs["sft_weight_decay"], save_steps=10 ** 9, logging_steps=max(1, knobs["sft_steps"] // 50),
+        prompt_style=knobs["prompt_style"],
         eval_file=paths["valid"] if knobs["sft_curve"] else "", test_during_training=knobs["sft_curve"],
         eval_step=knobs["sft_eval_step"], eval_sample=knobs["sft_eval_sample"], test_beam=knobs["num_beams"],
+        keep_best=knobs["sft_keep_best"],  # early stopping on the curve: the best evaluated step is the SFT model
         eval_steps=10 ** 9,  # no valid-loss passes: the curve is the ranking metric
         **{f"task_{t}": t in knobs["sft_tasks"].split("+") for t in TASKS}))
     curves = {"train_loss": curve(trainer.state.log_history, "loss"),

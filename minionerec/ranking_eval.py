@@ -37,14 +37,17 @@ class ConstrainedEvalCallback(TrainerCallback):
     process makes the same number of generate calls (ZeRO-3 needs it). Set `trainer` after building
     the trainer: its model and tokenizer are used, with `trie` (default: the GRPO trainer's own).
 
-    keep_best (the RL regression guard): also score the starting (SFT) weights before the first step,
-    and save the weights to output_dir/best_checkpoint whenever `best_metric` beats every earlier
-    evaluation, step 0 included. The metrics are all-reduced, so every process takes the same decision
-    and joins the same (collective) save. rl.py then writes the best as final_checkpoint.
+    keep_best: save the weights to output_dir/best_checkpoint whenever `best_metric` beats every earlier
+    evaluation; with score_start (the RL regression guard) the starting (SFT) weights are scored
+    before the first step and count as step 0. The metrics are all-reduced, so every process takes the
+    same decision and joins the same (collective) save. sft.py / rl.py then write the best as
+    final_checkpoint (`keep_best_checkpoint`): early stopping on the ranking metric for SFT, as SASRec
+    early-stops on valid, and "never worse than SFT" for RL.
     """
 
     def __init__(self, prompts: list[str], targets: list[str], num_beams: int, eval_step: float, batch_size: int,
-                 sample: int = -1, seed: int = 0, keep_best: bool = False, tokenizer=None, trie=None):
+                 sample: int = -1, seed: int = 0, keep_best: bool = False, score_start: bool = False, tokenizer=None,
+                 trie=None):
         rows = list(range(len(prompts)))
         if 0 <= sample < len(rows):
             rows = sorted(random.Random(seed).sample(rows, sample))
@@ -55,15 +58,15 @@ class ConstrainedEvalCallback(TrainerCallback):
         self.trainer = None
         self.interval = None
         self.history: list[dict] = []
-        self.keep_best, self.tokenizer = keep_best, tokenizer
+        self.keep_best, self.score_start, self.tokenizer = keep_best, score_start, tokenizer
         self.best_metric = f"eval_NDCG@{max(k for k in self.ks if k <= 10)}"  # NDCG@10, or the longest list's
         self.best: dict | None = None  # the history entry of the best weights so far
 
     def on_train_begin(self, args, state, control, **kwargs):
         step = self.eval_step
         self.interval = max(1, math.ceil(step * state.max_steps) if step < 1 else int(step))
-        if self.keep_best and self.trainer is not None and state.global_step == 0:
-            self.record(args, state.global_step, self.evaluate())  # step 0: the SFT model itself
+        if self.score_start and self.trainer is not None and state.global_step == 0:
+            self.record(args, state.global_step, self.evaluate())  # step 0: the starting (SFT) model itself
 
     def evaluate(self) -> dict[str, float]:
         trainer = self.trainer
@@ -112,7 +115,7 @@ class ConstrainedEvalCallback(TrainerCallback):
         self.history.append({"step": step, **metrics})
         if self.keep_best and (self.best is None or metrics[self.best_metric] > self.best[self.best_metric]):
             self.best = self.history[-1]
-            if step > 0:  # step 0's weights are the SFT checkpoint itself: nothing to save
+            if step > 0:  # step 0's weights are the starting checkpoint itself: nothing to save
                 side, self.tokenizer.padding_side = self.tokenizer.padding_side, "right"  # as final_checkpoint's
                 save_final_checkpoint(self.trainer, self.tokenizer, args.output_dir, name="best_checkpoint")
                 self.tokenizer.padding_side = side
@@ -121,10 +124,10 @@ class ConstrainedEvalCallback(TrainerCallback):
                 f.write(json.dumps(self.history[-1]) + "\n")
 
 
-def keep_best_checkpoint(guard: ConstrainedEvalCallback, model_path, output_dir, writer: bool) -> Path:
-    """The regression guard's choice becomes final_checkpoint: best_checkpoint, or a copy of the SFT
-    checkpoint (`model_path`) when no evaluation beat step 0. The curve and the choice go to guard.json;
-    `writer` (the main process) does the file work."""
+def keep_best_checkpoint(guard: ConstrainedEvalCallback, model_path, output_dir, writer: bool, script: str = "rl") -> Path:
+    """The best evaluated weights become final_checkpoint: best_checkpoint, or a copy of the starting
+    checkpoint (`model_path`) when no evaluation beat step 0 (RL's guard scores it; SFT's early stopping
+    does not). The curve and the choice go to guard.json; `writer` (the main process) does the file work."""
     final_dir = Path(output_dir, "final_checkpoint")
     best = guard.best
     if writer:
@@ -134,9 +137,11 @@ def keep_best_checkpoint(guard: ConstrainedEvalCallback, model_path, output_dir,
         else:
             replace_dir(Path(output_dir, "best_checkpoint"), final_dir)
         choice = {"metric": guard.best_metric, "chosen_step": best["step"], "chosen": best[guard.best_metric],
-                  "sft": guard.history[0][guard.best_metric], "curve": guard.history}
+                  "start": guard.history[0][guard.best_metric] if guard.score_start else None,
+                  "curve": guard.history}
         atomic_write_text(Path(output_dir, "guard.json"), json.dumps(choice, indent=1))
-        print(f"[rl] guard: valid {guard.best_metric} at step 0 (SFT) {choice['sft']:.4f}, best {choice['chosen']:.4f} "
-              f"at step {best['step']} -> final_checkpoint = "
-              f"{'the SFT weights' if best['step'] == 0 else 'step ' + str(best['step'])}")
+        start = f"at step 0 (the starting weights) {choice['start']:.4f}, " if guard.score_start else ""
+        kept = "the starting weights" if best["step"] == 0 else f"step {best['step']}"
+        print(f"[{script}] keep_best: valid {guard.best_metric} {start}best {choice['chosen']:.4f} at step "
+              f"{best['step']} of {guard.history[-1]['step']} evaluated -> final_checkpoint = {kept}")
     return final_dir

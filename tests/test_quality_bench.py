@@ -35,7 +35,7 @@ def test_smoke_preset_scores_all_methods_and_plots(demo_data, demo_category, tmp
     assert (out / "curves.png").stat().st_size > 1000
     # the regression guard scored the bench's own valid rows at step 0 (SFT) and step 1, and kept the better
     guard = saved["rl"]["guard"]
-    assert [c["step"] for c in guard["curve"]] == [0, 1] and guard["chosen"] >= guard["sft"]
+    assert [c["step"] for c in guard["curve"]] == [0, 1] and guard["chosen"] >= guard["start"]
     if guard["chosen_step"] == 0:  # the SFT weights were kept: the SFT+RL rows are the SFT rows
         assert saved["metrics"]["MiniOneRec SFT+RL"] == saved["metrics"]["MiniOneRec SFT"]
     assert set(saved["summary"]["targets"]) and result["summary"] == saved["summary"]

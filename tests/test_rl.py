@@ -140,7 +140,7 @@ def _weights(path):
 
 def test_guard_keeps_the_sft_weights_when_rl_lowers_valid(demo_data, tiny_model_dir, tmp_path, monkeypatch):
     _, guard = _guarded_run(demo_data, tiny_model_dir, tmp_path, monkeypatch, [0.30, 0.20, 0.25])
-    assert (guard["chosen_step"], guard["sft"], guard["chosen"]) == (0, 0.30, 0.30)
+    assert (guard["chosen_step"], guard["start"], guard["chosen"]) == (0, 0.30, 0.30)
     assert [c["step"] for c in guard["curve"]] == [0, 1, 2]
     sft, final = _weights(tiny_model_dir), _weights(tmp_path / "final_checkpoint")
     assert all(torch.equal(sft[k], final[k]) for k in sft)  # bit for bit the SFT model

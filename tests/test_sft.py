@@ -150,3 +150,30 @@ def test_ranking_curve_needs_eval_file(demo_data, tiny_model_dir, tmp_path):
     with pytest.raises(SystemExit, match="--test_during_training needs --eval_file"):
         sft.main(sft_args(demo_data, tiny_model_dir, tmp_path / "out", eval_file="", test_during_training=True))
     assert not (tmp_path / "out").exists()
+
+
+def test_keep_best_keeps_the_best_evaluated_step(demo_data, tiny_model_dir, tmp_path, monkeypatch):
+    """Early stopping on the ranking curve: scripted NDCG@5 at steps 1, 2, 3 peaks at step 2, so
+    final_checkpoint holds step 2's weights, not step 3's; guard.json records the choice."""
+    import json
+
+    from minionerec.ranking_eval import ConstrainedEvalCallback
+
+    values = iter([0.20, 0.30, 0.25])
+    monkeypatch.setattr(ConstrainedEvalCallback, "evaluate", lambda self: {"eval_NDCG@5": next(values)})
+    trainer = sft.main(sft_args(demo_data, tiny_model_dir, tmp_path, max_steps=3, test_during_training=True,
+                                eval_step=1, test_beam=5, keep_best=True))
+    guard = json.loads((tmp_path / "guard.json").read_text())
+    assert (guard["chosen_step"], guard["chosen"], guard["start"]) == (2, 0.30, None)
+    final, base = weights(tmp_path / "final_checkpoint"), weights(tiny_model_dir)
+    last = {k: v.detach().cpu() for k, v in trainer.model.state_dict().items()}
+    assert any(not torch.equal(base[k], final[k]) for k in base)  # trained...
+    assert any(not torch.equal(last[k], final[k]) for k in final if k in last)  # ...but not the last step
+    assert not (tmp_path / "best_checkpoint").exists()  # moved onto final_checkpoint
+    AutoTokenizer.from_pretrained(tmp_path / "final_checkpoint")
+
+
+def test_keep_best_needs_the_ranking_curve(demo_data, tiny_model_dir, tmp_path):
+    with pytest.raises(SystemExit, match="--keep_best needs --test_during_training true"):
+        sft.main(sft_args(demo_data, tiny_model_dir, tmp_path / "out", keep_best=True))
+    assert not (tmp_path / "out").exists()
