@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from transformers import EarlyStoppingCallback, Trainer, TrainingArguments, set_seed
+from transformers import EarlyStoppingCallback, SchedulerType, Trainer, TrainingArguments, set_seed
 
 from minionerec import checks
 from minionerec.checkpoints import NoCheckpointAtLastStep
@@ -56,6 +56,7 @@ class Args:
     max_steps: int = -1  # > 0 overrides num_epochs (smoke tests, small budgets)
     learning_rate: float = 3e-4
     warmup_steps: float = 0.03  # < 1: a fraction of all steps; >= 1: a step count
+    lr_scheduler_type: str = "cosine"  # any transformers schedule: cosine, linear, constant_with_warmup, ...
     weight_decay: float = 0.0  # AdamW's decoupled decay (not with --freeze_LLM, whose frozen rows must not move)
     cutoff_len: int = 512  # longer sequences keep their end (the answer)
     # batches of similar length: ~1.03 padded tokens per real token instead of ~1.39, but each batch is then
@@ -138,6 +139,10 @@ def check_paths(args: Args, tasks: list[str]) -> None:
         raise SystemExit("error: --sid_index_path is required (its SID tokens are added to the model)")
     if "item_alignment" in tasks and not args.item_meta_path:
         raise SystemExit("error: --task_item_alignment needs --item_meta_path")
+    schedules = [t.value for t in SchedulerType]
+    if args.lr_scheduler_type not in schedules:
+        raise SystemExit(f"error: --lr_scheduler_type {args.lr_scheduler_type!r} is not a transformers schedule; "
+                         f"choose from {', '.join(schedules)}")
     if args.weight_decay < 0 or (args.weight_decay and args.freeze_LLM):
         raise SystemExit(f"error: --weight_decay must be >= 0, and 0 with --freeze_LLM (decay would move the frozen "
                          f"rows), got {args.weight_decay}")
@@ -198,7 +203,7 @@ def main(args: Args) -> Trainer:
         max_steps=args.max_steps,
         learning_rate=args.learning_rate,
         warmup_steps=args.warmup_steps,
-        lr_scheduler_type="cosine",
+        lr_scheduler_type=args.lr_scheduler_type,
         weight_decay=args.weight_decay,  # 0 under freeze_LLM (checked): zero grads must mean zero updates
         bf16=use_bf16,
         train_sampling_strategy="group_by_length" if args.group_by_length else "random",

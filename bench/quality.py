@@ -60,6 +60,7 @@ def preset_knobs(preset: str) -> dict:
                  rl_eval_step=r.eval_step, keep_best=r.keep_best,
                  sft_steps=s.max_steps, sft_batch_size=s.batch_size, sft_micro_batch_size=s.micro_batch_size,
                  sft_lr=s.learning_rate, sft_warmup_steps=s.warmup_steps, sft_weight_decay=s.weight_decay,
+                 sft_lr_scheduler=s.lr_scheduler_type,
                  sft_tasks="+".join(t for t in TASKS if getattr(s, f"task_{t}")),
                  rl_steps=r.max_steps, rl_batch_size=r.train_batch_size, num_generations=r.num_generations,
                  rl_lr=r.learning_rate, rl_beta=r.beta, title_history_sample=r.title_history_sample,
@@ -87,6 +88,7 @@ class Args:
     sft_steps: int = 0  # SFT optimizer steps
     sft_lr: float = 0.0  # SFT learning rate
     sft_weight_decay: float = -1.0  # SFT AdamW weight decay (0 allowed)
+    sft_lr_scheduler: str = ""  # SFT learning-rate schedule (cosine, constant_with_warmup, ...); "" = preset's
     rl_steps: int = 0  # GRPO steps
     rl_lr: float = 0.0  # GRPO learning rate
     rl_beta: float = -1.0  # KL weight (0 allowed)
@@ -137,6 +139,8 @@ def resolve(args: Args) -> dict:
         raise SystemExit(f"error: --sft_tasks: unknown task(s) {sorted(unknown)}; choose from {', '.join(TASKS)}")
     if args.rl_beta >= 0:
         knobs["rl_beta"] = args.rl_beta
+    if args.sft_lr_scheduler:
+        knobs["sft_lr_scheduler"] = args.sft_lr_scheduler
     if args.sft_weight_decay >= 0:
         knobs["sft_weight_decay"] = args.sft_weight_decay
     if knobs["num_beams"] < max(KS):
@@ -368,7 +372,7 @@ def run_sft(args: Args, knobs: dict, paths: dict, category: str, base: Path, out
         sid_index_path=paths["index"], item_meta_path=paths["item"], category=category, seed=args.seed,
         batch_size=knobs["sft_batch_size"], micro_batch_size=knobs["sft_micro_batch_size"],
         max_steps=knobs["sft_steps"], learning_rate=knobs["sft_lr"], warmup_steps=knobs["sft_warmup_steps"],
-        weight_decay=knobs["sft_weight_decay"], save_steps=10 ** 9, logging_steps=max(1, knobs["sft_steps"] // 50),
+        weight_decay=knobs["sft_weight_decay"], lr_scheduler_type=knobs["sft_lr_scheduler"], save_steps=10 ** 9, logging_steps=max(1, knobs["sft_steps"] // 50),
         prompt_style=knobs["prompt_style"],
         eval_file=paths["valid"] if knobs["sft_curve"] else "", test_during_training=knobs["sft_curve"],
         eval_step=knobs["sft_eval_step"], eval_sample=knobs["sft_eval_sample"], test_beam=knobs["num_beams"],

@@ -177,3 +177,13 @@ def test_keep_best_needs_the_ranking_curve(demo_data, tiny_model_dir, tmp_path):
     with pytest.raises(SystemExit, match="--keep_best needs --test_during_training true"):
         sft.main(sft_args(demo_data, tiny_model_dir, tmp_path / "out", keep_best=True))
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (dict(lr_scheduler_type="cosine_annealing"), r"--lr_scheduler_type 'cosine_annealing' is not a transformers schedule"),
+    (dict(weight_decay=0.1, freeze_LLM=True), r"--weight_decay must be >= 0, and 0 with --freeze_LLM"),
+])
+def test_optimiser_flag_errors(demo_data, tiny_model_dir, tmp_path, overrides, message):
+    with pytest.raises(SystemExit, match=message):
+        sft.main(sft_args(demo_data, tiny_model_dir, tmp_path / "out", **overrides))
+    assert not (tmp_path / "out").exists()
