@@ -154,13 +154,7 @@ def check_args(args: Args, world_size: int) -> None:
     if args.lora_r and args.sync_ref_model:
         raise SystemExit("error: --lora_r > 0 needs --sync_ref_model false (the paper recipes set it true): the LoRA reference "
                          "is the base model with adapters disabled, fixed by construction")
-    if args.test_during_training and not args.eval_file:
-        raise SystemExit("error: --test_during_training needs --eval_file")
-    if args.keep_best and not args.test_during_training:
-        raise SystemExit("error: --keep_best needs --test_during_training true (and --eval_file): it keeps the best "
-                         "evaluated weights")
-    if args.keep_best and args.lora_r:
-        raise SystemExit("error: --keep_best does not combine with --lora_r yet (each save would merge the adapters)")
+    checks.ranking_eval_flags(args.test_during_training, args.eval_file, args.keep_best, args.lora_r)
     try:
         check_style(args.prompt_style)
         rewards = check_reward_type(args.reward_type)

@@ -126,13 +126,7 @@ def check_paths(args: Args, tasks: list[str]) -> None:
     checks.trains_something(args.num_epochs, "num_epochs", args.max_steps)
     if not args.train_file:
         raise SystemExit("error: --train_file is required")
-    if args.test_during_training and not args.eval_file:
-        raise SystemExit("error: --test_during_training needs --eval_file")
-    if args.keep_best and not args.test_during_training:
-        raise SystemExit("error: --keep_best needs --test_during_training true (and --eval_file): it keeps the best "
-                         "evaluated weights")
-    if args.keep_best and args.lora_r:
-        raise SystemExit("error: --keep_best does not combine with --lora_r yet (each save would merge the adapters)")
+    checks.ranking_eval_flags(args.test_during_training, args.eval_file, args.keep_best, args.lora_r)
     if not tasks:
         raise SystemExit("error: every --task_* switch is off; enable at least one task")
     if not args.sid_index_path:

@@ -51,6 +51,18 @@ def trains_something(epochs: float, epochs_flag: str, max_steps: int) -> None:
                        f"give --{epochs_flag} > 0 or --max_steps > 0")
 
 
+
+def ranking_eval_flags(test_during_training: bool, eval_file: str, keep_best: bool, lora_r: int) -> None:
+    """sft.py / rl.py: the in-training ranking evaluation needs an eval file; keep_best needs the evaluation."""
+    if test_during_training and not eval_file:
+        raise SystemExit("error: --test_during_training needs --eval_file")
+    if keep_best and not test_during_training:
+        raise SystemExit("error: --keep_best needs --test_during_training true (and --eval_file): it keeps the best "
+                         "evaluated weights")
+    if keep_best and lora_r:
+        raise SystemExit("error: --keep_best does not combine with --lora_r yet (each save would merge the adapters)")
+
+
 def cutoff_holds_answers(cutoff_len: int, tokenizer, prompts: list[str], responses: list[str]) -> None:
     """--cutoff_len must hold the longest answer + EOS + the prompt's last paragraph (the
     "### Response:" line). Longer sequences are cut from the left, so a shorter cutoff would cut the
