@@ -372,12 +372,12 @@ def run_sft(args: Args, knobs: dict, paths: dict, category: str, base: Path, out
         sid_index_path=paths["index"], item_meta_path=paths["item"], category=category, seed=args.seed,
         batch_size=knobs["sft_batch_size"], micro_batch_size=knobs["sft_micro_batch_size"],
         max_steps=knobs["sft_steps"], learning_rate=knobs["sft_lr"], warmup_steps=knobs["sft_warmup_steps"],
-        weight_decay=knobs["sft_weight_decay"], lr_scheduler_type=knobs["sft_lr_scheduler"], save_steps=10 ** 9, logging_steps=max(1, knobs["sft_steps"] // 50),
-        prompt_style=knobs["prompt_style"],
+        weight_decay=knobs["sft_weight_decay"], lr_scheduler_type=knobs["sft_lr_scheduler"], save_steps=10 ** 9,
+        logging_steps=max(1, knobs["sft_steps"] // 50), prompt_style=knobs["prompt_style"],
         eval_file=paths["valid"] if knobs["sft_curve"] else "", test_during_training=knobs["sft_curve"],
         eval_step=knobs["sft_eval_step"], eval_sample=knobs["sft_eval_sample"], test_beam=knobs["num_beams"],
         keep_best=knobs["sft_keep_best"],  # early stopping on the curve: the best evaluated step is the SFT model
-        eval_steps=10 ** 9,  # no valid-loss passes: the curve is the ranking metric
+        eval_steps=10 ** 9,  # no periodic valid-loss passes (sft.py still reports the final one): the curve ranks
         **{f"task_{t}": t in knobs["sft_tasks"].split("+") for t in TASKS}))
     curves = {"train_loss": curve(trainer.state.log_history, "loss"),
               "valid_NDCG@10": ranking_curve(out_dir / "sft")}
