@@ -224,7 +224,8 @@ def test_zero3_two_processes_uneven_eval_rows(demo_data, tiny_model_dir, tmp_pat
     if keep_best:
         guard = json.loads((out / "guard.json").read_text())
         best = max(evals, key=lambda e: e[guard["metric"]])  # the first of equal maxima, as the guard keeps
-        assert guard["chosen_step"] == best["step"] and "[rl] guard:" in result.stdout
+        assert guard["chosen_step"] == best["step"]
+        assert "[rl] keep_best: valid eval_NDCG@3 at step 0 (the starting weights)" in result.stdout
         AutoModelForCausalLM.from_pretrained(out / "final_checkpoint")
         return
     before, after = weights(tiny_model_dir), weights(out / "final_checkpoint")
