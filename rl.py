@@ -235,18 +235,19 @@ def main(args: Args):
                               sid_token_ids(tokenizer, sid_vocabulary(sid_index)), model)
 
     callbacks = [NoCheckpointAtLastStep()]  # final_checkpoint is the end-of-run save
+    ranking = None
     if args.test_during_training:
-        callbacks.append(ConstrainedEvalCallback(eval_ds["prompt"], eval_ds["target"], num_beams=args.test_beam,
-                                                 eval_step=args.eval_step, batch_size=args.eval_batch_size,
-                                                 sample=args.eval_sample, seed=args.seed, keep_best=args.keep_best,
-                                                 score_start=args.keep_best,
-                                                 tokenizer=tokenizer))
+        ranking = ConstrainedEvalCallback(eval_ds["prompt"], eval_ds["target"], num_beams=args.test_beam,
+                                          eval_step=args.eval_step, batch_size=args.eval_batch_size,
+                                          sample=args.eval_sample, seed=args.seed, keep_best=args.keep_best,
+                                          score_start=args.keep_best, tokenizer=tokenizer)
+        callbacks.append(ranking)
     trainer = MiniOneRecGRPOTrainer(
         model=model, reward_funcs=reward_funcs, args=config, train_dataset=train_ds, processing_class=tokenizer,
         callbacks=callbacks, peft_config=peft_config, sid_index=sid_index,
     )
-    for callback in callbacks:
-        callback.trainer = trainer
+    if ranking is not None:
+        ranking.trainer = trainer  # it generates with the trainer's (wrapped) model
     if trainer.is_world_process_zero():
         print(f"[rl] prompts={len(train_ds)} world_size={config.world_size} "
               f"distributed={trainer.accelerator.distributed_type} reward={args.reward_type} "
@@ -256,8 +257,7 @@ def main(args: Args):
 
     tokenizer.padding_side = "right"  # as the SFT checkpoint saved it
     if args.keep_best:
-        final_dir = keep_best_checkpoint(callbacks[-1], args.model_path, args.output_dir,
-                                         trainer.is_world_process_zero())
+        final_dir = keep_best_checkpoint(ranking, args.model_path, args.output_dir, trainer.is_world_process_zero())
     else:
         final_dir = save_final_checkpoint(trainer, tokenizer, args.output_dir)
     if trainer.is_world_process_zero():

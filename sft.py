@@ -260,8 +260,8 @@ def main(args: Args) -> Trainer:
         data_collator=AnswerWindowCollator(tokenizer.pad_token_id),
         processing_class=tokenizer, callbacks=[*callbacks, NoCheckpointAtLastStep()],  # final_checkpoint: the end save
     )
-    for callback in callbacks:
-        callback.trainer = trainer  # the ranking callback generates with the trainer's (wrapped) model
+    if ranking is not None:
+        ranking.trainer = trainer  # it generates with the trainer's (wrapped) model
     result = trainer.train(resume_from_checkpoint=resume)
     # the whole run's mean loss, also after a resume (Transformers averages only this process's steps)
     result = result._replace(training_loss=whole_run_mean_loss(

@@ -388,7 +388,7 @@ def run_sft(args: Args, knobs: dict, paths: dict, category: str, base: Path, out
 def run_rl(args: Args, knobs: dict, paths: dict, category: str, sft_dir: str, run_dir: Path, seed: int,
            cf_path: str, valid_rows: str) -> dict:
     """rl.py from the SFT checkpoint; with keep_best its guard scores `valid_rows` (the bench's valid CSV) at step 0
-    (SFT) and every eval_step, and keeps the best."""
+    (SFT) and every eval_step, and keeps the best. Returns the curves and the guard's choice (guard.json, or None)."""
     import rl
 
     trainer = rl.main(rl.Args(
@@ -406,13 +406,13 @@ def run_rl(args: Args, knobs: dict, paths: dict, category: str, sft_dir: str, ru
         keep_best=knobs["keep_best"], eval_step=knobs["rl_eval_step"], eval_sample=-1, test_beam=knobs["num_beams"]))
     curves = {"reward": curve(trainer.state.log_history, "reward"), "valid_NDCG@10": ranking_curve(run_dir)}
     del trainer
-    return curves
+    guard = run_dir / "guard.json"
+    return curves, json.loads(guard.read_text()) if guard.is_file() else None
 
 
-def guard_kept_sft(run_dir: Path) -> bool:
+def kept_sft(guard: dict | None) -> bool:
     """True when rl.py's guard wrote the SFT weights as final_checkpoint (no RL evaluation beat step 0)."""
-    path = run_dir / "guard.json"
-    return path.is_file() and json.loads(path.read_text())["chosen_step"] == 0
+    return guard is not None and guard["chosen_step"] == 0
 
 
 def run_dataset(args: Args, knobs: dict, category: str, out_dir: Path) -> dict:
@@ -464,14 +464,14 @@ def run_dataset(args: Args, knobs: dict, category: str, out_dir: Path) -> dict:
 def run_rl_stages(args: Args, knobs: dict, paths: dict, category: str, splits: dict, metrics: dict, curves: dict,
                   info: dict, sft_dir: str, out_dir: Path) -> dict:
     """GRPO once per seed (each guarded when keep_best), the best on valid kept, then scored on test."""
-    rl_valid, rl_curves = {}, {}  # GRPO seed -> valid metrics / curves (test never looks)
+    rl_valid, rl_curves, guards = {}, {}, {}  # GRPO seed -> valid metrics / curves / guard (test never looks)
     cf_path = info["SASRec"]["cf_path"] if knobs["reward_type"] == "sasrec" else ""
     for rl_seed in knobs["rl_seeds"]:
         run_dir = out_dir / "rl" / f"seed_{rl_seed}"
         with Stage(f"RL (GRPO, seed {rl_seed})"):
-            rl_curves[rl_seed] = run_rl(args, knobs, paths, category, sft_dir, run_dir, rl_seed, cf_path,
-                                         splits["valid"])
-        if guard_kept_sft(run_dir):  # final_checkpoint is a copy of the SFT weights: SFT's scores are its scores
+            rl_curves[rl_seed], guards[rl_seed] = run_rl(args, knobs, paths, category, sft_dir, run_dir, rl_seed,
+                                                         cf_path, splits["valid"])
+        if kept_sft(guards[rl_seed]):  # final_checkpoint is a copy of the SFT weights: SFT's scores are its scores
             rl_valid[rl_seed] = metrics["MiniOneRec SFT"]["valid"]
             continue
         with Stage(f"evaluate SFT+RL seed {rl_seed} (valid)"):
@@ -480,7 +480,7 @@ def run_rl_stages(args: Args, knobs: dict, paths: dict, category: str, splits: d
     chosen = choose_on_valid({seed: m["NDCG@10"] for seed, m in rl_valid.items()})
     curves["RL"] = rl_curves[chosen]
     run_dir = out_dir / "rl" / f"seed_{chosen}"
-    if guard_kept_sft(run_dir):
+    if kept_sft(guards[chosen]):
         rl_eval_dir, test = out_dir / "eval_sft", metrics["MiniOneRec SFT"]["test"]
     else:
         rl_eval_dir = out_dir / "eval_rl" / f"seed_{chosen}"
@@ -489,8 +489,7 @@ def run_rl_stages(args: Args, knobs: dict, paths: dict, category: str, splits: d
                             args.seed)["test"]
     metrics["MiniOneRec SFT+RL"] = {"valid": rl_valid[chosen], "test": test}
     info["RL"] = {"valid_ndcg10_by_seed": {seed: m["NDCG@10"] for seed, m in rl_valid.items()}, "chosen_seed": chosen,
-                  "guard": json.loads((run_dir / "guard.json").read_text()) if (run_dir / "guard.json").is_file()
-                  else None}
+                  "guard": guards[chosen]}
     paired = {split: paired_ndcg10(out_dir / "eval_sft" / f"predictions_{split}.json",
                                    rl_eval_dir / f"predictions_{split}.json") for split in splits}
     return {"summary": summarise(metrics, paired), "sasrec": info.get("SASRec", {}), "rl": info["RL"]}

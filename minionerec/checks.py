@@ -51,7 +51,6 @@ def trains_something(epochs: float, epochs_flag: str, max_steps: int) -> None:
                        f"give --{epochs_flag} > 0 or --max_steps > 0")
 
 
-
 def ranking_eval_flags(test_during_training: bool, eval_file: str, keep_best: bool, lora_r: int) -> None:
     """sft.py / rl.py: the in-training ranking evaluation needs an eval file; keep_best needs the evaluation."""
     if test_during_training and not eval_file:
