@@ -77,3 +77,10 @@ def test_paired_ndcg10_hand_computed(tmp_path):
     assert d["mean"] == pytest.approx(mean)
     assert d["se"] == pytest.approx(math.sqrt(sum((x - mean) ** 2 for x in diffs) / 2 / 3))
     assert (d["better"], d["worse"], d["users"]) == (1, 1, 3)
+
+
+@pytest.mark.parametrize("category", ["Demo+Demo", "+"])
+def test_bad_category_list_fails_early(tmp_path, category):
+    with pytest.raises(SystemExit, match="--category must be '\\+'-joined distinct names"):
+        quality.main(quality.Args(preset="smoke", category=category, output_dir=str(tmp_path / "q")))
+    assert not (tmp_path / "q").exists()  # nothing written
