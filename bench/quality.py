@@ -1,4 +1,4 @@
-"""Quality benchmark: does MiniOneRec beat SASRec, and does RL beat SFT? One run, fixed seeds.
+"""Quality benchmark: does MiniOneRec beat SASRec, and does RL beat SFT? Every figure over several training seeds.
 
     python bench/quality.py --preset cpu            # Industrial + Office (../shared/data/Amazon), ~1 h on 2 cores
     python bench/quality.py --preset cpu --category Office_Products          # one dataset
@@ -7,10 +7,14 @@
 
 Stages, each timed: popularity -> SASRec (sasrec.py) -> tiny from-scratch Qwen2 (minionerec.tiny_model)
 -> SFT (sft.py) -> evaluate (evaluate.py) -> GRPO (rl.py, from the SFT checkpoint) -> evaluate.
+The stages run once per training seed (`--seeds 42+1+2`, the preset's by default): the seed sets the tiny
+model's random init, the data order of SFT and GRPO and SASRec's init, so each seed is a full, independent
+run. Tables give every seed's figure, their mean and spread (max - min); differences (RL - SFT, and
+`bench/compare_seeds.py` between two bench runs) are paired over seeds and users (minionerec.paired.over_seeds).
 Every method is scored on the same seeded sample of valid and of test rows with the shared
 HR/NDCG code (minionerec/metrics.py); the LLM by constrained beam search, SASRec by its top-k scores.
-Each dataset (`--category`, "+"-joined) gets output_dir/<category>/: results.json, quality.png (bars),
-curves.csv + curves.png (SFT train loss and valid NDCG@10, RL reward and valid NDCG@10 per step: the
+Each dataset (`--category`, "+"-joined) gets output_dir/<category>/: results.json and, per seed, seed_<s>/
+with that run's predictions, quality.png (bars), curves.csv + curves.png (SFT train loss and valid NDCG@10, RL reward and valid NDCG@10 per step: the
 reference curves in bench/reference/). RL runs with rl.py's regression guard when the preset sets
 keep_best: its final checkpoint is the best valid NDCG@10 of its evaluations, the SFT weights included.
 Tune on valid only: the test table is for reporting.
@@ -33,8 +37,10 @@ KS = (1, 3, 5, 10, 20)
 # Each preset is a recipe, recipes/quality_<preset>.yaml: sections sft / rl / evaluate hold those scripts'
 # own fields, section quality the benchmark's (below). Any flag set on the command line wins.
 PRESETS = ("smoke", "cpu", "gpu")
-QUALITY_KEYS = ("hidden_size", "num_layers", "num_heads", "num_kv_heads", "intermediate_size", "vocab_size",
-                "eval_sample", "sasrec_epochs", "sasrec_patience", "rl_seeds")
+MODEL_KEYS = ("hidden_size", "num_layers", "num_heads", "num_kv_heads", "intermediate_size", "vocab_size",
+              "tie_word_embeddings", "initializer_range", "embedding_std")  # minionerec.tiny_model's flags
+QUALITY_KEYS = MODEL_KEYS + ("eval_sample", "sasrec_epochs", "sasrec_patience", "seeds")
+SAMPLE_SEED = 42  # the valid/test rows scored: the same for every training seed and configuration (paired users)
 
 
 def preset_knobs(preset: str) -> dict:
@@ -73,14 +79,14 @@ def preset_knobs(preset: str) -> dict:
 
 @dataclass
 class Args:
-    """Popularity vs SASRec vs MiniOneRec SFT vs SFT+RL on valid and test, one seeded run."""
+    """Popularity vs SASRec vs MiniOneRec SFT vs SFT+RL on valid and test, over several training seeds."""
 
     data_dir: str = str(ROOT.parent / "shared" / "data" / "Amazon")  # MiniOneRec layout: train/valid/test/index
     category: str = "Industrial_and_Scientific+Office_Products"  # "+"-joined file prefixes inside data_dir
     preset: str = "cpu"  # smoke | cpu | gpu: the recipe recipes/quality_<preset>.yaml
     output_dir: str = ""  # default bench/out/quality_<preset>; one subdirectory per category
     eval_sample: int = 0  # valid/test rows scored (seeded sample); 0 = preset default; -1 = all
-    seed: int = 42
+    seeds: str = ""  # "+"-joined training seeds (42+1+2): init, data order, SASRec, GRPO; "" = the preset's
     threads: int = 2  # torch intra-op threads (2 shared cores here)
     # overrides of the preset (0 / negative = keep the preset's value)
     hidden_size: int = 0  # tiny Qwen2 width
@@ -96,7 +102,6 @@ class Args:
     reward_type: str = ""  # rule | ranking | ranking_only | sasrec (this run's SASRec; minionerec/rewards.py); "" = preset's
     sft_tasks: str = ""  # "+"-joined sft.py tasks (sid_history+item_alignment+...); "" = preset's
     add_gt: str = ""  # RL: put the target into groups that lack it (true/false); "" = preset's
-    rl_seeds: str = ""  # "+"-joined GRPO seeds (42+1+2): one run each, the best on valid is kept; "" = preset's
     sasrec_epochs: int = 0  # SASRec epoch cap (early stopping on valid)
     # --- prompt protocol
     prompt_style: str = ""  # upstream | minionerec (sft.py / rl.py / evaluate.py --prompt_style); "" = preset's
@@ -118,20 +123,20 @@ def resolve(args: Args) -> dict:
         knobs["sft_tasks"] = args.sft_tasks
     if args.reward_type:
         knobs["reward_type"] = args.reward_type
-    if args.rl_seeds:
-        knobs["rl_seeds"] = args.rl_seeds
+    if args.seeds:
+        knobs["seeds"] = args.seeds
     if args.prompt_style:
         knobs["prompt_style"] = args.prompt_style
     if knobs["prompt_style"] not in ("upstream", "minionerec") or args.stages not in ("all", "sft"):
         raise SystemExit(f"error: --prompt_style must be upstream or minionerec and --stages all or sft, "
                          f"got {knobs['prompt_style']!r}, {args.stages!r}")
     try:
-        seeds = [int(x) for x in str(knobs["rl_seeds"]).split("+")]
+        seeds = [int(x) for x in str(knobs["seeds"]).split("+")]
     except ValueError:
-        raise SystemExit(f"error: --rl_seeds must be '+'-joined integers like 42+1+2, got {knobs['rl_seeds']!r}") from None
+        raise SystemExit(f"error: --seeds must be '+'-joined integers like 42+1+2, got {knobs['seeds']!r}") from None
     if len(set(seeds)) != len(seeds):
-        raise SystemExit(f"error: --rl_seeds repeats a seed: {knobs['rl_seeds']!r}")
-    knobs["rl_seeds"] = seeds
+        raise SystemExit(f"error: --seeds repeats a seed: {knobs['seeds']!r}")
+    knobs["seeds"] = seeds
     if args.add_gt != "":
         knobs["add_gt"] = as_bool(args.add_gt, "add_gt")
     unknown = set(knobs["sft_tasks"].split("+")) - set(TASKS)
@@ -242,11 +247,6 @@ def run_eval(model_dir: str, paths: dict, splits: dict, knobs: dict, out_dir: Pa
                                            seed=seed, dtype="float32", prompt_style=knobs["prompt_style"]))
         out[split] = rows["constrained beam search"]
     return out
-
-
-def choose_on_valid(valid_ndcg10: dict[int, float]) -> int:
-    """The GRPO seed whose run scores the best valid NDCG@10 (the first on ties); test plays no part."""
-    return max(valid_ndcg10, key=lambda seed: valid_ndcg10[seed])
 
 
 def curve(log_history: list[dict], key: str) -> list[list[float]]:
@@ -361,7 +361,7 @@ def print_tables(metrics: dict, methods) -> None:
         print(format_table({m: metrics[m][split] for m in methods if m in metrics}, KS))
 
 
-def run_sft(args: Args, knobs: dict, paths: dict, category: str, base: Path, out_dir: Path) -> dict:
+def run_sft(knobs: dict, paths: dict, category: str, base: Path, out_dir: Path, seed: int) -> dict:
     """sft.py with the preset's knobs; its valid-NDCG@10 curve (a seeded sample of the full valid split)
     when the preset asks for it. Returns the curves: train loss per logging step, valid NDCG@10 per eval."""
     import sft
@@ -369,7 +369,7 @@ def run_sft(args: Args, knobs: dict, paths: dict, category: str, base: Path, out
 
     trainer = sft.main(sft.Args(
         base_model=str(base), train_file=paths["train"], output_dir=str(out_dir / "sft"),
-        sid_index_path=paths["index"], item_meta_path=paths["item"], category=category, seed=args.seed,
+        sid_index_path=paths["index"], item_meta_path=paths["item"], category=category, seed=seed,
         batch_size=knobs["sft_batch_size"], micro_batch_size=knobs["sft_micro_batch_size"],
         max_steps=knobs["sft_steps"], learning_rate=knobs["sft_lr"], warmup_steps=knobs["sft_warmup_steps"],
         weight_decay=knobs["sft_weight_decay"], lr_scheduler_type=knobs["sft_lr_scheduler"], save_steps=10 ** 9,
@@ -385,7 +385,7 @@ def run_sft(args: Args, knobs: dict, paths: dict, category: str, base: Path, out
     return curves
 
 
-def run_rl(args: Args, knobs: dict, paths: dict, category: str, sft_dir: str, run_dir: Path, seed: int,
+def run_rl(knobs: dict, paths: dict, category: str, sft_dir: str, run_dir: Path, seed: int,
            cf_path: str, valid_rows: str) -> dict:
     """rl.py from the SFT checkpoint; with keep_best its guard scores `valid_rows` (the bench's valid CSV) at step 0
     (SFT) and every eval_step, and keeps the best. Returns the curves and the guard's choice (guard.json, or None)."""
@@ -416,98 +416,141 @@ def kept_sft(guard: dict | None) -> bool:
 
 
 def run_dataset(args: Args, knobs: dict, category: str, out_dir: Path) -> dict:
-    """Every stage on one dataset; prints its tables and writes its files under out_dir. Returns results.json's dict."""
+    """Every stage on one dataset, once per seed; prints the per-seed tables and writes results.json's dict."""
+    paths = data_paths(args.data_dir, category)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    print(f"\n[quality] ##### {category} -> {out_dir}", flush=True)
+    splits = {s: sample_split(paths[s], knobs["eval_sample"], SAMPLE_SEED, out_dir / "samples" / f"{s}.csv")
+              for s in ("valid", "test")}
+    with Stage("popularity"):  # no training: the same for every seed
+        popularity = run_popularity(paths, splits, knobs["num_beams"])
+    runs = {seed: run_seed(args, knobs, paths, category, splits, popularity, out_dir / f"seed_{seed}", seed)
+            for seed in knobs["seeds"]}
+    result = {"args": asdict(args), "category": category, "knobs": knobs, "data": paths, "samples": splits,
+              "seeds": runs, "over_seeds": over_seeds_summary(runs), "total_s": round(time.perf_counter() - start, 1)}
+    print(f"\n[quality] ##### {category}: {len(runs)} seeds, total {result['total_s'] / 60:.1f} min")
+    print_seed_tables(result)
+    (out_dir / "results.json").write_text(json.dumps(result, indent=1))
+    return result
+
+
+def run_seed(args: Args, knobs: dict, paths: dict, category: str, splits: dict, popularity: dict, out_dir: Path,
+             seed: int) -> dict:
+    """One training seed: SASRec, tiny model, SFT, evaluation, guarded GRPO, evaluation. Writes out_dir's files."""
+    from transformers import set_seed
+
     from minionerec.tiny_model import build_tiny_model
 
-    paths = data_paths(args.data_dir, category)
+    set_seed(seed)  # each seed starts from the same state, as if run alone
     out_dir.mkdir(parents=True, exist_ok=True)
     Stage.timings = {}
     start = time.perf_counter()
-    print(f"\n[quality] ##### {category} -> {out_dir}", flush=True)
-    splits = {s: sample_split(paths[s], knobs["eval_sample"], args.seed, out_dir / "samples" / f"{s}.csv")
-              for s in ("valid", "test")}
-    metrics, curves, info = {}, {}, {}
-    with Stage("popularity"):
-        metrics["popularity"] = run_popularity(paths, splits, knobs["num_beams"])
+    print(f"\n[quality] ##### {category}, seed {seed} -> {out_dir}", flush=True)
+    metrics, curves, info = {"popularity": popularity}, {}, {}
     if args.stages == "all":
         with Stage("SASRec"):
-            metrics["SASRec"], info["SASRec"] = run_sasrec(paths, splits, knobs, out_dir / "sasrec", args.seed)
+            metrics["SASRec"], info["SASRec"] = run_sasrec(paths, splits, knobs, out_dir / "sasrec", seed)
     with Stage("tiny Qwen2 base model"):
-        base = build_tiny_model(out_dir / "base_model", paths["index"], paths["item"],
-                                hidden_size=knobs["hidden_size"], num_layers=knobs["num_layers"],
-                                num_heads=knobs["num_heads"], num_kv_heads=knobs["num_kv_heads"],
-                                intermediate_size=knobs["intermediate_size"], vocab_size=knobs["vocab_size"],
-                                seed=args.seed)
+        base = build_tiny_model(out_dir / "base_model", paths["index"], paths["item"], seed=seed,
+                                **{k: knobs[k] for k in MODEL_KEYS if k in knobs})
     with Stage("SFT"):
-        curves["SFT"] = run_sft(args, knobs, paths, category, base, out_dir)
+        curves["SFT"] = run_sft(knobs, paths, category, base, out_dir, seed)
         sft_dir = str(out_dir / "sft" / "final_checkpoint")
     with Stage("evaluate SFT (valid, test)"):
-        metrics["MiniOneRec SFT"] = run_eval(sft_dir, paths, splits, knobs, out_dir / "eval_sft", args.seed)
-    result = {"args": asdict(args), "category": category, "knobs": knobs, "data": paths, "samples": splits,
-              "metrics": metrics, "curves": curves}
+        metrics["MiniOneRec SFT"] = run_eval(sft_dir, paths, splits, knobs, out_dir / "eval_sft", SAMPLE_SEED)
+    predictions = lambda d: {split: str(d / f"predictions_{split}.json") for split in splits}  # noqa: E731
+    result = {"seed": seed, "metrics": metrics, "curves": curves,
+              "predictions": {"MiniOneRec SFT": predictions(out_dir / "eval_sft")}}
     if args.stages == "all":
-        result.update(run_rl_stages(args, knobs, paths, category, splits, metrics, curves, info, sft_dir, out_dir))
+        result.update(run_rl_stages(knobs, paths, category, splits, metrics, curves, info, sft_dir, out_dir, seed))
+        result["predictions"]["MiniOneRec SFT+RL"] = result.pop("rl_predictions")
     total = time.perf_counter() - start
     result.update(timings_s=Stage.timings, total_s=round(total, 1))
-    print(f"\n[quality] preset={args.preset} category={category} seed={args.seed} stages={args.stages} "
+    print(f"\n[quality] preset={args.preset} category={category} seed={seed} stages={args.stages} "
           f"prompt_style={knobs['prompt_style']} total {total / 60:.1f} min; stage seconds {json.dumps(Stage.timings)}")
     print_tables(metrics, METHODS)
     if args.stages == "all":
         print_summary(result)
-    (out_dir / "results.json").write_text(json.dumps(result, indent=1))
-    plot(metrics, out_dir / "quality.png", f"{category} ({args.preset} preset)")
-    write_curves(curves, out_dir, f"{category}: reference curves ({args.preset} preset, seed {args.seed})")
-    print(f"[quality] -> {out_dir / 'results.json'}, quality.png, curves.csv, curves.png")
+    plot(metrics, out_dir / "quality.png", f"{category} ({args.preset} preset, seed {seed})")
+    write_curves(curves, out_dir, f"{category}: reference curves ({args.preset} preset, seed {seed})")
     return result
 
 
-def run_rl_stages(args: Args, knobs: dict, paths: dict, category: str, splits: dict, metrics: dict, curves: dict,
-                  info: dict, sft_dir: str, out_dir: Path) -> dict:
-    """GRPO once per seed (each guarded when keep_best), the best on valid kept, then scored on test."""
-    rl_valid, rl_curves, guards = {}, {}, {}  # GRPO seed -> valid metrics / curves / guard (test never looks)
+def run_rl_stages(knobs: dict, paths: dict, category: str, splits: dict, metrics: dict, curves: dict, info: dict,
+                  sft_dir: str, out_dir: Path, seed: int) -> dict:
+    """GRPO from the SFT checkpoint (guarded when keep_best), then its final checkpoint scored on valid and test."""
     cf_path = info["SASRec"]["cf_path"] if knobs["reward_type"] == "sasrec" else ""
-    for rl_seed in knobs["rl_seeds"]:
-        run_dir = out_dir / "rl" / f"seed_{rl_seed}"
-        with Stage(f"RL (GRPO, seed {rl_seed})"):
-            rl_curves[rl_seed], guards[rl_seed] = run_rl(args, knobs, paths, category, sft_dir, run_dir, rl_seed,
-                                                         cf_path, splits["valid"])
-        if kept_sft(guards[rl_seed]):  # final_checkpoint is a copy of the SFT weights: SFT's scores are its scores
-            rl_valid[rl_seed] = metrics["MiniOneRec SFT"]["valid"]
-            continue
-        with Stage(f"evaluate SFT+RL seed {rl_seed} (valid)"):
-            rl_valid[rl_seed] = run_eval(str(run_dir / "final_checkpoint"), paths, {"valid": splits["valid"]}, knobs,
-                                         out_dir / "eval_rl" / f"seed_{rl_seed}", args.seed)["valid"]
-    chosen = choose_on_valid({seed: m["NDCG@10"] for seed, m in rl_valid.items()})
-    curves["RL"] = rl_curves[chosen]
-    run_dir = out_dir / "rl" / f"seed_{chosen}"
-    if kept_sft(guards[chosen]):
-        rl_eval_dir, test = out_dir / "eval_sft", metrics["MiniOneRec SFT"]["test"]
+    run_dir = out_dir / "rl"
+    with Stage("RL (GRPO)"):
+        curves["RL"], guard = run_rl(knobs, paths, category, sft_dir, run_dir, seed, cf_path, splits["valid"])
+    if kept_sft(guard):  # final_checkpoint is a copy of the SFT weights: SFT's scores are its scores
+        rl_eval_dir, metrics["MiniOneRec SFT+RL"] = out_dir / "eval_sft", metrics["MiniOneRec SFT"]
     else:
-        rl_eval_dir = out_dir / "eval_rl" / f"seed_{chosen}"
-        with Stage(f"evaluate SFT+RL seed {chosen} (test)"):
-            test = run_eval(str(run_dir / "final_checkpoint"), paths, {"test": splits["test"]}, knobs, rl_eval_dir,
-                            args.seed)["test"]
-    metrics["MiniOneRec SFT+RL"] = {"valid": rl_valid[chosen], "test": test}
-    info["RL"] = {"valid_ndcg10_by_seed": {seed: m["NDCG@10"] for seed, m in rl_valid.items()}, "chosen_seed": chosen,
-                  "guard": guards[chosen]}
+        rl_eval_dir = out_dir / "eval_rl"
+        with Stage("evaluate SFT+RL (valid, test)"):
+            metrics["MiniOneRec SFT+RL"] = run_eval(str(run_dir / "final_checkpoint"), paths, splits, knobs,
+                                                    rl_eval_dir, SAMPLE_SEED)
     paired = {split: paired_ndcg10(out_dir / "eval_sft" / f"predictions_{split}.json",
                                    rl_eval_dir / f"predictions_{split}.json") for split in splits}
-    return {"summary": summarise(metrics, paired), "sasrec": info.get("SASRec", {}), "rl": info["RL"]}
+    return {"summary": summarise(metrics, paired), "sasrec": info.get("SASRec", {}), "guard": guard,
+            "rl_predictions": {split: str(rl_eval_dir / f"predictions_{split}.json") for split in splits}}
+
+
+def over_seeds_summary(runs: dict[int, dict]) -> dict:
+    """NDCG@10 of every method and split across seeds (per seed, mean, spread = max - min), and the RL - SFT
+    difference paired over seeds and users."""
+    from minionerec.paired import over_seeds
+
+    first = next(iter(runs.values()))
+    out = {"ndcg10": {}}
+    for method in (m for m in METHODS if m in first["metrics"]):
+        out["ndcg10"][method] = {}
+        for split in ("valid", "test"):
+            values = [r["metrics"][method][split]["NDCG@10"] for r in runs.values()]
+            mean = sum(values) / len(values)
+            out["ndcg10"][method][split] = {"per_seed": values, "mean": mean, "spread": max(values) - min(values),
+                                            "spread_over_mean": (max(values) - min(values)) / mean if mean else None}
+    if "summary" in first:
+        out["rl_minus_sft"] = {split: over_seeds([r["summary"]["rl_minus_sft_paired"][split] for r in runs.values()])
+                               for split in ("valid", "test")}
+        n = out["ndcg10"]
+        out["minionerec_over_sasrec"] = {split: ratio(n["MiniOneRec SFT+RL"][split]["mean"], n["SASRec"][split]["mean"])
+                                         for split in ("valid", "test")}
+    return out
+
+
+def print_seed_tables(result: dict) -> None:
+    """NDCG@10 per seed, mean and spread for every method, valid then test; the RL - SFT line over seeds."""
+    from minionerec.paired import format_over_seeds
+
+    seeds, agg = list(result["seeds"]), result["over_seeds"]
+    for split in ("valid", "test"):
+        print(f"\n== NDCG@10 by seed, {split}")
+        print(f"{'method':18s} " + " ".join(f"{'seed ' + str(s):>9s}" for s in seeds)
+              + f" {'mean':>8s} {'spread':>8s} {'spread/mean':>11s}")
+        for method, by_split in agg["ndcg10"].items():
+            d = by_split[split]
+            rel = "n/a" if d["spread_over_mean"] is None else f"{d['spread_over_mean']:.1%}"
+            print(f"{method:18s} " + " ".join(f"{v:9.4f}" for v in d["per_seed"])
+                  + f" {d['mean']:8.4f} {d['spread']:8.4f} {rel:>11s}")
+    if "rl_minus_sft" in agg:
+        for split, d in agg["rl_minus_sft"].items():
+            print(f"RL - SFT NDCG@10 on {split}, paired over seeds and users: {format_over_seeds(d)}")
+        ratios = {split: "n/a" if r is None else f"{r:.3f}" for split, r in agg["minionerec_over_sasrec"].items()}
+        print(f"MiniOneRec SFT+RL / SASRec NDCG@10 (means over seeds): test {ratios['test']} (valid {ratios['valid']})")
 
 
 def print_summary(result: dict) -> None:
-    summary, rl_info = result["summary"], result["rl"]
+    summary, guard = result["summary"], result["guard"]
     fmt = lambda x: "n/a" if x is None else f"{x:.3f}"  # noqa: E731
     print(f"\nNDCG@10 ratios: MiniOneRec/SASRec test {fmt(summary['minionerec_over_sasrec_test'])} "
           f"(valid {fmt(summary['minionerec_over_sasrec_valid'])}); RL/SFT test {fmt(summary['rl_over_sft_test'])} "
           f"(valid {fmt(summary['rl_over_sft_valid'])})")
-    guard = rl_info["guard"]
     if guard:
         print("RL guard (valid NDCG@10 by step): " + ", ".join(f"{c['step']} {c[guard['metric']]:.4f}"
                                                               for c in guard["curve"])
               + f" -> step {guard['chosen_step']} kept" + (" (the SFT weights)" if guard["chosen_step"] == 0 else ""))
-    print("RL seeds, valid NDCG@10: " + ", ".join(f"{seed} {v:.4f}" for seed, v in rl_info["valid_ndcg10_by_seed"].items())
-          + f" -> seed {rl_info['chosen_seed']} kept (chosen on valid)")
     for split, d in summary["rl_minus_sft_paired"].items():
         print(f"RL - SFT per-user NDCG@10 on {split}: {d['mean']:+.4f} +/- {d['se']:.4f} (paired SE, z {d['z']:+.1f}; "
               f"{d['better']} users better, {d['worse']} worse)")
@@ -528,30 +571,22 @@ def main(args: Args) -> dict:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("WANDB_MODE", "disabled")
     import torch
-    from transformers import set_seed
 
     torch.set_num_threads(args.threads)
     print(f"[quality] preset={args.preset} data={args.data_dir} categories={categories} -> {out_root}\n"
           f"[quality] knobs={json.dumps(knobs)}", flush=True)
-    results = {}
-    for category in categories:
-        set_seed(args.seed)  # each dataset starts from the same seed state, as if run alone
-        results[category] = run_dataset(args, knobs, category,
-                                        out_root / category if len(categories) > 1 else out_root)
+    results = {category: run_dataset(args, knobs, category, out_root / category if len(categories) > 1 else out_root)
+               for category in categories}
     if len(categories) == 1:
         return results[categories[0]]
-    if args.stages == "all":
-        fmt = lambda x: "n/a" if x is None else f"{x:.3f}"  # noqa: E731
-        print(f"\n[quality] ##### {len(categories)} datasets, preset {args.preset}: NDCG@10 on test "
-              f"(the MiniOneRec row chosen on valid)")
-        print(f"{'dataset':28s} {'SASRec':>8s} {'SFT':>8s} {'SFT+RL':>8s} {'ours/SASRec':>12s} {'(valid)':>8s} "
-              f"{'RL-SFT (paired SE)':>20s}")
-        for category, r in results.items():
-            n, s = r["summary"]["ndcg10"], r["summary"]
-            d = s["rl_minus_sft_paired"]["test"]
-            print(f"{category:28s} {n['SASRec']['test']:8.4f} {n['MiniOneRec SFT']['test']:8.4f} "
-                  f"{n['MiniOneRec SFT+RL']['test']:8.4f} {fmt(s['minionerec_over_sasrec_test']):>12s} "
-                  f"{fmt(s['minionerec_over_sasrec_valid']):>8s} {d['mean']:+9.4f} +/- {d['se']:.4f}")
+    print(f"\n[quality] ##### {len(categories)} datasets, preset {args.preset}, seeds {knobs['seeds']}: "
+          f"NDCG@10 means over seeds (spread = max - min over seeds)")
+    print(f"{'dataset':28s} {'split':>5s} " + " ".join(f"{m:>22s}" for m in METHODS if m != "popularity"))
+    for category, r in results.items():
+        for split in ("valid", "test"):
+            cells = [f"{d[split]['mean']:.4f} (spread {d[split]['spread']:.4f})"
+                     for m, d in r["over_seeds"]["ndcg10"].items() if m != "popularity"]
+            print(f"{category:28s} {split:>5s} " + " ".join(f"{c:>22s}" for c in cells))
     (out_root / "results.json").write_text(json.dumps(results, indent=1))
     return results
 

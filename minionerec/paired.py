@@ -70,3 +70,29 @@ def format_comparison(results: dict[str, dict], name_a: str = "A", name_b: str =
         lines.append(f"{name:<8} {d['a']:>12.4f} {d['b']:>12.4f} {d['mean']:>+9.4f} {d['se']:>9.4f} {d['z']:>+6.1f} "
                      f"{d['better']:>6} {d['worse']:>6}")
     return "\n".join(lines)
+
+
+def over_seeds(per_seed: list[dict]) -> dict:
+    """Pool `paired_difference` results of the same comparison trained with several seeds (same users each time).
+
+    Two noises: per-user sampling (each seed's paired SE) and run-to-run variance (how much the per-seed
+    differences disagree). `se_seeds` is the SE of the mean over seeds (the run-to-run one, n - 1 degrees of
+    freedom); `se_users` pools the per-seed user SEs (sqrt(sum se^2) / n). A difference counts as real
+    (`exceeds_noise`) only when it is more than twice the larger of the two and every seed agrees in sign.
+    """
+    diffs = [d["mean"] for d in per_seed]
+    n = len(diffs)
+    mean = sum(diffs) / n
+    se_seeds = math.sqrt(sum((x - mean) ** 2 for x in diffs) / (n - 1) / n) if n > 1 else math.nan
+    se_users = math.sqrt(sum(d["se"] ** 2 for d in per_seed)) / n
+    noise = se_users if n == 1 else max(se_seeds, se_users)
+    same_sign = all(x > 0 for x in diffs) or all(x < 0 for x in diffs)
+    return {"mean": mean, "se_seeds": se_seeds, "se_users": se_users, "seeds": n, "per_seed": diffs,
+            "positive_seeds": sum(x > 0 for x in diffs), "exceeds_noise": bool(n > 1 and same_sign and abs(mean) > 2 * noise)}
+
+
+def format_over_seeds(d: dict) -> str:
+    """One line: mean +/- both SEs, the per-seed differences and the verdict."""
+    verdict = "exceeds the noise" if d["exceeds_noise"] else "within the noise"
+    return (f"{d['mean']:+.4f} (SE over seeds {d['se_seeds']:.4f}, over users {d['se_users']:.4f}; per seed "
+            + " ".join(f"{x:+.4f}" for x in d["per_seed"]) + f"): {verdict}")

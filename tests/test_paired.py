@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from minionerec.data import DataError
-from minionerec.paired import check_same_rows, compare, paired_difference
+from minionerec.paired import check_same_rows, compare, over_seeds, paired_difference
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -60,3 +60,18 @@ def test_cli_table_and_one_line_error(tmp_path):
                           "--ks", "1+5"], cwd=ROOT, capture_output=True, text=True)
     assert bad.returncode == 2
     assert bad.stderr.strip().splitlines() == ["error: --ks 1+5: each K must be in 1..3 (the shortest prediction list)"]
+
+
+def test_over_seeds_hand_computed():
+    per_seed = [{"mean": 0.010, "se": 0.003}, {"mean": 0.020, "se": 0.004}, {"mean": 0.030, "se": 0.000}]
+    d = over_seeds(per_seed)
+    assert d["mean"] == pytest.approx(0.020)
+    assert d["se_seeds"] == pytest.approx(math.sqrt((0.01 ** 2 + 0 + 0.01 ** 2) / 2 / 3))  # sd 0.01 / sqrt(3)
+    assert d["se_users"] == pytest.approx(0.005 / 3)  # sqrt(0.003^2 + 0.004^2) / 3
+    assert d["exceeds_noise"] and d["positive_seeds"] == 3  # 0.020 > 2 x 0.0058, every seed positive
+
+
+def test_over_seeds_needs_every_seed_to_agree():
+    # a large mean carried by one seed while another disagrees in sign is not a finding
+    assert not over_seeds([{"mean": 0.05, "se": 0.001}, {"mean": 0.05, "se": 0.001}, {"mean": -0.001, "se": 0.001}])["exceeds_noise"]
+    assert not over_seeds([{"mean": 0.05, "se": 0.001}])["exceeds_noise"]  # one seed says nothing about run-to-run noise

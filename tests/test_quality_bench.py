@@ -17,34 +17,46 @@ def test_smoke_preset_scores_all_methods_and_plots(demo_data, demo_category, tmp
                                        output_dir=str(out), eval_sample=40, sft_steps=8, rl_steps=1,
                                        sasrec_epochs=2, threads=1))
     saved = json.loads((out / "results.json").read_text())
-    assert set(saved["metrics"]) == set(quality.METHODS)
-    for method, splits in saved["metrics"].items():
-        for split in ("valid", "test"):
-            m = splits[split]
-            assert m["users"] == 40, (method, split)
-            for k in quality.KS:
-                assert 0.0 <= m[f"NDCG@{k}"] <= m[f"HR@{k}"] <= 1.0, (method, split, k)
-    # reference curves: SFT train loss + valid NDCG@10, RL reward + valid NDCG@10 (the guard's, step 0 = SFT)
-    import csv
+    assert list(saved["seeds"]) == ["42", "1"]  # the smoke preset's two training seeds, each a full run
+    for seed, run in saved["seeds"].items():
+        assert set(run["metrics"]) == set(quality.METHODS)
+        for method, splits in run["metrics"].items():
+            for split in ("valid", "test"):
+                m = splits[split]
+                assert m["users"] == 40, (seed, method, split)
+                for k in quality.KS:
+                    assert 0.0 <= m[f"NDCG@{k}"] <= m[f"HR@{k}"] <= 1.0, (seed, method, split, k)
+        # reference curves: SFT train loss + valid NDCG@10, RL reward + valid NDCG@10 (the guard's, step 0 = SFT)
+        import csv
 
-    rows = list(csv.DictReader((out / "curves.csv").open()))
-    by_metric = {(r["stage"], r["metric"]) for r in rows}
-    assert by_metric == {("SFT", "train_loss"), ("SFT", "valid_NDCG@10"), ("RL", "reward"), ("RL", "valid_NDCG@10")}
-    sft_steps = [int(r["step"]) for r in rows if (r["stage"], r["metric"]) == ("SFT", "valid_NDCG@10")]
-    assert sft_steps == [4, 8]  # eval_step 0.5 of 8 steps
-    assert (out / "curves.png").stat().st_size > 1000
-    # the regression guard scored the bench's own valid rows at step 0 (SFT) and step 1, and kept the better
-    guard = saved["rl"]["guard"]
-    assert [c["step"] for c in guard["curve"]] == [0, 1] and guard["chosen"] >= guard["start"]
-    if guard["chosen_step"] == 0:  # the SFT weights were kept: the SFT+RL rows are the SFT rows
-        assert saved["metrics"]["MiniOneRec SFT+RL"] == saved["metrics"]["MiniOneRec SFT"]
-    assert set(saved["summary"]["targets"]) and result["summary"] == saved["summary"]
-    assert set(saved["summary"]["rl_minus_sft_paired"]) == {"valid", "test"}
-    assert (out / "quality.png").stat().st_size > 1000
-    # the smoke preset runs GRPO with two seeds and keeps the one with the best valid NDCG@10
-    by_seed = saved["rl"]["valid_ndcg10_by_seed"]
-    assert set(by_seed) == {"42", "1"} and str(saved["rl"]["chosen_seed"]) in by_seed
-    assert saved["metrics"]["MiniOneRec SFT+RL"]["valid"]["NDCG@10"] == max(by_seed.values())
+        seed_dir = out / f"seed_{seed}"
+        rows = list(csv.DictReader((seed_dir / "curves.csv").open()))
+        by_metric = {(r["stage"], r["metric"]) for r in rows}
+        assert by_metric == {("SFT", "train_loss"), ("SFT", "valid_NDCG@10"), ("RL", "reward"), ("RL", "valid_NDCG@10")}
+        sft_steps = [int(r["step"]) for r in rows if (r["stage"], r["metric"]) == ("SFT", "valid_NDCG@10")]
+        assert sft_steps == [4, 8]  # eval_step 0.5 of 8 steps
+        assert (seed_dir / "curves.png").stat().st_size > 1000
+        assert (seed_dir / "quality.png").stat().st_size > 1000
+        # the regression guard scored the bench's own valid rows at step 0 (SFT) and step 1, and kept the better
+        guard = run["guard"]
+        assert [c["step"] for c in guard["curve"]] == [0, 1] and guard["chosen"] >= guard["start"]
+        if guard["chosen_step"] == 0:  # the SFT weights were kept: the SFT+RL rows are the SFT rows
+            assert run["metrics"]["MiniOneRec SFT+RL"] == run["metrics"]["MiniOneRec SFT"]
+        assert set(run["summary"]["targets"]) and set(run["summary"]["rl_minus_sft_paired"]) == {"valid", "test"}
+    # the seeds differ (init and data order), the rows scored do not (same users for paired differences)
+    sft = {seed: run["metrics"]["MiniOneRec SFT"]["valid"] for seed, run in saved["seeds"].items()}
+    assert sft["42"] != sft["1"] and sft["42"]["users"] == sft["1"]["users"]
+    # over seeds: per-seed values, their mean and spread, and RL - SFT paired over seeds and users
+    agg = saved["over_seeds"]
+    for method in quality.METHODS:
+        d = agg["ndcg10"][method]["valid"]
+        values = [saved["seeds"][s]["metrics"][method]["valid"]["NDCG@10"] for s in ("42", "1")]
+        assert d["per_seed"] == values and d["mean"] == pytest.approx(sum(values) / 2)
+        assert d["spread"] == pytest.approx(max(values) - min(values))
+    rl = agg["rl_minus_sft"]["valid"]
+    assert rl["seeds"] == 2 and rl["per_seed"] == [saved["seeds"][s]["summary"]["rl_minus_sft_paired"]["valid"]["mean"]
+                                                   for s in ("42", "1")]
+    assert result["over_seeds"] == agg
 
 
 def test_unknown_preset_fails_early(tmp_path):
@@ -53,15 +65,10 @@ def test_unknown_preset_fails_early(tmp_path):
 
 
 @pytest.mark.parametrize("seeds, message", [("42+x", "'\\+'-joined integers"), ("1+1", "repeats a seed")])
-def test_bad_rl_seeds_fail_early(tmp_path, seeds, message):
+def test_bad_seeds_fail_early(tmp_path, seeds, message):
     with pytest.raises(SystemExit, match=message):
-        quality.main(quality.Args(preset="smoke", rl_seeds=seeds, output_dir=str(tmp_path / "q")))
+        quality.main(quality.Args(preset="smoke", seeds=seeds, output_dir=str(tmp_path / "q")))
     assert not (tmp_path / "q").exists()  # nothing written
-
-
-def test_choose_on_valid_takes_the_best_valid_seed():
-    assert quality.choose_on_valid({42: 0.0830, 1: 0.0856, 2: 0.0860}) == 2
-    assert quality.choose_on_valid({42: 0.08, 1: 0.08}) == 42  # ties: the first seed run
 
 
 def test_paired_ndcg10_hand_computed(tmp_path):
@@ -84,3 +91,35 @@ def test_bad_category_list_fails_early(tmp_path, category):
     with pytest.raises(SystemExit, match="--category must be '\\+'-joined distinct names"):
         quality.main(quality.Args(preset="smoke", category=category, output_dir=str(tmp_path / "q")))
     assert not (tmp_path / "q").exists()  # nothing written
+
+
+def fake_run(root: Path, category: str, seeds: dict) -> Path:
+    """A bench output directory: results.json naming per-seed SFT predictions (seed -> list of ranked lists)."""
+    runs = {}
+    for seed, preds in seeds.items():
+        path = root / f"pred_{seed}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps([{"item_sid": t, "predict": p} for t, p in zip("ab", preds)]))
+        runs[seed] = {"predictions": {"MiniOneRec SFT": {"valid": str(path)}}}
+    (root / "results.json").write_text(json.dumps({"category": category, "seeds": runs}))
+    return root
+
+
+def test_compare_seeds_pairs_common_seeds_over_users(tmp_path):
+    import compare_seeds
+
+    # seed 1: A hits user a at rank 0, B at rank 1; user b missed by both. seed 2: B hits b at rank 0, A misses.
+    a = fake_run(tmp_path / "a", "Demo", {"1": [["a"], ["x"]], "2": [["a"], ["x"]], "3": [["a"], ["b"]]})
+    b = fake_run(tmp_path / "b", "Demo", {"1": [["x", "a"], ["x"]], "2": [["a"], ["b"]]})
+    d = compare_seeds.main(compare_seeds.Args(a=str(a), b=str(b)))["Demo"]["MiniOneRec SFT"]["valid"]
+    seed1, seed2 = (1 / math.log2(3) - 1) / 2, 1 / 2  # per-user means of B - A
+    assert d["seed_ids"] == ["1", "2"]  # seed 3 ran only in A
+    assert d["per_seed"] == pytest.approx([seed1, seed2]) and d["mean"] == pytest.approx((seed1 + seed2) / 2)
+    assert not d["exceeds_noise"]  # the seeds disagree in sign
+
+
+def test_compare_seeds_needs_bench_outputs(tmp_path):
+    import compare_seeds
+
+    with pytest.raises(SystemExit, match="--a .*: no results.json"):
+        compare_seeds.main(compare_seeds.Args(a=str(tmp_path), b=str(tmp_path)))

@@ -75,3 +75,64 @@ def test_sample_is_seeded_subset(three_rows):
 def test_unknown_task():
     with pytest.raises(ValueError, match="unknown SFT task 'nope'; valid: sid_history"):
         task_rows("nope", None, None, None)
+
+
+# --- what the model sees, pinned: a change to prompts, tokenizer training, SID tokens, truncation or label masking
+# changes these ids and fails here, before it silently moves every quality figure (issue 20)
+DEMO_ROW0_IDS = [378, 336, 301, 368, 271, 375, 266, 374, 12, 373, 310, 301, 367, 271, 382, 383, 381, 14, 376, 266,
+                 358, 271, 384, 377, 265, 360, 14, 364, 199, 275, 372, 26, 199, 329, 318, 443, 265, 324, 449, 280,
+                 271, 265, 288, 409, 442, 31, 199, 199, 275, 332, 330, 26, 364, 390, 288, 337, 418, 310, 408, 221,
+                 608, 618, 643, 270, 426, 433, 14, 415, 318, 443, 265, 324, 449, 280, 271, 265, 288, 409, 442, 31,
+                 199, 199, 275, 331, 26, 199, 615, 622, 640, 199, 0]
+
+
+def test_demo_row_token_ids_and_labels_are_pinned(demo_data, demo_category, tiny_model_dir):
+    from minionerec.data import load_item_meta, load_sid_index, load_split
+
+    index = load_sid_index(demo_data / "index" / f"{demo_category}.index.json")
+    meta = load_item_meta(demo_data / "index" / f"{demo_category}.item.json")
+    df = load_split(demo_data / "train" / f"{demo_category}.csv", index, meta).head(1)
+    row = tokenize_dataset(build_text_dataset(["sid_history"], df, prompts=prompts.Prompts("upstream", demo_category)),
+                           load_tokenizer(tiny_model_dir), cutoff_len=512)[0]
+    assert row["input_ids"] == DEMO_ROW0_IDS
+    assert row["labels"] == [-100] * 86 + [615, 622, 640, 199, 0]  # <a_..><b_..><c_..> "\n" EOS
+
+
+OFFICE_ROWS_IDS = [
+    [481, 337, 275, 465, 303, 484, 260, 456, 12, 477, 307, 275, 474, 303, 431, 467, 483, 14, 459, 260, 461, 303,
+        479, 480, 273, 463, 14, 482, 199, 328, 473, 26, 199, 579, 306, 652, 273, 427, 660, 342, 303, 273, 356, 574,
+        635, 31, 199, 199, 328, 438, 439, 26, 221, 199, 433, 356, 400, 598, 307, 549, 221, 4087, 4313, 4477, 278,
+        610, 612, 14, 544, 306, 652, 273, 427, 660, 342, 303, 273, 356, 574, 635, 31, 199, 199, 328, 440, 26, 199,
+        4087, 4181, 4349, 199, 0],
+    [481, 337, 275, 465, 303, 484, 260, 456, 12, 477, 307, 275, 474, 303, 431, 467, 483, 14, 459, 260, 461, 303,
+        479, 480, 273, 463, 14, 482, 199, 328, 473, 26, 199, 579, 306, 652, 273, 427, 660, 342, 303, 273, 356, 574,
+        635, 31, 199, 199, 328, 438, 439, 26, 221, 199, 433, 356, 400, 598, 307, 549, 221, 4087, 4313, 4477, 12, 221,
+        4087, 4181, 4349, 278, 610, 612, 14, 544, 306, 652, 273, 427, 660, 342, 303, 273, 356, 574, 635, 31, 199,
+        199, 328, 440, 26, 199, 4087, 4205, 4374, 199, 0],
+]
+OFFICE_ANSWERS = [[4087, 4181, 4349, 199, 0], [4087, 4205, 4374, 199, 0]]
+
+
+def test_office_rows_token_ids_and_labels_are_pinned(tmp_path):
+    """The cpu quality preset's view of the first two Office train rows: its tokenizer (BPE 4000 on the catalogue and
+    the prompt templates, one token per SID code), the minionerec prompt style, SID history -> next SID."""
+    from pathlib import Path
+
+    from minionerec.data import find_split, load_item_meta, load_sid_index, load_split, sid_vocabulary
+    from minionerec.tiny_model import build_tokenizer
+
+    data = Path(__file__).resolve().parents[2] / "shared" / "data" / "Amazon"
+    if not data.is_dir():
+        pytest.skip(f"real data not found at {data}")
+    category = "Office_Products"
+    index = load_sid_index(data / "index" / f"{category}.index.json")
+    meta = load_item_meta(data / "index" / f"{category}.item.json")
+    build_tokenizer(meta, sid_vocabulary(index), vocab_size=4000).save_pretrained(tmp_path)
+    tokenizer = load_tokenizer(tmp_path)  # as sft.py reads it from --base_model: the reload is what the model sees
+    df = load_split(find_split(data, "train", category), index, meta).head(2)
+    rows = tokenize_dataset(build_text_dataset(["sid_history"], df, prompts=prompts.Prompts("minionerec", category)),
+                            tokenizer, cutoff_len=512)
+    assert len(tokenizer) == 4600
+    for row, ids, answer in zip(rows, OFFICE_ROWS_IDS, OFFICE_ANSWERS):
+        assert row["input_ids"] == ids
+        assert row["labels"] == [-100] * (len(ids) - len(answer)) + answer

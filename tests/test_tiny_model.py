@@ -1,4 +1,5 @@
 """The tiny base model behaves like a real local checkpoint and knows every SID as one token."""
+import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -37,3 +38,22 @@ def test_add_sid_tokens_grows_embeddings(tiny_model_dir):
     rows = model.get_input_embeddings().weight.shape[0]
     assert len(tokenizer) == before + 2 and rows == -(-len(tokenizer) // 64) * 64  # padded to a multiple of 64
     assert add_sid_tokens(model, tokenizer, ["<z_1>"]) == 0
+
+
+def test_init_options(demo_data, tmp_path):
+    """Untied with a unit-std input embedding, the other matrices at initializer_range; and the bad combinations."""
+    from minionerec.tiny_model import build_tiny_model
+
+    index, meta = demo_data / "index" / "Demo.index.json", demo_data / "index" / "Demo.item.json"
+    small = dict(hidden_size=32, num_layers=1, num_heads=2, num_kv_heads=1, intermediate_size=64, vocab_size=600)
+    out = build_tiny_model(tmp_path / "m", index, meta, **small, tie_word_embeddings=False, initializer_range=0.05,
+                           embedding_std=1.0)
+    model = AutoModelForCausalLM.from_pretrained(out)
+    assert not model.config.tie_word_embeddings
+    assert abs(model.get_input_embeddings().weight.std().item() - 1.0) < 0.05
+    assert abs(model.get_output_embeddings().weight.std().item() - 0.05) < 0.005
+    assert abs(model.model.layers[0].mlp.up_proj.weight.std().item() - 0.05) < 0.005
+    for bad in (dict(embedding_std=1.0), dict(tie_word_embeddings=False, embedding_std=-1.0), dict(initializer_range=0)):
+        with pytest.raises(SystemExit, match="--embedding_std must be >= 0"):
+            build_tiny_model(tmp_path / "bad", index, meta, **small, **bad)
+    assert not (tmp_path / "bad").exists()  # nothing written

@@ -1,0 +1,86 @@
+"""Compare two quality-bench runs trained with the same seeds: B - A per dataset, method and split, paired over
+seeds and users.
+
+    python bench/compare_seeds.py --a bench/out/run_a --b bench/out/run_b [--metric NDCG --k 10]
+
+Each run is a bench/quality.py output directory (one dataset, or one subdirectory per dataset). For every
+seed both runs trained, the per-user difference of their predictions on the same rows (minionerec.paired);
+then minionerec.paired.over_seeds says whether the mean difference exceeds both the run-to-run (seed) noise
+and the per-user noise. Rows scored must be the same (the bench's fixed sample); seeds only one run has are
+left out and named.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass
+class Args:
+    """B - A for two bench/quality.py runs, paired over their common seeds and users."""
+
+    a: str = ""  # bench output directory (results.json inside)
+    b: str = ""  # the other one, same datasets and rows
+    metric: str = "NDCG"  # NDCG | HR
+    k: int = 10
+    output_json: str = ""  # also write the comparison here
+
+
+def load_runs(path: str, name: str) -> dict[str, dict]:
+    """{category: results.json of one dataset} from a bench output directory."""
+    results = Path(path) / "results.json"
+    if not results.is_file():
+        raise SystemExit(f"error: --{name} {path}: no results.json (a bench/quality.py output directory)")
+    data = json.loads(results.read_text())
+    return {data["category"]: data} if "category" in data else data
+
+
+def compare_runs(a: dict[str, dict], b: dict[str, dict], metric: str, k: int) -> dict:
+    """{category: {method: {split: over_seeds(...)}}} over the seeds both runs trained."""
+    from minionerec.paired import check_same_rows, load_predictions, over_seeds, paired_difference
+
+    out = {}
+    for category in sorted(set(a) & set(b)):
+        seeds = [s for s in a[category]["seeds"] if s in b[category]["seeds"]]
+        if not seeds:
+            continue
+        out[category] = {}
+        first_a, first_b = a[category]["seeds"][seeds[0]], b[category]["seeds"][seeds[0]]
+        for method in (m for m in first_a["predictions"] if m in first_b["predictions"]):
+            out[category][method] = {}
+            for split in first_a["predictions"][method]:
+                per_seed = []
+                for seed in seeds:
+                    pa = load_predictions(a[category]["seeds"][seed]["predictions"][method][split])
+                    pb = load_predictions(b[category]["seeds"][seed]["predictions"][method][split])
+                    check_same_rows(pa, pb)
+                    per_seed.append(paired_difference(pa, pb, metric, k))
+                out[category][method][split] = {**over_seeds(per_seed), "seed_ids": seeds,
+                                                "a": sum(d["a"] for d in per_seed) / len(seeds),
+                                                "b": sum(d["b"] for d in per_seed) / len(seeds)}
+    return out
+
+
+def main(args: Args) -> dict:
+    from minionerec.paired import format_over_seeds
+
+    if args.metric not in ("NDCG", "HR") or args.k < 1:
+        raise SystemExit(f"error: --metric must be NDCG or HR and --k >= 1, got {args.metric!r}, {args.k}")
+    result = compare_runs(load_runs(args.a, "a"), load_runs(args.b, "b"), args.metric, args.k)
+    if not result:
+        raise SystemExit("error: --a and --b share no dataset trained with a common seed")
+    for category, methods in result.items():
+        for method, splits in methods.items():
+            for split, d in splits.items():
+                print(f"{category} {method} {split} {args.metric}@{args.k}: A {d['a']:.4f} B {d['b']:.4f} "
+                      f"seeds {'+'.join(d['seed_ids'])}; B - A {format_over_seeds(d)}")
+    if args.output_json:
+        Path(args.output_json).write_text(json.dumps(result, indent=1))
+    return result
+
+
+if __name__ == "__main__":
+    from minionerec.cli import run
+
+    run(main, Args)
