@@ -163,6 +163,7 @@ def main(args: Args) -> Trainer:
     tasks = [t for t in TASKS if getattr(args, f"task_{t}")]
     check_paths(args, tasks)
     resume = resolve_resume(args.resume_from_checkpoint, args.output_dir)  # the newest complete checkpoint
+    first_step = resumed_step(resume)  # read now: save_total_limit may rotate that checkpoint away during training
     ds_config = deepspeed_config(args.deepspeed)
     world_size = int(os.environ.get("WORLD_SIZE", 1))
     grad_accum = gradient_accumulation(args.batch_size, args.micro_batch_size, world_size)
@@ -265,7 +266,7 @@ def main(args: Args) -> Trainer:
     result = trainer.train(resume_from_checkpoint=resume)
     # the whole run's mean loss, also after a resume (Transformers averages only this process's steps)
     result = result._replace(training_loss=whole_run_mean_loss(
-        trainer.state.log_history, result.training_loss, resumed_step(resume), trainer.state.global_step))
+        trainer.state.log_history, result.training_loss, first_step, trainer.state.global_step))
 
     eval_loss = trainer.evaluate()["eval_loss"] if eval_ds is not None else math.nan  # collective: all ranks
     if args.keep_best and ranking.best is not None:  # early stopping on the ranking curve

@@ -187,3 +187,14 @@ def test_optimiser_flag_errors(demo_data, tiny_model_dir, tmp_path, overrides, m
     with pytest.raises(SystemExit, match=message):
         sft.main(sft_args(demo_data, tiny_model_dir, tmp_path / "out", **overrides))
     assert not (tmp_path / "out").exists()
+
+
+def test_resume_past_save_total_limit_finishes(demo_data, tiny_model_dir, tmp_path):
+    """A resumed run that saves more checkpoints than save_total_limit rotates away the one it resumed from;
+    its summary used to re-read that checkpoint after training and die with FileNotFoundError (issue 22, item 1)."""
+    sft.main(sft_args(demo_data, tiny_model_dir, tmp_path, max_steps=4, save_steps=2))
+    trainer = sft.main(sft_args(demo_data, tiny_model_dir, tmp_path, max_steps=10, save_steps=2,
+                                resume_from_checkpoint="true"))
+    assert trainer.state.global_step == 10
+    assert not (tmp_path / "checkpoint-4").exists()  # rotated away (save_total_limit 2), and the run still finished
+    assert (tmp_path / "final_checkpoint" / "model.safetensors").is_file()
