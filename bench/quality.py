@@ -1,7 +1,7 @@
 """Quality benchmark: does MiniOneRec beat SASRec, and does RL beat SFT? Every figure over several training seeds.
 
-    python bench/quality.py --preset cpu            # Industrial + Office (../shared/data/Amazon), ~1 h on 2 cores
-    python bench/quality.py --preset cpu --category Office_Products          # one dataset
+    python bench/quality.py --preset cpu            # Industrial + Office (../shared/data/Amazon), 3 seeds, ~2.5 h on 2 cores
+    python bench/quality.py --preset cpu --category Office_Products --stages sft --seeds 42+1+2+3+4 --threads 1
     python bench/quality.py --preset smoke --data_dir DIR --category Demo   # seconds (the test)
     python bench/quality.py --preset gpu            # bigger model, more steps (untested here: no GPU was lent)
 
