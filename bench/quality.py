@@ -459,12 +459,12 @@ def run_seed(args: Args, knobs: dict, paths: dict, category: str, splits: dict, 
         sft_dir = str(out_dir / "sft" / "final_checkpoint")
     with Stage("evaluate SFT (valid, test)"):
         metrics["MiniOneRec SFT"] = run_eval(sft_dir, paths, splits, knobs, out_dir / "eval_sft", SAMPLE_SEED)
-    predictions = lambda d: {split: str(d / f"predictions_{split}.json") for split in splits}  # noqa: E731
     result = {"seed": seed, "metrics": metrics, "curves": curves,
-              "predictions": {"MiniOneRec SFT": predictions(out_dir / "eval_sft")}}
+              "predictions": {"MiniOneRec SFT": prediction_paths(out_dir / "eval_sft", splits)}}
     if args.stages == "all":
-        result.update(run_rl_stages(knobs, paths, category, splits, metrics, curves, info, sft_dir, out_dir, seed))
-        result["predictions"]["MiniOneRec SFT+RL"] = result.pop("rl_predictions")
+        rl_result = run_rl_stages(knobs, paths, category, splits, metrics, curves, info, sft_dir, out_dir, seed)
+        result["predictions"]["MiniOneRec SFT+RL"] = rl_result.pop("predictions")
+        result.update(rl_result)
     total = time.perf_counter() - start
     result.update(timings_s=Stage.timings, total_s=round(total, 1))
     print(f"\n[quality] preset={args.preset} category={category} seed={seed} stages={args.stages} "
@@ -491,10 +491,15 @@ def run_rl_stages(knobs: dict, paths: dict, category: str, splits: dict, metrics
         with Stage("evaluate SFT+RL (valid, test)"):
             metrics["MiniOneRec SFT+RL"] = run_eval(str(run_dir / "final_checkpoint"), paths, splits, knobs,
                                                     rl_eval_dir, SAMPLE_SEED)
-    paired = {split: paired_ndcg10(out_dir / "eval_sft" / f"predictions_{split}.json",
-                                   rl_eval_dir / f"predictions_{split}.json") for split in splits}
+    sft_predictions, rl_predictions = prediction_paths(out_dir / "eval_sft", splits), prediction_paths(rl_eval_dir, splits)
+    paired = {split: paired_ndcg10(sft_predictions[split], rl_predictions[split]) for split in splits}
     return {"summary": summarise(metrics, paired), "sasrec": info.get("SASRec", {}), "guard": guard,
-            "rl_predictions": {split: str(rl_eval_dir / f"predictions_{split}.json") for split in splits}}
+            "predictions": rl_predictions}
+
+
+def prediction_paths(eval_dir: Path, splits: dict) -> dict[str, str]:
+    """{split: the predictions JSON that run_eval wrote into eval_dir}."""
+    return {split: str(eval_dir / f"predictions_{split}.json") for split in splits}
 
 
 def over_seeds_summary(runs: dict[int, dict]) -> dict:
