@@ -11,9 +11,9 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from minionerec.atomic import atomic_write_text
-from minionerec.cli import run
-from minionerec.paired import check_same_rows, compare, format_comparison, load_predictions
+from minionerec.run.atomic import atomic_write_text
+from minionerec.run.cli import run
+from minionerec.ranking.paired import check_same_rows, compare, format_comparison, load_predictions
 
 
 @dataclass

@@ -22,10 +22,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from minionerec import checks
-from minionerec.atomic import atomic_path
-from minionerec.cli import run
-from minionerec.data import DataError, load_item_meta, load_sid_index, sid_string, write_info, write_split
+from minionerec.run import preflight
+from minionerec.run.atomic import atomic_path
+from minionerec.run.cli import run
+from minionerec.data.formats import DataError, load_item_meta, load_sid_index, sid_string, write_info, write_split
 
 SPLITS = ("train", "valid", "test")
 INTER_HEADER = ["user_id:token", "item_id_list:token_seq", "item_id:token"]
@@ -125,7 +125,7 @@ def main(args: Args) -> None:
     for flag in ("inter_dir", "category", "item_meta_path", "sid_index_path", "output_dir"):
         if not getattr(args, flag):
             raise SystemExit(f"error: --{flag} is required")
-    checks.writable_dir(args.output_dir, "output_dir")
+    preflight.writable_dir(args.output_dir, "output_dir")
     counts = convert(args.inter_dir, args.category, args.item_meta_path, args.sid_index_path, args.output_dir)
     print(json.dumps({"output_dir": args.output_dir, "rows": counts}))
 

@@ -18,7 +18,7 @@ echo "== 1/6 demo data -> $OUT/data"
 $PYTHON data/make_demo_data.py --output_dir "$OUT/data" --category "$CATEGORY"
 
 echo "== 2/6 tiny Qwen2 base model -> $OUT/base_model"
-$PYTHON -m minionerec.tiny_model --output_dir "$OUT/base_model" \
+$PYTHON -m minionerec.model.tiny --output_dir "$OUT/base_model" \
     --sid_index_path "$OUT/data/index/$CATEGORY.index.json" \
     --item_meta_path "$OUT/data/index/$CATEGORY.item.json" \
     --hidden_size "$HIDDEN" --num_layers "$LAYERS"
@@ -32,7 +32,7 @@ MODEL="$OUT/sft/final_checkpoint" DATA_DIR="$OUT/data" CATEGORY="$CATEGORY" NPRO
     RESULT_JSON="$OUT/eval_sft/predictions.json" bash evaluate.sh | tee "$OUT/eval_sft.txt"
 
 echo "== 5/6 RL (GRPO, constrained beam-search rollouts, CPU DeepSpeed ZeRO-2) -> $OUT/rl"
-ACCELERATE="$ACCELERATE" PYTHON="$PYTHON" CONFIG=config/zero2_cpu.yaml NUM_PROCESSES=1 PORT=29650 \
+ACCELERATE="$ACCELERATE" PYTHON="$PYTHON" CONFIG=config/zero2_cpu.yaml NPROC=1 PORT=29650 \
     DATA_DIR="$OUT/data" CATEGORY="$CATEGORY" MODEL_PATH="$OUT/sft/final_checkpoint" OUTPUT_DIR="$OUT/rl" \
     bash rl.sh
 

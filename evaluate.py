@@ -18,18 +18,18 @@ from typing import ClassVar
 import torch
 from transformers import set_seed
 
-from minionerec import checks
-from minionerec.atomic import atomic_write_text
-from minionerec.cli import end_of_setup, run
-from minionerec.config import record_run
-from minionerec.constrained import build_sid_trie
-from minionerec.data import DataError, load_catalogue, load_split
-from minionerec.distributed import gather_to_rank0, init_distributed, teardown_distributed
-from minionerec.evaluation import (auto_batch_size, make_batches, popularity_ranking, predict_batches, shard,
+from minionerec.run import preflight
+from minionerec.run.atomic import atomic_write_text
+from minionerec.run.cli import end_of_setup, run
+from minionerec.run.config import record_run
+from minionerec.ranking.constrained import build_sid_trie
+from minionerec.data.formats import DataError, load_catalogue, load_split
+from minionerec.run.distributed import gather_to_rank0, init_distributed, teardown_distributed
+from minionerec.ranking.evaluation import (auto_batch_size, make_batches, popularity_ranking, predict_batches, shard,
                                   smallest_over_processes)
-from minionerec.metrics import DEFAULT_KS, compute_metrics, format_table, ks_for
-from minionerec.modeling import best_dtype, load_model, load_tokenizer
-from minionerec.prompts import Prompts, check_style, response_text
+from minionerec.ranking.metrics import DEFAULT_KS, compute_metrics, format_table, ks_for
+from minionerec.model.loading import best_dtype, load_model, load_tokenizer
+from minionerec.data.prompts import Prompts, check_style, response_text
 
 
 @dataclass
@@ -61,11 +61,11 @@ class Args:
 
 def check_args(args: Args) -> None:
     """Fail before loading anything heavy."""
-    checks.model_dir(args.base_model, "base_model")
+    preflight.model_dir(args.base_model, "base_model")
     if Path(args.result_json).is_dir():
         raise SystemExit(f"error: --result_json {args.result_json}: is a directory")
-    checks.writable_dir(str(Path(args.result_json).parent), "result_json")
-    checks.sample_size(args.sample, "sample")
+    preflight.writable_dir(str(Path(args.result_json).parent), "result_json")
+    preflight.sample_size(args.sample, "sample")
     for flag in ("test_file", "sid_index_path", "info_file", "train_file"):
         path = getattr(args, flag)
         if path and not Path(path).is_file():

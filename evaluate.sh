@@ -18,7 +18,7 @@ DATA_DIR=${DATA_DIR:-../shared/data/Amazon}
 MODEL=${MODEL:-output/sft_${CATEGORY}/final_checkpoint}
 RESULT_JSON=${RESULT_JSON:-output/eval_${CATEGORY}/predictions.json}
 PYTHON=${PYTHON:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python )}
-NPROC=${NPROC:-${GPUS_PER_NODE:-}}  # processes per node (GPUS_PER_NODE: the same, named as rl.sh names it)
+NPROC=${NPROC:-${GPUS_PER_NODE:-}}  # processes per node, as every launcher takes it (GPUS_PER_NODE: the same)
 if [ -z "${NPROC:-}" ]; then  # processes per node: one per visible GPU, or 1 on CPU
   NPROC=$($PYTHON -c "import torch; print(max(torch.cuda.device_count(), 1))")
 fi
@@ -27,7 +27,7 @@ NODE_RANK=${NODE_RANK:-0}
 MASTER_ADDR=${MASTER_ADDR:-127.0.0.1}
 MASTER_PORT=${MASTER_PORT:-${PORT:-}}
 if [ -z "$MASTER_PORT" ]; then  # one node: any free port; several: one port every node knows
-  if [ "$NNODES" = 1 ]; then MASTER_PORT=$($PYTHON -m minionerec.free_port); else MASTER_PORT=29502; fi
+  if [ "$NNODES" = 1 ]; then MASTER_PORT=$($PYTHON -m minionerec.run.distributed); else MASTER_PORT=29502; fi
 fi
 
 test_file=$(ls "$DATA_DIR"/test/"$CATEGORY"*.csv)

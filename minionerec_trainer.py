@@ -1,3 +1,3 @@
-"""Upstream's module name for the trainer: a thin re-export of minionerec.grpo_trainer."""
-from minionerec.grpo_trainer import (MiniOneRecGRPOConfig, MiniOneRecGRPOTrainer, grpo_loss_options,  # noqa: F401
+"""Upstream's module name for the trainer: a thin re-export of minionerec.rl.trainer."""
+from minionerec.rl.trainer import (MiniOneRecGRPOConfig, MiniOneRecGRPOTrainer, grpo_loss_options,  # noqa: F401
                                      select_dynamic)

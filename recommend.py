@@ -18,11 +18,11 @@ from pathlib import Path
 import torch
 from transformers import set_seed
 
-from minionerec.atomic import atomic_write_text
-from minionerec.cli import run
-from minionerec.data import DataError
-from minionerec.modeling import best_dtype, load_model, load_tokenizer
-from minionerec.recommender import (Recommendation, Recommender, RequestError, check_model_and_catalogue, load_catalogue,
+from minionerec.run.atomic import atomic_write_text
+from minionerec.run.cli import run
+from minionerec.data.formats import DataError
+from minionerec.model.loading import best_dtype, load_model, load_tokenizer
+from minionerec.serving.recommender import (Recommendation, Recommender, RequestError, check_model_and_catalogue, load_catalogue,
                                    resolve_device)
 
 

@@ -16,21 +16,21 @@ from pathlib import Path
 import torch
 from transformers import set_seed
 
-from minionerec import checks
-from minionerec.checkpoints import NoCheckpointAtLastStep
-from minionerec.cli import end_of_setup, run
-from minionerec.config import record_run
-from minionerec.resume import resolve_resume
-from minionerec.distributed import teardown_distributed
-from minionerec.data import load_info, load_item_meta, load_sid_index, load_split, sid_vocabulary
-from minionerec.lora import lora_config
-from minionerec.modeling import (best_dtype, load_model, load_tokenizer, missing_sid_tokens, save_final_checkpoint,
+from minionerec.run import preflight
+from minionerec.run.resume import NoCheckpointAtLastStep
+from minionerec.run.cli import end_of_setup, run
+from minionerec.run.config import record_run
+from minionerec.run.resume import resolve_resume
+from minionerec.run.distributed import teardown_distributed
+from minionerec.data.formats import load_info, load_item_meta, load_sid_index, load_split, sid_vocabulary
+from minionerec.model.lora import lora_config
+from minionerec.model.loading import (best_dtype, load_model, load_tokenizer, missing_sid_tokens, save_final_checkpoint,
                                  sid_token_ids, training_dtype)
-from minionerec.grpo_trainer import MiniOneRecGRPOConfig, MiniOneRecGRPOTrainer, grpo_loss_options
-from minionerec.rewards import build_reward_funcs, check_reward_type, parse_reward_weights
-from minionerec.prompts import Prompts, check_style, run_category
-from minionerec.ranking_eval import ConstrainedEvalCallback, keep_best_checkpoint
-from minionerec.rl_data import build_eval_dataset, build_rl_dataset
+from minionerec.rl.trainer import MiniOneRecGRPOConfig, MiniOneRecGRPOTrainer, grpo_loss_options
+from minionerec.rl.rewards import build_reward_funcs, check_reward_type, parse_reward_weights
+from minionerec.data.prompts import Prompts, check_style, run_category
+from minionerec.ranking.callback import ConstrainedEvalCallback, keep_best_checkpoint
+from minionerec.data.rl_tasks import build_eval_dataset, build_rl_dataset
 
 
 @dataclass
@@ -67,7 +67,7 @@ class Args:
     dapo: bool = False  # TRL loss_type="dapo": average over all tokens of the batch (or give --loss_type)
     gspo: bool = False  # TRL importance_sampling_level="sequence"
     ada_path: str = ""  # semantic reward: .npy item embeddings [n_items, D], index.json order
-    cf_path: str = ""  # sasrec reward: checkpoint written by minionerec.sasrec.save_sasrec
+    cf_path: str = ""  # sasrec reward: checkpoint written by minionerec.ranking.sasrec.save_sasrec
     # data
     sid_index_path: str = ""  # index.json: the closed set of valid SIDs
     item_meta_path: str = ""  # item.json: titles for the title -> SID and title history tasks
@@ -140,10 +140,10 @@ def grpo_config(args: Args, world_size: int) -> MiniOneRecGRPOConfig:
 
 def check_args(args: Args, world_size: int) -> None:
     """Fail before loading the model: paths, exclusive options, batch divisibility."""
-    checks.model_dir(args.model_path, "model_path")
-    checks.writable_dir(args.output_dir, "output_dir")
-    checks.positive_finite(args.learning_rate, "learning_rate")
-    checks.trains_something(args.num_train_epochs, "num_train_epochs", args.max_steps)
+    preflight.model_dir(args.model_path, "model_path")
+    preflight.writable_dir(args.output_dir, "output_dir")
+    preflight.positive_finite(args.learning_rate, "learning_rate")
+    preflight.trains_something(args.num_train_epochs, "num_train_epochs", args.max_steps)
     for flag in ("train_file", "sid_index_path"):
         if not getattr(args, flag):
             raise SystemExit(f"error: --{flag} is required")
@@ -154,7 +154,7 @@ def check_args(args: Args, world_size: int) -> None:
     if args.lora_r and args.sync_ref_model:
         raise SystemExit("error: --lora_r > 0 needs --sync_ref_model false (the paper recipes set it true): the LoRA reference "
                          "is the base model with adapters disabled, fixed by construction")
-    checks.ranking_eval_flags(args.test_during_training, args.eval_file, args.keep_best, args.lora_r)
+    preflight.ranking_eval_flags(args.test_during_training, args.eval_file, args.keep_best, args.lora_r)
     try:
         check_style(args.prompt_style)
         rewards = check_reward_type(args.reward_type)

@@ -4,12 +4,13 @@
 # Hyperparameters come from the recipe (RECIPE, section rl:); topology from the accelerate launch YAML
 # (CONFIG). This script passes paths, and topology overrides only when asked:
 #   bash rl.sh                                          # the YAML's topology: 8 GPUs, ZeRO-2, bf16
-#   NUM_PROCESSES=1 RECIPE=recipes/qwen2.5_1.5b_1gpu.yaml bash rl.sh              # one GPU
+#   NPROC=1 RECIPE=recipes/qwen2.5_1.5b_1gpu.yaml bash rl.sh                      # one GPU
 #   CONFIG=config/zero2_two_nodes.yaml NODE_RANK=1 MASTER_ADDR=10.0.0.1 bash rl.sh  # node 1 of the YAML's 2
-#   NNODES=2 GPUS_PER_NODE=8 NODE_RANK=0 MASTER_ADDR=10.0.0.1 bash rl.sh          # any YAML on 2 nodes x 8
+#   NNODES=2 NPROC=8 NODE_RANK=0 MASTER_ADDR=10.0.0.1 bash rl.sh                  # any YAML on 2 nodes x 8
 #   CONFIG=config/zero2_cpu.yaml RECIPE=recipes/demo.yaml bash rl.sh --max_steps 2  # CPU smoke run
-# NUM_PROCESSES is the TOTAL over all nodes (accelerate divides it by the node count); GPUS_PER_NODE
-# sets it to NNODES x GPUS_PER_NODE. The launch YAML and the DeepSpeed JSON it names are checked first.
+# Process counts follow the convention of every launcher here: NPROC processes per node (GPUS_PER_NODE is
+# the same), NNODES nodes; rl.sh passes accelerate NNODES x NPROC. NUM_PROCESSES, accelerate's own TOTAL,
+# still overrides. The launch YAML and the DeepSpeed JSON it names are checked first.
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -30,16 +31,17 @@ topology=()
 [ -n "${MASTER_ADDR:-}" ] && topology+=(--main_process_ip "$MASTER_ADDR")
 PORT=${MASTER_PORT:-${PORT:-}}
 if [ -z "$PORT" ] && [ -z "${NNODES:-}${NODE_RANK:-}" ] && ! grep -q '^main_process_port:' "$CONFIG" 2>/dev/null; then
-  PORT=$($PYTHON -m minionerec.free_port)  # one node, no port named anywhere: a free one (two runs may share a box)
+  PORT=$($PYTHON -m minionerec.run.distributed)  # one node, no port named anywhere: a free one (two runs may share a box)
 fi
 [ -n "$PORT" ] && topology+=(--main_process_port "$PORT")
-if [ -n "${GPUS_PER_NODE:-}" ]; then
-  NUM_PROCESSES=${NUM_PROCESSES:-$(( ${NNODES:-1} * GPUS_PER_NODE ))}
+NPROC=${NPROC:-${GPUS_PER_NODE:-}}  # processes per node, as sft.sh and evaluate.sh take it
+if [ -n "$NPROC" ]; then
+  NUM_PROCESSES=${NUM_PROCESSES:-$(( ${NNODES:-1} * NPROC ))}
 fi
 [ -n "${NUM_PROCESSES:-}" ] && topology+=(--num_processes "$NUM_PROCESSES")
 
 # one line and no launch if the YAML, or the DeepSpeed JSON it names, is missing or has an unknown key
-$PYTHON -m minionerec.launch_check "$CONFIG"
+$PYTHON -m minionerec.run.launch_config "$CONFIG"
 
 TRAIN_FILE=$(ls "${DATA_DIR}"/train/"${CATEGORY}"*.csv)
 EVAL_FILE=$(ls "${DATA_DIR}"/valid/"${CATEGORY}"*.csv)

@@ -5,7 +5,7 @@
 
 Each CSV row is one example: its item history -> its target item, learnt with full softmax
 cross-entropy over every catalogue item. Training stops early on valid NDCG@10 (the best epoch is
-kept); test is then scored with the shared metrics code (minionerec/metrics.py) on the top-50 items
+kept); test is then scored with the shared metrics code (minionerec/ranking/metrics.py) on the top-50 items
 of `forward_eval`, excluding nothing. Items are rows of the catalogue (index.json order), as the RL
 `sasrec` reward expects, so `output_dir/sasrec.pt` is the `--cf_path` of rl.py. Also writes
 `output_dir/metrics.json` (per-epoch valid curve, best valid and test metrics).
@@ -21,13 +21,13 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from minionerec import checks
-from minionerec.atomic import atomic_write_text
-from minionerec.cli import run
-from minionerec.data import DataError, load_catalogue
-from minionerec.evaluation import popularity_ranking
-from minionerec.metrics import DEFAULT_KS, compute_metrics, format_table
-from minionerec.sasrec import TOP_K, SASRec, encode_split, save_sasrec, score, top_items
+from minionerec.run import preflight
+from minionerec.run.atomic import atomic_write_text
+from minionerec.run.cli import run
+from minionerec.data.formats import DataError, load_catalogue
+from minionerec.ranking.evaluation import popularity_ranking
+from minionerec.ranking.metrics import DEFAULT_KS, compute_metrics, format_table
+from minionerec.ranking.sasrec import TOP_K, SASRec, encode_split, save_sasrec, score, top_items
 
 
 
@@ -71,7 +71,7 @@ def check_args(args: Args) -> None:
             raise SystemExit(f"error: --{flag} must be >= 1, got {getattr(args, flag)}")
     if args.hidden_size % args.num_heads:
         raise SystemExit(f"error: --hidden_size {args.hidden_size} is not divisible by --num_heads {args.num_heads}")
-    checks.writable_dir(args.output_dir, "output_dir")
+    preflight.writable_dir(args.output_dir, "output_dir")
 
 
 def main(args: Args) -> dict:

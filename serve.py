@@ -17,9 +17,9 @@ from dataclasses import dataclass
 
 from transformers import set_seed
 
-from minionerec.cli import run
-from minionerec.data import DataError
-from minionerec.recommender import check_model_and_catalogue
+from minionerec.run.cli import run
+from minionerec.data.formats import DataError
+from minionerec.serving.recommender import check_model_and_catalogue
 
 
 @dataclass
@@ -56,8 +56,8 @@ def main(args: Args) -> None:
     check_args(args)
     import uvicorn
 
-    from minionerec.recommender import Recommender
-    from minionerec.serving import create_app
+    from minionerec.serving.recommender import Recommender
+    from minionerec.serving.app import create_app
 
     set_seed(args.seed)
     try:

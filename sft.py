@@ -17,30 +17,30 @@ from pathlib import Path
 import torch
 from transformers import EarlyStoppingCallback, SchedulerType, Trainer, TrainingArguments, set_seed
 
-from minionerec import checks
-from minionerec.checkpoints import NoCheckpointAtLastStep
-from minionerec.cli import end_of_setup, run
-from minionerec.config import ConfigError, record_run
-from minionerec.resume import resolve_resume, resumed_step, whole_run_mean_loss
-from minionerec.collate import AnswerWindowCollator
-from minionerec.constrained import build_sid_trie
-from minionerec.distributed import teardown_distributed
-from minionerec.data import load_item_meta, load_sid_index, load_split, sid_vocabulary
-from minionerec.launch_check import sft_deepspeed
-from minionerec.lora import apply_lora, lora_config
-from minionerec.modeling import (add_sid_tokens, best_dtype, freeze_all_but_new_rows, load_model, load_tokenizer,
+from minionerec.run import preflight
+from minionerec.run.resume import NoCheckpointAtLastStep
+from minionerec.run.cli import end_of_setup, run
+from minionerec.run.config import ConfigError, record_run
+from minionerec.run.resume import resolve_resume, resumed_step, whole_run_mean_loss
+from minionerec.data.sft_tasks import AnswerWindowCollator
+from minionerec.ranking.constrained import build_sid_trie
+from minionerec.run.distributed import teardown_distributed
+from minionerec.data.formats import load_item_meta, load_sid_index, load_split, sid_vocabulary
+from minionerec.run.launch_config import sft_deepspeed
+from minionerec.model.lora import apply_lora, lora_config
+from minionerec.model.loading import (add_sid_tokens, best_dtype, freeze_all_but_new_rows, load_model, load_tokenizer,
                                  missing_sid_tokens, save_final_checkpoint, sid_token_ids, training_dtype)
-from minionerec.prompts import Prompts, check_style, run_category
-from minionerec.ranking_eval import ConstrainedEvalCallback, keep_best_checkpoint
-from minionerec.sft_data import TASKS, build_text_dataset, sample_rows, tokenize_dataset
-from minionerec.throughput import ThroughputCallback
+from minionerec.data.prompts import Prompts, check_style, run_category
+from minionerec.ranking.callback import ConstrainedEvalCallback, keep_best_checkpoint
+from minionerec.data.sft_tasks import TASKS, build_text_dataset, sample_rows, tokenize_dataset
+from minionerec.run.throughput import ThroughputCallback
 
 
 @dataclass
 class Args:
     """Supervised fine-tuning of a causal LM on SID next-item prediction and alignment tasks."""
 
-    base_model: str = ""  # local model directory (a Qwen2 checkpoint, or minionerec.tiny_model output)
+    base_model: str = ""  # local model directory (a Qwen2 checkpoint, or minionerec.model.tiny output)
     train_file: str = ""  # train CSV in the MiniOneRec format
     eval_file: str = ""  # valid CSV; empty disables evaluation
     output_dir: str = "output/sft"
@@ -119,14 +119,14 @@ def deepspeed_config(path: str) -> str | None:
 
 def check_paths(args: Args, tasks: list[str]) -> None:
     """Fail before loading anything heavy."""
-    checks.model_dir(args.base_model, "base_model")
-    checks.writable_dir(args.output_dir, "output_dir")
-    checks.sample_size(args.sample, "sample")
-    checks.positive_finite(args.learning_rate, "learning_rate")
-    checks.trains_something(args.num_epochs, "num_epochs", args.max_steps)
+    preflight.model_dir(args.base_model, "base_model")
+    preflight.writable_dir(args.output_dir, "output_dir")
+    preflight.sample_size(args.sample, "sample")
+    preflight.positive_finite(args.learning_rate, "learning_rate")
+    preflight.trains_something(args.num_epochs, "num_epochs", args.max_steps)
     if not args.train_file:
         raise SystemExit("error: --train_file is required")
-    checks.ranking_eval_flags(args.test_during_training, args.eval_file, args.keep_best, args.lora_r)
+    preflight.ranking_eval_flags(args.test_during_training, args.eval_file, args.keep_best, args.lora_r)
     if not tasks:
         raise SystemExit("error: every --task_* switch is off; enable at least one task")
     if not args.sid_index_path:
@@ -156,7 +156,7 @@ def check_cutoff(args: Args, tokenizer, sid_index: dict, texts: list) -> None:
     probe = copy.deepcopy(tokenizer)
     probe.add_tokens(missing_sid_tokens(probe, sid_vocabulary(sid_index)))
     prompts = [p for ds in texts for p in ds["prompt"]]
-    checks.cutoff_holds_answers(args.cutoff_len, probe, prompts, [r for ds in texts for r in ds["response"]])
+    preflight.cutoff_holds_answers(args.cutoff_len, probe, prompts, [r for ds in texts for r in ds["response"]])
 
 
 def main(args: Args) -> Trainer:

@@ -16,7 +16,7 @@ CATEGORY=${CATEGORY:-Industrial_and_Scientific}
 OUTPUT_DIR=${OUTPUT_DIR:-output/sft_${CATEGORY}}
 PYTHON=${PYTHON:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python )}
 # topology: processes per node (default: visible GPUs, or 1 on CPU), nodes, this node's rank, rendezvous
-NPROC=${NPROC:-${GPUS_PER_NODE:-}}  # processes per node (GPUS_PER_NODE: the same, named as rl.sh names it)
+NPROC=${NPROC:-${GPUS_PER_NODE:-}}  # processes per node, as every launcher takes it (GPUS_PER_NODE: the same)
 if [ -z "${NPROC:-}" ]; then
   NPROC=$($PYTHON -c "import torch; print(max(torch.cuda.device_count(), 1))")
 fi
@@ -25,7 +25,7 @@ NODE_RANK=${NODE_RANK:-0}
 MASTER_ADDR=${MASTER_ADDR:-127.0.0.1}
 MASTER_PORT=${MASTER_PORT:-${PORT:-}}
 if [ -z "$MASTER_PORT" ]; then  # one node: any free port; several: one port every node knows
-  if [ "$NNODES" = 1 ]; then MASTER_PORT=$($PYTHON -m minionerec.free_port); else MASTER_PORT=29501; fi
+  if [ "$NNODES" = 1 ]; then MASTER_PORT=$($PYTHON -m minionerec.run.distributed); else MASTER_PORT=29501; fi
 fi
 
 train_file=$(ls "$DATA_DIR"/train/"$CATEGORY"*.csv)

@@ -4,8 +4,8 @@ seeds and users.
     python bench/compare_seeds.py --a bench/out/run_a --b bench/out/run_b [--metric NDCG --k 10]
 
 Each run is a bench/quality.py output directory (one dataset, or one subdirectory per dataset). For every
-seed both runs trained, the per-user difference of their predictions on the same rows (minionerec.paired);
-then minionerec.paired.over_seeds says whether the mean difference exceeds both the run-to-run (seed) noise
+seed both runs trained, the per-user difference of their predictions on the same rows (minionerec.ranking.paired);
+then minionerec.ranking.paired.over_seeds says whether the mean difference exceeds both the run-to-run (seed) noise
 and the per-user noise. Rows scored must be the same (the bench's fixed sample); seeds only one run has are
 left out and named.
 """
@@ -38,7 +38,7 @@ def load_runs(path: str, name: str) -> dict[str, dict]:
 
 def compare_runs(a: dict[str, dict], b: dict[str, dict], metric: str, k: int) -> dict:
     """{category: {method: {split: over_seeds(...)}}} over the seeds both runs trained."""
-    from minionerec.paired import check_same_rows, load_predictions, over_seeds, paired_difference
+    from minionerec.ranking.paired import check_same_rows, load_predictions, over_seeds, paired_difference
 
     out = {}
     for category in sorted(set(a) & set(b)):
@@ -63,7 +63,7 @@ def compare_runs(a: dict[str, dict], b: dict[str, dict], metric: str, k: int) ->
 
 
 def main(args: Args) -> dict:
-    from minionerec.paired import format_over_seeds
+    from minionerec.ranking.paired import format_over_seeds
 
     if args.metric not in ("NDCG", "HR") or args.k < 1:
         raise SystemExit(f"error: --metric must be NDCG or HR and --k >= 1, got {args.metric!r}, {args.k}")
@@ -81,6 +81,6 @@ def main(args: Args) -> dict:
 
 
 if __name__ == "__main__":
-    from minionerec.cli import run
+    from minionerec.run.cli import run
 
     run(main, Args)

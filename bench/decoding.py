@@ -27,11 +27,11 @@ from transformers import LogitsProcessor, Qwen2Config, Qwen2ForCausalLM
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
-from minionerec.constrained import SIDLogitsProcessor, beam_search_ids, compile_trie  # noqa: E402
+from minionerec.ranking.constrained import SIDLogitsProcessor, beam_search_ids, compile_trie  # noqa: E402
 
 REAL_INDEX = Path(__file__).resolve().parents[2] / "shared/data/Amazon/index/Industrial_and_Scientific.index.json"
 QWEN_VOCAB = 151_936
-TINY_BASE_VOCAB = 4_000  # the tiny model's BPE size before SID tokens (minionerec.tiny_model default)
+TINY_BASE_VOCAB = 4_000  # the tiny model's BPE size before SID tokens (minionerec.model.tiny default)
 DEMO_BASE_VOCAB = 600  # the test fixtures' tiny BPE (tests/conftest.py)
 
 

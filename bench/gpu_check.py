@@ -4,9 +4,9 @@
     SMOKE=1 bash bench/gpu_check.sh      # shrunk, on CPU (the test runs this)
 
 Stages, each a subprocess of the product's own commands, so a pass means the product runs:
-  1. build   python -m minionerec.tiny_model (0.5B shape: hidden 896, 24 layers, 14 heads, 2 KV heads,
+  1. build   python -m minionerec.model.tiny (0.5B shape: hidden 896, 24 layers, 14 heads, 2 KV heads,
              FFN 4864, vocabulary padded to Qwen2.5's 151,936 rows)
-  2. SFT     sft.py, bf16 where supported, 40 steps per batch size -> tokens/s, MFU (minionerec/throughput.py)
+  2. SFT     sft.py, bf16 where supported, 40 steps per batch size -> tokens/s, MFU (minionerec/run/throughput.py)
              and whether every step's loss and gradient norm were finite
   3. eval    evaluate.py, 500 users x 50 constrained beams at batch 8 and at the automatic batch (fills the
              GPU), then the whole test split at the automatic batch
@@ -33,9 +33,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from minionerec.cli import run  # noqa: E402
-from minionerec.data import find_split  # noqa: E402
-from minionerec.free_port import free_port  # noqa: E402
+from minionerec.run.cli import run  # noqa: E402
+from minionerec.data.formats import find_split  # noqa: E402
+from minionerec.run.distributed import free_port  # noqa: E402
 
 # Qwen2.5-0.5B's shape (its config.json); the BPE tokenizer is trained on the catalogue instead.
 SHAPES = {
@@ -90,7 +90,7 @@ def sh(cmd: list[str], log: Path, env: dict | None = None) -> tuple[float, str]:
 
 
 def data_files(data_dir: Path, category: str) -> dict[str, Path]:
-    """The split CSVs (minionerec.data.find_split: one DataError line when absent) and the index files."""
+    """The split CSVs (minionerec.data.formats.find_split: one DataError line when absent) and the index files."""
     return {**{split: find_split(data_dir, split, category) for split in ("train", "valid", "test")},
             "index": data_dir / "index" / f"{category}.index.json",
             "items": data_dir / "index" / f"{category}.item.json"}
@@ -145,7 +145,7 @@ def main(args: Args) -> dict:
 
     model_dir = out / "base_model"
     shape = SHAPES[args.shape]
-    seconds, _ = sh([py, "-m", "minionerec.tiny_model", "--output_dir", str(model_dir), "--sid_index_path",
+    seconds, _ = sh([py, "-m", "minionerec.model.tiny", "--output_dir", str(model_dir), "--sid_index_path",
                      str(files["index"]), "--item_meta_path", str(files["items"]),
                      *[f"--{k}={v}" for k, v in shape.items()]], out / "build.log", env)
     report["build_s"] = round(seconds, 1)

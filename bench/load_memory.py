@@ -51,7 +51,7 @@ def child(recipe: str, model_dir: str, sid_tokens: int) -> None:
     """Load as `recipe` does, in this (fresh) process; prints seconds taken."""
     import torch
 
-    from minionerec.modeling import grow_vocabulary, load_model
+    from minionerec.model.loading import grow_vocabulary, load_model
 
     _, dtype, growth, copies = RECIPES[recipe]
     start = time.perf_counter()
@@ -85,7 +85,7 @@ def zero3_child(model_dir: str, after: bool) -> None:
     import torch
     from trl import GRPOConfig
 
-    from minionerec.modeling import load_model
+    from minionerec.model.loading import load_model
 
     def config():  # use_cpu lets TrainingArguments accept bf16 on this CPU box; only loading is measured
         return GRPOConfig(output_dir="/tmp/load_memory_zero3", per_device_train_batch_size=2, num_generations=2,

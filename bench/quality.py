@@ -5,14 +5,14 @@
     python bench/quality.py --preset smoke --data_dir DIR --category Demo   # seconds (the test)
     python bench/quality.py --preset gpu            # bigger model, more steps (untested here: no GPU was lent)
 
-Stages, each timed: popularity -> SASRec (sasrec.py) -> tiny from-scratch Qwen2 (minionerec.tiny_model)
+Stages, each timed: popularity -> SASRec (sasrec.py) -> tiny from-scratch Qwen2 (minionerec.model.tiny)
 -> SFT (sft.py) -> evaluate (evaluate.py) -> GRPO (rl.py, from the SFT checkpoint) -> evaluate.
 The stages run once per training seed (`--seeds 42+1+2`, the preset's by default): the seed sets the tiny
 model's random init, the data order of SFT and GRPO and SASRec's init, so each seed is a full, independent
 run. Tables give every seed's figure, their mean and spread (max - min); differences (RL - SFT, and
-`bench/compare_seeds.py` between two bench runs) are paired over seeds and users (minionerec.paired.over_seeds).
+`bench/compare_seeds.py` between two bench runs) are paired over seeds and users (minionerec.ranking.paired.over_seeds).
 Every method is scored on the same seeded sample of valid and of test rows with the shared
-HR/NDCG code (minionerec/metrics.py); the LLM by constrained beam search, SASRec by its top-k scores.
+HR/NDCG code (minionerec/ranking/metrics.py); the LLM by constrained beam search, SASRec by its top-k scores.
 Each dataset (`--category`, "+"-joined) gets output_dir/<category>/: results.json and, per seed, seed_<s>/
 with that run's predictions, quality.png (bars), curves.csv + curves.png (SFT train loss and valid NDCG@10, RL reward and valid NDCG@10 per step: the
 reference curves in bench/reference/). RL runs with rl.py's regression guard when the preset sets
@@ -38,7 +38,7 @@ KS = (1, 3, 5, 10, 20)
 # own fields, section quality the benchmark's (below). Any flag set on the command line wins.
 PRESETS = ("smoke", "cpu", "gpu")
 MODEL_KEYS = ("hidden_size", "num_layers", "num_heads", "num_kv_heads", "intermediate_size", "vocab_size",
-              "tie_word_embeddings", "initializer_range", "embedding_std")  # minionerec.tiny_model's flags
+              "tie_word_embeddings", "initializer_range", "embedding_std")  # minionerec.model.tiny's flags
 QUALITY_KEYS = MODEL_KEYS + ("eval_sample", "sasrec_epochs", "sasrec_patience", "seeds")
 SAMPLE_SEED = 42  # the valid/test rows scored: the same for every training seed and configuration (paired users)
 
@@ -50,8 +50,8 @@ def preset_knobs(preset: str) -> dict:
     import evaluate
     import rl
     import sft
-    from minionerec.config import recipe_section
-    from minionerec.sft_data import TASKS
+    from minionerec.run.config import recipe_section
+    from minionerec.data.sft_tasks import TASKS
 
     if preset not in PRESETS:
         raise SystemExit(f"error: --preset must be one of {', '.join(PRESETS)}, got {preset!r}")
@@ -99,7 +99,7 @@ class Args:
     rl_lr: float = 0.0  # GRPO learning rate
     rl_beta: float = -1.0  # KL weight (0 allowed)
     num_generations: int = 0  # GRPO group size
-    reward_type: str = ""  # rule | ranking | ranking_only | sasrec (this run's SASRec; minionerec/rewards.py); "" = preset's
+    reward_type: str = ""  # rule | ranking | ranking_only | sasrec (this run's SASRec; minionerec/rl/rewards.py); "" = preset's
     sft_tasks: str = ""  # "+"-joined sft.py tasks (sid_history+item_alignment+...); "" = preset's
     add_gt: str = ""  # RL: put the target into groups that lack it (true/false); "" = preset's
     sasrec_epochs: int = 0  # SASRec epoch cap (early stopping on valid)
@@ -110,8 +110,8 @@ class Args:
 
 def resolve(args: Args) -> dict:
     """The preset's knobs with command-line overrides applied."""
-    from minionerec.cli import as_bool
-    from minionerec.sft_data import TASKS
+    from minionerec.run.cli import as_bool
+    from minionerec.data.sft_tasks import TASKS
 
     knobs = preset_knobs(args.preset)
     for name in ("hidden_size", "num_layers", "sft_steps", "sft_lr", "rl_steps", "rl_lr", "num_generations",
@@ -157,7 +157,7 @@ def resolve(args: Args) -> dict:
 
 
 def data_paths(data_dir: str, category: str) -> dict:
-    from minionerec.data import find_split
+    from minionerec.data.formats import find_split
 
     data = Path(data_dir)
     if not data.is_dir():
@@ -201,9 +201,9 @@ class Stage:
 
 
 def run_popularity(paths: dict, splits: dict, k: int) -> dict:
-    from minionerec.data import load_sid_index, load_split
-    from minionerec.evaluation import popularity_ranking
-    from minionerec.metrics import compute_metrics
+    from minionerec.data.formats import load_sid_index, load_split
+    from minionerec.ranking.evaluation import popularity_ranking
+    from minionerec.ranking.metrics import compute_metrics
 
     sid_index = load_sid_index(paths["index"])
     catalogue = {"".join(s) for s in sid_index.values()}
@@ -218,8 +218,8 @@ def run_popularity(paths: dict, splits: dict, k: int) -> dict:
 def run_sasrec(paths: dict, splits: dict, knobs: dict, out_dir: Path, seed: int) -> tuple[dict, dict]:
     """sasrec.py as is (early stopping on the FULL valid split), then its best model scores both samples."""
     import sasrec
-    from minionerec.data import load_catalogue
-    from minionerec.sasrec import encode_split, load_sasrec, score, top_items
+    from minionerec.data.formats import load_catalogue
+    from minionerec.ranking.sasrec import encode_split, load_sasrec, score, top_items
 
     result = sasrec.main(sasrec.Args(train_file=paths["train"], eval_file=paths["valid"], test_file=splits["test"],
                                      sid_index_path=paths["index"], output_dir=str(out_dir), seed=seed, device="cpu",
@@ -300,9 +300,9 @@ def ratio(a: float, b: float) -> float | None:
 
 def paired_ndcg10(pred_a: str, pred_b: str) -> dict:
     """Per-user NDCG@10 of method b minus method a (same rows): mean, standard error and a z score
-    (minionerec/paired.py, also `python compare.py`). The two LLM rows share every user, so their
+    (minionerec/ranking/paired.py, also `python compare.py`). The two LLM rows share every user, so their
     difference is far less noisy than two independent means."""
-    from minionerec.paired import check_same_rows, load_predictions, paired_difference
+    from minionerec.ranking.paired import check_same_rows, load_predictions, paired_difference
 
     a, b = load_predictions(pred_a), load_predictions(pred_b)
     check_same_rows(a, b)
@@ -354,7 +354,7 @@ def plot(metrics: dict, path: Path, title: str) -> None:
 
 
 def print_tables(metrics: dict, methods) -> None:
-    from minionerec.metrics import format_table
+    from minionerec.ranking.metrics import format_table
 
     for split in ("valid", "test"):
         print(f"\n== {split} ({metrics['popularity'][split]['users']} users)")
@@ -365,7 +365,7 @@ def run_sft(knobs: dict, paths: dict, category: str, base: Path, out_dir: Path, 
     """sft.py with the preset's knobs; its valid-NDCG@10 curve (a seeded sample of the full valid split)
     when the preset asks for it. Returns the curves: train loss per logging step, valid NDCG@10 per eval."""
     import sft
-    from minionerec.sft_data import TASKS
+    from minionerec.data.sft_tasks import TASKS
 
     trainer = sft.main(sft.Args(
         base_model=str(base), train_file=paths["train"], output_dir=str(out_dir / "sft"),
@@ -440,7 +440,7 @@ def run_seed(args: Args, knobs: dict, paths: dict, category: str, splits: dict, 
     """One training seed: SASRec, tiny model, SFT, evaluation, guarded GRPO, evaluation. Writes out_dir's files."""
     from transformers import set_seed
 
-    from minionerec.tiny_model import build_tiny_model
+    from minionerec.model.tiny import build_tiny_model
 
     set_seed(seed)  # each seed starts from the same state, as if run alone
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -505,7 +505,7 @@ def prediction_paths(eval_dir: Path, splits: dict) -> dict[str, str]:
 def over_seeds_summary(runs: dict[int, dict]) -> dict:
     """NDCG@10 of every method and split across seeds (per seed, mean, spread = max - min), and the RL - SFT
     difference paired over seeds and users."""
-    from minionerec.paired import over_seeds
+    from minionerec.ranking.paired import over_seeds
 
     first = next(iter(runs.values()))
     out = {"ndcg10": {}}
@@ -527,7 +527,7 @@ def over_seeds_summary(runs: dict[int, dict]) -> dict:
 
 def print_seed_tables(result: dict) -> None:
     """NDCG@10 per seed, mean and spread for every method, valid then test; the RL - SFT line over seeds."""
-    from minionerec.paired import format_over_seeds
+    from minionerec.ranking.paired import format_over_seeds
 
     seeds, agg = list(result["seeds"]), result["over_seeds"]
     for split in ("valid", "test"):
@@ -597,6 +597,6 @@ def main(args: Args) -> dict:
 
 
 if __name__ == "__main__":
-    from minionerec.cli import run
+    from minionerec.run.cli import run
 
     run(main, Args)

@@ -21,7 +21,7 @@ from trl import GRPOTrainer
 from trl.trainer.utils import add_fused_lm_head
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from minionerec.grpo_trainer import MiniOneRecGRPOTrainer  # noqa: E402
+from minionerec.rl.trainer import MiniOneRecGRPOTrainer  # noqa: E402
 
 # (name, vocab, hidden, layers, rollouts per step)
 SHAPES = [("cpu preset (tiny)", 4_560, 128, 2, 128), ("Qwen2.5 vocab", 151_936, 128, 2, 16)]

@@ -6,7 +6,7 @@
 For every `BxC` in --configs, serve.py runs with --max_batch_size B and C client threads each send
 requests back to back (histories from the test split, in order) until --requests have been answered;
 one server per distinct B, on 127.0.0.1 only, stopped at the end. The model is a random small Qwen2
-(`minionerec.tiny_model`, hidden 64, 2 layers) on the catalogue's own tokenizer, so the numbers are the
+(`minionerec.model.tiny`, hidden 64, 2 layers) on the catalogue's own tokenizer, so the numbers are the
 decoder's and the HTTP stack's cost, not a trained model's quality; a real checkpoint: --base_model.
 """
 from __future__ import annotations
@@ -29,8 +29,8 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run as a script from anywhere
 
-from minionerec.data import load_split  # noqa: E402
-from minionerec.free_port import free_port  # noqa: E402
+from minionerec.data.formats import load_split  # noqa: E402
+from minionerec.run.distributed import free_port  # noqa: E402
 
 REAL = ROOT.parent / "shared/data/Amazon"
 CATEGORY = "Industrial_and_Scientific"
@@ -61,7 +61,7 @@ def parse_args(argv=None):
 
 def default_inputs(workdir: Path) -> dict:
     """The real Industrial catalogue and test split when present, else the demo data; a random model on it."""
-    from minionerec.tiny_model import build_tiny_model
+    from minionerec.model.tiny import build_tiny_model
 
     if (REAL / "index" / f"{CATEGORY}.index.json").is_file():
         index, meta = REAL / "index" / f"{CATEGORY}.index.json", REAL / "index" / f"{CATEGORY}.item.json"

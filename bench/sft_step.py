@@ -15,7 +15,7 @@ import torch
 from step_timing import mean_ms, parse_args, random_qwen2
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from minionerec.collate import AnswerWindowCollator  # noqa: E402
+from minionerec.data.sft_tasks import AnswerWindowCollator  # noqa: E402
 
 # (name, vocab, hidden, layers, micro batch)
 SHAPES = [("cpu preset (tiny)", 4_560, 128, 2, 64), ("Qwen2.5 vocab", 151_936, 128, 2, 8)]

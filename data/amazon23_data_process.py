@@ -29,8 +29,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script 
 
 from data.amazon_common import (clean_text, process_dump, read_item_meta, read_json_lines,  # noqa: E402
                                 run_script)
-from minionerec.cli import run  # noqa: E402
-from minionerec.data import DataError  # noqa: E402
+from minionerec.run.cli import run  # noqa: E402
+from minionerec.data.formats import DataError  # noqa: E402
 
 REVIEW_KEYS = ("user_id", "parent_asin", "timestamp")
 

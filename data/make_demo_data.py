@@ -22,8 +22,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
 from convert_dataset import convert, write_inter  # noqa: E402
-from minionerec.atomic import atomic_write_text  # noqa: E402
-from minionerec.cli import run  # noqa: E402
+from minionerec.run.atomic import atomic_write_text  # noqa: E402
+from minionerec.run.cli import run  # noqa: E402
 from rq.balanced_rqkmeans import quantize  # noqa: E402
 from rq.index import codes_to_sids  # noqa: E402
 from rq.text2emb import tfidf_embeddings  # noqa: E402

@@ -1,0 +1,20 @@
+"""MiniOneRec's library: what the entry scripts (sft.py, rl.py, evaluate.py, ...) share.
+
+The subpackages follow the pipeline; a lower floor never imports a higher one (tests/unit/test_layers.py):
+
+    run/        flags -> typed args (cli), recipes + precedence (config), pre-flight checks (preflight),
+                launch-YAML checks (launch_config), atomic writes, resume + checkpoint policy,
+                process groups + free ports (distributed), tokens/s and MFU (throughput)
+    data/       the file formats (formats), prompt texts (prompts), SFT tasks + answer-window collator
+                (sft_tasks), RL prompt datasets (rl_tasks)
+    model/      loading a checkpoint + SID tokens (loading), LoRA (lora), the offline tiny Qwen2 (tiny),
+                the new-item alignment fine-tune (alignment)
+    ranking/    SID trie + constrained beam search (constrained), HR/NDCG (metrics), offline evaluation
+                plumbing (evaluation), in-training evaluation (callback), paired comparison (paired),
+                the SASRec baseline ranker (sasrec: the `sasrec` reward and the bench baseline)
+    rl/         GRPO trainer + config subclass (trainer), reward functions (rewards)
+    serving/    top-K from a checkpoint (recommender), the HTTP API (app)
+
+Floors, bottom to top: run -> data -> model -> ranking -> rl, serving. docs/architecture.md has the data
+flow of one SFT and one RL step and where new pieces go.
+"""

@@ -26,9 +26,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
-from minionerec.atomic import atomic_dir, atomic_write_text  # noqa: E402
-from minionerec.cli import run  # noqa: E402
-from minionerec.data import DataError, load_item_meta, load_sid_index, sid_vocabulary  # noqa: E402
+from minionerec.run.atomic import atomic_dir, atomic_write_text  # noqa: E402
+from minionerec.run.cli import run  # noqa: E402
+from minionerec.data.formats import DataError, load_item_meta, load_sid_index, sid_vocabulary  # noqa: E402
 from rq.common import load_embeddings  # noqa: E402
 from rq.index import (CollisionError, codebooks_path, codes_to_sids, extend_codes, index_sibling,  # noqa: E402
                       load_codebooks, quantize_frozen, sids_to_codes)
@@ -98,8 +98,8 @@ def extend_model(args: Args, extended: dict[str, list[str]], new_index: dict, ne
     """Load the model, add the missing SID tokens, optionally align, save atomically; returns a log line."""
     import torch
 
-    from minionerec.alignment import align_new_items
-    from minionerec.modeling import add_sid_tokens, load_model, load_tokenizer
+    from minionerec.model.alignment import align_new_items
+    from minionerec.model.loading import add_sid_tokens, load_model, load_tokenizer
 
     tokenizer = load_tokenizer(args.base_model)
     model = load_model(args.base_model, dtype=torch.float32)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from minionerec.atomic import atomic_path, atomic_write_text
+from minionerec.run.atomic import atomic_path, atomic_write_text
 
 
 @dataclass

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from minionerec.atomic import atomic_path
+from minionerec.run.atomic import atomic_path
 
 LEVEL_LETTERS = "abcdefghijklmnopqrstuvwxyz"
 COLLISION_MODES = ("reassign", "append")
@@ -211,14 +211,14 @@ def write_index(item_ids: list[str], codes: np.ndarray, path) -> Path:
         raise ValueError(f"{len(item_ids)} item ids but {len(codes)} code rows")
     if collision_groups(codes):
         raise CollisionError(f"{path}: codes contain duplicate SIDs; call make_unique first")
-    from minionerec.atomic import atomic_write_text
+    from minionerec.run.atomic import atomic_write_text
 
     return atomic_write_text(path, json.dumps(dict(zip(map(str, item_ids), codes_to_sids(codes)))))
 
 
 def load_index_codes(path) -> tuple[list[str], np.ndarray]:
     """index.json -> (item ids, codes [N, L]); for reporting on an existing (e.g. the release's) index."""
-    from minionerec.data import load_sid_index
+    from minionerec.data.formats import load_sid_index
 
     index = load_sid_index(path)
     return list(index), sids_to_codes(list(index.values()))

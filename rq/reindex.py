@@ -12,8 +12,8 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from minionerec.atomic import atomic_path
-from minionerec.data import (DataError, find_split, load_item_meta, load_sid_index, load_split, sid_string,
+from minionerec.run.atomic import atomic_path
+from minionerec.data.formats import (DataError, find_split, load_item_meta, load_sid_index, load_split, sid_string,
                              write_info, write_split)
 
 SPLITS = ("train", "valid", "test")

@@ -11,8 +11,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
-from minionerec.cli import run  # noqa: E402
-from minionerec.data import DataError  # noqa: E402
+from minionerec.run.cli import run  # noqa: E402
+from minionerec.data.formats import DataError  # noqa: E402
 from rq.common import parse_sizes  # noqa: E402
 from rq.index import load_index_codes, report  # noqa: E402
 

@@ -16,7 +16,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
-from minionerec.cli import run  # noqa: E402
+from minionerec.run.cli import run  # noqa: E402
 from rq.common import QuantArgs, check_common, load_embeddings, parse_sizes  # noqa: E402
 from rq.index import finish, make_unique  # noqa: E402
 

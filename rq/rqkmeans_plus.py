@@ -19,7 +19,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
-from minionerec.cli import run  # noqa: E402
+from minionerec.run.cli import run  # noqa: E402
 from rq.common import check_common, load_embeddings, parse_sizes, seed_everything  # noqa: E402
 from rq.index import finish, make_unique  # noqa: E402
 from rq.rqkmeans import residual_kmeans  # noqa: E402

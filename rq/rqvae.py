@@ -25,8 +25,8 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
-from minionerec.atomic import atomic_path  # noqa: E402
-from minionerec.cli import run  # noqa: E402
+from minionerec.run.atomic import atomic_path  # noqa: E402
+from minionerec.run.cli import run  # noqa: E402
 from rq.common import QuantArgs, check_common, load_embeddings, parse_int_list, seed_everything  # noqa: E402
 from rq.index import finish, index_sibling  # noqa: E402
 from rq.rqkmeans import residual_kmeans  # noqa: E402

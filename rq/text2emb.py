@@ -25,9 +25,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
-from minionerec.atomic import atomic_path  # noqa: E402
-from minionerec.cli import run  # noqa: E402
-from minionerec.data import DataError, load_item_meta  # noqa: E402
+from minionerec.run.atomic import atomic_path  # noqa: E402
+from minionerec.run.cli import run  # noqa: E402
+from minionerec.data.formats import DataError, load_item_meta  # noqa: E402
 from rq.common import ids_path, save_embeddings  # noqa: E402
 
 _TAG = re.compile(r"<[^>]+>")

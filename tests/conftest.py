@@ -11,8 +11,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("WANDB_MODE", "disabled")
 
 from data.make_demo_data import make_demo_data  # noqa: E402  (after the environment defaults)
-from minionerec.free_port import free_port  # noqa: E402, F401  (the tests import it from here)
-from minionerec.tiny_model import build_tiny_model  # noqa: E402
+from minionerec.run.distributed import free_port  # noqa: E402, F401  (the tests import it from here)
+from minionerec.model.tiny import build_tiny_model  # noqa: E402
 
 CATEGORY = "Demo"
 
@@ -51,7 +51,7 @@ def three_row_split(path: Path, index: dict, meta: dict):
     round trip (write_split -> load_split) that sft.py / rl.py / evaluate.py read."""
     import pandas as pd
 
-    from minionerec.data import load_split, write_split
+    from minionerec.data.formats import load_split, write_split
 
     sid = {k: "".join(v) for k, v in index.items()}
     rows = [("u1", ["1"], "2"), ("u1", ["1", "2"], "3"), ("u2", ["3"], "1")]
@@ -69,8 +69,8 @@ def base_without_sids(demo_data: Path, out: Path, tied: bool) -> int:
     import torch
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
-    from minionerec.data import load_item_meta
-    from minionerec.tiny_model import build_tokenizer
+    from minionerec.data.formats import load_item_meta
+    from minionerec.model.tiny import build_tokenizer
 
     tokenizer = build_tokenizer(load_item_meta(demo_data / "index" / f"{CATEGORY}.item.json"), [], vocab_size=600)
     torch.manual_seed(0)

@@ -15,14 +15,14 @@ import numpy as np
 import pytest
 import torch
 
-from minionerec.constrained import build_sid_trie, constrained_beam_search, exact_rank
+from minionerec.ranking.constrained import build_sid_trie, constrained_beam_search, exact_rank
 import sft
-from minionerec.cli import parse_args
-from minionerec.data import load_item_meta, load_sid_index, load_split, sid_string, write_split
-from minionerec.modeling import load_model, load_tokenizer
-from minionerec.recommender import history_prompt
-from minionerec.sft_data import task_rows
-from minionerec.tiny_model import build_tiny_model
+from minionerec.run.cli import parse_args
+from minionerec.data.formats import load_item_meta, load_sid_index, load_split, sid_string, write_split
+from minionerec.model.loading import load_model, load_tokenizer
+from minionerec.serving.recommender import history_prompt
+from minionerec.data.sft_tasks import task_rows
+from minionerec.model.tiny import build_tiny_model
 from rq import add_items, rqkmeans, rqvae, text2emb
 from rq.common import save_embeddings
 from rq.index import CollisionError, extend_codes, load_codebooks, quantize_frozen

@@ -16,7 +16,7 @@ import pytest
 
 from convert_dataset import read_inter
 from data.amazon18_data_process import Args, main, process
-from minionerec.data import DataError
+from minionerec.data.formats import DataError
 
 FIXTURES = Path(__file__).parent / "fixtures" / "amazon18"
 WINDOW = dict(st_year=2017, st_month=1, ed_year=2017, ed_month=12, user_k=3, item_k=3)

@@ -17,7 +17,7 @@ import pytest
 from convert_dataset import read_inter
 from data import amazon18_data_process, amazon_common
 from data.amazon23_data_process import Args, main, process
-from minionerec.data import DataError
+from minionerec.data.formats import DataError
 
 FIXTURES = Path(__file__).parent / "fixtures" / "amazon23"
 WINDOW = dict(st_year=2023, st_month=1, ed_year=2023, ed_month=12, user_k=2, item_k=2, max_history=3)

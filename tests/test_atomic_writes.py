@@ -1,7 +1,7 @@
-"""minionerec.atomic: a failed write leaves the old file (or nothing) and no temporary behind."""
+"""minionerec.run.atomic: a failed write leaves the old file (or nothing) and no temporary behind."""
 import pytest
 
-from minionerec.atomic import atomic_dir, atomic_path, atomic_write_text
+from minionerec.run.atomic import atomic_dir, atomic_path, atomic_write_text
 
 
 def test_file_is_replaced_only_on_success(tmp_path):

@@ -1,4 +1,4 @@
-"""The padding-safe sdpa mask (minionerec/attention.py): no fully masked query row, and real tokens'
+"""The padding-safe sdpa mask (minionerec/model/loading.py): no fully masked query row, and real tokens'
 logits and gradients equal transformers' own sdpa mask and eager attention."""
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import torch
 from transformers import Qwen2Config, Qwen2ForCausalLM
 from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
 
-import minionerec.modeling  # noqa: F401  (imports minionerec.attention, which registers the mask)
-from minionerec.attention import padding_safe_sdpa_mask
+import minionerec.model.loading  # noqa: F401  (imports minionerec.model.loading, which registers the mask)
+from minionerec.model.loading import padding_safe_sdpa_mask
 
 
 def left_padded_batch():

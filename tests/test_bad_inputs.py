@@ -1,7 +1,7 @@
 """Every bad input the README's table lists: one `error: ...` line on stderr naming the flag / file /
 row, exit code 2, no traceback, nothing written, and no model loaded.
 
-Most cases go through `minionerec.cli.run` in-process (the exact code path of `python x.py ...`
+Most cases go through `minionerec.run.cli.run` in-process (the exact code path of `python x.py ...`
 minus the interpreter start-up, ~4 s each); `test_scripts_print_one_line_in_a_subprocess` runs
 each script once for real.
 """
@@ -24,7 +24,8 @@ import sasrec
 import sft
 from conftest import CATEGORY, ROOT, split_path
 from data import amazon18_data_process
-from minionerec import checks, cli
+from minionerec.run import preflight
+from minionerec.run import cli
 from rq import rqkmeans, text2emb
 from rq.common import save_embeddings
 
@@ -34,7 +35,7 @@ def cli_error(monkeypatch, capsys, module, **flags) -> str:
     argv = [f"--{k}={v}" for k, v in flags.items()]
     monkeypatch.setattr(sys, "argv", [f"{module.__name__}.py", *argv])
     loaded = []
-    monkeypatch.setattr("minionerec.modeling.AutoModelForCausalLM.from_pretrained",
+    monkeypatch.setattr("minionerec.model.loading.AutoModelForCausalLM.from_pretrained",
                         lambda *a, **k: loaded.append(a) or pytest.fail("a model was loaded"))
     with pytest.raises(SystemExit) as exit_info:
         cli.run(module.main, module.Args)
@@ -281,8 +282,8 @@ def test_unwritable_output_dir_is_named(tmp_path, monkeypatch):
     def refuse(*args, **kwargs):
         raise PermissionError(13, "Permission denied")
 
-    monkeypatch.setattr("minionerec.checks.tempfile.TemporaryFile", refuse)
+    monkeypatch.setattr("minionerec.run.preflight.tempfile.TemporaryFile", refuse)
     with pytest.raises(SystemExit, match=rf"error: --output_dir {tmp_path}/a/b: {tmp_path} is not writable "
                                          r"\(Permission denied\)"):
-        checks.writable_dir(str(tmp_path / "a" / "b"), "output_dir")
+        preflight.writable_dir(str(tmp_path / "a" / "b"), "output_dir")
     assert list(tmp_path.iterdir()) == []

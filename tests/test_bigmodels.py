@@ -16,11 +16,11 @@ import evaluate
 import rl
 import sft
 from conftest import CATEGORY, ROOT, base_without_sids, free_port, split_path
-from minionerec.cli import parse_args
-from minionerec.constrained import SIDLogitsProcessor, build_sid_trie, constrained_beam_search
-from minionerec.data import load_sid_index, sid_string, sid_vocabulary
-from minionerec.evaluation import auto_batch_size
-from minionerec.modeling import VOCAB_MULTIPLE, add_sid_tokens
+from minionerec.run.cli import parse_args
+from minionerec.ranking.constrained import SIDLogitsProcessor, build_sid_trie, constrained_beam_search
+from minionerec.data.formats import load_sid_index, sid_string, sid_vocabulary
+from minionerec.ranking.evaluation import auto_batch_size
+from minionerec.model.loading import VOCAB_MULTIPLE, add_sid_tokens
 
 LORA_R = 4
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -179,7 +179,7 @@ def test_freeze_llm_leaves_the_vocabulary_padding_at_its_init(demo_data, tmp_pat
 def test_training_dtype(bf16, deepspeed, lora, expected):
     from types import SimpleNamespace
 
-    from minionerec.modeling import training_dtype
+    from minionerec.model.loading import training_dtype
 
     args = SimpleNamespace(bf16=bf16, deepspeed_plugin=object() if deepspeed else None)
     assert training_dtype(args, lora=lora) == expected
@@ -233,17 +233,17 @@ def test_zero3_two_processes_uneven_eval_rows(demo_data, tiny_model_dir, tmp_pat
 
 
 def test_tf32_is_enabled_only_where_cuda_is(monkeypatch):
-    from minionerec import modeling
+    from minionerec.model import loading
 
     matmul = torch.backends.cuda.matmul
     saved = matmul.allow_tf32
     try:
         matmul.allow_tf32 = False
         monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-        modeling.enable_tf32()
+        loading.enable_tf32()
         assert matmul.allow_tf32 is False
         monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-        modeling.enable_tf32()
+        loading.enable_tf32()
         assert matmul.allow_tf32 is True
     finally:
         matmul.allow_tf32 = saved

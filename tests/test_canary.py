@@ -29,8 +29,8 @@ LOSS_CEILING = 2.2
 
 def preset_model_knobs() -> dict:
     """The tiny-model keys of the cpu preset's quality section."""
-    from minionerec.config import read_yaml
-    from minionerec.tiny_model import Args
+    from minionerec.run.config import read_yaml
+    from minionerec.model.tiny import Args
 
     names = {f.name for f in dataclasses.fields(Args)}
     return {k: v for k, v in read_yaml(str(ROOT / "recipes" / "quality_cpu.yaml"), "recipe")["quality"].items()
@@ -44,8 +44,8 @@ def canary_run(out: Path, **model_overrides) -> tuple[float, list[float]]:
 
     import evaluate
     import sft
-    from minionerec.data import find_split
-    from minionerec.tiny_model import build_tiny_model
+    from minionerec.data.formats import find_split
+    from minionerec.model.tiny import build_tiny_model
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # restored below: later tests in this process keep their threads

@@ -4,10 +4,10 @@ import torch
 from transformers import DataCollatorForSeq2Seq
 
 from conftest import CATEGORY, split_path
-from minionerec.collate import AnswerWindowCollator
-from minionerec.data import load_item_meta, load_sid_index, load_split
-from minionerec.modeling import load_model, load_tokenizer
-from minionerec.sft_data import build_text_dataset, tokenize_dataset
+from minionerec.data.sft_tasks import AnswerWindowCollator
+from minionerec.data.formats import load_item_meta, load_sid_index, load_split
+from minionerec.model.loading import load_model, load_tokenizer
+from minionerec.data.sft_tasks import build_text_dataset, tokenize_dataset
 
 
 def _features(demo_data, tokenizer, n=12):

@@ -13,9 +13,9 @@ import yaml
 import evaluate
 import rl
 import sft
-from minionerec.config import ConfigError, record_run, resolve_args
-from minionerec.grpo_trainer import MiniOneRecGRPOConfig
-from minionerec.launch_check import check_accelerate_yaml, check_deepspeed_json
+from minionerec.run.config import ConfigError, record_run, resolve_args
+from minionerec.rl.trainer import MiniOneRecGRPOConfig
+from minionerec.run.launch_config import check_accelerate_yaml, check_deepspeed_json
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = sorted((ROOT / "recipes").glob("*.yaml"))

@@ -7,10 +7,10 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from minionerec import prompts
-from minionerec.constrained import (SIDLogitsProcessor, build_sid_trie, compile_trie, constrained_beam_search,
+from minionerec.data import prompts
+from minionerec.ranking.constrained import (SIDLogitsProcessor, build_sid_trie, compile_trie, constrained_beam_search,
                                     exact_rank)
-from minionerec.data import load_sid_index, load_split, sid_string
+from minionerec.data.formats import load_sid_index, load_split, sid_string
 
 EOS = 0
 

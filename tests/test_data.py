@@ -8,7 +8,7 @@ import pytest
 
 from conftest import CATEGORY, split_path
 from convert_dataset import convert
-from minionerec.data import (DataError, find_split, load_info, load_item_meta, load_sid_index, load_split,
+from minionerec.data.formats import (DataError, find_split, load_info, load_item_meta, load_sid_index, load_split,
                              split_sid, sid_vocabulary, write_split)
 
 REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "Amazon"

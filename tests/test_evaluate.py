@@ -10,10 +10,10 @@ import pytest
 
 import evaluate
 from conftest import free_port
-from minionerec.cli import FlagError, parse_args
-from minionerec.data import load_sid_index, sid_string
-from minionerec.evaluation import make_batches, popularity_ranking, shard
-from minionerec.prompts import Prompts
+from minionerec.run.cli import FlagError, parse_args
+from minionerec.data.formats import load_sid_index, sid_string
+from minionerec.ranking.evaluation import make_batches, popularity_ranking, shard
+from minionerec.data.prompts import Prompts
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -20,8 +20,8 @@ from safetensors.torch import load_file
 
 import evaluate
 from conftest import CATEGORY, ROOT, split_path
-from minionerec.atomic import atomic_dir, atomic_path, atomic_write_text, replace_dir
-from minionerec.resume import (CheckpointError, incomplete_reason, newest_complete, resolve_resume,
+from minionerec.run.atomic import atomic_dir, atomic_path, atomic_write_text, replace_dir
+from minionerec.run.resume import (CheckpointError, incomplete_reason, newest_complete, resolve_resume,
                                     whole_run_mean_loss)
 
 
@@ -185,7 +185,7 @@ def _umask():
 
 WRITE_MANY = """
 import sys
-from minionerec.atomic import atomic_write_text
+from minionerec.run.atomic import atomic_write_text
 for _ in range(40):
     atomic_write_text(sys.argv[1], sys.argv[2] * 200_000)
 """
@@ -206,7 +206,7 @@ def test_concurrent_writers_never_mix(tmp_path):
 REPLACE_MANY = """
 import sys
 from pathlib import Path
-from minionerec.atomic import atomic_dir
+from minionerec.run.atomic import atomic_dir
 for _ in range(30):
     with atomic_dir(sys.argv[1]) as tmp:
         for name in ("config.json", "model.safetensors"):
@@ -228,7 +228,7 @@ def test_concurrent_directory_writers_leave_one_complete_directory(tmp_path):
 KILL_MID_WRITE = """
 import os, signal, sys
 from pathlib import Path
-from minionerec.atomic import atomic_path
+from minionerec.run.atomic import atomic_path
 with atomic_path(sys.argv[1]) as tmp, open(tmp, "w") as f:
     f.write("[" + "1," * 100000)
     f.flush()
@@ -264,9 +264,9 @@ def test_evaluate_interrupted_while_writing_keeps_the_previous_json(demo_data, t
 
 
 def test_launchers_take_a_free_port_unless_given():
-    port = int(subprocess.run([sys.executable, "-m", "minionerec.free_port"], cwd=ROOT, capture_output=True,
+    port = int(subprocess.run([sys.executable, "-m", "minionerec.run.distributed"], cwd=ROOT, capture_output=True,
                               text=True, check=True).stdout)
     with socket.socket() as sock:
         sock.bind(("", port))  # nobody holds it
     for launcher in ("sft.sh", "rl.sh", "evaluate.sh"):
-        assert "-m minionerec.free_port)" in (ROOT / launcher).read_text(), launcher
+        assert "-m minionerec.run.distributed)" in (ROOT / launcher).read_text(), launcher

@@ -7,9 +7,9 @@ import pytest
 from transformers import GenerationConfig
 
 import evaluate
-from minionerec import constrained
-from minionerec.constrained import library_generation_defaults
-from minionerec.modeling import load_model
+from minionerec.ranking import constrained
+from minionerec.ranking.constrained import library_generation_defaults
+from minionerec.model.loading import load_model
 
 
 @pytest.fixture(scope="module")

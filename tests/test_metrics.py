@@ -5,7 +5,7 @@ import math
 
 import pytest
 
-from minionerec.metrics import compute_metrics, count_invalid_and_duplicates, format_table, ks_for, ndcg_at
+from minionerec.ranking.metrics import compute_metrics, count_invalid_and_duplicates, format_table, ks_for, ndcg_at
 
 
 def test_ndcg_uses_log2_rank_plus_2():

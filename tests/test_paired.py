@@ -1,4 +1,4 @@
-"""Paired comparison (minionerec/paired.py, compare.py): hand-computed differences and one-line errors."""
+"""Paired comparison (minionerec/ranking/paired.py, compare.py): hand-computed differences and one-line errors."""
 from __future__ import annotations
 
 import json
@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from minionerec.data import DataError
-from minionerec.paired import check_same_rows, compare, over_seeds, paired_difference
+from minionerec.data.formats import DataError
+from minionerec.ranking.paired import check_same_rows, compare, over_seeds, paired_difference
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -11,9 +11,9 @@ import pytest
 
 from conftest import three_row_split
 
-from minionerec import rl_data
-from minionerec.prompts import NUM_TITLE_HISTORY_INSTRUCTIONS, Prompts, category_phrase
-from minionerec.sft_data import TASKS, item_alignment_pairs, task_rows
+from minionerec.data import rl_tasks
+from minionerec.data.prompts import NUM_TITLE_HISTORY_INSTRUCTIONS, Prompts, category_phrase
+from minionerec.data.sft_tasks import TASKS, item_alignment_pairs, task_rows
 
 INDEX = {"1": ["<a_1>", "<b_1>", "<c_0>"], "2": ["<a_1>", "<b_2>", "<c_0>"], "3": ["<a_2>", "<b_1>", "<c_0>"]}
 META = {"1": {"title": "Red Beaker", "description": "['A glass beaker.']"},
@@ -175,7 +175,7 @@ def test_minionerec_eval_prompt_is_task_a(three_rows):
 
 # ---------------------------------------------------------------- RL prompts
 def rl(three_rows, style, task, row):
-    rows = rl_data.task_rows(task, three_rows, INDEX, META, Prompts(style, CATEGORY))
+    rows = rl_tasks.task_rows(task, three_rows, INDEX, META, Prompts(style, CATEGORY))
     return rows["prompt"][row], rows["target"][row]
 
 
@@ -194,7 +194,7 @@ def test_upstream_rl_title2sid_and_description2sid(three_rows):
     # a description stored as "['...']" is eval'd to its first entry
     assert rl(three_rows, "upstream", "title2sid", 1) == (
         "### User Input: \nWhich item has the title: Blue Flask?\n\n### Response:\n", "<a_1><b_2><c_0>")
-    rows = rl_data.task_rows("description2sid", three_rows, INDEX, META, Prompts("upstream"))
+    rows = rl_tasks.task_rows("description2sid", three_rows, INDEX, META, Prompts("upstream"))
     assert list(zip(rows["prompt"], rows["target"])) == [  # item 2's empty description: no row (README)
         ('### User Input: \nAn item can be described as follows: "A glass beaker.". Which item is it describing?'
          "\n\n### Response:\n", "<a_1><b_1><c_0>"),
@@ -223,9 +223,9 @@ def test_minionerec_rl_title2sid(three_rows):
 
 def test_in_training_eval_uses_the_rl_prompt(three_rows):
     # rl.py: eval_data = SidDataset(eval_file, ...): the in-training evaluation scores upstream's RL prompt
-    ds = rl_data.build_eval_dataset(three_rows, Prompts("upstream"))
+    ds = rl_tasks.build_eval_dataset(three_rows, Prompts("upstream"))
     assert ds[1]["prompt"] == rl(three_rows, "upstream", "sid_history", 1)[0]
-    assert rl_data.build_eval_dataset(three_rows, Prompts("minionerec"))[1]["prompt"] == MINIONEREC_SFT["sid_history"][0]
+    assert rl_tasks.build_eval_dataset(three_rows, Prompts("minionerec"))[1]["prompt"] == MINIONEREC_SFT["sid_history"][0]
 
 
 # ---------------------------------------------------------------- category phrase and bad style

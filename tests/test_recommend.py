@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 
 import recommend
-from minionerec.recommender import history_prompt
-from minionerec.constrained import exact_rank
-from minionerec.data import load_item_meta, load_sid_index, sid_string
-from minionerec.modeling import load_model, load_tokenizer
-from minionerec.recommender import load_catalogue
+from minionerec.serving.recommender import history_prompt
+from minionerec.ranking.constrained import exact_rank
+from minionerec.data.formats import load_item_meta, load_sid_index, sid_string
+from minionerec.model.loading import load_model, load_tokenizer
+from minionerec.serving.recommender import load_catalogue
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from minionerec import rewards
-from minionerec.sasrec import SASRec, load_sasrec, pad_histories, save_sasrec
+from minionerec.rl import rewards
+from minionerec.ranking.sasrec import SASRec, load_sasrec, pad_histories, save_sasrec
 
 A, B, C, D = "<a_1><b_1>", "<a_1><b_2>", "<a_2><b_1>", "<a_2><b_2>"
 INDEX = {"10": ["<a_1>", "<b_1>"], "11": ["<a_1>", "<b_2>"], "12": ["<a_2>", "<b_1>"], "13": ["<a_2>", "<b_2>"]}

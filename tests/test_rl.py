@@ -9,11 +9,11 @@ import torch
 from transformers import AutoModelForCausalLM
 
 import rl
-from minionerec.data import load_split, sid_string
-from minionerec.prompts import Prompts
-from minionerec.ranking_eval import metric_sums
-from minionerec.rl_data import build_rl_dataset, item_description
-from minionerec.tiny_model import build_tiny_model
+from minionerec.data.formats import load_split, sid_string
+from minionerec.data.prompts import Prompts
+from minionerec.ranking.callback import metric_sums
+from minionerec.data.rl_tasks import build_rl_dataset, item_description
+from minionerec.model.tiny import build_tiny_model
 
 
 def rl_args(demo_data, model_dir, output_dir, **overrides) -> rl.Args:
@@ -124,7 +124,7 @@ def test_model_without_sid_tokens_is_rejected(demo_data, tmp_path):
 
 def _guarded_run(demo_data, model_dir, out, monkeypatch, scores):
     """rl.py --keep_best with the valid evaluation scripted: `scores` are NDCG@5 at steps 0, 1, 2, ..."""
-    from minionerec.ranking_eval import ConstrainedEvalCallback
+    from minionerec.ranking.callback import ConstrainedEvalCallback
 
     values = iter(scores)
     monkeypatch.setattr(ConstrainedEvalCallback, "evaluate", lambda self: {"eval_NDCG@5": next(values)})

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from conftest import free_port
-from minionerec.data import sid_string
+from minionerec.data.formats import sid_string
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -4,7 +4,7 @@ import json
 import numpy as np
 import pytest
 
-from minionerec.data import load_sid_index
+from minionerec.data.formats import load_sid_index
 from rq.common import load_embeddings, parse_sizes, save_embeddings
 from rq.index import (CollisionError, codes_to_sids, collision_groups, level_stats, load_index_codes, make_unique,
                       reconstruction_error, report, write_index)

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from minionerec.data import load_sid_index
+from minionerec.data.formats import load_sid_index
 from rq import balanced_rqkmeans, rqkmeans, rqkmeans_plus, rqvae
 from rq.common import save_embeddings
 from rq.index import collision_groups

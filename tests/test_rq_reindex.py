@@ -9,7 +9,7 @@ import pytest
 
 from conftest import CATEGORY, ROOT
 from convert_dataset import Args, main
-from minionerec.data import DataError, load_info, load_sid_index, load_split, sid_string
+from minionerec.data.formats import DataError, load_info, load_sid_index, load_split, sid_string
 from rq.index import write_index
 from rq.reindex import reindex
 

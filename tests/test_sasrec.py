@@ -12,9 +12,9 @@ import pytest
 import torch
 
 import sasrec as sasrec_cli
-from minionerec import rewards
-from minionerec.data import load_sid_index, load_split
-from minionerec.sasrec import SASRec, load_sasrec, pad_histories
+from minionerec.rl import rewards
+from minionerec.data.formats import load_sid_index, load_split
+from minionerec.ranking.sasrec import SASRec, load_sasrec, pad_histories
 from conftest import CATEGORY, ROOT, split_path
 
 

@@ -21,8 +21,8 @@ import pytest
 import evaluate
 import serve
 from conftest import free_port
-from minionerec.data import load_sid_index, sid_string
-from minionerec.serving import BatchQueue
+from minionerec.data.formats import load_sid_index, sid_string
+from minionerec.serving.app import BatchQueue
 
 ROOT = Path(__file__).resolve().parents[1]
 NUM_BEAMS = 10

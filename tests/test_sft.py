@@ -11,8 +11,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 import sft
 from conftest import CATEGORY, ROOT, base_without_sids, free_port, split_path
-from minionerec.cli import FlagError, parse_args
-from minionerec.data import DataError
+from minionerec.run.cli import FlagError, parse_args
+from minionerec.data.formats import DataError
 
 
 def sft_args(data_dir, model_dir, out, **overrides):
@@ -88,7 +88,7 @@ def run_cli(*cmd, **env):
 
 def test_cli_rejects_unknown_flag_in_one_line():
     result = run_cli(sys.executable, "sft.py", "--bogus_flag", "1")
-    assert result.returncode == 2  # minionerec.cli's exit code for every setup error
+    assert result.returncode == 2  # minionerec.run.cli's exit code for every setup error
     assert result.stderr.strip().splitlines() == ["error: unknown flag(s): --bogus_flag (see --help)"]
 
 
@@ -157,7 +157,7 @@ def test_keep_best_keeps_the_best_evaluated_step(demo_data, tiny_model_dir, tmp_
     final_checkpoint holds step 2's weights, not step 3's; guard.json records the choice."""
     import json
 
-    from minionerec.ranking_eval import ConstrainedEvalCallback
+    from minionerec.ranking.callback import ConstrainedEvalCallback
 
     values = iter([0.20, 0.30, 0.25])
     monkeypatch.setattr(ConstrainedEvalCallback, "evaluate", lambda self: {"eval_NDCG@5": next(values)})

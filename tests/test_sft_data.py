@@ -3,9 +3,9 @@ import pytest
 
 from conftest import three_row_split
 
-from minionerec import prompts
-from minionerec.modeling import load_tokenizer
-from minionerec.sft_data import TASKS, build_text_dataset, sample_rows, task_rows, tokenize_dataset
+from minionerec.data import prompts
+from minionerec.model.loading import load_tokenizer
+from minionerec.data.sft_tasks import TASKS, build_text_dataset, sample_rows, task_rows, tokenize_dataset
 
 INDEX = {"1": ["<a_1>", "<b_1>", "<c_0>"], "2": ["<a_1>", "<b_2>", "<c_0>"], "3": ["<a_2>", "<b_1>", "<c_0>"]}
 META = {"1": {"title": "Red Beaker"}, "2": {"title": "Blue Flask"}, "3": {"title": "Solder Wire"}}
@@ -87,7 +87,7 @@ DEMO_ROW0_IDS = [378, 336, 301, 368, 271, 375, 266, 374, 12, 373, 310, 301, 367,
 
 
 def test_demo_row_token_ids_and_labels_are_pinned(demo_data, demo_category, tiny_model_dir):
-    from minionerec.data import load_item_meta, load_sid_index, load_split
+    from minionerec.data.formats import load_item_meta, load_sid_index, load_split
 
     index = load_sid_index(demo_data / "index" / f"{demo_category}.index.json")
     meta = load_item_meta(demo_data / "index" / f"{demo_category}.item.json")
@@ -118,8 +118,8 @@ def test_office_rows_token_ids_and_labels_are_pinned(tmp_path):
     the prompt templates, one token per SID code), the minionerec prompt style, SID history -> next SID."""
     from pathlib import Path
 
-    from minionerec.data import find_split, load_item_meta, load_sid_index, load_split, sid_vocabulary
-    from minionerec.tiny_model import build_tokenizer
+    from minionerec.data.formats import find_split, load_item_meta, load_sid_index, load_split, sid_vocabulary
+    from minionerec.model.tiny import build_tokenizer
 
     data = Path(__file__).resolve().parents[2] / "shared" / "data" / "Amazon"
     if not data.is_dir():

@@ -1,4 +1,4 @@
-"""Throughput accounting (minionerec/throughput.py) and the GPU self-check's CPU smoke run."""
+"""Throughput accounting (minionerec/run/throughput.py) and the GPU self-check's CPU smoke run."""
 from __future__ import annotations
 
 import json
@@ -11,7 +11,7 @@ import pytest
 import torch
 from transformers import Qwen2Config, Qwen2ForCausalLM
 
-from minionerec.throughput import ThroughputCallback, peak_flops, train_flops_per_token
+from minionerec.run.throughput import ThroughputCallback, peak_flops, train_flops_per_token
 
 ROOT = Path(__file__).resolve().parents[1]
 

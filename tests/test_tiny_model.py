@@ -4,8 +4,8 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from conftest import CATEGORY
-from minionerec.data import load_sid_index, sid_vocabulary
-from minionerec.modeling import add_sid_tokens, missing_sid_tokens
+from minionerec.data.formats import load_sid_index, sid_vocabulary
+from minionerec.model.loading import add_sid_tokens, missing_sid_tokens
 
 
 def test_sid_tokens_are_single_normal_tokens_after_reload(tiny_model_dir, demo_data):
@@ -42,7 +42,7 @@ def test_add_sid_tokens_grows_embeddings(tiny_model_dir):
 
 def test_init_options(demo_data, tmp_path):
     """Untied with a unit-std input embedding, the other matrices at initializer_range; and the bad combinations."""
-    from minionerec.tiny_model import build_tiny_model
+    from minionerec.model.tiny import build_tiny_model
 
     index, meta = demo_data / "index" / "Demo.index.json", demo_data / "index" / "Demo.item.json"
     small = dict(hidden_size=32, num_layers=1, num_heads=2, num_kv_heads=1, intermediate_size=64, vocab_size=600)

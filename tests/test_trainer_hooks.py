@@ -9,11 +9,11 @@ from datasets import Dataset
 from transformers import AutoModelForCausalLM, AutoTokenizer
 from trl import GRPOTrainer
 
-from minionerec.constrained import constrained_beam_search
-from minionerec.data import sid_string
-from minionerec.prompts import Prompts
-from minionerec.rewards import build_reward_funcs
-from minionerec.grpo_trainer import MiniOneRecGRPOConfig, MiniOneRecGRPOTrainer, grpo_loss_options, select_dynamic
+from minionerec.ranking.constrained import constrained_beam_search
+from minionerec.data.formats import sid_string
+from minionerec.data.prompts import Prompts
+from minionerec.rl.rewards import build_reward_funcs
+from minionerec.rl.trainer import MiniOneRecGRPOConfig, MiniOneRecGRPOTrainer, grpo_loss_options, select_dynamic
 
 G = 4  # group size: small, but > 1 so groups and ranks mean something
 

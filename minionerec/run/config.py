@@ -21,9 +21,9 @@ from pathlib import Path
 
 import yaml
 
-from minionerec import checks
-from minionerec.atomic import atomic_write_text
-from minionerec.cli import FlagError, parse_args
+from minionerec.run import preflight
+from minionerec.run.atomic import atomic_write_text
+from minionerec.run.cli import FlagError, parse_args
 
 # keys of a recipe that are not a script's section
 META_KEYS = {"description"}
@@ -156,7 +156,7 @@ def is_local_main() -> bool:
 def record_run(args, output_dir: str | Path, flag: str = "output_dir") -> dict:
     """Call once every check has passed, before any weights load. Prints the resolved config (first
     process per node); writes output_dir/run_config.yaml (global rank 0) unless --dry_run."""
-    checks.writable_dir(str(output_dir), flag)
+    preflight.writable_dir(str(output_dir), flag)
     doc = resolved(args)
     if is_local_main():
         print(format_resolved(doc), flush=True)

@@ -4,7 +4,7 @@ A `Catalogue` is one index.json (+ item.json for titles) compiled into a SID tri
 so a server can swap in a new one while requests already decoding keep the one they started with.
 A `Recommender` loads the model once, resolves histories (item ids or exact titles) against a
 catalogue, builds each prompt exactly as evaluate.py does (`history_prompt`) and decodes with the
-constrained beam search of minionerec.constrained. Scores are the beams' sequence log-probabilities
+constrained beam search of minionerec.ranking.constrained. Scores are the beams' sequence log-probabilities
 (HF `sequences_scores` with length_penalty 0: the sum of the answer tokens' log-probabilities).
 """
 from __future__ import annotations
@@ -14,10 +14,10 @@ from pathlib import Path
 
 import torch
 
-from minionerec.prompts import Prompts, check_style
-from minionerec.constrained import SIDTrie, build_sid_trie, constrained_beam_search
-from minionerec.data import DataError, load_item_meta, load_sid_index, sid_string
-from minionerec.modeling import best_dtype, load_model, load_tokenizer
+from minionerec.data.prompts import Prompts, check_style
+from minionerec.ranking.constrained import SIDTrie, build_sid_trie, constrained_beam_search
+from minionerec.data.formats import DataError, load_item_meta, load_sid_index, sid_string
+from minionerec.model.loading import best_dtype, load_model, load_tokenizer
 
 
 class RequestError(ValueError):
@@ -37,7 +37,7 @@ def history_prompt(history_sids: list[str], prompt_style: str = "upstream") -> s
 
 def check_model_and_catalogue(args) -> None:
     """recommend.py's and serve.py's shared flags, before anything loads: --base_model, --sid_index_path,
-    --item_meta_path, --prompt_style (a ValueError is one line, exit 2, via minionerec.cli)."""
+    --item_meta_path, --prompt_style (a ValueError is one line, exit 2, via minionerec.run.cli)."""
     check_style(args.prompt_style)
     if not args.base_model or not Path(args.base_model).is_dir():
         raise SystemExit(f"error: --base_model must be a local model directory, got {args.base_model!r}")

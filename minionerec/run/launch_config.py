@@ -1,7 +1,7 @@
 """Check launch configs before anything starts: accelerate YAMLs and the DeepSpeed JSONs they name.
 
-    python -m minionerec.launch_check config/zero2_opt.yaml      # what rl.sh runs before `accelerate launch`
-    python -m minionerec.launch_check config/sft_zero3.json      # a DeepSpeed JSON alone
+    python -m minionerec.run.launch_config config/zero2_opt.yaml      # what rl.sh runs before `accelerate launch`
+    python -m minionerec.run.launch_config config/sft_zero3.json      # a DeepSpeed JSON alone
 
 Keys are checked against the libraries' own definitions, so a typo (`zero_stgae: 2`) is one line
 instead of a run with silent defaults: the top level of an accelerate YAML against accelerate's
@@ -18,7 +18,7 @@ import sys
 from functools import cache
 from pathlib import Path
 
-from minionerec.config import ConfigError, nearest, read_yaml
+from minionerec.run.config import ConfigError, nearest, read_yaml
 
 
 @cache

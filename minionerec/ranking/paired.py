@@ -11,8 +11,8 @@ import json
 import math
 from pathlib import Path
 
-from minionerec.data import DataError
-from minionerec.metrics import hit_at, ndcg_at, target_rank
+from minionerec.data.formats import DataError
+from minionerec.ranking.metrics import hit_at, ndcg_at, target_rank
 
 METRICS = {"HR": hit_at, "NDCG": ndcg_at}
 

@@ -11,9 +11,9 @@ import ast
 import pandas as pd
 from datasets import Dataset, Features, List, Value, concatenate_datasets
 
-from minionerec.data import sid_string
-from minionerec.prompts import UPSTREAM, Prompts
-from minionerec.sft_data import sample_rows
+from minionerec.data.formats import sid_string
+from minionerec.data.prompts import UPSTREAM, Prompts
+from minionerec.data.sft_tasks import sample_rows
 
 RL_TASKS = ("sid_history", "title2sid", "description2sid", "title_history")
 # Explicit types: catalogue rows have empty histories, which Arrow would otherwise type as null.

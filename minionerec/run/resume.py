@@ -15,6 +15,8 @@ import re
 import sys
 from pathlib import Path
 
+from transformers import TrainerCallback
+
 TRAINER_STATE = "trainer_state.json"
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
                 "pytorch_model.bin.index.json", "adapter_model.safetensors")
@@ -113,3 +115,20 @@ def whole_run_mean_loss(log_history: list[dict], this_run_mean: float, first_ste
             previous = entry["step"]
     steps_now = last_step - first_step
     return (total + this_run_mean * steps_now) / max(counted + steps_now, 1)
+
+
+# Checkpoint policy shared by sft.py and rl.py: few checkpoints, and no full save at the last step.
+#
+# A Trainer checkpoint holds the weights plus the optimizer state (Adam: ~16 bytes/parameter with
+# fp32 master weights, i.e. ~112 GB at 7B); `final_checkpoint` already holds the end-of-run weights.
+
+
+class NoCheckpointAtLastStep(TrainerCallback):
+    """Cancel the Trainer's save at the final step (transformers saves there whatever save_steps is):
+    final_checkpoint, written right after training, is the one end-of-run copy."""
+
+    def on_step_end(self, args, state, control, **kwargs):
+        # load_best_model_at_end needs every evaluated step saved: leave that case to the Trainer
+        if state.max_steps > 0 and state.global_step >= state.max_steps and not args.load_best_model_at_end:
+            control.should_save = False
+        return control

@@ -1,6 +1,6 @@
 """Build a tiny Qwen2 checkpoint offline: a tokenizer trained on the catalogue + a random Qwen2 LM.
 
-`python -m minionerec.tiny_model --output_dir DIR --sid_index_path X --item_meta_path Y` writes a
+`python -m minionerec.model.tiny --output_dir DIR --sid_index_path X --item_meta_path Y` writes a
 directory that `--base_model DIR` loads exactly like a real local Qwen checkpoint. Tests and the
 demo use it because no model hub is reachable here.
 """
@@ -13,9 +13,9 @@ import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
 
-from minionerec import prompts
-from minionerec.cli import run
-from minionerec.data import load_item_meta, load_sid_index, sid_vocabulary
+from minionerec.data import prompts
+from minionerec.run.cli import run
+from minionerec.data.formats import load_item_meta, load_sid_index, sid_vocabulary
 
 EOS = "<|endoftext|>"
 

@@ -11,8 +11,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from minionerec.data import DataError, load_split
-from minionerec.metrics import DEFAULT_KS, compute_metrics
+from minionerec.data.formats import DataError, load_split
+from minionerec.ranking.metrics import DEFAULT_KS, compute_metrics
 
 TOP_K = 50  # ranking length scored, as evaluate.py's 50 beams
 
@@ -78,7 +78,7 @@ def pad_histories(histories: list[list[int]], n_items: int, max_len: int) -> tup
 
 def save_sasrec(model: SASRec, path) -> Path:
     """One file with the constructor arguments and the weights, so `load_sasrec` needs nothing else."""
-    from minionerec.atomic import atomic_path
+    from minionerec.run.atomic import atomic_path
 
     path = Path(path)
     with atomic_path(path) as tmp:  # rl.py may read it while a new one is written
@@ -92,7 +92,7 @@ def load_sasrec(path, device: str | torch.device = "cpu") -> SASRec:
         raise FileNotFoundError(f"{path}: SASRec checkpoint not found")
     blob = torch.load(path, map_location=device, weights_only=True)
     if not isinstance(blob, dict) or "config" not in blob or "state_dict" not in blob:
-        raise ValueError(f"{path}: not a SASRec checkpoint written by minionerec.sasrec.save_sasrec")
+        raise ValueError(f"{path}: not a SASRec checkpoint written by minionerec.ranking.sasrec.save_sasrec")
     model = SASRec(**blob["config"]).to(device)
     model.load_state_dict(blob["state_dict"])
     return model.eval()

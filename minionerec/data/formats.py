@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from minionerec.atomic import atomic_path
+from minionerec.run.atomic import atomic_path
 
 SPLIT_COLUMNS = [
     "user_id",

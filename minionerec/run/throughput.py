@@ -10,7 +10,7 @@ for CUDA context, kernel selection and allocator growth) and turns tokens/s into
                           + 12 x layers x hidden x mean sequence length       attention scores
 
 The embedding and LM head are left out: SFT computes logits only over the answer window
-(minionerec/collate.py), so counting a full LM head would credit work that is never done. The
+(minionerec/data/sft_tasks.py), so counting a full LM head would credit work that is never done. The
 figure is therefore a slight under-estimate of the usual definition.
 """
 from __future__ import annotations

@@ -1,4 +1,7 @@
-"""Loading a causal LM + tokenizer from a local directory and giving it the SID vocabulary."""
+"""Loading a causal LM + tokenizer from a local directory and giving it the SID vocabulary.
+
+Importing this module also registers a padding-safe sdpa attention mask (see the end of the file).
+"""
 from __future__ import annotations
 
 import contextlib
@@ -7,9 +10,9 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 from transformers.integrations import is_deepspeed_zero3_enabled
+from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
-from minionerec import attention  # noqa: F401  (registers the padding-safe sdpa mask; see its docstring)
-from minionerec.lora import is_lora_model, save_merged
+from minionerec.model.lora import is_lora_model, save_merged
 
 VOCAB_MULTIPLE = 64  # embedding / LM-head rows are padded to this: aligned GEMMs for the [tokens, vocab] head
 
@@ -154,7 +157,7 @@ def save_final_checkpoint(trainer, tokenizer, output_dir, name: str = "final_che
 
     import torch.distributed as dist
 
-    from minionerec.atomic import replace_dir
+    from minionerec.run.atomic import replace_dir
 
     final_dir = Path(output_dir, name)
     tmp_dir = Path(output_dir, f".{name}.{socket.gethostname()}-{os.getpid()}.tmp")
@@ -168,3 +171,30 @@ def save_final_checkpoint(trainer, tokenizer, output_dir, name: str = "final_che
     else:
         shutil.rmtree(tmp_dir, ignore_errors=True)
     return final_dir
+
+
+# Left padding without NaN gradients: no query row of an sdpa attention mask is ever fully masked.
+#
+# Every batch here is left-padded (SFT's answer-window collator, GRPO's prompts, beam search), so a
+# pad position's query may attend to no key at all. transformers 5 hands such rows to
+# `torch.nn.functional.scaled_dot_product_attention` as they are; on an H200 (torch 2.11, bf16) the
+# memory-efficient kernel's backward then returned NaN gradients on some batches: a random-weight
+# Qwen2.5-0.5B-shaped SFT run hit a non-finite gradient at step 50 with sdpa and none in 120 steps
+# with eager attention (bench/gpu_check.py, 2026-11-26), and every later weight was NaN.
+#
+# The fix is the one transformers 4.x applied for the same kernel: a fully masked row attends to every
+# key instead. Such rows are padding: their outputs never reach a real token (real queries still
+# mask pad keys) or the loss, so real logits and gradients are unchanged (tests/test_attention.py).
+# Importing this module registers the mask function under transformers' "sdpa" name, so every sdpa
+# model of the process uses it, the reference model and evaluation included.
+
+
+def padding_safe_sdpa_mask(*args, **kwargs) -> torch.Tensor | None:
+    """transformers' sdpa_mask, then rows without any allowed key get all keys. Shape [B, 1, Q, KV], bool."""
+    mask = sdpa_mask(*args, **kwargs)
+    if mask is None:  # no padding: sdpa's own is_causal path
+        return None
+    return mask | ~mask.any(dim=-1, keepdim=True)
+
+
+AttentionMaskInterface.register("sdpa", padding_safe_sdpa_mask)

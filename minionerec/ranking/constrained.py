@@ -28,8 +28,8 @@ from dataclasses import dataclass, fields
 import torch
 from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList
 
-from minionerec import prompts
-from minionerec.data import sid_string
+from minionerec.data import prompts
+from minionerec.data.formats import sid_string
 
 _MAX_CODE = 1 << 62  # mixed-radix prefix codes must fit in int64
 
@@ -191,7 +191,7 @@ def build_sid_trie(sid_index: dict[str, list[str]], tokenizer, device=None) -> S
     if missing:
         raise ValueError(
             f"{len(missing)} SID token(s) are not single tokens of the tokenizer (e.g. {missing[:3]}); "
-            "use a checkpoint from sft.py, or add them with minionerec.modeling.add_sid_tokens"
+            "use a checkpoint from sft.py, or add them with minionerec.model.loading.add_sid_tokens"
         )
     if tokenizer.eos_token_id is None:
         raise ValueError("the tokenizer has no EOS token; the decoder needs it to end every SID")

@@ -22,8 +22,8 @@ from trl import GRPOConfig, GRPOTrainer
 from trl.models import unwrap_model_for_generation
 from trl.trainer.utils import pad
 
-from minionerec import prompts
-from minionerec.constrained import SIDLogitsProcessor, beam_search_ids, build_sid_trie, library_generation_defaults
+from minionerec.data import prompts
+from minionerec.ranking.constrained import SIDLogitsProcessor, beam_search_ids, build_sid_trie, library_generation_defaults
 
 
 def grpo_loss_options(dapo: bool, gspo: bool, loss_type: str = "") -> dict:

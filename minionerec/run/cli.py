@@ -118,7 +118,7 @@ def run(main, args_cls) -> None:
         if flags.keys() & {"help", "h"}:
             print(usage(args_cls))
             return
-        from minionerec.config import resolve_args  # here: config imports this module
+        from minionerec.run.config import resolve_args  # here: config imports this module
 
         _setup["done"] = False
         try:

@@ -1,6 +1,6 @@
 """A short title <-> SID fine-tune for items added after SFT (rq/add_items.py --align_steps N).
 
-It is SFT's item-alignment task (minionerec.sft_data: title -> SID and SID -> title) restricted to
+It is SFT's item-alignment task (minionerec.data.sft_tasks: title -> SID and SID -> title) restricted to
 the new items, tokenised, collated and trained exactly as sft.py does (same dataset builder,
 `AnswerWindowCollator`, HF `Trainer`), for a few steps and without checkpoints.
 """
@@ -11,8 +11,8 @@ import tempfile
 import torch
 from transformers import Trainer, TrainingArguments
 
-from minionerec.collate import AnswerWindowCollator
-from minionerec.sft_data import build_text_dataset, tokenize_dataset
+from minionerec.data.sft_tasks import AnswerWindowCollator
+from minionerec.data.sft_tasks import build_text_dataset, tokenize_dataset
 
 
 def align_new_items(model, tokenizer, new_index: dict[str, list[str]], item_meta: dict[str, dict], steps: int,

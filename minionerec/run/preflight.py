@@ -1,5 +1,5 @@
 """Pre-flight checks shared by the entry scripts' check functions: each runs before any weights load
-and, like them, raises SystemExit("error: --flag ...") (minionerec.cli prints it as one line, exit 2)."""
+and, like them, raises SystemExit("error: --flag ...") (minionerec.run.cli prints it as one line, exit 2)."""
 from __future__ import annotations
 
 import math

@@ -16,10 +16,10 @@ import torch
 from transformers import TrainerCallback
 from trl.models import unwrap_model_for_generation
 
-from minionerec.atomic import atomic_dir, atomic_write_text, replace_dir
-from minionerec.constrained import constrained_beam_search
-from minionerec.metrics import compute_metrics, ks_for
-from minionerec.modeling import save_final_checkpoint
+from minionerec.run.atomic import atomic_dir, atomic_write_text, replace_dir
+from minionerec.ranking.constrained import constrained_beam_search
+from minionerec.ranking.metrics import compute_metrics, ks_for
+from minionerec.model.loading import save_final_checkpoint
 
 def metric_sums(ranked: list[list[str]], targets: list[str], ks) -> dict[str, float]:
     """Sums (not means) of HR@K / NDCG@K over the rows, so processes can add theirs up."""

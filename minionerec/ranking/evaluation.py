@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-from minionerec.constrained import SIDTrie, constrained_beam_search
+from minionerec.ranking.constrained import SIDTrie, constrained_beam_search
 
 
 def make_batches(prompt_lengths: list[int], batch_size: int) -> list[list[int]]:

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from minionerec.sasrec import load_sasrec, pad_histories
+from minionerec.ranking.sasrec import load_sasrec, pad_histories
 
 def completion_sid(text: str) -> str:
     """'<a_1><b_2><c_3>\\n' -> '<a_1><b_2><c_3>': the SID a completion names (quotes, blanks dropped)."""

@@ -20,8 +20,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
-from minionerec.data import DataError
-from minionerec.recommender import Catalogue, Recommender, RequestError
+from minionerec.data.formats import DataError
+from minionerec.serving.recommender import Catalogue, Recommender, RequestError
 
 
 @dataclass

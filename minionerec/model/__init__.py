@@ -1,0 +1,2 @@
+"""Models: loading a local checkpoint and adding the SID vocabulary, LoRA, the offline tiny Qwen2 builder,
+the short alignment fine-tune for new items. May import minionerec.run and minionerec.data."""
