@@ -1,7 +1,7 @@
 # make install : .venv/ with pinned deps (idempotent: re-runs only when requirements.txt changes)
 # make demo    : demo data -> tiny base model -> SFT -> eval -> RL -> eval, on CPU (~2 min on 2 cores)
-# make test    : fast CPU test suite (about 2 min on 2 cores)
-# make test-slow: multi-process, kill-and-resume and end-to-end tests (CI runs both)
+# make test    : fast CPU tests, tests/unit + tests/integration (about 2 min on 2 cores)
+# make test-slow: tests/slow: multi-process, kill-and-resume, the canary and end-to-end runs (CI runs both)
 # make lint    : ruff (rules in pyproject.toml)
 PY      := .venv/bin/python
 STAMP   := .venv/.installed
@@ -24,10 +24,10 @@ demo: $(STAMP)
 	bash demo.sh $(DEMO)
 
 test: $(STAMP)
-	$(PY) -m pytest -q -x -m "not slow" tests
+	$(PY) -m pytest -q -x tests/unit tests/integration
 
 test-slow: $(STAMP)
-	$(PY) -m pytest -q -x -m slow tests
+	$(PY) -m pytest -q -x tests/slow
 
 lint: $(STAMP)
 	$(PY) -m ruff check .

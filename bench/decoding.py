@@ -1,7 +1,7 @@
 """Constrained-decoding benchmark: upstream's per-beam algorithm vs our tensor trie, in one run.
 
-    python bench/decoding.py                 # real Industrial catalogue when ../shared/data is present
-    python bench/decoding.py --threads 2 --repeats 5
+    python -m bench.decoding                 # real Industrial catalogue when ../shared/data is present
+    python -m bench.decoding --threads 2 --repeats 5
 
 Part 1 times one logits-processor call per decoding step (averaged over the answer's steps) for
 8 prompts x 50 beams and 32 prompts x 16 beams, at the tiny model's vocabulary and at Qwen2.5's
@@ -18,16 +18,14 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import torch
 from transformers import LogitsProcessor, Qwen2Config, Qwen2ForCausalLM
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
-from minionerec.ranking.constrained import SIDLogitsProcessor, beam_search_ids, compile_trie  # noqa: E402
+from minionerec.ranking.constrained import SIDLogitsProcessor, beam_search_ids, compile_trie
 
 REAL_INDEX = Path(__file__).resolve().parents[2] / "shared/data/Amazon/index/Industrial_and_Scientific.index.json"
 QWEN_VOCAB = 151_936

@@ -30,12 +30,11 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from minionerec.run.cli import run
+from minionerec.data.formats import find_split
+from minionerec.run.distributed import free_port
 
-from minionerec.run.cli import run  # noqa: E402
-from minionerec.data.formats import find_split  # noqa: E402
-from minionerec.run.distributed import free_port  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 # Qwen2.5-0.5B's shape (its config.json); the BPE tokenizer is trained on the catalogue instead.
 SHAPES = {

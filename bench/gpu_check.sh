@@ -4,7 +4,7 @@
 # config/zero2_opt.yaml with 1 process. One table on stdout, JSON in OUTPUT_DIR/gpu_check.json.
 #   bash bench/gpu_check.sh                  # DATA_DIR, CATEGORY, OUTPUT_DIR, PYTHON may be set
 #   SMOKE=1 bash bench/gpu_check.sh          # shrunk, on CPU (seconds)
-# Further flags go to bench/gpu_check.py (python bench/gpu_check.py --help).
+# Further flags go to bench/gpu_check.py (python -m bench.gpu_check --help).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python3 )}
@@ -12,4 +12,4 @@ args=(--output_dir "${OUTPUT_DIR:-output/gpu_check}")
 [ -n "${DATA_DIR:-}" ] && args+=(--data_dir "$DATA_DIR")
 [ -n "${CATEGORY:-}" ] && args+=(--category "$CATEGORY")
 [ "${SMOKE:-0}" = 1 ] && args+=(--smoke true)
-exec "$PYTHON" bench/gpu_check.py "${args[@]}" "$@"
+exec "$PYTHON" -m bench.gpu_check "${args[@]}" "$@"

@@ -1,7 +1,7 @@
 """Peak host memory of loading a Qwen2.5-0.5B-shaped model for training, before vs after the
 memory-lean loading (bf16 weights under DeepSpeed bf16 / LoRA, mean-only init of the new SID rows).
 
-    python bench/load_memory.py [--model_dir DIR] [--sid_tokens 768] [--zero3]
+    python -m bench.load_memory [--model_dir DIR] [--sid_tokens 768] [--zero3]
 
 Builds a random-weight model of the Qwen2.5-0.5B shape locally (hidden 896, 24 layers, 14 heads,
 2 KV heads, FFN 4864, vocab 151,936, tied embeddings, saved in bf16 as Qwen ships it; no download),
@@ -19,7 +19,6 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 QWEN25_05B = dict(vocab_size=151_936, hidden_size=896, num_hidden_layers=24, num_attention_heads=14,
                   num_key_value_heads=2, intermediate_size=4864, tie_word_embeddings=True)

@@ -1,6 +1,6 @@
 """GRPO log-prob step time: TRL's fused LM head (reference) vs ours over the completion window only.
 
-    python bench/rl_logps.py [--threads 1] [--steps 3]
+    python -m bench.rl_logps [--threads 1] [--steps 3]
 
 Times what one GRPO loss step spends on the policy (forward + log-probs + entropies + backward) for a
 batch of real-shaped rollouts: ~110-token SID-history prompts (left-padded) and 5-token completions
@@ -10,8 +10,6 @@ Prints ms per step, the ratio, and the largest log-prob difference between the t
 """
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 from types import SimpleNamespace
 
 import torch
@@ -20,8 +18,7 @@ from step_timing import mean_ms, parse_args, random_qwen2
 from trl import GRPOTrainer
 from trl.trainer.utils import add_fused_lm_head
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from minionerec.rl.trainer import MiniOneRecGRPOTrainer  # noqa: E402
+from minionerec.rl.trainer import MiniOneRecGRPOTrainer
 
 # (name, vocab, hidden, layers, rollouts per step)
 SHAPES = [("cpu preset (tiny)", 4_560, 128, 2, 128), ("Qwen2.5 vocab", 151_936, 128, 2, 16)]

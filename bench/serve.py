@@ -1,7 +1,7 @@
 """Serving benchmark: requests/s and p50/p95 latency of serve.py over loopback HTTP, on CPU.
 
-    python bench/serve.py                                   # real Industrial catalogue if ../shared/data is present
-    python bench/serve.py --requests 64 --configs 1x1,1x8,8x8 --num_beams 50 --k 10 --threads 2
+    python -m bench.serve                                   # real Industrial catalogue if ../shared/data is present
+    python -m bench.serve --requests 64 --configs 1x1,1x8,8x8 --num_beams 50 --k 10 --threads 2
 
 For every `BxC` in --configs, serve.py runs with --max_batch_size B and C client threads each send
 requests back to back (histories from the test split, in order) until --requests have been answered;
@@ -26,11 +26,10 @@ from pathlib import Path
 
 import httpx
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # run as a script from anywhere
+from minionerec.data.formats import load_split
+from minionerec.run.distributed import free_port
 
-from minionerec.data.formats import load_split  # noqa: E402
-from minionerec.run.distributed import free_port  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 REAL = ROOT.parent / "shared/data/Amazon"
 CATEGORY = "Industrial_and_Scientific"

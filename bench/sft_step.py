@@ -1,6 +1,6 @@
 """SFT step time: right-padded full logits (reference) vs the answer-window collator.
 
-    python bench/sft_step.py [--threads 1] [--steps 5]
+    python -m bench.sft_step [--threads 1] [--steps 5]
 
 Times forward + backward of one micro-batch of real-shaped SID-history rows (a ~90-token prompt,
 a 5-token answer) on randomly initialised Qwen2 models: the cpu-preset tiny model, and the same
@@ -8,14 +8,11 @@ width with Qwen2.5's 151,936-token vocabulary. Prints ms per step, the ratio, an
 """
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 
 import torch
 from step_timing import mean_ms, parse_args, random_qwen2
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from minionerec.data.sft_tasks import AnswerWindowCollator  # noqa: E402
+from minionerec.data.sft_tasks import AnswerWindowCollator
 
 # (name, vocab, hidden, layers, micro batch)
 SHAPES = [("cpu preset (tiny)", 4_560, 128, 2, 64), ("Qwen2.5 vocab", 151_936, 128, 2, 8)]

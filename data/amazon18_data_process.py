@@ -20,23 +20,20 @@ Outputs in --output_dir (item ids are "0".."n-1" in sorted-ASIN order, user ids 
   <Category>.item2asin.json       {item_id: asin}
   <Category>.{train,valid,test}.inter   TSV `user_id:token  item_id_list:token_seq  item_id:token`
 
-    python data/amazon18_data_process.py --reviews_path Industrial_and_Scientific.json.gz \
+    python -m data.amazon18_data_process --reviews_path Industrial_and_Scientific.json.gz \
         --meta_path meta_Industrial_and_Scientific.json.gz --category Industrial_and_Scientific --output_dir raw/
 """
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
-from pathlib import Path
 
 from tqdm import tqdm
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
-from data.amazon_common import (clean_text, process_dump, read_item_meta, read_json_lines,  # noqa: E402
+from data.amazon_common import (clean_text, process_dump, read_item_meta, read_json_lines,
                                 run_script)
-from minionerec.run.cli import run  # noqa: E402
-from minionerec.data.formats import DataError  # noqa: E402
+from minionerec.run.cli import run
+from minionerec.data.formats import DataError
 
 REVIEW_KEYS = ("reviewerID", "asin", "unixReviewTime")
 
@@ -48,11 +45,11 @@ class Args:
     reviews_path: str = ""  # <Category>.json(.gz): reviewerID, asin, unixReviewTime, overall per line
     meta_path: str = ""  # meta_<Category>.json(.gz): asin, title, description, brand, category per line
     category: str = ""  # file-name stem of the outputs
-    output_dir: str = ""
+    output_dir: str = ""  # writes <Category>.{train,valid,test}.inter, .item.json, .item2asin.json here
     st_year: int = 2016  # window start (inclusive)
-    st_month: int = 10
+    st_month: int = 10  # 1..12: the window starts on the 1st of this month of --st_year
     ed_year: int = 2018  # window end (inclusive: the whole month)
-    ed_month: int = 11
+    ed_month: int = 11  # 1..12: the window ends with this month of --ed_year
     user_k: int = 5  # k-core: minimum interactions per user
     item_k: int = 5  # k-core: minimum interactions per item
     max_history: int = 10  # history items per row (most recent)

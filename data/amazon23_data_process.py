@@ -12,25 +12,22 @@ dumps, which can no longer be downloaded. Same steps and outputs as data/amazon1
   (lists of strings, joined into item.json's description: description first), `store` (-> brand),
   `categories` (list, joined with ", ").
 
-    python data/amazon23_data_process.py --reviews_path Industrial_and_Scientific.jsonl.gz \
+    python -m data.amazon23_data_process --reviews_path Industrial_and_Scientific.jsonl.gz \
         --meta_path meta_Industrial_and_Scientific.jsonl.gz --category Industrial_and_Scientific --output_dir raw/
 
 Then, as for 2018: rq/text2emb.py -> a quantiser in rq/ -> convert_dataset.py (see rq/README.md).
 """
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
-from pathlib import Path
 
 from tqdm import tqdm
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
-from data.amazon_common import (clean_text, process_dump, read_item_meta, read_json_lines,  # noqa: E402
+from data.amazon_common import (clean_text, process_dump, read_item_meta, read_json_lines,
                                 run_script)
-from minionerec.run.cli import run  # noqa: E402
-from minionerec.data.formats import DataError  # noqa: E402
+from minionerec.run.cli import run
+from minionerec.data.formats import DataError
 
 REVIEW_KEYS = ("user_id", "parent_asin", "timestamp")
 
@@ -42,11 +39,11 @@ class Args:
     reviews_path: str = ""  # <Category>.jsonl(.gz): user_id, parent_asin, timestamp (ms), rating per line
     meta_path: str = ""  # meta_<Category>.jsonl(.gz): parent_asin, title, description, features, store, categories
     category: str = ""  # file-name stem of the outputs
-    output_dir: str = ""
+    output_dir: str = ""  # writes <Category>.{train,valid,test}.inter, .item.json, .item2asin.json here
     st_year: int = 2021  # window start (inclusive); the 2023 release runs to 2023-09
-    st_month: int = 10
+    st_month: int = 10  # 1..12: the window starts on the 1st of this month of --st_year
     ed_year: int = 2023  # window end (inclusive: the whole month)
-    ed_month: int = 9
+    ed_month: int = 9  # 1..12: the window ends with this month of --ed_year
     user_k: int = 5  # k-core: minimum interactions per user
     item_k: int = 5  # k-core: minimum interactions per item
     max_history: int = 10  # history items per row (most recent)

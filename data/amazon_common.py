@@ -15,17 +15,15 @@ import gzip
 import html
 import json
 import re
-import sys
 from collections import Counter
 from pathlib import Path
 
 from tqdm import tqdm
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
-from convert_dataset import write_inter  # noqa: E402
-from minionerec.run.atomic import atomic_write_text  # noqa: E402
-from minionerec.data.formats import DataError  # noqa: E402
+from convert_dataset import write_inter
+from minionerec.run.atomic import atomic_write_text
+from minionerec.data.formats import DataError
 
 _JUNK = re.compile(r"<[^>]*>|&[#a-zA-Z0-9]+;|[{}]")  # tags, entities left after one unescape, JS/CSS braces
 

@@ -8,25 +8,23 @@ size). That gives a recommender something real to learn, so demo metrics beat po
 Pipeline: catalogue + interaction log -> .inter files -> SIDs (balanced RQ-Kmeans over TF-IDF/SVD
 text vectors, rq/) -> convert_dataset.convert -> train/valid/test CSVs, info txt, index json.
 
-    python data/make_demo_data.py --output_dir demo_run/data
+    python -m data.make_demo_data --output_dir demo_run/data
 """
 from __future__ import annotations
 
 import json
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
-from convert_dataset import convert, write_inter  # noqa: E402
-from minionerec.run.atomic import atomic_write_text  # noqa: E402
-from minionerec.run.cli import run  # noqa: E402
-from rq.balanced_rqkmeans import quantize  # noqa: E402
-from rq.index import codes_to_sids  # noqa: E402
-from rq.text2emb import tfidf_embeddings  # noqa: E402
+from convert_dataset import convert, write_inter
+from minionerec.run.atomic import atomic_write_text
+from minionerec.run.cli import run
+from rq.balanced_rqkmeans import quantize
+from rq.index import codes_to_sids
+from rq.text2emb import tfidf_embeddings
 
 FAMILIES = {
     "soldering": (["Lead-Free", "Rosin-Core", "Fine", "Thermal", "Digital"], ["Solder Wire", "Soldering Iron", "Flux Pen", "Desoldering Pump", "Tip Cleaner"]),
@@ -48,11 +46,11 @@ class Args:
     output_dir: str = "demo_run/data"  # MiniOneRec layout written here (raw/ holds the .inter files)
     category: str = "Demo"  # file-name stem of every file
     items_per_family: int = 40  # 8 families -> 320 items
-    num_users: int = 600
+    num_users: int = 600  # users, one interaction sequence each
     min_len: int = 6  # interactions per user, inclusive bounds
-    max_len: int = 14
+    max_len: int = 14  # see --min_len
     max_history: int = 10  # as upstream: at most 10 history items per row
-    seed: int = 0
+    seed: int = 0  # NumPy generator for catalogue and sequences; also the TF-IDF SVD and SID k-means seed
 
 
 def make_catalogue(items_per_family: int, rng: np.random.Generator) -> tuple[dict, list[list[str]]]:

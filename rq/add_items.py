@@ -1,10 +1,10 @@
 """New catalogue items without retraining: SIDs from the frozen codebooks, new tokens, optional alignment.
 
     # 1. embed the new items exactly as the catalogue was embedded (same model, or the saved TF-IDF fit)
-    python rq/text2emb.py --item_meta_path new.item.json --output_path new.emb.npy --method tfidf \
+    python -m rq.text2emb --item_meta_path new.item.json --output_path new.emb.npy --method tfidf \
         --tfidf_fit raw/Cat.emb.tfidf.joblib
     # 2. SIDs for them with the quantiser's codebooks (Cat.codebooks.npz beside Cat.index.json) frozen
-    python rq/add_items.py --sid_index_path raw/Cat.index.json --embedding_path new.emb.npy \
+    python -m rq.add_items --sid_index_path raw/Cat.index.json --embedding_path new.emb.npy \
         --new_items_path new.item.json --output_path raw/Cat.v2.index.json \
         --item_meta_path raw/Cat.item.json --output_item_meta_path raw/Cat.v2.item.json \
         --base_model out/sft/final_checkpoint --output_model out/sft_v2 --align_steps 50
@@ -18,19 +18,17 @@ tokens it lacks, and `--align_steps N` fine-tunes title <-> SID on the new items
 from __future__ import annotations
 
 import json
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
-from minionerec.run.atomic import atomic_dir, atomic_write_text  # noqa: E402
-from minionerec.run.cli import run  # noqa: E402
-from minionerec.data.formats import DataError, load_item_meta, load_sid_index, sid_vocabulary  # noqa: E402
-from rq.common import load_embeddings  # noqa: E402
-from rq.index import (CollisionError, codebooks_path, codes_to_sids, extend_codes, index_sibling,  # noqa: E402
+from minionerec.run.atomic import atomic_dir, atomic_write_text
+from minionerec.run.cli import run
+from minionerec.data.formats import DataError, load_item_meta, load_sid_index, sid_vocabulary
+from rq.common import load_embeddings
+from rq.index import (CollisionError, codebooks_path, codes_to_sids, extend_codes, index_sibling,
                       load_codebooks, quantize_frozen, sids_to_codes)
 
 
@@ -49,9 +47,9 @@ class Args:
     base_model: str = ""  # model directory to extend with the new SID tokens ("" = index only)
     output_model: str = ""  # where the extended model + tokenizer go (must not exist yet)
     align_steps: int = 0  # > 0: fine-tune title <-> SID of the new items for this many steps
-    align_learning_rate: float = 1e-4
-    align_batch_size: int = 8
-    seed: int = 0
+    align_learning_rate: float = 1e-4  # constant learning rate of the alignment fine-tune (--align_steps > 0)
+    align_batch_size: int = 8  # alignment examples per step (per device)
+    seed: int = 0  # alignment only: example sampling and Trainer seed
 
 
 def check_args(args: Args) -> None:

@@ -7,24 +7,21 @@ log2(K). By default the bounds are tight: floor(N/K) .. ceil(N/K).
 Note: with --collision reassign the last level may move a few colliding items to other codes, so
 the last level's sizes can leave the bounds by those items; levels before the last stay in bounds.
 
-    python rq/balanced_rqkmeans.py --embedding_path X.npy --output_path Cat.index.json --levels 3 \
+    python -m rq.balanced_rqkmeans --embedding_path X.npy --output_path Cat.index.json --levels 3 \
         --codebook_size 256 --size_min 8 --size_max 30
 """
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 from k_means_constrained import KMeansConstrained
 from tqdm import tqdm
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
-from minionerec.run.cli import run  # noqa: E402
-from rq.common import QuantArgs, check_common, load_embeddings, parse_sizes  # noqa: E402
-from rq.index import finish, make_unique  # noqa: E402
+from minionerec.run.cli import run
+from rq.common import QuantArgs, check_common, load_embeddings, parse_sizes
+from rq.index import finish, make_unique
 
 
 @dataclass

@@ -21,7 +21,7 @@ class QuantArgs:
     levels: int = 3  # semantic levels (append mode adds one more)
     codebook_size: str = "256"  # one size for every level, or one per level: "256,256,256"
     collision: str = "reassign"  # reassign (keep L levels) | append (add a disambiguation level)
-    seed: int = 0
+    seed: int = 0  # level l's k-means uses seed + l; rqvae/rqkmeans_plus also seed torch (init, batch order)
 
 
 def ids_path(embedding_path) -> Path:

@@ -1,20 +1,18 @@
 """Print the rq report table (collisions, codes used and usage entropy per level) for an existing index.json.
 
-    python rq/report.py --index_path ../shared/data/Amazon/index/Industrial_and_Scientific.index.json \
+    python -m rq.report --index_path ../shared/data/Amazon/index/Industrial_and_Scientific.index.json \
         --codebook_size 256
 """
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
-from minionerec.run.cli import run  # noqa: E402
-from minionerec.data.formats import DataError  # noqa: E402
-from rq.common import parse_sizes  # noqa: E402
-from rq.index import load_index_codes, report  # noqa: E402
+from minionerec.run.cli import run
+from minionerec.data.formats import DataError
+from rq.common import parse_sizes
+from rq.index import load_index_codes, report
 
 
 @dataclass

@@ -3,22 +3,19 @@
 Level 1 clusters the embeddings, level 2 clusters what level 1 left over (x - c1), and so on; an
 item's SID is its cluster id at every level.
 
-    python rq/rqkmeans.py --embedding_path X.npy --output_path Cat.index.json --levels 3 --codebook_size 256
+    python -m rq.rqkmeans --embedding_path X.npy --output_path Cat.index.json --levels 3 --codebook_size 256
 """
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
-from pathlib import Path
 
 import faiss
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
-from minionerec.run.cli import run  # noqa: E402
-from rq.common import QuantArgs, check_common, load_embeddings, parse_sizes  # noqa: E402
-from rq.index import finish, make_unique  # noqa: E402
+from minionerec.run.cli import run
+from rq.common import QuantArgs, check_common, load_embeddings, parse_sizes
+from rq.index import finish, make_unique
 
 
 @dataclass

@@ -6,25 +6,22 @@
 3. Fine-tuning with reconstruction + commitment loss lets the encoder move items so they sit
    closer to their codewords (lower quantisation error) without losing the k-means structure.
 
-    python rq/rqkmeans_plus.py --embedding_path X.npy --output_path Cat.index.json --epochs 50
+    python -m rq.rqkmeans_plus --embedding_path X.npy --output_path Cat.index.json --epochs 50
 """
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
-from minionerec.run.cli import run  # noqa: E402
-from rq.common import check_common, load_embeddings, parse_sizes, seed_everything  # noqa: E402
-from rq.index import finish, make_unique  # noqa: E402
-from rq.rqkmeans import residual_kmeans  # noqa: E402
-from rq.rqvae import RQVAE, codes_for, decoder_fn, parse_hidden, resolve_device, save_encoder, train  # noqa: E402
-from rq.rqvae import Args as RQVAEArgs  # noqa: E402
+from minionerec.run.cli import run
+from rq.common import check_common, load_embeddings, parse_sizes, seed_everything
+from rq.index import finish, make_unique
+from rq.rqkmeans import residual_kmeans
+from rq.rqvae import RQVAE, codes_for, decoder_fn, parse_hidden, resolve_device, save_encoder, train
+from rq.rqvae import Args as RQVAEArgs
 
 
 @dataclass
@@ -33,7 +30,7 @@ class Args(RQVAEArgs):
 
     hidden: str = "256"  # hidden widths of the residual MLPs (latent dim = embedding dim)
     e_dim: int = 0  # not used: the latent space is the embedding space (kept so RQ-VAE flags line up)
-    epochs: int = 50
+    epochs: int = 50  # fine-tuning passes over the embeddings after the k-means warm start
     reset_dead: bool = False  # codebooks come from k-means, so every code starts in use
     niter: int = 50  # k-means iterations per level for the warm start
 

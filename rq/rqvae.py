@@ -9,11 +9,10 @@ the first level from collapsing onto a few codes (the public release uses 48 of 
 Checkpoints (`--ckpt_dir`) hold model, optimiser, epoch and RNG state, so `--resume true` continues
 exactly where a run stopped.
 
-    python rq/rqvae.py --embedding_path X.npy --output_path Cat.index.json --epochs 200 --ckpt_dir ckpt/
+    python -m rq.rqvae --embedding_path X.npy --output_path Cat.index.json --epochs 200 --ckpt_dir ckpt/
 """
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,13 +22,12 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
-from minionerec.run.atomic import atomic_path  # noqa: E402
-from minionerec.run.cli import run  # noqa: E402
-from rq.common import QuantArgs, check_common, load_embeddings, parse_int_list, seed_everything  # noqa: E402
-from rq.index import finish, index_sibling  # noqa: E402
-from rq.rqkmeans import residual_kmeans  # noqa: E402
+from minionerec.run.atomic import atomic_path
+from minionerec.run.cli import run
+from rq.common import QuantArgs, check_common, load_embeddings, parse_int_list, seed_everything
+from rq.index import finish, index_sibling
+from rq.rqkmeans import residual_kmeans
 
 
 @dataclass
@@ -39,13 +37,13 @@ class Args(QuantArgs):
     hidden: str = "512,256,128"  # encoder hidden widths (decoder mirrors them)
     e_dim: int = 32  # latent / codeword dimension
     beta: float = 0.25  # commitment weight
-    epochs: int = 200
-    batch_size: int = 1024
-    lr: float = 1e-3
+    epochs: int = 200  # full passes over the embeddings (with --resume: the total, not extra)
+    batch_size: int = 1024  # embeddings per Adam step
+    lr: float = 1e-3  # Adam learning rate
     reset_dead: bool = True  # re-seed codewords unused for a whole epoch
     device: str = "cpu"  # cpu | cuda
     ckpt_dir: str = ""  # write last.pt here every save_every epochs and at the end ("" = no checkpoints)
-    save_every: int = 10
+    save_every: int = 10  # epochs between writes of ckpt_dir/last.pt (only with --ckpt_dir)
     resume: bool = False  # continue from ckpt_dir/last.pt
 
 

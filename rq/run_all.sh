@@ -21,16 +21,16 @@ REPORT=$OUT/report.txt
 
 mkdir -p "$OUT"
 if [ -n "${MODEL_PATH:-}" ]; then
-  $PY rq/text2emb.py --item_meta_path "$ITEM_JSON" --output_path "$EMB" --model_path "$MODEL_PATH" --device "$DEVICE"
+  $PY -m rq.text2emb --item_meta_path "$ITEM_JSON" --output_path "$EMB" --model_path "$MODEL_PATH" --device "$DEVICE"
 else
-  $PY rq/text2emb.py --item_meta_path "$ITEM_JSON" --output_path "$EMB" --method tfidf --dim 256
+  $PY -m rq.text2emb --item_meta_path "$ITEM_JSON" --output_path "$EMB" --method tfidf --dim 256
 fi
 
 {
   echo "# $CATEGORY: embeddings $( [ -n "${MODEL_PATH:-}" ] && echo "$MODEL_PATH" || echo "TF-IDF/SVD-256" ),"\
        "$LEVELS levels x $CODEBOOK codes, collision mode reassign; $(date -u +%F), $(nproc) CPU cores"
   if [ -n "$RELEASE" ]; then
-    $PY rq/report.py --index_path "$RELEASE" --codebook_size "$CODEBOOK" --name "release index.json"
+    $PY -m rq.report --index_path "$RELEASE" --codebook_size "$CODEBOOK" --name "release index.json"
   fi
 } > "$REPORT"
 
@@ -38,7 +38,7 @@ COMMON=(--embedding_path "$EMB" --levels "$LEVELS" --codebook_size "$CODEBOOK" -
 run() {  # run <method> <extra flags...>: report table (stdout) appended, bars and logs to <method>.log
   local method=$1; shift
   local start=$SECONDS
-  $PY "rq/$method.py" "${COMMON[@]}" --output_path "$OUT/$method/$CATEGORY.index.json" "$@" \
+  $PY -m "rq.$method" "${COMMON[@]}" --output_path "$OUT/$method/$CATEGORY.index.json" "$@" \
     2> "$OUT/$method.log" | grep -v '^wrote ' | tee -a "$REPORT"
   echo "($method: $((SECONDS - start)) s)" | tee -a "$REPORT"
 }

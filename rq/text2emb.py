@@ -9,26 +9,24 @@ the ids follow item.json's key order. Two methods:
 - `tfidf`: offline fallback with no model: TF-IDF (uni+bigrams) -> TruncatedSVD -> L2 normalise. The fit
   is saved beside the output (`X.tfidf.joblib`); `--tfidf_fit X.tfidf.joblib` embeds new items with it.
 
-    python rq/text2emb.py --item_meta_path Cat.item.json --output_path Cat.emb.npy --model_path /models/qwen3-emb
-    python rq/text2emb.py --item_meta_path Cat.item.json --output_path Cat.emb.npy --method tfidf --dim 256
+    python -m rq.text2emb --item_meta_path Cat.item.json --output_path Cat.emb.npy --model_path /models/qwen3-emb
+    python -m rq.text2emb --item_meta_path Cat.item.json --output_path Cat.emb.npy --method tfidf --dim 256
 """
 from __future__ import annotations
 
 import ast
 import html
 import re
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
-from minionerec.run.atomic import atomic_path  # noqa: E402
-from minionerec.run.cli import run  # noqa: E402
-from minionerec.data.formats import DataError, load_item_meta  # noqa: E402
-from rq.common import ids_path, save_embeddings  # noqa: E402
+from minionerec.run.atomic import atomic_path
+from minionerec.run.cli import run
+from minionerec.data.formats import DataError, load_item_meta
+from rq.common import ids_path, save_embeddings
 
 _TAG = re.compile(r"<[^>]+>")
 
@@ -42,7 +40,7 @@ class Args:
     method: str = "sentence_transformers"  # sentence_transformers | tfidf
     model_path: str = ""  # local sentence-transformers or Hugging Face model directory
     pooling: str = "mean"  # mean | lasttoken (for decoder-only embedders such as Qwen3-Embedding)
-    batch_size: int = 64
+    batch_size: int = 64  # sentence_transformers only: item texts per encode batch, per process
     max_length: int = 256  # tokens per item text
     normalize: bool = True  # L2-normalise the vectors
     device: str = ""  # "" = cuda when available, else cpu

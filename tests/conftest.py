@@ -79,3 +79,35 @@ def base_without_sids(demo_data: Path, out: Path, tied: bool) -> int:
                                  tie_word_embeddings=tied)).save_pretrained(out)
     tokenizer.save_pretrained(out)
     return len(tokenizer)
+
+
+def weights(path) -> dict:
+    """name -> tensor of a saved checkpoint's model.safetensors."""
+    from safetensors.torch import load_file
+
+    return load_file(str(Path(path) / "model.safetensors"))
+
+
+def run_cli(*cmd, **env):
+    """Run a command from the repository root with one thread; returns the CompletedProcess."""
+    import subprocess
+
+    full_env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", **env}
+    return subprocess.run(cmd, cwd=ROOT, env=full_env, capture_output=True, text=True, timeout=600)
+
+
+def sft_args(data_dir, model_dir, out, **overrides):
+    """sft.Args for a two-step run on the demo data (parsed like command-line flags)."""
+    import sft
+    from minionerec.run.flags import parse_args
+
+    base = dict(base_model=str(model_dir), train_file=str(split_path(data_dir, "train")),
+                eval_file=str(split_path(data_dir, "valid")), output_dir=str(out),
+                sid_index_path=str(data_dir / "index" / f"{CATEGORY}.index.json"),
+                item_meta_path=str(data_dir / "index" / f"{CATEGORY}.item.json"),
+                # shrunk: 8 rows, one full batch per step, so step 2 sees the same data as step 1
+                sample=8, batch_size=8, micro_batch_size=8, max_steps=2, learning_rate=1e-2, warmup_steps=0,
+                task_item_alignment=False, task_sid_history_title=False, logging_steps=1, eval_steps=1000,
+                save_steps=1000)
+    base.update(overrides)
+    return parse_args(sft.Args, base)

@@ -58,5 +58,4 @@ def patched_save_json(self, json_path):
 Trainer.save_model, Trainer._save_optimizer_and_scheduler = patched_save_model, patched_save_optimizer
 TrainerState.save_to_json = patched_save_json
 sys.argv = [script, *flags]
-sys.path.insert(0, str(Path(script).resolve().parent))
 runpy.run_path(script, run_name="__main__")

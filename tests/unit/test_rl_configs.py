@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 from accelerate.commands.config.config_args import load_config_from_file
 
-CONFIG = Path(__file__).resolve().parents[1] / "config"
+CONFIG = Path(__file__).resolve().parents[2] / "config"
 # The deepspeed_config keys accelerate 1.15 turns into DeepSpeed settings (accelerate/utils/launch.py);
 # anything else (e.g. contiguous_gradients) is silently ignored, so it belongs in a DeepSpeed JSON.
 APPLIED_DS_KEYS = {"zero_stage", "offload_optimizer_device", "offload_param_device", "zero3_init_flag",

@@ -24,7 +24,7 @@ from conftest import free_port
 from minionerec.data.formats import load_sid_index, sid_string
 from minionerec.serving.app import BatchQueue
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 NUM_BEAMS = 10
 TIMEOUT = 60.0  # seconds per request: generous for 2 shared CPU cores, but bounded
 

@@ -1,4 +1,4 @@
-"""Every bad input the README's table lists: one `error: ...` line on stderr naming the flag / file /
+"""Every bad input docs/errors-and-resume.md lists: one `error: ...` line on stderr naming the flag / file /
 row, exit code 2, no traceback, nothing written, and no model loaded.
 
 Most cases go through `minionerec.run.cli.run` in-process (the exact code path of `python x.py ...`

@@ -1,35 +1,14 @@
 """sft.py end to end on CPU: learning happens, freeze_LLM is exact, torchrun works, bad flags fail early."""
-import os
-import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 import sft
-from conftest import CATEGORY, ROOT, base_without_sids, free_port, split_path
-from minionerec.run.cli import FlagError, parse_args
+from conftest import CATEGORY, base_without_sids, run_cli, sft_args, split_path, weights
+from minionerec.run.flags import FlagError, parse_args
 from minionerec.data.formats import DataError
-
-
-def sft_args(data_dir, model_dir, out, **overrides):
-    base = dict(base_model=str(model_dir), train_file=str(split_path(data_dir, "train")),
-                eval_file=str(split_path(data_dir, "valid")), output_dir=str(out),
-                sid_index_path=str(data_dir / "index" / f"{CATEGORY}.index.json"),
-                item_meta_path=str(data_dir / "index" / f"{CATEGORY}.item.json"),
-                # shrunk: 8 rows, one full batch per step, so step 2 sees the same data as step 1
-                sample=8, batch_size=8, micro_batch_size=8, max_steps=2, learning_rate=1e-2, warmup_steps=0,
-                task_item_alignment=False, task_sid_history_title=False, logging_steps=1, eval_steps=1000,
-                save_steps=1000)
-    base.update(overrides)
-    return parse_args(sft.Args, base)
-
-
-def weights(path):
-    return load_file(str(Path(path) / "model.safetensors"))
 
 
 def test_two_steps_loss_falls_and_parameters_change(demo_data, tiny_model_dir, tmp_path):
@@ -81,27 +60,10 @@ def test_flag_errors():
     assert sft.gradient_accumulation(32, 4, 2) == 4
 
 
-def run_cli(*cmd, **env):
-    full_env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", **env}
-    return subprocess.run(cmd, cwd=ROOT, env=full_env, capture_output=True, text=True, timeout=600)
-
-
 def test_cli_rejects_unknown_flag_in_one_line():
     result = run_cli(sys.executable, "sft.py", "--bogus_flag", "1")
     assert result.returncode == 2  # minionerec.run.cli's exit code for every setup error
     assert result.stderr.strip().splitlines() == ["error: unknown flag(s): --bogus_flag (see --help)"]
-
-
-@pytest.mark.slow
-def test_torchrun_two_processes(demo_data, tiny_model_dir, tmp_path):
-    args = sft_args(demo_data, tiny_model_dir, tmp_path, micro_batch_size=4)
-    flags = [f"--{k}={v}" for k, v in vars(args).items() if v != ""]
-    result = run_cli(sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-                     "--master_port", str(free_port()), "sft.py", *flags)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "grad_accum=1 world_size=2 trainer_world_size=2" in result.stdout  # the Trainer sees both ranks
-    assert "[sft] done: steps=2" in result.stdout
-    AutoModelForCausalLM.from_pretrained(tmp_path / "final_checkpoint")
 
 
 def test_deepspeed_takes_a_json_and_refuses_a_deepspeed_yaml(tmp_path):

@@ -16,7 +16,7 @@ from minionerec.data.formats import load_item_meta, load_sid_index, sid_string
 from minionerec.model.loading import load_model, load_tokenizer
 from minionerec.serving.recommender import load_catalogue
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ import pytest
 from minionerec.data.formats import DataError
 from minionerec.ranking.paired import check_same_rows, compare, over_seeds, paired_difference
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def rows(preds, targets="abc"):

@@ -195,7 +195,7 @@ def test_upstream_rl_title2sid_and_description2sid(three_rows):
     assert rl(three_rows, "upstream", "title2sid", 1) == (
         "### User Input: \nWhich item has the title: Blue Flask?\n\n### Response:\n", "<a_1><b_2><c_0>")
     rows = rl_tasks.task_rows("description2sid", three_rows, INDEX, META, Prompts("upstream"))
-    assert list(zip(rows["prompt"], rows["target"])) == [  # item 2's empty description: no row (README)
+    assert list(zip(rows["prompt"], rows["target"])) == [  # item 2's empty description: no row (docs/pipeline.md)
         ('### User Input: \nAn item can be described as follows: "A glass beaker.". Which item is it describing?'
          "\n\n### Response:\n", "<a_1><b_1><c_0>"),
         ('### User Input: \nAn item can be described as follows: "Flux-core wire.". Which item is it describing?'

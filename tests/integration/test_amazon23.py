@@ -19,7 +19,7 @@ from data import amazon18_data_process, amazon_common
 from data.amazon23_data_process import Args, main, process
 from minionerec.data.formats import DataError
 
-FIXTURES = Path(__file__).parent / "fixtures" / "amazon23"
+FIXTURES = Path(__file__).parents[1] / "fixtures" / "amazon23"
 WINDOW = dict(st_year=2023, st_month=1, ed_year=2023, ed_month=12, user_k=2, item_k=2, max_history=3)
 
 EXPECTED = {  # (user, history, target), globally sorted by the target's time

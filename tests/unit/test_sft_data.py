@@ -121,7 +121,7 @@ def test_office_rows_token_ids_and_labels_are_pinned(tmp_path):
     from minionerec.data.formats import find_split, load_item_meta, load_sid_index, load_split, sid_vocabulary
     from minionerec.model.tiny import build_tokenizer
 
-    data = Path(__file__).resolve().parents[2] / "shared" / "data" / "Amazon"
+    data = Path(__file__).resolve().parents[3] / "shared" / "data" / "Amazon"
     if not data.is_dir():
         pytest.skip(f"real data not found at {data}")
     category = "Office_Products"

@@ -11,7 +11,7 @@ import pytest
 
 from conftest import free_port
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 NODES, PER_NODE = 2, 2  # 2 processes per node: the bug gave 1 per node (the total divided by nodes)
 
 

@@ -11,7 +11,7 @@ import pytest
 from conftest import free_port
 from minionerec.data.formats import sid_string
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def launch(demo_data, model_dir, out, port) -> subprocess.CompletedProcess:

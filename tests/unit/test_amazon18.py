@@ -18,7 +18,7 @@ from convert_dataset import read_inter
 from data.amazon18_data_process import Args, main, process
 from minionerec.data.formats import DataError
 
-FIXTURES = Path(__file__).parent / "fixtures" / "amazon18"
+FIXTURES = Path(__file__).parents[1] / "fixtures" / "amazon18"
 WINDOW = dict(st_year=2017, st_month=1, ed_year=2017, ed_month=12, user_k=3, item_k=3)
 
 H = ["0", "1", "2"] * 4  # UH's sequence

@@ -11,7 +11,7 @@ from convert_dataset import convert
 from minionerec.data.formats import (DataError, find_split, load_info, load_item_meta, load_sid_index, load_split,
                              split_sid, sid_vocabulary, write_split)
 
-REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "Amazon"
+REAL = Path(__file__).resolve().parents[3] / "shared" / "data" / "Amazon"
 
 
 def index_paths(data_dir):

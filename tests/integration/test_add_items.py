@@ -17,7 +17,7 @@ import torch
 
 from minionerec.ranking.constrained import build_sid_trie, constrained_beam_search, exact_rank
 import sft
-from minionerec.run.cli import parse_args
+from minionerec.run.flags import parse_args
 from minionerec.data.formats import load_item_meta, load_sid_index, load_split, sid_string, write_split
 from minionerec.model.loading import load_model, load_tokenizer
 from minionerec.serving.recommender import history_prompt

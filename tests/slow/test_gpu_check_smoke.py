@@ -1,0 +1,28 @@
+"""SMOKE=1 bash bench/gpu_check.sh on CPU: every stage of the GPU self-check through the real scripts, shrunk."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.slow
+def test_gpu_check_smoke_on_cpu(tmp_path):
+    """SMOKE=1 bash bench/gpu_check.sh: every stage runs through the real scripts, shrunk, on CPU."""
+    env = {**os.environ, "SMOKE": "1", "OUTPUT_DIR": str(tmp_path), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(["bash", "bench/gpu_check.sh"], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    report = json.loads((tmp_path / "gpu_check.json").read_text())
+    assert [s["finite_steps"] for s in report["sft"]] == ["6/6"]
+    assert report["eval"][0]["invalid"] == 0 and report["eval"][0]["users"] == 16
+    assert report["eval"][0]["batch"] == "8 (auto)"  # evaluate.py's automatic batch on CPU
+    assert report["rl"]["steps_timed"] == 2 and report["rl"]["finite_steps"] == "2/2"
+    assert "== gpu_check: cpu" in proc.stdout and "tokens/s" in proc.stdout
