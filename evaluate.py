@@ -18,18 +18,18 @@ from typing import ClassVar
 import torch
 from transformers import set_seed
 
+from minionerec.data.formats import load_catalogue, load_split
+from minionerec.data.prompts import Prompts, check_style, response_text
+from minionerec.model.loading import best_dtype, load_model, load_tokenizer
+from minionerec.ranking.constrained import build_sid_trie
+from minionerec.ranking.evaluation import (auto_batch_size, make_batches, popularity_ranking, predict_batches, shard,
+                                           smallest_over_processes)
+from minionerec.ranking.metrics import DEFAULT_KS, compute_metrics, format_table, ks_for
 from minionerec.run import preflight
 from minionerec.run.atomic import atomic_write_text
-from minionerec.run.cli import end_of_setup, run
+from minionerec.run.cli import past_setup, run
 from minionerec.run.config import record_run
-from minionerec.ranking.constrained import build_sid_trie
-from minionerec.data.formats import DataError, load_catalogue, load_split
 from minionerec.run.distributed import gather_to_rank0, init_distributed, teardown_distributed
-from minionerec.ranking.evaluation import (auto_batch_size, make_batches, popularity_ranking, predict_batches, shard,
-                                  smallest_over_processes)
-from minionerec.ranking.metrics import DEFAULT_KS, compute_metrics, format_table, ks_for
-from minionerec.model.loading import best_dtype, load_model, load_tokenizer
-from minionerec.data.prompts import Prompts, check_style, response_text
 
 
 @dataclass
@@ -48,7 +48,7 @@ class Args:
     max_new_tokens: int = 0  # 0: exactly the answer length (SID tokens + "\n" + EOS)
     length_penalty: float = 0.0  # answers all have one length, so this cannot reorder them
     sample: int = -1  # evaluate the first N test rows; -1 = all
-    seed: int = 42
+    seed: int = 42  # seeds Python, NumPy and torch (beam search itself is deterministic)
     dtype: str = "auto"  # auto (bf16 on GPUs that support it, else fp32) | float32 | bfloat16 | float16
     # --- configuration
     config: str = ""  # recipe YAML (recipes/*.yaml, section evaluate:); precedence: defaults < recipe < command line
@@ -76,20 +76,9 @@ def check_args(args: Args) -> None:
         raise SystemExit("error: give the catalogue with --sid_index_path or --info_file")
     if args.num_beams < 1 or args.batch_size < 0:
         raise SystemExit("error: --num_beams must be >= 1 and --batch_size >= 0 (0 = auto)")
-    try:
-        check_style(args.prompt_style)
-    except ValueError as e:
-        raise SystemExit(f"error: {e}") from None
+    preflight.checked(check_style, args.prompt_style)
     if args.dtype not in ("auto", "float32", "bfloat16", "float16"):
         raise SystemExit(f"error: --dtype must be auto, float32, bfloat16 or float16, got {args.dtype!r}")
-
-
-def check_catalogue(args: Args, sid_index: dict) -> None:
-    """Beams return distinct SIDs: more beams than catalogue SIDs would give short rankings silently."""
-    distinct = len({"".join(sid) for sid in sid_index.values()})
-    if args.num_beams > distinct:
-        raise SystemExit(f"error: --num_beams {args.num_beams} exceeds the {distinct} distinct SIDs of the catalogue "
-                         f"({args.sid_index_path or args.info_file})")
 
 
 def main(args: Args) -> dict | None:
@@ -98,63 +87,58 @@ def main(args: Args) -> dict | None:
     set_seed(args.seed)
 
     # data: validated before the model loads (every target and history SID must be in the catalogue)
-    try:
-        sid_index = load_catalogue(args.sid_index_path, args.info_file)
-        test_df = load_split(args.test_file, sid_index)
-    except DataError as e:
-        raise SystemExit(f"error: {e}") from None
-    check_catalogue(args, sid_index)
+    sid_index = load_catalogue(args.sid_index_path, args.info_file)
+    test_df = load_split(args.test_file, sid_index)
+    preflight.within_catalogue(args.num_beams, "num_beams", sid_index, args.sid_index_path or args.info_file)
     if args.sample > 0:
         test_df = test_df.iloc[: args.sample].reset_index(drop=True)
     prompts = Prompts(args.prompt_style)
     texts = [prompts.eval_prompt(h) for h in test_df["history_item_sid"]]
 
     tokenizer = load_tokenizer(args.base_model)
-    try:  # before the model loads: a base model without the SID tokens fails in seconds
-        trie = build_sid_trie(sid_index, tokenizer)
-    except ValueError as e:
-        raise SystemExit(f"error: {args.base_model}: {e}") from None
+    # before the model loads: a base model without the SID tokens fails in seconds
+    trie = preflight.checked(build_sid_trie, sid_index, tokenizer, context=args.base_model)
     record_run(args, Path(args.result_json).parent, flag="result_json")  # + run_config.yaml beside the predictions
     if args.dry_run:  # every check above passed; no weights were read
         teardown_distributed()
         return None
     dtype = best_dtype() if args.dtype == "auto" else getattr(torch, args.dtype)
-    end_of_setup()
-    model = load_model(args.base_model, dtype=dtype, device=device).eval()  # straight onto the device
-    trie = trie.to(device)
+    with past_setup():  # from here on an error is a bug or a runtime failure: it keeps its traceback
+        model = load_model(args.base_model, dtype=dtype, device=device).eval()  # straight onto the device
+        trie = trie.to(device)
 
-    lengths = [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
-    batch_size = args.batch_size or smallest_over_processes(auto_batch_size(
-        model.config, next(model.parameters()).element_size(), args.num_beams, max(lengths, default=1) + trie.depth,
-        torch.cuda.mem_get_info(device)[0] if device.type == "cuda" else None), device)
-    my_batches = shard(make_batches(lengths, batch_size), rank, world_size)
-    start = time.perf_counter()
-    local = predict_batches(model, tokenizer, texts, my_batches, trie, args.num_beams, args.max_new_tokens or None,
-                            args.length_penalty, progress=rank == 0)
-    elapsed = time.perf_counter() - start
-    merged = gather_to_rank0(local, rank, world_size)
+        lengths = [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
+        batch_size = args.batch_size or smallest_over_processes(auto_batch_size(
+            model.config, next(model.parameters()).element_size(), args.num_beams, max(lengths, default=1) + trie.depth,
+            torch.cuda.mem_get_info(device)[0] if device.type == "cuda" else None), device)
+        my_batches = shard(make_batches(lengths, batch_size), rank, world_size)
+        start = time.perf_counter()
+        local = predict_batches(model, tokenizer, texts, my_batches, trie, args.num_beams, args.max_new_tokens or None,
+                                args.length_penalty, progress=rank == 0)
+        elapsed = time.perf_counter() - start
+        merged = gather_to_rank0(local, rank, world_size)
 
-    metrics = None
-    if rank == 0:
-        predictions = [merged[i] for i in range(len(test_df))]
-        ks = ks_for(args.num_beams, DEFAULT_KS)
-        catalogue = set(trie.sids)
-        rows = {"constrained beam search": compute_metrics(predictions, list(test_df["item_sid"]), ks, catalogue)}
-        if args.train_file:
-            popular = popularity_ranking(list(load_split(args.train_file)["item_sid"]), args.num_beams)
-            rows["popularity (train)"] = compute_metrics([popular] * len(test_df), list(test_df["item_sid"]), ks,
-                                                         catalogue)
-        # upstream's row layout first (its calc.py reads `output` and `predict`), then the CSV columns
-        records = [{"input": prompts.eval_input(row["history_item_sid"]), "output": response_text(row["item_sid"]),
-                    "predict": predicted, **row}
-                   for row, predicted in zip(test_df.to_dict(orient="records"), predictions)]
-        # temporary sibling + rename: a kill mid-write keeps the previous results whole
-        atomic_write_text(args.result_json, json.dumps(records, indent=1, ensure_ascii=False))
-        print(f"[evaluate] {args.category or Path(args.test_file).stem}: {len(test_df)} users, "
-              f"{trie.num_sids} distinct SIDs, {args.num_beams} beams, batch {batch_size}, {world_size} process(es), "
-              f"decoding {elapsed:.1f}s (rank 0) -> {args.result_json}")
-        print(format_table(rows, ks))
-        metrics = rows
+        metrics = None
+        if rank == 0:
+            predictions = [merged[i] for i in range(len(test_df))]
+            ks = ks_for(args.num_beams, DEFAULT_KS)
+            catalogue = set(trie.sids)
+            rows = {"constrained beam search": compute_metrics(predictions, list(test_df["item_sid"]), ks, catalogue)}
+            if args.train_file:
+                popular = popularity_ranking(list(load_split(args.train_file)["item_sid"]), args.num_beams)
+                rows["popularity (train)"] = compute_metrics([popular] * len(test_df), list(test_df["item_sid"]), ks,
+                                                             catalogue)
+            # upstream's row layout first (its calc.py reads `output` and `predict`), then the CSV columns
+            records = [{"input": prompts.eval_input(row["history_item_sid"]), "output": response_text(row["item_sid"]),
+                        "predict": predicted, **row}
+                       for row, predicted in zip(test_df.to_dict(orient="records"), predictions)]
+            # temporary sibling + rename: a kill mid-write keeps the previous results whole
+            atomic_write_text(args.result_json, json.dumps(records, indent=1, ensure_ascii=False))
+            print(f"[evaluate] {args.category or Path(args.test_file).stem}: {len(test_df)} users, "
+                  f"{trie.num_sids} distinct SIDs, {args.num_beams} beams, batch {batch_size}, {world_size} process(es), "
+                  f"decoding {elapsed:.1f}s (rank 0) -> {args.result_json}")
+            print(format_table(rows, ks))
+            metrics = rows
     teardown_distributed()  # after the outputs are written: a teardown failure cannot lose them
     return metrics
 

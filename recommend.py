@@ -44,7 +44,7 @@ class Args:
     output_path: str = ""  # "" = stdout; otherwise written atomically
     dtype: str = "auto"  # auto | float32 | bfloat16 | float16
     device: str = "auto"  # auto (cuda if visible) | cpu | cuda[:N]
-    seed: int = 42
+    seed: int = 42  # seeds Python, NumPy and torch (beam search itself is deterministic)
     prompt_style: str = "upstream"  # the style the checkpoint was trained with (sft.py --prompt_style): upstream | minionerec
 
 

@@ -16,21 +16,18 @@ from pathlib import Path
 import torch
 from transformers import set_seed
 
-from minionerec.run import preflight
-from minionerec.run.resume import NoCheckpointAtLastStep
-from minionerec.run.cli import end_of_setup, run
-from minionerec.run.config import record_run
-from minionerec.run.resume import resolve_resume
-from minionerec.run.distributed import teardown_distributed
 from minionerec.data.formats import load_info, load_item_meta, load_sid_index, load_split, sid_vocabulary
-from minionerec.model.lora import lora_config
-from minionerec.model.loading import (best_dtype, load_model, load_tokenizer, missing_sid_tokens, save_final_checkpoint,
-                                 sid_token_ids, training_dtype)
-from minionerec.rl.trainer import MiniOneRecGRPOConfig, MiniOneRecGRPOTrainer, grpo_loss_options
-from minionerec.rl.rewards import build_reward_funcs, check_reward_type, parse_reward_weights
 from minionerec.data.prompts import Prompts, check_style, run_category
-from minionerec.ranking.callback import ConstrainedEvalCallback, keep_best_checkpoint
 from minionerec.data.rl_tasks import build_eval_dataset, build_rl_dataset
+from minionerec.model.lora import lora_config
+from minionerec.model.loading import best_dtype, load_model, load_tokenizer, missing_sid_tokens, sid_token_ids, training_dtype
+from minionerec.ranking.callback import ConstrainedEvalCallback, finish_training
+from minionerec.rl.rewards import build_reward_funcs, check_reward_type, parse_reward_weights
+from minionerec.rl.trainer import MiniOneRecGRPOConfig, MiniOneRecGRPOTrainer, grpo_loss_options
+from minionerec.run import preflight
+from minionerec.run.cli import past_setup, run
+from minionerec.run.config import record_run
+from minionerec.run.resume import NoCheckpointAtLastStep, resolve_resume
 
 
 @dataclass
@@ -38,22 +35,22 @@ class Args:
     """GRPO on SID next-item prediction with constrained beam search rollouts."""
 
     model_path: str = ""  # SFT checkpoint directory (model + tokenizer holding the SID tokens)
-    seed: int = 42
+    seed: int = 42  # prompt sampling and order, rollouts (transformers.set_seed)
     train_file: str = ""  # train CSV in the MiniOneRec format
     eval_file: str = ""  # valid CSV; used by --test_during_training
     info_file: str = ""  # optional info txt; checked against the SID index
     category: str = ""  # dataset name: run names and upstream prompts' category; "" = --sid_index_path's file name
-    wandb_project: str = ""
-    wandb_run_name: str = ""
-    output_dir: str = "output/rl"
+    wandb_project: str = ""  # --report_to wandb: the project (sets WANDB_PROJECT)
+    wandb_run_name: str = ""  # the run name; "" = TRL's default
+    output_dir: str = "output/rl"  # checkpoints, run_config.yaml, trainer_state.json; final_checkpoint/ at the end
     # batch: per-process prompts x completions; global = train_batch_size x processes x accumulation
     train_batch_size: int = 32  # completions per process per step (= prompts x num_generations)
     eval_batch_size: int = 32  # prompts per beam-search call in the in-training evaluation
-    gradient_accumulation_steps: int = 1
+    gradient_accumulation_steps: int = 1  # batches per optimizer step
     num_generations: int = 16  # group size G: completions per prompt
-    num_train_epochs: int = 1
+    num_train_epochs: int = 1  # passes over the prompts (unless --max_steps)
     max_steps: int = -1  # > 0 overrides num_train_epochs
-    learning_rate: float = 1e-6
+    learning_rate: float = 1e-6  # AdamW peak learning rate
     beta: float = 0.04  # KL weight to the reference model (0 = no reference model)
     sync_ref_model: bool = False  # TRL: move the reference towards the policy every 512 steps
     # rollouts
@@ -75,7 +72,7 @@ class Args:
     title2sid: bool = True  # title -> SID prompts for every item (off when SFT never trained titles)
     title_history_sample: int = 10000  # title history -> SID rows (-1: all, 0: task off)
     # in-training evaluation (constrained beam search on eval_file)
-    test_during_training: bool = False
+    test_during_training: bool = False  # valid HR@K / NDCG@K by constrained beam search every --eval_step
     eval_step: float = 0.199  # evaluate every N steps; < 1: a fraction of all steps
     test_beam: int = 20  # beams = ranked list length for HR@K / NDCG@K
     eval_sample: int = 500  # eval rows used per in-training evaluation (-1: all)
@@ -83,13 +80,13 @@ class Args:
     save_steps: float = 0.1  # < 1: a fraction of all steps
     save_total_limit: int = 2  # each RL checkpoint holds weights + optimizer state (~16 bytes/parameter)
     gradient_checkpointing: bool = True  # TRL's default: saves memory on real models; off is faster on tiny ones
-    logging_steps: int = 1
+    logging_steps: int = 1  # log rewards, KL and loss every N steps
     resume_from_checkpoint: str = ""  # a checkpoint dir, or "true" for the latest in output_dir
     report_to: str = "none"  # none | wandb | tensorboard
     # --- configuration: GRPOConfig's own fields (same names, passed straight through), recipes, dry runs
     max_grad_norm: float = 0.3  # gradient clipping
     warmup_steps: float = 0.03  # < 1: a fraction of all steps (warmup ratio); >= 1: a step count
-    lr_scheduler_type: str = "cosine"
+    lr_scheduler_type: str = "cosine"  # any transformers schedule: cosine, linear, constant_with_warmup, ...
     epsilon: float = 0.2  # clip range of the importance ratio
     epsilon_high: float = 0.0  # upper clip (DAPO's clip-higher, e.g. 0.28); 0 = epsilon
     num_iterations: int = 1  # optimisation passes over each generated batch (GRPO's mu)
@@ -102,12 +99,12 @@ class Args:
     # --- LoRA (peft): adapters on the linear layers + the SID rows; reference = the model with adapters disabled
     lora_r: int = 0  # adapter rank; 0 = off (full fine-tuning)
     lora_alpha: int = 32  # scale alpha / r of the adapter update
-    lora_dropout: float = 0.05
+    lora_dropout: float = 0.05  # dropout on the adapter input
     lora_target_modules: str = "all-linear"  # all-linear, or comma-separated names, e.g. q_proj,k_proj,v_proj,o_proj
     # --- RL regression guard
     keep_best: bool = False  # needs --test_during_training: final_checkpoint = the best valid NDCG@10 weights, SFT's included
     # --- prompt protocol
-    prompt_style: str = "upstream"  # upstream (AkaliKong/MiniOneRec's RL prompts, byte for byte) | minionerec (README)
+    prompt_style: str = "upstream"  # upstream (AkaliKong/MiniOneRec's RL prompts, byte for byte) | minionerec (docs/pipeline.md)
 
 
 # rl.py flags whose GRPOConfig field has another name or another form; every other shared name passes through
@@ -115,7 +112,8 @@ MAPPED = {"train_batch_size", "report_to", "resume_from_checkpoint", "loss_type"
 
 
 def grpo_config(args: Args, world_size: int) -> MiniOneRecGRPOConfig:
-    """The trainer config: TRL's own validation runs here, before any weights load."""
+    """The trainer config: the reward weights and loss options are parsed here, and TRL's own validation runs,
+    before any weights load."""
     grpo_fields = {f.name for f in dataclasses.fields(MiniOneRecGRPOConfig)}
     same = {f.name: getattr(args, f.name) for f in dataclasses.fields(args)
             if f.name in grpo_fields and f.name not in MAPPED}
@@ -139,7 +137,8 @@ def grpo_config(args: Args, world_size: int) -> MiniOneRecGRPOConfig:
 
 
 def check_args(args: Args, world_size: int) -> None:
-    """Fail before loading the model: paths, exclusive options, batch divisibility."""
+    """Fail before loading the model: paths, exclusive options, batch divisibility (the reward weights and loss
+    options: when grpo_config builds the config)."""
     preflight.model_dir(args.model_path, "model_path")
     preflight.writable_dir(args.output_dir, "output_dir")
     preflight.positive_finite(args.learning_rate, "learning_rate")
@@ -155,13 +154,8 @@ def check_args(args: Args, world_size: int) -> None:
         raise SystemExit("error: --lora_r > 0 needs --sync_ref_model false (the paper recipes set it true): the LoRA reference "
                          "is the base model with adapters disabled, fixed by construction")
     preflight.ranking_eval_flags(args.test_during_training, args.eval_file, args.keep_best, args.lora_r)
-    try:
-        check_style(args.prompt_style)
-        rewards = check_reward_type(args.reward_type)
-        parse_reward_weights(args.reward_weights, rewards)
-        grpo_loss_options(args.dapo, args.gspo, args.loss_type)
-    except ValueError as e:
-        raise SystemExit(f"error: {e}") from None
+    preflight.checked(check_style, args.prompt_style)
+    rewards = preflight.checked(check_reward_type, args.reward_type)
     for reward, flag in (("sasrec", "cf_path"), ("semantic", "ada_path")):
         path = getattr(args, flag)
         if reward in rewards and not (path and Path(path).is_file()):
@@ -175,65 +169,49 @@ def check_args(args: Args, world_size: int) -> None:
                          f"= {local} (global batch {local * world_size} over {world_size} processes)")
 
 
-def check_catalogue(args: Args, sid_index: dict) -> None:
-    """Beam search returns distinct SIDs: a group of G needs at least G of them in the catalogue."""
-    distinct = len({"".join(sid) for sid in sid_index.values()})
-    if args.num_generations > distinct:
-        raise SystemExit(f"error: --num_generations {args.num_generations} exceeds the {distinct} distinct SIDs "
-                         f"of {args.sid_index_path}")
-    if args.test_during_training and args.test_beam > distinct:
-        raise SystemExit(f"error: --test_beam {args.test_beam} exceeds the {distinct} distinct SIDs "
-                         f"of {args.sid_index_path}")
-
-
-def main(args: Args):
-    world_size = int(os.environ.get("WORLD_SIZE", 1))
-    check_args(args, world_size)
-    resume = resolve_resume(args.resume_from_checkpoint, args.output_dir)  # the newest complete checkpoint
-    set_seed(args.seed)
-
-    # data: validated before the model loads
-    sid_index = load_sid_index(args.sid_index_path)
-    check_catalogue(args, sid_index)
-    item_meta = load_item_meta(args.item_meta_path) if args.item_meta_path else None
+def check_data(args: Args, sid_index: dict) -> None:
+    """The catalogue holds a group of G (and --test_beam) distinct SIDs; --info_file names no SID outside it."""
+    preflight.within_catalogue(args.num_generations, "num_generations", sid_index, args.sid_index_path)
+    if args.test_during_training:
+        preflight.within_catalogue(args.test_beam, "test_beam", sid_index, args.sid_index_path)
     if args.info_file:
         unknown = {sid for sid, _, _ in load_info(args.info_file)} - {"".join(s) for s in sid_index.values()}
         if unknown:
             raise SystemExit(f"error: {args.info_file}: {len(unknown)} SID(s) not in {args.sid_index_path}")
-    train_df = load_split(args.train_file, sid_index)
-    prompts = Prompts(args.prompt_style, run_category(args.category, args.sid_index_path))
-    train_ds = build_rl_dataset(train_df, sid_index, item_meta, args.title_history_sample, args.seed,
-                                args.sample_train, args.title2sid, prompts)
-    eval_ds = build_eval_dataset(load_split(args.eval_file, sid_index), prompts) if args.eval_file else None
 
-    # tokenizer + model: the SFT checkpoint must already speak SIDs
+
+def load_datasets(args: Args, sid_index: dict):
+    """(train prompts, eval prompts or None) as TRL datasets: prompt, target, ..."""
+    item_meta = load_item_meta(args.item_meta_path) if args.item_meta_path else None
+    prompts = Prompts(args.prompt_style, run_category(args.category, args.sid_index_path))
+    train_ds = build_rl_dataset(load_split(args.train_file, sid_index), sid_index, item_meta, args.title_history_sample,
+                                args.seed, args.sample_train, args.title2sid, prompts)
+    eval_ds = build_eval_dataset(load_split(args.eval_file, sid_index), prompts) if args.eval_file else None
+    return train_ds, eval_ds
+
+
+def load_sft_tokenizer(args: Args, sid_tokens: list):
+    """The SFT checkpoint's tokenizer, which must already speak every SID; left padding for generation."""
     tokenizer = load_tokenizer(args.model_path)
-    missing = missing_sid_tokens(tokenizer, sid_vocabulary(sid_index))
+    missing = missing_sid_tokens(tokenizer, sid_tokens)
     if missing:
         raise SystemExit(f"error: {args.model_path} lacks {len(missing)} SID token(s) (e.g. {missing[0]}); "
                          "RL starts from an SFT checkpoint trained with this --sid_index_path")
     tokenizer.padding_side = "left"
-    # before the model: a wrong --ada_path / --cf_path (rows != catalogue items) fails in seconds
-    reward_funcs, _ = build_reward_funcs(args.reward_type, args.num_generations, sid_index, tokenizer,
-                                         args.ada_path, args.cf_path)
-    if args.report_to == "wandb" and args.wandb_project:
-        os.environ.setdefault("WANDB_PROJECT", args.wandb_project)
-    try:
-        config = grpo_config(args, world_size)
-    except ValueError as e:  # TRL's own checks (batch sizes vs processes, loss options)
-        raise SystemExit(f"error: {e}") from None
-    record_run(args, args.output_dir)  # prints each value + source; writes output_dir/run_config.yaml
-    if args.dry_run:  # every check above passed; no weights were read
-        return None
-    end_of_setup()
-    # Loaded after the config: under ZeRO-3 its DeepSpeed config makes from_pretrained partition the weights
-    # (policy here, reference in TRL). With beta > 0 and no LoRA, TRL reloads the reference model from
-    # model.config._name_or_path in the policy's dtype: keep it a directory. With LoRA the reference is
-    # the same model with its adapters disabled (TRL's peft path): no second copy.
+    return tokenizer
+
+
+def build_trainer(args: Args, config: MiniOneRecGRPOConfig, tokenizer, sid_index: dict, sid_tokens: list,
+                  reward_funcs, train_ds, eval_ds):
+    """Policy (+ LoRA), the in-training evaluation and TRL's trainer. Returns (trainer, ranking callback or None).
+
+    The model loads after the config: under ZeRO-3 its DeepSpeed config makes from_pretrained partition the weights
+    (policy here, reference in TRL). With beta > 0 and no LoRA, TRL reloads the reference model from
+    model.config._name_or_path in the policy's dtype: keep it a directory. With LoRA the reference is the same
+    model with its adapters disabled (TRL's peft path): no second copy."""
     model = load_model(args.model_path, dtype=training_dtype(config, lora=args.lora_r > 0))
     peft_config = lora_config(args.lora_r, args.lora_alpha, args.lora_dropout, args.lora_target_modules,
-                              sid_token_ids(tokenizer, sid_vocabulary(sid_index)), model)
-
+                              sid_token_ids(tokenizer, sid_tokens), model)
     callbacks = [NoCheckpointAtLastStep()]  # final_checkpoint is the end-of-run save
     ranking = None
     if args.test_during_training:
@@ -248,24 +226,46 @@ def main(args: Args):
     )
     if ranking is not None:
         ranking.trainer = trainer  # it generates with the trainer's (wrapped) model
-    if trainer.is_world_process_zero():
-        print(f"[rl] prompts={len(train_ds)} world_size={config.world_size} "
-              f"distributed={trainer.accelerator.distributed_type} reward={args.reward_type} "
-              f"loss_type={config.loss_type} importance_sampling_level={config.importance_sampling_level}")
+    return trainer, ranking
 
-    trainer.train(resume_from_checkpoint=resume)
 
-    tokenizer.padding_side = "right"  # as the SFT checkpoint saved it
-    if args.keep_best:
-        final_dir = keep_best_checkpoint(ranking, args.model_path, args.output_dir, trainer.is_world_process_zero())
-    else:
-        final_dir = save_final_checkpoint(trainer, tokenizer, args.output_dir)
-    if trainer.is_world_process_zero():
-        rewards = [h["reward"] for h in trainer.state.log_history if "reward" in h]
-        print(f"[rl] done: steps={trainer.state.global_step} mean_reward={sum(rewards) / max(len(rewards), 1):.4f} "
-              f"-> {final_dir}")
-        trainer.state.save_to_json(str(Path(args.output_dir, "trainer_state.json")))  # rewards, timings per step
-    teardown_distributed()  # explicit, after outputs are written: avoids rare exit-time aborts
+def report(trainer, final_dir) -> None:
+    rewards = [h["reward"] for h in trainer.state.log_history if "reward" in h]
+    print(f"[rl] done: steps={trainer.state.global_step} mean_reward={sum(rewards) / max(len(rewards), 1):.4f} "
+          f"-> {final_dir}")
+
+
+def main(args: Args):
+    # checks and data: bad input fails here, before any weights load
+    world_size = int(os.environ.get("WORLD_SIZE", 1))
+    check_args(args, world_size)
+    resume = resolve_resume(args.resume_from_checkpoint, args.output_dir)  # the newest complete checkpoint
+    set_seed(args.seed)
+    sid_index = load_sid_index(args.sid_index_path)
+    sid_tokens = sid_vocabulary(sid_index)
+    check_data(args, sid_index)
+    train_ds, eval_ds = load_datasets(args, sid_index)
+    tokenizer = load_sft_tokenizer(args, sid_tokens)
+    # before the model: a wrong --ada_path / --cf_path (rows != catalogue items) fails in seconds
+    reward_funcs, _ = build_reward_funcs(args.reward_type, args.num_generations, sid_index, tokenizer,
+                                         args.ada_path, args.cf_path)
+    if args.report_to == "wandb" and args.wandb_project:
+        os.environ.setdefault("WANDB_PROJECT", args.wandb_project)
+    config = preflight.checked(grpo_config, args, world_size)  # + TRL's own checks (batch sizes vs processes)
+    record_run(args, args.output_dir)  # prints each value + source; writes output_dir/run_config.yaml
+    if args.dry_run:  # every check above passed; no weights were read
+        return None
+
+    with past_setup():  # from here on an error is a bug or a runtime failure: it keeps its traceback
+        trainer, ranking = build_trainer(args, config, tokenizer, sid_index, sid_tokens, reward_funcs, train_ds, eval_ds)
+        if trainer.is_world_process_zero():
+            print(f"[rl] prompts={len(train_ds)} world_size={config.world_size} "
+                  f"distributed={trainer.accelerator.distributed_type} reward={args.reward_type} "
+                  f"loss_type={config.loss_type} importance_sampling_level={config.importance_sampling_level}")
+        trainer.train(resume_from_checkpoint=resume)
+        tokenizer.padding_side = "right"  # as the SFT checkpoint saved it
+        finish_training(trainer, tokenizer, args.output_dir, ranking if args.keep_best else None,
+                        start_dir=args.model_path, script="rl", report=lambda final: report(trainer, final))
     return trainer
 
 

@@ -30,7 +30,7 @@ class Args:
     sid_index_path: str = ""  # index.json: the recommendable items (swap later with /catalogue/reload)
     item_meta_path: str = ""  # item.json: titles (responses, and histories given by title)
     host: str = "127.0.0.1"  # 0.0.0.0 to listen on every interface
-    port: int = 8000
+    port: int = 8000  # TCP port to listen on (1..65535)
     num_beams: int = 50  # beam width for every request = the largest k served
     max_batch_size: int = 8  # requests per beam search call
     max_wait_ms: float = 5.0  # how long the first request of a batch waits for others
@@ -38,7 +38,7 @@ class Args:
     dtype: str = "auto"  # auto | float32 | bfloat16 | float16
     device: str = "auto"  # auto (cuda if visible) | cpu | cuda[:N]
     log_level: str = "warning"  # uvicorn's: critical | error | warning | info | debug
-    seed: int = 42
+    seed: int = 42  # seeds Python, NumPy and torch (beam search itself is deterministic)
     prompt_style: str = "upstream"  # the style the checkpoint was trained with (sft.py --prompt_style): upstream | minionerec
 
 

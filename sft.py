@@ -14,25 +14,24 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+import pandas as pd
 import torch
+from datasets import Dataset
 from transformers import EarlyStoppingCallback, SchedulerType, Trainer, TrainingArguments, set_seed
 
-from minionerec.run import preflight
-from minionerec.run.resume import NoCheckpointAtLastStep
-from minionerec.run.cli import end_of_setup, run
-from minionerec.run.config import ConfigError, record_run
-from minionerec.run.resume import resolve_resume, resumed_step, whole_run_mean_loss
-from minionerec.data.sft_tasks import AnswerWindowCollator
-from minionerec.ranking.constrained import build_sid_trie
-from minionerec.run.distributed import teardown_distributed
 from minionerec.data.formats import load_item_meta, load_sid_index, load_split, sid_vocabulary
-from minionerec.run.launch_config import sft_deepspeed
+from minionerec.data.prompts import Prompts, check_style, run_category
+from minionerec.data.sft_tasks import TASKS, AnswerWindowCollator, build_text_dataset, sample_rows, tokenize_dataset
 from minionerec.model.lora import apply_lora, lora_config
 from minionerec.model.loading import (add_sid_tokens, best_dtype, freeze_all_but_new_rows, load_model, load_tokenizer,
-                                 missing_sid_tokens, save_final_checkpoint, sid_token_ids, training_dtype)
-from minionerec.data.prompts import Prompts, check_style, run_category
-from minionerec.ranking.callback import ConstrainedEvalCallback, keep_best_checkpoint
-from minionerec.data.sft_tasks import TASKS, build_text_dataset, sample_rows, tokenize_dataset
+                                      missing_sid_tokens, sid_token_ids, training_dtype)
+from minionerec.ranking.callback import ConstrainedEvalCallback, finish_training
+from minionerec.ranking.constrained import build_sid_trie
+from minionerec.run import preflight
+from minionerec.run.cli import past_setup, run
+from minionerec.run.config import record_run
+from minionerec.run.launch_config import sft_deepspeed
+from minionerec.run.resume import NoCheckpointAtLastStep, resolve_resume, resumed_step, whole_run_mean_loss
 from minionerec.run.throughput import ThroughputCallback
 
 
@@ -43,25 +42,25 @@ class Args:
     base_model: str = ""  # local model directory (a Qwen2 checkpoint, or minionerec.model.tiny output)
     train_file: str = ""  # train CSV in the MiniOneRec format
     eval_file: str = ""  # valid CSV; empty disables evaluation
-    output_dir: str = "output/sft"
+    output_dir: str = "output/sft"  # checkpoints, run_config.yaml, trainer_state.json; final_checkpoint/ at the end
     sid_index_path: str = ""  # index.json; its tokens are added to the vocabulary
     item_meta_path: str = ""  # item.json; titles for the alignment and title tasks
     category: str = ""  # dataset name: run names and upstream prompts (d), (e); "" = --sid_index_path's file name
     sample: int = -1  # use this many training rows (seeded); -1 = all
-    seed: int = 42
+    seed: int = 42  # data sampling and order, init of new rows (transformers.set_seed)
     # batch: batch_size is global; accumulation = batch_size / (micro_batch_size * world size)
-    batch_size: int = 128
-    micro_batch_size: int = 4
-    num_epochs: int = 10
+    batch_size: int = 128  # global rows per optimizer step
+    micro_batch_size: int = 4  # rows per process per forward pass
+    num_epochs: int = 10  # passes over the training rows (unless --max_steps)
     max_steps: int = -1  # > 0 overrides num_epochs (smoke tests, small budgets)
-    learning_rate: float = 3e-4
+    learning_rate: float = 3e-4  # AdamW peak learning rate
     warmup_steps: float = 0.03  # < 1: a fraction of all steps; >= 1: a step count
     lr_scheduler_type: str = "cosine"  # any transformers schedule: cosine, linear, constant_with_warmup, ...
     weight_decay: float = 0.0  # AdamW's decoupled decay (not with --freeze_LLM, whose frozen rows must not move)
     cutoff_len: int = 512  # longer sequences keep their end (the answer)
     # batches of similar length: ~1.03 padded tokens per real token instead of ~1.39, but each batch is then
     # mostly one task: on the demo, valid NDCG@10 0.1298 grouped vs 0.1702 random after 400 steps
-    group_by_length: bool = False
+    group_by_length: bool = False  # batches of similar length (see the comment above)
     # tasks (upstream sft.py at 81b4ba9 trains all five; later upstream commits dropped d and e)
     task_sid_history: bool = True  # (a) SID history -> next SID
     task_item_alignment: bool = True  # (b) title -> SID and SID -> title
@@ -73,9 +72,9 @@ class Args:
     train_from_scratch: bool = False  # base_model's architecture, random weights
     deepspeed: str = ""  # DeepSpeed JSON (config/sft_zero2.json, sft_zero3.json) or an accelerate YAML naming one
     # evaluation, checkpoints, logging
-    eval_steps: int = 200
-    save_steps: int = 200
-    save_total_limit: int = 2
+    eval_steps: int = 200  # eval loss on --eval_file every N steps
+    save_steps: int = 200  # checkpoint every N steps (weights + optimizer state)
+    save_total_limit: int = 2  # checkpoints kept in output_dir (the oldest go first)
     early_stopping_patience: int = 0  # evaluations without improvement before stopping; 0 = off
     # ranking curve: valid HR@K / NDCG@K by constrained beam search during training (as rl.py's flags)
     test_during_training: bool = False  # needs --eval_file; logged to trainer_state.json and eval_during_training.jsonl
@@ -84,21 +83,21 @@ class Args:
     eval_sample: int = 500  # eval rows per evaluation, a fixed seeded sample (-1: all)
     eval_batch_size: int = 32  # prompts per beam-search call
     keep_best: bool = False  # needs --test_during_training: final_checkpoint = the evaluated weights with the best NDCG@10
-    logging_steps: int = 10
+    logging_steps: int = 10  # log the train loss every N steps
     resume_from_checkpoint: str = ""  # a checkpoint dir, or "true" for the latest in output_dir
     report_to: str = "none"  # none | wandb | tensorboard (wandb works offline with WANDB_MODE=offline)
-    wandb_project: str = ""
-    wandb_run_name: str = ""
+    wandb_project: str = ""  # --report_to wandb: the project (sets WANDB_PROJECT)
+    wandb_run_name: str = ""  # the run name; "" = sft-<category>
     # --- configuration
     config: str = ""  # recipe YAML (recipes/*.yaml, section sft:); precedence: defaults < recipe < command line
     dry_run: bool = False  # check flags, recipe, files, data rows, tokenizer, batch sizes, output_dir; no weights
     # --- LoRA (peft): adapters on the linear layers + the SID rows of embedding and LM head; merged at the end
     lora_r: int = 0  # adapter rank; 0 = off (full fine-tuning)
     lora_alpha: int = 32  # scale alpha / r of the adapter update
-    lora_dropout: float = 0.05
+    lora_dropout: float = 0.05  # dropout on the adapter input
     lora_target_modules: str = "all-linear"  # all-linear, or comma-separated names, e.g. q_proj,k_proj,v_proj,o_proj
     # --- prompt protocol
-    prompt_style: str = "upstream"  # upstream (AkaliKong/MiniOneRec's texts, byte for byte) | minionerec (README)
+    prompt_style: str = "upstream"  # upstream (AkaliKong/MiniOneRec's texts, byte for byte) | minionerec (docs/pipeline.md)
 
 
 def gradient_accumulation(batch_size: int, micro_batch_size: int, world_size: int) -> int:
@@ -111,10 +110,7 @@ def gradient_accumulation(batch_size: int, micro_batch_size: int, world_size: in
 
 def deepspeed_config(path: str) -> str | None:
     """The checked DeepSpeed JSON for TrainingArguments (an accelerate YAML's deepspeed_config_file is followed)."""
-    try:
-        return sft_deepspeed(path)
-    except ConfigError as e:
-        raise SystemExit(f"error: {e}") from None
+    return preflight.checked(sft_deepspeed, path)
 
 
 def check_paths(args: Args, tasks: list[str]) -> None:
@@ -144,52 +140,47 @@ def check_paths(args: Args, tasks: list[str]) -> None:
         raise SystemExit(f"error: --lora_r must be >= 0 (0 = off), got {args.lora_r}")
     if args.lora_r and (args.freeze_LLM or args.train_from_scratch):
         raise SystemExit("error: --lora_r > 0 excludes --freeze_LLM and --train_from_scratch (LoRA adapts a trained base)")
-    try:
-        check_style(args.prompt_style)
-    except ValueError as e:
-        raise SystemExit(f"error: {e}") from None
+    preflight.checked(check_style, args.prompt_style)
 
 
-def check_cutoff(args: Args, tokenizer, sid_index: dict, texts: list) -> None:
+def check_cutoff(args: Args, tokenizer, data: SftData) -> None:
     """--cutoff_len against the longest answer, counting each SID token as one token, as after
     add_sid_tokens (done on a copy: the real tokenizer gets them together with the model's rows)."""
     probe = copy.deepcopy(tokenizer)
-    probe.add_tokens(missing_sid_tokens(probe, sid_vocabulary(sid_index)))
+    probe.add_tokens(missing_sid_tokens(probe, data.sid_tokens))
+    texts = [ds for ds in (data.train_text, data.eval_text) if ds is not None]
     prompts = [p for ds in texts for p in ds["prompt"]]
     preflight.cutoff_holds_answers(args.cutoff_len, probe, prompts, [r for ds in texts for r in ds["response"]])
 
 
-def main(args: Args) -> Trainer:
-    tasks = [t for t in TASKS if getattr(args, f"task_{t}")]
-    check_paths(args, tasks)
-    resume = resolve_resume(args.resume_from_checkpoint, args.output_dir)  # the newest complete checkpoint
-    first_step = resumed_step(resume)  # read now: save_total_limit may rotate that checkpoint away during training
-    ds_config = deepspeed_config(args.deepspeed)
-    world_size = int(os.environ.get("WORLD_SIZE", 1))
-    grad_accum = gradient_accumulation(args.batch_size, args.micro_batch_size, world_size)
-    set_seed(args.seed)
+@dataclass
+class SftData:
+    """What SFT reads, loaded and validated before any weights: a bad row fails here."""
 
-    # data: validated up front so a bad row fails before the model loads
+    sid_index: dict  # item id -> SID tokens
+    sid_tokens: list  # the SID vocabulary (every distinct SID token), added to the tokenizer and the model
+    eval_df: pd.DataFrame | None  # valid rows (eval loss, ranking curve)
+    prompts: Prompts
+    train_text: Dataset  # {"prompt", "response"} rows of every enabled task
+    eval_text: Dataset | None  # {"prompt", "response"} rows of the SID-history task on eval_df
+
+
+def load_data(args: Args, tasks: list[str]) -> SftData:
     sid_index = load_sid_index(args.sid_index_path)
     item_meta = load_item_meta(args.item_meta_path) if args.item_meta_path else None
     train_df = sample_rows(load_split(args.train_file, sid_index, item_meta), args.sample, args.seed)
     eval_df = load_split(args.eval_file, sid_index, item_meta) if args.eval_file else None
-
     prompts = Prompts(args.prompt_style, run_category(args.category, args.sid_index_path))
-    train_text = build_text_dataset(tasks, train_df, sid_index, item_meta, args.seed, prompts)
-    eval_text = build_text_dataset(["sid_history"], eval_df, prompts=prompts) if eval_df is not None else None
+    return SftData(
+        sid_index=sid_index, sid_tokens=sid_vocabulary(sid_index), eval_df=eval_df, prompts=prompts,
+        train_text=build_text_dataset(tasks, train_df, sid_index, item_meta, args.seed, prompts),
+        eval_text=build_text_dataset(["sid_history"], eval_df, prompts=prompts) if eval_df is not None else None)
 
-    tokenizer = load_tokenizer(args.base_model)
-    check_cutoff(args, tokenizer, sid_index, [ds for ds in (train_text, eval_text) if ds is not None])
-    record_run(args, args.output_dir)  # prints each value + source; writes output_dir/run_config.yaml
-    if args.dry_run:  # every check above passed; no weights were read
-        return None
 
-    if args.report_to == "wandb" and args.wandb_project:
-        os.environ.setdefault("WANDB_PROJECT", args.wandb_project)
-    use_bf16 = best_dtype() == torch.bfloat16
-    # built before the model loads: under ZeRO-3 its DeepSpeed config makes from_pretrained partition the weights
-    training_args = TrainingArguments(
+def training_arguments(args: Args, grad_accum: int, world_size: int, ds_config: str | None,
+                       evaluate: bool) -> TrainingArguments:
+    """Built before the model loads: under ZeRO-3 its DeepSpeed config makes from_pretrained partition the weights."""
+    return TrainingArguments(
         output_dir=args.output_dir,
         per_device_train_batch_size=args.micro_batch_size,
         per_device_eval_batch_size=args.micro_batch_size,
@@ -200,14 +191,14 @@ def main(args: Args) -> Trainer:
         warmup_steps=args.warmup_steps,
         lr_scheduler_type=args.lr_scheduler_type,
         weight_decay=args.weight_decay,  # 0 under freeze_LLM (checked): zero grads must mean zero updates
-        bf16=use_bf16,
+        bf16=best_dtype() == torch.bfloat16,
         train_sampling_strategy="group_by_length" if args.group_by_length else "random",
-        eval_strategy="steps" if eval_df is not None else "no",
+        eval_strategy="steps" if evaluate else "no",
         eval_steps=args.eval_steps,
         save_strategy="steps",
         save_steps=args.save_steps,
         save_total_limit=args.save_total_limit,
-        load_best_model_at_end=args.early_stopping_patience > 0 and eval_df is not None,
+        load_best_model_at_end=args.early_stopping_patience > 0 and evaluate,
         metric_for_best_model="eval_loss",
         logging_steps=args.logging_steps,
         report_to=[] if args.report_to == "none" else [args.report_to],
@@ -222,27 +213,28 @@ def main(args: Args) -> Trainer:
         # so each process would train alone on all the data (as rl.py, which sets the same)
         ddp_backend="gloo" if world_size > 1 and not torch.cuda.is_available() else None,
     )
-    end_of_setup()
-    # model (+ SID tokens when the base model lacks them), after TrainingArguments: ZeRO-3 loads it partitioned
+
+
+def build_model(args: Args, tokenizer, sid_tokens: list, training_args: TrainingArguments):
+    """The base model (+ SID tokens when it lacks them), frozen or LoRA-wrapped as asked. Returns (model, added)."""
     model = load_model(args.base_model, dtype=training_dtype(training_args, lora=args.lora_r > 0),
                        from_scratch=args.train_from_scratch)
     old_vocab = model.get_input_embeddings().weight.shape[0]
-    added = add_sid_tokens(model, tokenizer, sid_vocabulary(sid_index))
+    added = add_sid_tokens(model, tokenizer, sid_tokens)
     if args.freeze_LLM:
         freeze_all_but_new_rows(model, first_new_row=len(tokenizer) - added if added else old_vocab,
                                 stop_row=len(tokenizer))
     if args.lora_r > 0:
-        model = apply_lora(model, lora_config(args.lora_r, args.lora_alpha, args.lora_dropout,
-                                              args.lora_target_modules,
-                                              sid_token_ids(tokenizer, sid_vocabulary(sid_index)), model))
-    # ZeRO-3 leaves each rank an empty placeholder per parameter: ds_numel is the full size
-    trainable = sum(getattr(p, "ds_numel", p.numel()) for p in model.parameters() if p.requires_grad)
-    print(f"[sft] tasks={tasks} prompt_style={args.prompt_style} added_sid_tokens={added} trainable_params={trainable:,} "
-          f"grad_accum={grad_accum} world_size={world_size} trainer_world_size={training_args.world_size}")
+        model = apply_lora(model, lora_config(args.lora_r, args.lora_alpha, args.lora_dropout, args.lora_target_modules,
+                                              sid_token_ids(tokenizer, sid_tokens), model))
+    return model, added
 
-    train_ds = tokenize_dataset(train_text, tokenizer, args.cutoff_len)
-    eval_ds = tokenize_dataset(eval_text, tokenizer, args.cutoff_len) if eval_text is not None else None
 
+def build_trainer(args: Args, model, tokenizer, data: SftData, training_args: TrainingArguments):
+    """Tokenised datasets, callbacks (early stopping, throughput, ranking curve) and the Trainer.
+    Returns (trainer, ranking callback or None, throughput callback)."""
+    train_ds = tokenize_dataset(data.train_text, tokenizer, args.cutoff_len)
+    eval_ds = tokenize_dataset(data.eval_text, tokenizer, args.cutoff_len) if data.eval_text is not None else None
     callbacks = ([EarlyStoppingCallback(args.early_stopping_patience)]
                  if args.early_stopping_patience > 0 and eval_ds is not None else [])
     throughput = ThroughputCallback(model, output_dir=args.output_dir)
@@ -250,41 +242,72 @@ def main(args: Args) -> Trainer:
     ranking = None
     if args.test_during_training:
         ranking = ConstrainedEvalCallback(
-            [prompts.eval_prompt(h) for h in eval_df["history_item_sid"]], list(eval_df["item_sid"]),
+            [data.prompts.eval_prompt(h) for h in data.eval_df["history_item_sid"]], list(data.eval_df["item_sid"]),
             num_beams=args.test_beam, eval_step=args.eval_step, batch_size=args.eval_batch_size,
             sample=args.eval_sample, seed=args.seed, keep_best=args.keep_best, tokenizer=tokenizer,
-            trie=build_sid_trie(sid_index, tokenizer, device=training_args.device))
+            trie=build_sid_trie(data.sid_index, tokenizer, device=training_args.device))
         callbacks.append(ranking)
     trainer = Trainer(
         model=model, args=training_args, train_dataset=train_ds, eval_dataset=eval_ds,
-        # left padding + logits at the answer window only: same loss as full logits (tests/test_collate.py)
+        # left padding + logits at the answer window only: same loss as full logits (test_collate.py)
         data_collator=AnswerWindowCollator(tokenizer.pad_token_id),
         processing_class=tokenizer, callbacks=[*callbacks, NoCheckpointAtLastStep()],  # final_checkpoint: the end save
     )
     if ranking is not None:
         ranking.trainer = trainer  # it generates with the trainer's (wrapped) model
-    result = trainer.train(resume_from_checkpoint=resume)
-    # the whole run's mean loss, also after a resume (Transformers averages only this process's steps)
-    result = result._replace(training_loss=whole_run_mean_loss(
-        trainer.state.log_history, result.training_loss, first_step, trainer.state.global_step))
+    return trainer, ranking, throughput
 
-    eval_loss = trainer.evaluate()["eval_loss"] if eval_ds is not None else math.nan  # collective: all ranks
-    if args.keep_best and ranking.best is not None:  # early stopping on the ranking curve
-        final_dir = keep_best_checkpoint(ranking, None, args.output_dir, trainer.is_world_process_zero(), "sft")
-    else:
-        final_dir = save_final_checkpoint(trainer, tokenizer, args.output_dir)
-    if trainer.is_world_process_zero():
-        first_loss = next((h["loss"] for h in trainer.state.log_history if "loss" in h), math.nan)
-        eval_part = f" eval_loss={eval_loss:.4f}" if eval_ds is not None else ""
-        print(f"[sft] done: steps={trainer.state.global_step} first_train_loss={first_loss:.4f} "
-              f"mean_train_loss={result.training_loss:.4f}{eval_part} -> {final_dir}")
-        if throughput.result:
-            mfu = throughput.result["mfu"]
-            print(f"[sft] throughput: {throughput.result['tokens_per_s']:,.0f} tokens/s over "
-                  f"{throughput.result['timed_steps']} steps, {throughput.result['tflops_per_gpu']} TFLOP/s per process"
-                  + (f", MFU {mfu:.1%}" if mfu is not None else "") + f" ({throughput.result['device']})")
-        trainer.state.save_to_json(str(Path(args.output_dir, "trainer_state.json")))  # losses per step
-    teardown_distributed()  # explicit, after outputs are written: avoids rare exit-time aborts
+
+def report(trainer: Trainer, mean_loss: float, eval_loss: float | None, throughput: ThroughputCallback,
+           final_dir: Path) -> None:
+    """The end-of-run summary lines (main process)."""
+    first_loss = next((h["loss"] for h in trainer.state.log_history if "loss" in h), math.nan)
+    eval_part = f" eval_loss={eval_loss:.4f}" if eval_loss is not None else ""
+    print(f"[sft] done: steps={trainer.state.global_step} first_train_loss={first_loss:.4f} "
+          f"mean_train_loss={mean_loss:.4f}{eval_part} -> {final_dir}")
+    if throughput.result:
+        mfu = throughput.result["mfu"]
+        print(f"[sft] throughput: {throughput.result['tokens_per_s']:,.0f} tokens/s over "
+              f"{throughput.result['timed_steps']} steps, {throughput.result['tflops_per_gpu']} TFLOP/s per process"
+              + (f", MFU {mfu:.1%}" if mfu is not None else "") + f" ({throughput.result['device']})")
+
+
+def main(args: Args) -> Trainer | None:
+    # checks and data: bad input fails here, before any weights load
+    tasks = [t for t in TASKS if getattr(args, f"task_{t}")]
+    check_paths(args, tasks)
+    resume = resolve_resume(args.resume_from_checkpoint, args.output_dir)  # the newest complete checkpoint
+    first_step = resumed_step(resume)  # read now: save_total_limit may rotate that checkpoint away during training
+    ds_config = deepspeed_config(args.deepspeed)
+    world_size = int(os.environ.get("WORLD_SIZE", 1))
+    grad_accum = gradient_accumulation(args.batch_size, args.micro_batch_size, world_size)
+    set_seed(args.seed)
+    data = load_data(args, tasks)
+    tokenizer = load_tokenizer(args.base_model)
+    check_cutoff(args, tokenizer, data)
+    record_run(args, args.output_dir)  # prints each value + source; writes output_dir/run_config.yaml
+    if args.dry_run:  # every check above passed; no weights were read
+        return None
+    if args.report_to == "wandb" and args.wandb_project:
+        os.environ.setdefault("WANDB_PROJECT", args.wandb_project)
+    training_args = training_arguments(args, grad_accum, world_size, ds_config, evaluate=data.eval_df is not None)
+
+    with past_setup():  # from here on an error is a bug or a runtime failure: it keeps its traceback
+        model, added = build_model(args, tokenizer, data.sid_tokens, training_args)
+        # ZeRO-3 leaves each rank an empty placeholder per parameter: ds_numel is the full size
+        trainable = sum(getattr(p, "ds_numel", p.numel()) for p in model.parameters() if p.requires_grad)
+        print(f"[sft] tasks={tasks} prompt_style={args.prompt_style} added_sid_tokens={added} "
+              f"trainable_params={trainable:,} grad_accum={grad_accum} world_size={world_size} "
+              f"trainer_world_size={training_args.world_size}")
+        trainer, ranking, throughput = build_trainer(args, model, tokenizer, data, training_args)
+        result = trainer.train(resume_from_checkpoint=resume)
+        # the whole run's mean loss, also after a resume (Transformers averages only this process's steps)
+        mean_loss = whole_run_mean_loss(trainer.state.log_history, result.training_loss, first_step,
+                                        trainer.state.global_step)
+        eval_loss = trainer.evaluate()["eval_loss"] if data.eval_df is not None else None  # collective: all ranks
+        best = ranking if args.keep_best and ranking.best is not None else None  # early stopping on the ranking curve
+        finish_training(trainer, tokenizer, args.output_dir, best, start_dir=None, script="sft",
+                        report=lambda final: report(trainer, mean_loss, eval_loss, throughput, final))
     return trainer
 
 

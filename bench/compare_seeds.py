@@ -1,7 +1,7 @@
 """Compare two quality-bench runs trained with the same seeds: B - A per dataset, method and split, paired over
 seeds and users.
 
-    python bench/compare_seeds.py --a bench/out/run_a --b bench/out/run_b [--metric NDCG --k 10]
+    python -m bench.compare_seeds --a bench/out/run_a --b bench/out/run_b [--metric NDCG --k 10]
 
 Each run is a bench/quality.py output directory (one dataset, or one subdirectory per dataset). For every
 seed both runs trained, the per-user difference of their predictions on the same rows (minionerec.ranking.paired);
@@ -23,7 +23,7 @@ class Args:
     a: str = ""  # bench output directory (results.json inside)
     b: str = ""  # the other one, same datasets and rows
     metric: str = "NDCG"  # NDCG | HR
-    k: int = 10
+    k: int = 10  # cutoff: compare metric@k (the top k of each prediction list)
     output_json: str = ""  # also write the comparison here
 
 

@@ -6,7 +6,7 @@ SFT tasks (a)-(e) are its SidSFTDataset, SidItemFeatDataset, FusionSeqRecDataset
 TitleHistory2SidSFTDataset; evaluation uses EvalSidDataset's input; RL uses SidDataset,
 RLTitle2SidDataset (title and description -> SID) and RLSeqTitle2SidDataset, which have no Alpaca
 preamble. `minionerec` is this repo's earlier text: one wording per task, the SFT task (a) prompt
-for evaluation and RL as well. README "Prompt styles" lists every deviation from upstream.
+for evaluation and RL as well. docs/pipeline.md "Prompt styles" lists every deviation from upstream.
 
 A prompt ends with "### Response:\\n"; the response is the answer plus "\\n", then the EOS token.
 """

@@ -16,10 +16,11 @@ import torch
 from transformers import TrainerCallback
 from trl.models import unwrap_model_for_generation
 
-from minionerec.run.atomic import atomic_dir, atomic_write_text, replace_dir
+from minionerec.model.loading import save_final_checkpoint
 from minionerec.ranking.constrained import constrained_beam_search
 from minionerec.ranking.metrics import compute_metrics, ks_for
-from minionerec.model.loading import save_final_checkpoint
+from minionerec.run.atomic import atomic_dir, atomic_write_text, replace_dir
+from minionerec.run.distributed import teardown_distributed
 
 def metric_sums(ranked: list[list[str]], targets: list[str], ks) -> dict[str, float]:
     """Sums (not means) of HR@K / NDCG@K over the rows, so processes can add theirs up."""
@@ -144,4 +145,22 @@ def keep_best_checkpoint(guard: ConstrainedEvalCallback, model_path, output_dir,
         kept = "the starting weights" if best["step"] == 0 else f"step {best['step']}"
         print(f"[{script}] keep_best: valid {guard.best_metric} {start}best {choice['chosen']:.4f} at step "
               f"{best['step']} of {guard.history[-1]['step']} evaluated -> final_checkpoint = {kept}")
+    return final_dir
+
+
+def finish_training(trainer, tokenizer, output_dir, best: ConstrainedEvalCallback | None, start_dir, script: str,
+                    report) -> Path:
+    """The end of a run, shared by sft.py and rl.py: final_checkpoint = the best evaluated weights (`best`, under
+    --keep_best; `start_dir` = the starting checkpoint, kept when step 0 scored best) or the last ones; then, on
+    the main process, `report(final_dir)` and trainer_state.json (losses / rewards per step); then the process
+    group is torn down, explicitly, after every output is written (avoids rare exit-time aborts)."""
+    writer = trainer.is_world_process_zero()
+    if best is not None:
+        final_dir = keep_best_checkpoint(best, start_dir, output_dir, writer, script)
+    else:
+        final_dir = save_final_checkpoint(trainer, tokenizer, output_dir)
+    if writer:
+        report(final_dir)
+        trainer.state.save_to_json(str(Path(output_dir, "trainer_state.json")))
+    teardown_distributed()
     return final_dir

@@ -10,6 +10,9 @@ A recipe (recipes/*.yaml) holds one scenario's hyperparameters, one section per 
 args dataclass (an unknown key is a one-line error with the nearest valid key); values pass the
 same type checks as flags. Every run prints each resolved value with its source and writes the
 same to OUTPUT_DIR/run_config.yaml; `--dry_run true` prints it and writes nothing.
+
+Nothing is kept between calls: a value's source is read back from the args themselves (their --config
+recipe and the dataclass defaults), so the same args always report the same sources.
 """
 from __future__ import annotations
 
@@ -23,12 +26,12 @@ import yaml
 
 from minionerec.run import preflight
 from minionerec.run.atomic import atomic_write_text
-from minionerec.run.cli import FlagError, parse_args
+from minionerec.run.flags import FlagError, parse_args
 
 # keys of a recipe that are not a script's section
 META_KEYS = {"description"}
-# sections a recipe may hold: the entry scripts, plus the quality benchmark's own knobs
-SECTIONS = ("sft", "rl", "evaluate", "quality")
+# sections a recipe may hold: one per script it configures (named by the script's file; tiny = minionerec.model.tiny)
+SECTIONS = ("sft", "rl", "evaluate", "sasrec", "tiny")
 # flags about the run itself, never read from a recipe
 RUN_FLAGS = ("config", "dry_run")
 # what torchrun / accelerate launch put in each process's environment (accelerate's from the launch YAML)
@@ -38,9 +41,6 @@ LAUNCH_ENV = ("WORLD_SIZE", "LOCAL_WORLD_SIZE", "RANK", "LOCAL_RANK", "GROUP_RAN
               "ACCELERATE_GRADIENT_CLIPPING", "ACCELERATE_DEEPSPEED_OFFLOAD_OPTIMIZER_DEVICE",
               "ACCELERATE_DEEPSPEED_OFFLOAD_PARAM_DEVICE")
 
-
-# the args built by the command line in this process, and each field's source
-_resolved: dict = {}
 
 
 class ConfigError(FlagError):
@@ -67,12 +67,18 @@ def read_yaml(path: str, what: str) -> dict:
     return data
 
 
-def recipe_section(path: str, section: str, valid_keys) -> dict:
-    """The `section` of recipe `path`, every key checked against `valid_keys`."""
+def read_recipe(path: str) -> dict:
+    """Recipe `path` as {section: values}, every section name checked."""
     data = read_yaml(path, "recipe")
     for key in data:
         if key not in SECTIONS and key not in META_KEYS:
             raise ConfigError(f"{path}: unknown section {key!r}{nearest(key, SECTIONS)}; sections: {', '.join(SECTIONS)}")
+    return data
+
+
+def recipe_section(path: str, section: str, valid_keys) -> dict:
+    """The `section` of recipe `path`, every key checked against `valid_keys`."""
+    data = read_recipe(path)
     if section not in data:
         raise ConfigError(f"{path}: no {section!r} section (it has: {', '.join(k for k in data if k in SECTIONS)})")
     values = data[section] or {}
@@ -90,34 +96,42 @@ def script_name(args_cls) -> str:
     return Path(inspect.getfile(args_cls)).stem
 
 
+def recipe_values(args_cls, recipe_path: str) -> dict:
+    """The section of recipe `recipe_path` for `args_cls`'s script: keys checked against its fields, values
+    type-checked as flags are (an error names the recipe)."""
+    recipe = recipe_section(recipe_path, script_name(args_cls), [f.name for f in dataclasses.fields(args_cls)])
+    try:
+        parse_args(args_cls, recipe)
+    except FlagError as e:
+        raise ConfigError(f"{recipe_path}: {str(e).lstrip('-')}") from None
+    return recipe
+
+
 def resolve_args(args_cls, flags: dict):
-    """fire's flags (+ the recipe named by --config) -> args_cls, with each field's source recorded."""
+    """fire's flags (+ the recipe named by --config) -> args_cls: defaults < recipe < flags (sources_of reads each
+    value's source back)."""
     recipe_path = str(flags.get("config") or "")
-    recipe = {}
-    if recipe_path:
-        names = [f.name for f in dataclasses.fields(args_cls)]
-        recipe = recipe_section(recipe_path, script_name(args_cls), names)
-        try:
-            parse_args(args_cls, recipe)  # the recipe's own values must type-check, named as such
-        except FlagError as e:
-            raise ConfigError(f"{recipe_path}: {str(e).lstrip('-')}") from None
-    args = parse_args(args_cls, {**recipe, **flags})
-    sources = {k: f"recipe {recipe_path}" for k in recipe}
-    sources.update({k: "command line" for k in flags})
-    _resolved.update(args=args, sources=sources)  # read by sources_of (not on args: scripts may use vars(args))
-    return args
+    recipe = recipe_values(args_cls, recipe_path) if recipe_path else {}
+    return parse_args(args_cls, {**recipe, **flags})
 
 
 def sources_of(args) -> dict[str, str]:
-    """Field -> source. Args built in Python (tests, bench) have no record: non-defaults are 'caller'."""
-    recorded = _resolved["sources"] if _resolved.get("args") is args else None
+    """Field -> where its value came from: "recipe PATH" (the --config recipe sets it to this value), "default"
+    (the dataclass's), else "command line" (a flag, or the Python caller that built the args)."""
+    recipe_path = getattr(args, "config", "") or ""
+    recipe = {}
+    if recipe_path:  # read again, not remembered: the recipe's values as resolve_args typed them
+        keys = recipe_section(recipe_path, script_name(type(args)), [f.name for f in dataclasses.fields(args)])
+        typed = parse_args(type(args), keys)
+        recipe = {k: getattr(typed, k) for k in keys}
     out = {}
     for f in dataclasses.fields(args):
-        if recorded is not None:
-            out[f.name] = recorded.get(f.name, "default")
+        value = getattr(args, f.name)
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        if f.name in recipe:
+            out[f.name] = f"recipe {recipe_path}" if value == recipe[f.name] else "command line"
         else:
-            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-            out[f.name] = "default" if getattr(args, f.name) == default else "caller"
+            out[f.name] = "default" if value == default else "command line"
     return out
 
 

@@ -1,10 +1,28 @@
 """Pre-flight checks shared by the entry scripts' check functions: each runs before any weights load
-and, like them, raises SystemExit("error: --flag ...") (minionerec.run.cli prints it as one line, exit 2)."""
+and, like them, raises SystemExit("error: --flag ...") (minionerec.run.cli prints it as one line, exit 2).
+`checked` runs a library validator (which raises ValueError) as such a check."""
 from __future__ import annotations
 
 import math
 import tempfile
 from pathlib import Path
+
+
+def checked(validate, *args, context: str = ""):
+    """`validate(*args)`, its ValueError turned into the checks' SystemExit("error: [context: ]message"); the
+    ValueError stays attached as the cause (MINIONEREC_TRACEBACK=1 prints both)."""
+    try:
+        return validate(*args)
+    except ValueError as e:
+        raise SystemExit(f"error: {context + ': ' if context else ''}{e}") from e
+
+
+def within_catalogue(value: int, flag: str, sid_index: dict, source: str) -> None:
+    """Beam search returns distinct SIDs: --num_beams / --num_generations / --test_beam `value` needs at least that
+    many in the catalogue (more would give short rankings, or groups that cannot fill, silently)."""
+    distinct = len({"".join(sid) for sid in sid_index.values()})
+    if value > distinct:
+        raise SystemExit(f"error: --{flag} {value} exceeds the {distinct} distinct SIDs of the catalogue ({source})")
 
 
 def model_dir(path: str, flag: str) -> None:

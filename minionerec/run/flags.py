@@ -1,0 +1,100 @@
+"""Command-line flags -> a typed args dataclass, failing loudly on bad flags; --help from the dataclass.
+
+fire passes `--flag=false` as the *string* "false" and silently accepts misspelt flags when the
+target takes **kwargs; both would waste a GPU job, so both become one-line errors (FlagError).
+"""
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import sys
+import types
+import typing
+
+_TRUE = {"true", "1", "yes", "y"}
+_FALSE = {"false", "0", "no", "n"}
+
+
+class FlagError(ValueError):
+    """A command-line flag is unknown or has a value of the wrong type."""
+
+
+def as_bool(value, name: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str) and value.lower() in _TRUE | _FALSE:
+        return value.lower() in _TRUE
+    raise FlagError(f"--{name}: expected true/false, got {value!r}")
+
+
+def _convert(value, kind, name: str):
+    if value is None:
+        return None
+    origin = typing.get_origin(kind)
+    if origin in (typing.Union, types.UnionType):
+        options = [k for k in typing.get_args(kind) if k is not type(None)]
+        return _convert(value, options[0], name) if len(options) == 1 else value
+    if kind is bool:
+        return as_bool(value, name)
+    if kind in (int, float):
+        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+            raise FlagError(f"--{name}: expected {kind.__name__}, got {value!r}")
+        try:
+            number = kind(value) if kind is float or isinstance(value, int) else int(str(value), 10)
+        except ValueError:
+            raise FlagError(f"--{name}: expected {kind.__name__}, got {value!r}") from None
+        return number
+    if kind is str:
+        return value if isinstance(value, str) else str(value)
+    return value
+
+
+def apply_aliases(args_cls, flags: dict) -> dict:
+    """`args_cls.FLAG_ALIASES` {old name: field, or None for a flag accepted and ignored} -> renamed flags."""
+    flags = dict(flags)
+    for old, new in getattr(args_cls, "FLAG_ALIASES", {}).items():
+        if old not in flags:
+            continue
+        value = flags.pop(old)
+        if new is None:
+            print(f"note: --{old} is accepted for compatibility and has no effect", file=sys.stderr)
+        elif new in flags:
+            raise FlagError(f"--{old} is another name for --{new}; give only one of them")
+        else:
+            flags[new] = value
+    return flags
+
+
+def parse_args(args_cls, flags: dict):
+    """Build `args_cls` from fire's flags; unknown flags and wrong types raise FlagError."""
+    flags = apply_aliases(args_cls, flags)
+    fields = {f.name: f for f in dataclasses.fields(args_cls)}
+    unknown = sorted(set(flags) - set(fields))
+    if unknown:
+        raise FlagError(f"unknown flag(s): {', '.join('--' + u for u in unknown)} (see --help)")
+    hints = typing.get_type_hints(args_cls)
+    return args_cls(**{k: _convert(v, hints[k], k) for k, v in flags.items()})
+
+
+def body_lines(cls) -> list[str]:
+    """A dataclass's own source lines below its header and docstring: fields (name: type = default  # meaning)
+    and section comments."""
+    lines = inspect.getsource(cls).splitlines()[1:]
+    return [line.strip() for line in lines if line.strip() and not line.strip().startswith(('"""', "@", "class "))]
+
+
+def usage(args_cls) -> str:
+    """--help text: the args dataclass's lines are the documentation; fields inherited from a dataclass base
+    (and not redefined) come first, from the nearest base that defines them."""
+    own = body_lines(args_cls)
+    own_names = {line.split(":")[0] for line in own}
+    inherited = {}
+    for base in reversed(args_cls.__mro__[1:]):
+        if dataclasses.is_dataclass(base):
+            inherited.update({line.split(":")[0]: line for line in body_lines(base) if not line.startswith("#")})
+    lines = [inherited[f.name] for f in dataclasses.fields(args_cls) if f.name in inherited and f.name not in own_names]
+    doc = (args_cls.__doc__ or "").strip()
+    return f"usage: python {sys.argv[0]} --flag value ...\n{doc}\n\nflags (name: type = default  # meaning):\n  " + \
+        "\n  ".join(lines + own)
