@@ -1,9 +1,10 @@
 """Quality benchmark: does MiniOneRec beat SASRec, and does RL beat SFT? Every figure over several training seeds.
 
-    python bench/quality.py --preset cpu            # Industrial + Office (../shared/data/Amazon), 3 seeds, ~2.5 h on 2 cores
-    python bench/quality.py --preset cpu --category Office_Products --stages sft --seeds 42+1+2+3+4 --threads 1
-    python bench/quality.py --preset smoke --data_dir DIR --category Demo   # seconds (the test)
-    python bench/quality.py --preset gpu            # bigger model, more steps (untested here: no GPU was lent)
+    python -m bench.quality --preset cpu            # Industrial + Office (../shared/data/Amazon), 3 seeds, ~2.5 h on 2 cores
+    python -m bench.quality --preset cpu --category Office_Products --stages sft --seeds 42+1+2+3+4 --threads 1
+    python -m bench.quality --preset cpu --set "sft.learning_rate=1e-3,rl.beta=0,tiny.hidden_size=64"
+    python -m bench.quality --preset smoke --data_dir DIR --category Demo   # seconds (the test)
+    python -m bench.quality --preset gpu            # bigger model, more steps (untested here: no GPU was lent)
 
 Stages, each timed: popularity -> SASRec (sasrec.py) -> tiny from-scratch Qwen2 (minionerec.model.tiny)
 -> SFT (sft.py) -> evaluate (evaluate.py) -> GRPO (rl.py, from the SFT checkpoint) -> evaluate.
@@ -18,63 +19,60 @@ with that run's predictions, quality.png (bars), curves.csv + curves.png (SFT tr
 reference curves in bench/reference/). RL runs with rl.py's regression guard when the preset sets
 keep_best: its final checkpoint is the best valid NDCG@10 of its evaluations, the SFT weights included.
 Tune on valid only: the test table is for reporting.
-Each preset is the recipe recipes/quality_<preset>.yaml. The repo must be importable (`pip install -e .`,
-which `make install` runs, or PYTHONPATH=.).
+Each preset is the recipe recipes/quality_<preset>.yaml (`--recipe PATH` runs another), read by the scripts' own
+code (minionerec.run.config): sections sft, rl, evaluate, sasrec and tiny (minionerec.model.tiny) hold those
+scripts' own flags; `--set section.flag=value,...` overrides any of them, by the same names. The repo must be
+importable (`pip install -e .`, which `make install` runs, or PYTHONPATH=.).
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
+import re
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 
 METHODS = ("popularity", "SASRec", "MiniOneRec SFT", "MiniOneRec SFT+RL")
 KS = (1, 3, 5, 10, 20)
 
-# Each preset is a recipe, recipes/quality_<preset>.yaml: sections sft / rl / evaluate hold those scripts'
-# own fields, section quality the benchmark's (below). Any flag set on the command line wins.
-PRESETS = ("smoke", "cpu", "gpu")
-MODEL_KEYS = ("hidden_size", "num_layers", "num_heads", "num_kv_heads", "intermediate_size", "vocab_size",
-              "tie_word_embeddings", "initializer_range", "embedding_std")  # minionerec.model.tiny's flags
-QUALITY_KEYS = MODEL_KEYS + ("eval_sample", "sasrec_epochs", "sasrec_patience", "seeds")
+# The bench's own values per preset, flags of no script (those are the recipe's): the training seeds (each trains
+# the whole pipeline: init, data order, SASRec, GRPO; tables give mean and spread) and the valid/test rows every
+# method is scored on (a seeded sample; -1 = all). --seeds and --eval_sample override them.
+PRESETS = {
+    "smoke": dict(seeds="42+1", eval_sample=100),
+    "cpu": dict(seeds="42+1+2", eval_sample=-1),
+    "gpu": dict(seeds="42+1+2", eval_sample=-1),
+}
+# Flags the bench sets itself, per seed and dataset (paths, seed) or as its protocol (the curves score with
+# evaluate's num_beams, the RL guard on the bench's own valid rows; no intermediate checkpoints; fp32 scoring;
+# SASRec on the CPU): a recipe or --set giving one is an error, not a value silently replaced.
+BENCH_SETS = {
+    "sft": ("base_model", "train_file", "eval_file", "output_dir", "sid_index_path", "item_meta_path", "category",
+            "seed", "save_steps", "eval_steps", "logging_steps", "test_beam"),
+    "rl": ("model_path", "train_file", "eval_file", "output_dir", "sid_index_path", "item_meta_path", "category",
+           "seed", "cf_path", "title2sid", "gradient_checkpointing", "save_steps", "logging_steps", "eval_sample",
+           "test_beam"),
+    "evaluate": ("base_model", "test_file", "sid_index_path", "result_json", "seed", "dtype"),
+    "tiny": ("output_dir", "sid_index_path", "item_meta_path", "seed"),
+    "sasrec": ("train_file", "eval_file", "test_file", "sid_index_path", "output_dir", "seed", "device"),
+}
 SAMPLE_SEED = 42  # the valid/test rows scored: the same for every training seed and configuration (paired users)
 
 
-def preset_knobs(preset: str) -> dict:
-    """The benchmark's flat knobs from recipes/quality_<preset>.yaml (keys checked against each script's fields)."""
-    import dataclasses
-
+def script_args() -> dict:
+    """Recipe section -> the args dataclass of the script it configures (imported here: they load torch)."""
     import evaluate
     import rl
+    import sasrec
     import sft
-    from minionerec.run.config import recipe_section
-    from minionerec.data.sft_tasks import TASKS
+    from minionerec.model import tiny
 
-    if preset not in PRESETS:
-        raise SystemExit(f"error: --preset must be one of {', '.join(PRESETS)}, got {preset!r}")
-    path = str(ROOT / "recipes" / f"quality_{preset}.yaml")
-    names = lambda cls: [f.name for f in dataclasses.fields(cls)]  # noqa: E731
-    knobs = dict(recipe_section(path, "quality", QUALITY_KEYS))
-    s = sft.Args(**recipe_section(path, "sft", names(sft.Args)))
-    r = rl.Args(**recipe_section(path, "rl", names(rl.Args)))
-    e = evaluate.Args(**recipe_section(path, "evaluate", names(evaluate.Args)))
-    knobs.update(sft_eval_step=s.eval_step, sft_eval_sample=s.eval_sample, sft_curve=s.test_during_training,
-                 sft_keep_best=s.keep_best,
-                 rl_eval_step=r.eval_step, keep_best=r.keep_best,
-                 sft_steps=s.max_steps, sft_batch_size=s.batch_size, sft_micro_batch_size=s.micro_batch_size,
-                 sft_lr=s.learning_rate, sft_warmup_steps=s.warmup_steps, sft_weight_decay=s.weight_decay,
-                 sft_lr_scheduler=s.lr_scheduler_type,
-                 sft_tasks="+".join(t for t in TASKS if getattr(s, f"task_{t}")),
-                 rl_steps=r.max_steps, rl_batch_size=r.train_batch_size, num_generations=r.num_generations,
-                 rl_lr=r.learning_rate, rl_beta=r.beta, title_history_sample=r.title_history_sample,
-                 reward_type=r.reward_type, add_gt=r.add_gt, num_beams=e.num_beams, eval_batch_size=e.batch_size,
-                 prompt_style=s.prompt_style)
-    if not s.prompt_style == r.prompt_style == e.prompt_style:
-        raise SystemExit(f"error: {path}: prompt_style differs between the sft, rl and evaluate sections")
-    return knobs
+    return {"tiny": tiny.Args, "sasrec": sasrec.Args, "sft": sft.Args, "rl": rl.Args, "evaluate": evaluate.Args}
 
 
 @dataclass
@@ -83,77 +81,130 @@ class Args:
 
     data_dir: str = str(ROOT.parent / "shared" / "data" / "Amazon")  # MiniOneRec layout: train/valid/test/index
     category: str = "Industrial_and_Scientific+Office_Products"  # "+"-joined file prefixes inside data_dir
-    preset: str = "cpu"  # smoke | cpu | gpu: the recipe recipes/quality_<preset>.yaml
+    preset: str = "cpu"  # smoke | cpu | gpu: the recipe recipes/quality_<preset>.yaml and PRESETS' seeds, eval sample
+    recipe: str = ""  # a recipe file (sections sft, rl, evaluate, sasrec, tiny); "" = recipes/quality_<preset>.yaml
+    set: str = ""  # recipe overrides, section.flag=value by the scripts' own names: "sft.learning_rate=1e-3,rl.beta=0"
     output_dir: str = ""  # default bench/out/quality_<preset>; one subdirectory per category
     eval_sample: int = 0  # valid/test rows scored (seeded sample); 0 = preset default; -1 = all
     seeds: str = ""  # "+"-joined training seeds (42+1+2): init, data order, SASRec, GRPO; "" = the preset's
     threads: int = 2  # torch intra-op threads (2 shared cores here)
-    # overrides of the preset (0 / negative = keep the preset's value)
-    hidden_size: int = 0  # tiny Qwen2 width
-    num_layers: int = 0  # tiny Qwen2 depth
-    sft_steps: int = 0  # SFT optimizer steps
-    sft_lr: float = 0.0  # SFT learning rate
-    sft_weight_decay: float = -1.0  # SFT AdamW weight decay (0 allowed)
-    sft_lr_scheduler: str = ""  # SFT learning-rate schedule (cosine, constant_with_warmup, ...); "" = preset's
-    rl_steps: int = 0  # GRPO steps
-    rl_lr: float = 0.0  # GRPO learning rate
-    rl_beta: float = -1.0  # KL weight (0 allowed)
-    num_generations: int = 0  # GRPO group size
-    reward_type: str = ""  # rule | ranking | ranking_only | sasrec (this run's SASRec; minionerec/rl/rewards.py); "" = preset's
-    sft_tasks: str = ""  # "+"-joined sft.py tasks (sid_history+item_alignment+...); "" = preset's
-    add_gt: str = ""  # RL: put the target into groups that lack it (true/false); "" = preset's
-    sasrec_epochs: int = 0  # SASRec epoch cap (early stopping on valid)
-    # --- prompt protocol
-    prompt_style: str = ""  # upstream | minionerec (sft.py / rl.py / evaluate.py --prompt_style); "" = preset's
     stages: str = "all"  # all | sft (tiny model, SFT and its evaluation only: no SASRec, no RL)
 
 
-def resolve(args: Args) -> dict:
-    """The preset's knobs with command-line overrides applied."""
-    from minionerec.run.cli import as_bool
-    from minionerec.data.sft_tasks import TASKS
+@dataclass
+class Plan:
+    """What a bench run uses: each script's args (script defaults < recipe < --set; per-run paths and seeds are
+    set by the stages) and the bench's own values."""
 
-    knobs = preset_knobs(args.preset)
-    for name in ("hidden_size", "num_layers", "sft_steps", "sft_lr", "rl_steps", "rl_lr", "num_generations",
-                 "sasrec_epochs", "eval_sample"):
-        value = getattr(args, name)
-        if value:
-            knobs[name] = value
-    if args.sft_tasks:
-        knobs["sft_tasks"] = args.sft_tasks
-    if args.reward_type:
-        knobs["reward_type"] = args.reward_type
-    if args.seeds:
-        knobs["seeds"] = args.seeds
-    if args.prompt_style:
-        knobs["prompt_style"] = args.prompt_style
-    if knobs["prompt_style"] not in ("upstream", "minionerec") or args.stages not in ("all", "sft"):
-        raise SystemExit(f"error: --prompt_style must be upstream or minionerec and --stages all or sft, "
-                         f"got {knobs['prompt_style']!r}, {args.stages!r}")
+    recipe: str
+    seeds: list[int]
+    eval_sample: int
+    tiny: Any  # minionerec.model.tiny.Args
+    sasrec: Any  # sasrec.Args
+    sft: Any  # sft.Args
+    rl: Any  # rl.Args
+    evaluate: Any  # evaluate.Args
+
+    def record(self) -> dict:
+        """results.json's "knobs": the bench's values and every script's resolved flags, less those the bench sets
+        per run (each run's run_config.yaml has them)."""
+        from minionerec.run.config import RUN_FLAGS
+
+        out = {"recipe": self.recipe, "seeds": self.seeds, "eval_sample": self.eval_sample}
+        for section, skip in BENCH_SETS.items():
+            out[section] = {k: v for k, v in asdict(getattr(self, section)).items() if k not in (*skip, *RUN_FLAGS)}
+        return out
+
+    def changed(self) -> dict:
+        """Per script, the values other than the script's defaults (what the recipe and --set chose)."""
+        out = {}
+        for section in BENCH_SETS:
+            args = getattr(self, section)
+            default = type(args)()
+            out[section] = {f.name: getattr(args, f.name) for f in dataclasses.fields(args)
+                            if getattr(args, f.name) != getattr(default, f.name)}
+        return out
+
+
+def check_key(section: str, key: str, cls, where: str) -> None:
+    """`key` is a flag of `section`'s script that a recipe or --set may give, else a one-line error."""
+    from minionerec.run.config import RUN_FLAGS, nearest
+
+    valid = [f.name for f in dataclasses.fields(cls) if f.name not in RUN_FLAGS]
+    if key in BENCH_SETS[section]:
+        hint = " (use the bench's --seeds)" if key == "seed" else ""
+        raise SystemExit(f"error: {where}: {section}.{key} is set by the bench itself, per run{hint}")
+    if key not in valid:
+        raise SystemExit(f"error: {where}: {section} has no flag {key!r}{nearest(key, valid)}")
+
+
+def parse_set(text: str, classes: dict) -> dict[str, dict[str, str]]:
+    """--set "sft.learning_rate=1e-3,rl.beta=0" -> {section: {flag: value}}; a value may hold commas
+    (rl.lora_target_modules=q_proj,v_proj): items split only before the next `section.flag=`."""
+    from minionerec.run.config import nearest
+
+    out = {section: {} for section in classes}
+    for item in re.split(r",(?=\s*\w+\.\w+\s*=)", text) if text.strip() else []:
+        key, eq, value = item.partition("=")
+        section, dot, flag = key.strip().partition(".")
+        if not eq or not dot or not flag:
+            raise SystemExit(f"error: --set: expected section.flag=value items joined by ',', got {item!r}")
+        if section not in classes:
+            raise SystemExit(f"error: --set: unknown section {section!r}{nearest(section, classes)}; "
+                             f"sections: {', '.join(classes)}")
+        check_key(section, flag, classes[section], "--set")
+        if flag in out[section]:
+            raise SystemExit(f"error: --set: {section}.{flag} is given twice")
+        out[section][flag] = value.strip()
+    return out
+
+
+def resolve(args: Args) -> Plan:
+    """Each script's args from the recipe (read and type-checked by minionerec.run.config, as the scripts read
+    theirs) with --set applied, the bench's values from PRESETS and its flags; every check is a one-line error."""
+    from minionerec.data.prompts import STYLES
+    from minionerec.run.config import ConfigError, read_recipe, recipe_values
+    from minionerec.run.flags import FlagError, parse_args
+
+    if args.preset not in PRESETS:
+        raise SystemExit(f"error: --preset must be one of {', '.join(PRESETS)}, got {args.preset!r}")
+    if args.stages not in ("all", "sft"):
+        raise SystemExit(f"error: --stages must be all or sft, got {args.stages!r}")
+    classes = script_args()
+    path = args.recipe or str(ROOT / "recipes" / f"quality_{args.preset}.yaml")
+    overrides = parse_set(args.set, classes)
+    scripts = {}
     try:
-        seeds = [int(x) for x in str(knobs["seeds"]).split("+")]
+        sections = read_recipe(path)
+        for section, cls in classes.items():  # read as the scripts read theirs; a missing section: script defaults
+            recipe = recipe_values(cls, path) if section in sections else {}
+            for key in recipe:
+                check_key(section, key, cls, path)
+            try:
+                scripts[section] = parse_args(cls, {**recipe, **overrides[section]})
+            except FlagError as e:
+                raise SystemExit(f"error: --set {section}.{str(e).lstrip('-')}") from None
+    except ConfigError as e:
+        raise SystemExit(f"error: {e}") from None
+    styles = {section: scripts[section].prompt_style for section in ("sft", "rl", "evaluate")}
+    if len(set(styles.values())) != 1 or styles["sft"] not in STYLES:
+        raise SystemExit(f"error: prompt_style must be one of {', '.join(STYLES)} and the same in sft, rl and "
+                         f"evaluate, got {styles}")
+    num_beams, rl_args = scripts["evaluate"].num_beams, scripts["rl"]
+    if num_beams < max(KS):
+        raise SystemExit(f"error: evaluate.num_beams {num_beams} < {max(KS)}: HR@{max(KS)} needs that many beams")
+    if rl_args.num_generations < 1 or rl_args.train_batch_size % rl_args.num_generations:
+        raise SystemExit(f"error: rl.num_generations {rl_args.num_generations} must divide rl.train_batch_size "
+                         f"{rl_args.train_batch_size}")
+    seeds_text = args.seeds or PRESETS[args.preset]["seeds"]
+    try:
+        seeds = [int(x) for x in str(seeds_text).split("+")]
     except ValueError:
-        raise SystemExit(f"error: --seeds must be '+'-joined integers like 42+1+2, got {knobs['seeds']!r}") from None
+        raise SystemExit(f"error: --seeds must be '+'-joined integers like 42+1+2, got {seeds_text!r}") from None
     if len(set(seeds)) != len(seeds):
-        raise SystemExit(f"error: --seeds repeats a seed: {knobs['seeds']!r}")
-    knobs["seeds"] = seeds
-    if args.add_gt != "":
-        knobs["add_gt"] = as_bool(args.add_gt, "add_gt")
-    unknown = set(knobs["sft_tasks"].split("+")) - set(TASKS)
-    if unknown:
-        raise SystemExit(f"error: --sft_tasks: unknown task(s) {sorted(unknown)}; choose from {', '.join(TASKS)}")
-    if args.rl_beta >= 0:
-        knobs["rl_beta"] = args.rl_beta
-    if args.sft_lr_scheduler:
-        knobs["sft_lr_scheduler"] = args.sft_lr_scheduler
-    if args.sft_weight_decay >= 0:
-        knobs["sft_weight_decay"] = args.sft_weight_decay
-    if knobs["num_beams"] < max(KS):
-        raise SystemExit(f"error: num_beams {knobs['num_beams']} < {max(KS)}: HR@{max(KS)} needs that many beams")
-    if knobs["rl_batch_size"] % knobs["num_generations"]:
-        raise SystemExit(f"error: num_generations {knobs['num_generations']} must divide rl batch "
-                         f"{knobs['rl_batch_size']}")
-    return knobs
+        raise SystemExit(f"error: --seeds repeats a seed: {seeds_text!r}")
+    return Plan(recipe=path, seeds=seeds, eval_sample=args.eval_sample or PRESETS[args.preset]["eval_sample"],
+                **scripts)
 
 
 def data_paths(data_dir: str, category: str) -> dict:
@@ -215,15 +266,16 @@ def run_popularity(paths: dict, splits: dict, k: int) -> dict:
     return out
 
 
-def run_sasrec(paths: dict, splits: dict, knobs: dict, out_dir: Path, seed: int) -> tuple[dict, dict]:
-    """sasrec.py as is (early stopping on the FULL valid split), then its best model scores both samples."""
+def run_sasrec(plan: Plan, paths: dict, splits: dict, out_dir: Path, seed: int) -> tuple[dict, dict]:
+    """sasrec.py with the recipe's flags (early stopping on the FULL valid split), then its best model scores both
+    samples."""
     import sasrec
     from minionerec.data.formats import load_catalogue
     from minionerec.ranking.sasrec import encode_split, load_sasrec, score, top_items
 
-    result = sasrec.main(sasrec.Args(train_file=paths["train"], eval_file=paths["valid"], test_file=splits["test"],
-                                     sid_index_path=paths["index"], output_dir=str(out_dir), seed=seed, device="cpu",
-                                     epochs=knobs["sasrec_epochs"], patience=knobs["sasrec_patience"]))
+    result = sasrec.main(dataclasses.replace(
+        plan.sasrec, train_file=paths["train"], eval_file=paths["valid"], test_file=splits["test"],
+        sid_index_path=paths["index"], output_dir=str(out_dir), seed=seed, device="cpu"))
     items = list(load_catalogue(paths["index"]))
     item_to_row = {item: row for row, item in enumerate(items)}
     model = load_sasrec(result["cf_path"]).eval()
@@ -236,15 +288,15 @@ def run_sasrec(paths: dict, splits: dict, knobs: dict, out_dir: Path, seed: int)
     return out, info
 
 
-def run_eval(model_dir: str, paths: dict, splits: dict, knobs: dict, out_dir: Path, seed: int) -> dict:
+def run_eval(plan: Plan, model_dir: str, paths: dict, splits: dict, out_dir: Path, seed: int) -> dict:
+    """evaluate.py with the recipe's flags on each split's sample."""
     import evaluate
 
     out = {}
     for split, path in splits.items():
-        rows = evaluate.main(evaluate.Args(base_model=model_dir, test_file=path, sid_index_path=paths["index"],
-                                           result_json=str(out_dir / f"predictions_{split}.json"),
-                                           num_beams=knobs["num_beams"], batch_size=knobs["eval_batch_size"],
-                                           seed=seed, dtype="float32", prompt_style=knobs["prompt_style"]))
+        rows = evaluate.main(dataclasses.replace(
+            plan.evaluate, base_model=model_dir, test_file=path, sid_index_path=paths["index"],
+            result_json=str(out_dir / f"predictions_{split}.json"), seed=seed, dtype="float32"))
         out[split] = rows["constrained beam search"]
     return out
 
@@ -361,49 +413,42 @@ def print_tables(metrics: dict, methods) -> None:
         print(format_table({m: metrics[m][split] for m in methods if m in metrics}, KS))
 
 
-def run_sft(knobs: dict, paths: dict, category: str, base: Path, out_dir: Path, seed: int) -> dict:
-    """sft.py with the preset's knobs; its valid-NDCG@10 curve (a seeded sample of the full valid split)
-    when the preset asks for it. Returns the curves: train loss per logging step, valid NDCG@10 per eval."""
+def run_sft(plan: Plan, paths: dict, category: str, base: Path, out_dir: Path, seed: int) -> dict:
+    """sft.py with the recipe's flags; its valid-NDCG@10 curve (a seeded sample of the full valid split) when the
+    recipe sets test_during_training (with keep_best: early stopping on the curve, the best evaluated step is the
+    SFT model). Returns the curves: train loss per logging step, valid NDCG@10 per eval."""
     import sft
-    from minionerec.data.sft_tasks import TASKS
 
-    trainer = sft.main(sft.Args(
-        base_model=str(base), train_file=paths["train"], output_dir=str(out_dir / "sft"),
+    s = plan.sft
+    trainer = sft.main(dataclasses.replace(
+        s, base_model=str(base), train_file=paths["train"], output_dir=str(out_dir / "sft"),
         sid_index_path=paths["index"], item_meta_path=paths["item"], category=category, seed=seed,
-        batch_size=knobs["sft_batch_size"], micro_batch_size=knobs["sft_micro_batch_size"],
-        max_steps=knobs["sft_steps"], learning_rate=knobs["sft_lr"], warmup_steps=knobs["sft_warmup_steps"],
-        weight_decay=knobs["sft_weight_decay"], lr_scheduler_type=knobs["sft_lr_scheduler"], save_steps=10 ** 9,
-        logging_steps=max(1, knobs["sft_steps"] // 50), prompt_style=knobs["prompt_style"],
-        eval_file=paths["valid"] if knobs["sft_curve"] else "", test_during_training=knobs["sft_curve"],
-        eval_step=knobs["sft_eval_step"], eval_sample=knobs["sft_eval_sample"], test_beam=knobs["num_beams"],
-        keep_best=knobs["sft_keep_best"],  # early stopping on the curve: the best evaluated step is the SFT model
-        eval_steps=10 ** 9,  # no periodic valid-loss passes (sft.py still reports the final one): the curve ranks
-        **{f"task_{t}": t in knobs["sft_tasks"].split("+") for t in TASKS}))
+        save_steps=10 ** 9, logging_steps=max(1, s.max_steps // 50),
+        eval_file=paths["valid"] if s.test_during_training else "", test_beam=plan.evaluate.num_beams,
+        eval_steps=10 ** 9))  # no periodic valid-loss passes (sft.py still reports the final one): the curve ranks
     curves = {"train_loss": curve(trainer.state.log_history, "loss"),
               "valid_NDCG@10": ranking_curve(out_dir / "sft")}
     del trainer
     return curves
 
 
-def run_rl(knobs: dict, paths: dict, category: str, sft_dir: str, run_dir: Path, seed: int,
+def run_rl(plan: Plan, paths: dict, category: str, sft_dir: str, run_dir: Path, seed: int,
            cf_path: str, valid_rows: str) -> dict:
-    """rl.py from the SFT checkpoint; with keep_best its guard scores `valid_rows` (the bench's valid CSV) at step 0
-    (SFT) and every eval_step, and keeps the best. Returns the curves and the guard's choice (guard.json, or None)."""
+    """rl.py (the recipe's flags) from the SFT checkpoint; with test_during_training and keep_best its guard scores
+    `valid_rows` (the bench's valid CSV) at step 0 (SFT) and every eval_step, and keeps the best. Returns the curves
+    and the guard's choice (guard.json, or None)."""
     import rl
 
-    trainer = rl.main(rl.Args(
-        model_path=sft_dir, train_file=paths["train"], sid_index_path=paths["index"],
+    r = plan.rl
+    trainer = rl.main(dataclasses.replace(
+        r, model_path=sft_dir, train_file=paths["train"], sid_index_path=paths["index"],
         item_meta_path=paths["item"], output_dir=str(run_dir), category=category, seed=seed,
-        train_batch_size=knobs["rl_batch_size"], num_generations=knobs["num_generations"],
-        max_steps=knobs["rl_steps"], learning_rate=knobs["rl_lr"], beta=knobs["rl_beta"],
-        reward_type=knobs["reward_type"], add_gt=knobs["add_gt"], title_history_sample=knobs["title_history_sample"],
         # RL prompts only in the tasks SFT taught: title -> SID needs the item-alignment task
-        title2sid="item_alignment" in knobs["sft_tasks"].split("+"), cf_path=cf_path,
+        title2sid=plan.sft.task_item_alignment, cf_path=cf_path,
         gradient_checkpointing=False,  # tiny models: recomputation costs time and saves nothing that matters
-        save_steps=10 ** 9, logging_steps=max(1, knobs["rl_steps"] // 50), prompt_style=knobs["prompt_style"],
+        save_steps=10 ** 9, logging_steps=max(1, r.max_steps // 50),
         # the guard scores exactly the valid rows of the bench's table: SFT+RL >= SFT there by construction
-        eval_file=valid_rows if knobs["keep_best"] else "", test_during_training=knobs["keep_best"],
-        keep_best=knobs["keep_best"], eval_step=knobs["rl_eval_step"], eval_sample=-1, test_beam=knobs["num_beams"]))
+        eval_file=valid_rows if r.test_during_training else "", eval_sample=-1, test_beam=plan.evaluate.num_beams))
     curves = {"reward": curve(trainer.state.log_history, "reward"), "valid_NDCG@10": ranking_curve(run_dir)}
     del trainer
     guard = run_dir / "guard.json"
@@ -415,19 +460,19 @@ def kept_sft(guard: dict | None) -> bool:
     return guard is not None and guard["chosen_step"] == 0
 
 
-def run_dataset(args: Args, knobs: dict, category: str, out_dir: Path) -> dict:
+def run_dataset(args: Args, plan: Plan, category: str, out_dir: Path) -> dict:
     """Every stage on one dataset, once per seed; prints the per-seed tables and writes results.json's dict."""
     paths = data_paths(args.data_dir, category)
     out_dir.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     print(f"\n[quality] ##### {category} -> {out_dir}", flush=True)
-    splits = {s: sample_split(paths[s], knobs["eval_sample"], SAMPLE_SEED, out_dir / "samples" / f"{s}.csv")
+    splits = {s: sample_split(paths[s], plan.eval_sample, SAMPLE_SEED, out_dir / "samples" / f"{s}.csv")
               for s in ("valid", "test")}
     with Stage("popularity"):  # no training: the same for every seed
-        popularity = run_popularity(paths, splits, knobs["num_beams"])
-    runs = {seed: run_seed(args, knobs, paths, category, splits, popularity, out_dir / f"seed_{seed}", seed)
-            for seed in knobs["seeds"]}
-    result = {"args": asdict(args), "category": category, "knobs": knobs, "data": paths, "samples": splits,
+        popularity = run_popularity(paths, splits, plan.evaluate.num_beams)
+    runs = {seed: run_seed(args, plan, paths, category, splits, popularity, out_dir / f"seed_{seed}", seed)
+            for seed in plan.seeds}
+    result = {"args": asdict(args), "category": category, "knobs": plan.record(), "data": paths, "samples": splits,
               "seeds": runs, "over_seeds": over_seeds_summary(runs), "total_s": round(time.perf_counter() - start, 1)}
     print(f"\n[quality] ##### {category}: {len(runs)} seeds, total {result['total_s'] / 60:.1f} min")
     print_seed_tables(result)
@@ -435,7 +480,7 @@ def run_dataset(args: Args, knobs: dict, category: str, out_dir: Path) -> dict:
     return result
 
 
-def run_seed(args: Args, knobs: dict, paths: dict, category: str, splits: dict, popularity: dict, out_dir: Path,
+def run_seed(args: Args, plan: Plan, paths: dict, category: str, splits: dict, popularity: dict, out_dir: Path,
              seed: int) -> dict:
     """One training seed: SASRec, tiny model, SFT, evaluation, guarded GRPO, evaluation. Writes out_dir's files."""
     from transformers import set_seed
@@ -450,25 +495,26 @@ def run_seed(args: Args, knobs: dict, paths: dict, category: str, splits: dict, 
     metrics, curves, info = {"popularity": popularity}, {}, {}
     if args.stages == "all":
         with Stage("SASRec"):
-            metrics["SASRec"], info["SASRec"] = run_sasrec(paths, splits, knobs, out_dir / "sasrec", seed)
+            metrics["SASRec"], info["SASRec"] = run_sasrec(plan, paths, splits, out_dir / "sasrec", seed)
     with Stage("tiny Qwen2 base model"):
-        base = build_tiny_model(out_dir / "base_model", paths["index"], paths["item"], seed=seed,
-                                **{k: knobs[k] for k in MODEL_KEYS if k in knobs})
+        base = build_tiny_model(**vars(dataclasses.replace(
+            plan.tiny, output_dir=str(out_dir / "base_model"), sid_index_path=paths["index"],
+            item_meta_path=paths["item"], seed=seed)))
     with Stage("SFT"):
-        curves["SFT"] = run_sft(knobs, paths, category, base, out_dir, seed)
+        curves["SFT"] = run_sft(plan, paths, category, base, out_dir, seed)
         sft_dir = str(out_dir / "sft" / "final_checkpoint")
     with Stage("evaluate SFT (valid, test)"):
-        metrics["MiniOneRec SFT"] = run_eval(sft_dir, paths, splits, knobs, out_dir / "eval_sft", SAMPLE_SEED)
+        metrics["MiniOneRec SFT"] = run_eval(plan, sft_dir, paths, splits, out_dir / "eval_sft", SAMPLE_SEED)
     result = {"seed": seed, "metrics": metrics, "curves": curves,
               "predictions": {"MiniOneRec SFT": prediction_paths(out_dir / "eval_sft", splits)}}
     if args.stages == "all":
-        rl_result = run_rl_stages(knobs, paths, category, splits, metrics, curves, info, sft_dir, out_dir, seed)
+        rl_result = run_rl_stages(plan, paths, category, splits, metrics, curves, info, sft_dir, out_dir, seed)
         result["predictions"]["MiniOneRec SFT+RL"] = rl_result.pop("predictions")
         result.update(rl_result)
     total = time.perf_counter() - start
     result.update(timings_s=Stage.timings, total_s=round(total, 1))
     print(f"\n[quality] preset={args.preset} category={category} seed={seed} stages={args.stages} "
-          f"prompt_style={knobs['prompt_style']} total {total / 60:.1f} min; stage seconds {json.dumps(Stage.timings)}")
+          f"prompt_style={plan.sft.prompt_style} total {total / 60:.1f} min; stage seconds {json.dumps(Stage.timings)}")
     print_tables(metrics, METHODS)
     if args.stages == "all":
         print_summary(result)
@@ -477,19 +523,19 @@ def run_seed(args: Args, knobs: dict, paths: dict, category: str, splits: dict, 
     return result
 
 
-def run_rl_stages(knobs: dict, paths: dict, category: str, splits: dict, metrics: dict, curves: dict, info: dict,
+def run_rl_stages(plan: Plan, paths: dict, category: str, splits: dict, metrics: dict, curves: dict, info: dict,
                   sft_dir: str, out_dir: Path, seed: int) -> dict:
     """GRPO from the SFT checkpoint (guarded when keep_best), then its final checkpoint scored on valid and test."""
-    cf_path = info["SASRec"]["cf_path"] if knobs["reward_type"] == "sasrec" else ""
+    cf_path = info["SASRec"]["cf_path"] if "sasrec" in plan.rl.reward_type.split("+") else ""
     run_dir = out_dir / "rl"
     with Stage("RL (GRPO)"):
-        curves["RL"], guard = run_rl(knobs, paths, category, sft_dir, run_dir, seed, cf_path, splits["valid"])
+        curves["RL"], guard = run_rl(plan, paths, category, sft_dir, run_dir, seed, cf_path, splits["valid"])
     if kept_sft(guard):  # final_checkpoint is a copy of the SFT weights: SFT's scores are its scores
         rl_eval_dir, metrics["MiniOneRec SFT+RL"] = out_dir / "eval_sft", metrics["MiniOneRec SFT"]
     else:
         rl_eval_dir = out_dir / "eval_rl"
         with Stage("evaluate SFT+RL (valid, test)"):
-            metrics["MiniOneRec SFT+RL"] = run_eval(str(run_dir / "final_checkpoint"), paths, splits, knobs,
+            metrics["MiniOneRec SFT+RL"] = run_eval(plan, str(run_dir / "final_checkpoint"), paths, splits,
                                                     rl_eval_dir, SAMPLE_SEED)
     sft_predictions, rl_predictions = prediction_paths(out_dir / "eval_sft", splits), prediction_paths(rl_eval_dir, splits)
     paired = {split: paired_ndcg10(sft_predictions[split], rl_predictions[split]) for split in splits}
@@ -566,7 +612,7 @@ def print_summary(result: dict) -> None:
 def main(args: Args) -> dict:
     """One dataset: its results.json dict. Several ("+"-joined --category): {category: results} plus a closing
     table of every dataset's NDCG@10 ratios."""
-    knobs = resolve(args)
+    plan = resolve(args)
     categories = [c for c in args.category.split("+") if c]
     if not categories or len(set(categories)) != len(categories):
         raise SystemExit(f"error: --category must be '+'-joined distinct names, got {args.category!r}")
@@ -578,13 +624,15 @@ def main(args: Args) -> dict:
     import torch
 
     torch.set_num_threads(args.threads)
+    changed = "\n".join(f"[quality]   {s}: {json.dumps(v)}" for s, v in plan.changed().items())
     print(f"[quality] preset={args.preset} data={args.data_dir} categories={categories} -> {out_root}\n"
-          f"[quality] knobs={json.dumps(knobs)}", flush=True)
-    results = {category: run_dataset(args, knobs, category, out_root / category if len(categories) > 1 else out_root)
+          f"[quality] recipe {plan.recipe}, seeds {plan.seeds}, eval_sample {plan.eval_sample}; values other than "
+          f"each script's defaults:\n{changed}", flush=True)
+    results = {category: run_dataset(args, plan, category, out_root / category if len(categories) > 1 else out_root)
                for category in categories}
     if len(categories) == 1:
         return results[categories[0]]
-    print(f"\n[quality] ##### {len(categories)} datasets, preset {args.preset}, seeds {knobs['seeds']}: "
+    print(f"\n[quality] ##### {len(categories)} datasets, preset {args.preset}, seeds {plan.seeds}: "
           f"NDCG@10 means over seeds (spread = max - min over seeds)")
     print(f"{'dataset':28s} {'split':>5s} " + " ".join(f"{m:>22s}" for m in METHODS if m != "popularity"))
     for category, r in results.items():

@@ -1,0 +1,161 @@
+"""bench/quality.py end to end on the demo fixture with the smoke preset (shrunk further with --set: 8 SFT steps,
+1 GRPO step, 2 SASRec epochs; 40 eval rows) so the whole four-method run fits in well under a minute."""
+import json
+import math
+from pathlib import Path
+
+import pytest
+import yaml
+
+from bench import quality
+
+
+def test_smoke_preset_scores_all_methods_and_plots(demo_data, demo_category, tmp_path):
+    out = tmp_path / "quality"
+    result = quality.main(quality.Args(data_dir=str(demo_data), category=demo_category, preset="smoke",
+                                       output_dir=str(out), eval_sample=40, threads=1,
+                                       set="sft.max_steps=8,rl.max_steps=1,sasrec.epochs=2"))
+    saved = json.loads((out / "results.json").read_text())
+    # the record names each script's resolved flags by the script's own names, --set applied
+    knobs = saved["knobs"]
+    assert (knobs["sft"]["max_steps"], knobs["rl"]["max_steps"], knobs["sasrec"]["epochs"]) == (8, 1, 2)
+    assert knobs["tiny"]["hidden_size"] == 32 and knobs["seeds"] == [42, 1] and knobs["eval_sample"] == 40
+    assert list(saved["seeds"]) == ["42", "1"]  # the smoke preset's two training seeds, each a full run
+    for seed, run in saved["seeds"].items():
+        assert set(run["metrics"]) == set(quality.METHODS)
+        for method, splits in run["metrics"].items():
+            for split in ("valid", "test"):
+                m = splits[split]
+                assert m["users"] == 40, (seed, method, split)
+                for k in quality.KS:
+                    assert 0.0 <= m[f"NDCG@{k}"] <= m[f"HR@{k}"] <= 1.0, (seed, method, split, k)
+        # reference curves: SFT train loss + valid NDCG@10, RL reward + valid NDCG@10 (the guard's, step 0 = SFT)
+        import csv
+
+        seed_dir = out / f"seed_{seed}"
+        rows = list(csv.DictReader((seed_dir / "curves.csv").open()))
+        by_metric = {(r["stage"], r["metric"]) for r in rows}
+        assert by_metric == {("SFT", "train_loss"), ("SFT", "valid_NDCG@10"), ("RL", "reward"), ("RL", "valid_NDCG@10")}
+        sft_steps = [int(r["step"]) for r in rows if (r["stage"], r["metric"]) == ("SFT", "valid_NDCG@10")]
+        assert sft_steps == [4, 8]  # eval_step 0.5 of 8 steps
+        assert (seed_dir / "curves.png").stat().st_size > 1000
+        assert (seed_dir / "quality.png").stat().st_size > 1000
+        # the regression guard scored the bench's own valid rows at step 0 (SFT) and step 1, and kept the better
+        guard = run["guard"]
+        assert [c["step"] for c in guard["curve"]] == [0, 1] and guard["chosen"] >= guard["start"]
+        if guard["chosen_step"] == 0:  # the SFT weights were kept: the SFT+RL rows are the SFT rows
+            assert run["metrics"]["MiniOneRec SFT+RL"] == run["metrics"]["MiniOneRec SFT"]
+        assert set(run["summary"]["targets"]) and set(run["summary"]["rl_minus_sft_paired"]) == {"valid", "test"}
+    # the seeds differ (init and data order), the rows scored do not (same users for paired differences)
+    sft = {seed: run["metrics"]["MiniOneRec SFT"]["valid"] for seed, run in saved["seeds"].items()}
+    assert sft["42"] != sft["1"] and sft["42"]["users"] == sft["1"]["users"]
+    # over seeds: per-seed values, their mean and spread, and RL - SFT paired over seeds and users
+    agg = saved["over_seeds"]
+    for method in quality.METHODS:
+        d = agg["ndcg10"][method]["valid"]
+        values = [saved["seeds"][s]["metrics"][method]["valid"]["NDCG@10"] for s in ("42", "1")]
+        assert d["per_seed"] == values and d["mean"] == pytest.approx(sum(values) / 2)
+        assert d["spread"] == pytest.approx(max(values) - min(values))
+    rl = agg["rl_minus_sft"]["valid"]
+    assert rl["seeds"] == 2 and rl["per_seed"] == [saved["seeds"][s]["summary"]["rl_minus_sft_paired"]["valid"]["mean"]
+                                                   for s in ("42", "1")]
+    assert result["over_seeds"] == agg
+
+
+def test_unknown_preset_fails_early(tmp_path):
+    with pytest.raises(SystemExit, match="--preset"):
+        quality.main(quality.Args(preset="huge", output_dir=str(tmp_path)))
+
+
+@pytest.mark.parametrize("seeds, message", [("42+x", "'\\+'-joined integers"), ("1+1", "repeats a seed")])
+def test_bad_seeds_fail_early(tmp_path, seeds, message):
+    with pytest.raises(SystemExit, match=message):
+        quality.main(quality.Args(preset="smoke", seeds=seeds, output_dir=str(tmp_path / "q")))
+    assert not (tmp_path / "q").exists()  # nothing written
+
+
+def test_set_overrides_the_recipe_by_the_scripts_flag_names(tmp_path):
+    recipe = yaml.safe_load((quality.ROOT / "recipes" / "quality_smoke.yaml").read_text())
+    plan = quality.resolve(quality.Args(preset="smoke", set="sft.learning_rate=1e-3, rl.beta=0,tiny.hidden_size=64,"
+                                                          "rl.lora_target_modules=q_proj,v_proj"))
+    assert (plan.sft.learning_rate, plan.rl.beta, plan.tiny.hidden_size) == (1e-3, 0.0, 64)  # typed by parse_args
+    assert plan.rl.lora_target_modules == "q_proj,v_proj"  # a value may hold commas
+    assert plan.sft.max_steps == recipe["sft"]["max_steps"] and plan.rl.learning_rate == recipe["rl"]["learning_rate"]
+    for bad, message in [("sftt.max_steps=1", "unknown section 'sftt' \\(did you mean 'sft'\\?\\)"),
+                         ("sft.lerning_rate=1", "sft has no flag 'lerning_rate' \\(did you mean 'learning_rate'\\?\\)"),
+                         ("sft.max_steps=many", "--set sft.max_steps: expected int, got 'many'"),
+                         ("rl.add_gt=maybe", "--set rl.add_gt: expected true/false"),
+                         ("sft.seed=1", "set by the bench itself"),
+                         ("max_steps=1", "expected section.flag=value")]:
+        with pytest.raises(SystemExit, match=message) as e:
+            quality.main(quality.Args(preset="smoke", set=bad, output_dir=str(tmp_path / "q")))
+        assert str(e.value.code).startswith("error: ") and "\n" not in str(e.value.code)
+    assert not (tmp_path / "q").exists()  # nothing written
+
+
+def test_recipe_flag_runs_another_recipe(tmp_path):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("sft:\n  max_steps: 3\nevaluate:\n  num_beams: 30\n")
+    plan = quality.resolve(quality.Args(preset="smoke", recipe=str(recipe)))
+    assert (plan.sft.max_steps, plan.evaluate.num_beams, plan.recipe) == (3, 30, str(recipe))
+    assert plan.tiny.hidden_size == 64 and plan.seeds == [42, 1]  # no tiny section: its defaults; the preset's seeds
+    recipe.write_text("quality:\n  hidden_size: 32\n")
+    with pytest.raises(SystemExit, match="unknown section 'quality'"):
+        quality.resolve(quality.Args(preset="smoke", recipe=str(recipe)))
+    recipe.write_text("rl:\n  num_generations: 3\n  train_batch_size: 8\n")
+    with pytest.raises(SystemExit, match="rl.num_generations 3 must divide rl.train_batch_size 8"):
+        quality.resolve(quality.Args(preset="smoke", recipe=str(recipe)))
+
+
+def test_paired_ndcg10_hand_computed(tmp_path):
+    # user 1: SFT rank 0 (1.0) -> RL rank 1 (1/log2 3); user 2: miss -> rank 0 (+1.0); user 3: rank 2 both
+    rows = lambda preds: [{"item_sid": t, "predict": p} for t, p in zip("abc", preds)]  # noqa: E731
+    sft = tmp_path / "sft.json"
+    rl = tmp_path / "rl.json"
+    sft.write_text(json.dumps(rows([["a", "x"], ["x", "y"], ["x", "y", "c"]])))
+    rl.write_text(json.dumps(rows([["x", "a"], ["b"], ["x", "y", "c"]])))
+    d = quality.paired_ndcg10(sft, rl)
+    diffs = [1 / math.log2(3) - 1.0, 1.0, 0.0]
+    mean = sum(diffs) / 3
+    assert d["mean"] == pytest.approx(mean)
+    assert d["se"] == pytest.approx(math.sqrt(sum((x - mean) ** 2 for x in diffs) / 2 / 3))
+    assert (d["better"], d["worse"], d["users"]) == (1, 1, 3)
+
+
+@pytest.mark.parametrize("category", ["Demo+Demo", "+"])
+def test_bad_category_list_fails_early(tmp_path, category):
+    with pytest.raises(SystemExit, match="--category must be '\\+'-joined distinct names"):
+        quality.main(quality.Args(preset="smoke", category=category, output_dir=str(tmp_path / "q")))
+    assert not (tmp_path / "q").exists()  # nothing written
+
+
+def fake_run(root: Path, category: str, seeds: dict) -> Path:
+    """A bench output directory: results.json naming per-seed SFT predictions (seed -> list of ranked lists)."""
+    runs = {}
+    for seed, preds in seeds.items():
+        path = root / f"pred_{seed}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps([{"item_sid": t, "predict": p} for t, p in zip("ab", preds)]))
+        runs[seed] = {"predictions": {"MiniOneRec SFT": {"valid": str(path)}}}
+    (root / "results.json").write_text(json.dumps({"category": category, "seeds": runs}))
+    return root
+
+
+def test_compare_seeds_pairs_common_seeds_over_users(tmp_path):
+    from bench import compare_seeds
+
+    # seed 1: A hits user a at rank 0, B at rank 1; user b missed by both. seed 2: B hits b at rank 0, A misses.
+    a = fake_run(tmp_path / "a", "Demo", {"1": [["a"], ["x"]], "2": [["a"], ["x"]], "3": [["a"], ["b"]]})
+    b = fake_run(tmp_path / "b", "Demo", {"1": [["x", "a"], ["x"]], "2": [["a"], ["b"]]})
+    d = compare_seeds.main(compare_seeds.Args(a=str(a), b=str(b)))["Demo"]["MiniOneRec SFT"]["valid"]
+    seed1, seed2 = (1 / math.log2(3) - 1) / 2, 1 / 2  # per-user means of B - A
+    assert d["seed_ids"] == ["1", "2"]  # seed 3 ran only in A
+    assert d["per_seed"] == pytest.approx([seed1, seed2]) and d["mean"] == pytest.approx((seed1 + seed2) / 2)
+    assert not d["exceeds_noise"]  # the seeds disagree in sign
+
+
+def test_compare_seeds_needs_bench_outputs(tmp_path):
+    from bench import compare_seeds
+
+    with pytest.raises(SystemExit, match="--a .*: no results.json"):
+        compare_seeds.main(compare_seeds.Args(a=str(tmp_path), b=str(tmp_path)))
