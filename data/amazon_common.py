@@ -21,7 +21,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 
-from convert_dataset import write_inter
+from minionerec.data.inter import write_inter
 from minionerec.run.atomic import atomic_write_text
 from minionerec.data.formats import DataError
 

@@ -6,7 +6,7 @@ habits: after an item they often buy the next item of its family's chain (a refi
 size). That gives a recommender something real to learn, so demo metrics beat popularity.
 
 Pipeline: catalogue + interaction log -> .inter files -> SIDs (balanced RQ-Kmeans over TF-IDF/SVD
-text vectors, rq/) -> convert_dataset.convert -> train/valid/test CSVs, info txt, index json.
+text vectors, rq/) -> minionerec.data.inter.convert -> train/valid/test CSVs, info txt, index json.
 
     python -m data.make_demo_data --output_dir demo_run/data
 """
@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 
-from convert_dataset import convert, write_inter
+from minionerec.data.inter import convert, write_inter
 from minionerec.run.atomic import atomic_write_text
 from minionerec.run.cli import run
 from rq.balanced_rqkmeans import quantize

@@ -2,11 +2,12 @@
 
 The subpackages follow the pipeline; a lower floor never imports a higher one (tests/unit/test_layers.py):
 
-    run/        flags -> typed args (cli), recipes + precedence (config), pre-flight checks (preflight),
-                launch-YAML checks (launch_config), atomic writes, resume + checkpoint policy,
-                process groups + free ports (distributed), tokens/s and MFU (throughput)
-    data/       the file formats (formats), prompt texts (prompts), SFT tasks + answer-window collator
-                (sft_tasks), RL prompt datasets (rl_tasks)
+    run/        flags -> typed args + --help (flags), recipes + precedence (config), the one entry and
+                error path (cli), pre-flight checks (preflight), launch-YAML checks (launch_config), atomic
+                writes, resume + checkpoint policy, process groups + free ports (distributed), tokens/s and MFU
+                (throughput)
+    data/       the file formats (formats), .inter files -> the layout (inter), prompt texts (prompts),
+                SFT tasks + answer-window collator (sft_tasks), RL prompt datasets (rl_tasks)
     model/      loading a checkpoint + SID tokens (loading), LoRA (lora), the offline tiny Qwen2 (tiny),
                 the new-item alignment fine-tune (alignment)
     ranking/    SID trie + constrained beam search (constrained), HR/NDCG (metrics), offline evaluation

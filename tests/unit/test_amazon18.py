@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from convert_dataset import read_inter
+from minionerec.data.inter import read_inter
 from data.amazon18_data_process import Args, main, process
 from minionerec.data.formats import DataError
 

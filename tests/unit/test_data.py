@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from conftest import CATEGORY, split_path
-from convert_dataset import convert
+from minionerec.data.inter import convert
 from minionerec.data.formats import (DataError, find_split, load_info, load_item_meta, load_sid_index, load_split,
                              split_sid, sid_vocabulary, write_split)
 
