@@ -1,14 +1,13 @@
 """Quality canary (slow tier, CI runs it): a short deterministic SFT of the cpu preset's from-scratch model on real
 Office_Products data keeps ranking well above the popularity collapse that the old init produced (issue 20).
 
-The run: the cpu preset's tiny Qwen2 (recipes/quality_cpu.yaml, section quality: hidden 128 x 2 layers and its
+The run: the cpu preset's tiny Qwen2 (recipes/quality_cpu.yaml, section tiny: hidden 128 x 2 layers and its
 initializer_range) built with seed 0, SFT on the whole Office train split (SID history -> next SID, minionerec
 prompts) for CANARY_STEPS steps of 64 rows at lr 3e-3 (cosine), 1 torch thread (CPU results depend on the thread
 count), then constrained beam search with 20 beams on a fixed 500-row valid sample (seed 42).
 """
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import pytest
@@ -28,13 +27,11 @@ LOSS_CEILING = 2.2
 
 
 def preset_model_knobs() -> dict:
-    """The tiny-model keys of the cpu preset's quality section."""
-    from minionerec.run.config import read_yaml
+    """The cpu preset's tiny-model flags (recipes/quality_cpu.yaml, section tiny)."""
     from minionerec.model.tiny import Args
+    from minionerec.run.config import recipe_values
 
-    names = {f.name for f in dataclasses.fields(Args)}
-    return {k: v for k, v in read_yaml(str(ROOT / "recipes" / "quality_cpu.yaml"), "recipe")["quality"].items()
-            if k in names}
+    return recipe_values(Args, str(ROOT / "recipes" / "quality_cpu.yaml"))
 
 
 def canary_run(out: Path, **model_overrides) -> tuple[float, list[float]]:
