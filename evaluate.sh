@@ -33,13 +33,11 @@ fi
 test_file=$(ls "$DATA_DIR"/test/"$CATEGORY"*.csv)
 train_file=$(ls "$DATA_DIR"/train/"$CATEGORY"*.csv)
 
+args=(--config "$RECIPE" --base_model "$MODEL" --test_file "$test_file" --train_file "$train_file"
+      --sid_index_path "$DATA_DIR/index/$CATEGORY.index.json" --result_json "$RESULT_JSON" --category "$CATEGORY" "$@")
+# one process checks the topology variables and runs evaluate.py's own checks (flags, recipe, data, catalogue,
+# tokenizer): bad input is one line, exit 2, before torchrun starts anything
+[ "${PRECHECK:-1}" = 0 ] || $PYTHON -m minionerec.run.prelaunch --nproc "$NPROC" --nnodes "$NNODES" \
+    --node_rank "$NODE_RANK" --world_size 1 -- evaluate.py "${args[@]}"
 $PYTHON -m torch.distributed.run --nnodes "$NNODES" --node_rank "$NODE_RANK" --nproc_per_node "$NPROC" \
-    --master_addr "$MASTER_ADDR" --master_port "$MASTER_PORT" evaluate.py \
-    --config "$RECIPE" \
-    --base_model "$MODEL" \
-    --test_file "$test_file" \
-    --train_file "$train_file" \
-    --sid_index_path "$DATA_DIR/index/$CATEGORY.index.json" \
-    --result_json "$RESULT_JSON" \
-    --category "$CATEGORY" \
-    "$@"
+    --master_addr "$MASTER_ADDR" --master_port "$MASTER_PORT" evaluate.py "${args[@]}"

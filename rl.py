@@ -24,7 +24,7 @@ from minionerec.model.loading import best_dtype, load_model, load_tokenizer, mis
 from minionerec.ranking.callback import ConstrainedEvalCallback, finish_training
 from minionerec.rl.rewards import build_reward_funcs, check_reward_type, parse_reward_weights
 from minionerec.rl.trainer import MiniOneRecGRPOConfig, MiniOneRecGRPOTrainer, grpo_loss_options
-from minionerec.run import preflight
+from minionerec.run import prelaunch, preflight
 from minionerec.run.cli import past_setup, run
 from minionerec.run.config import record_run
 from minionerec.run.resume import NoCheckpointAtLastStep, resolve_resume
@@ -237,7 +237,7 @@ def report(trainer, final_dir) -> None:
 
 def main(args: Args):
     # checks and data: bad input fails here, before any weights load
-    world_size = int(os.environ.get("WORLD_SIZE", 1))
+    world_size = prelaunch.world_size()  # WORLD_SIZE, or the world a launcher is about to start
     check_args(args, world_size)
     resume = resolve_resume(args.resume_from_checkpoint, args.output_dir)  # the newest complete checkpoint
     set_seed(args.seed)

@@ -10,7 +10,8 @@
 #   CONFIG=config/zero2_cpu.yaml RECIPE=recipes/demo.yaml bash rl.sh --max_steps 2  # CPU smoke run
 # Process counts follow the convention of every launcher here: NPROC processes per node (GPUS_PER_NODE is
 # the same), NNODES nodes; rl.sh passes accelerate NNODES x NPROC. NUM_PROCESSES, accelerate's own TOTAL,
-# still overrides. The launch YAML and the DeepSpeed JSON it names are checked first.
+# still overrides. The launch YAML and the DeepSpeed JSON it names are checked first, then rl.py's own checks
+# run once in one process (PRECHECK=0 skips that).
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -35,6 +36,9 @@ if [ -z "$PORT" ] && [ -z "${NNODES:-}${NODE_RANK:-}" ] && ! grep -q '^main_proc
 fi
 [ -n "$PORT" ] && topology+=(--main_process_port "$PORT")
 NPROC=${NPROC:-${GPUS_PER_NODE:-}}  # processes per node, as sft.sh and evaluate.sh take it
+if [ -n "$NPROC" ] && ! [[ "$NPROC" =~ ^[1-9][0-9]*$ ]]; then
+  echo "error: NPROC must be a positive integer, got '$NPROC'" >&2; exit 2
+fi
 if [ -n "$NPROC" ]; then
   NUM_PROCESSES=${NUM_PROCESSES:-$(( ${NNODES:-1} * NPROC ))}
 fi
@@ -42,20 +46,21 @@ fi
 
 # one line and no launch if the YAML, or the DeepSpeed JSON it names, is missing or has an unknown key
 $PYTHON -m minionerec.run.launch_config "$CONFIG"
+$PYTHON -m minionerec.run.ds_lock  # one line, no silent hang, if an interrupted DeepSpeed JIT build left its lock
 
 TRAIN_FILE=$(ls "${DATA_DIR}"/train/"${CATEGORY}"*.csv)
 EVAL_FILE=$(ls "${DATA_DIR}"/valid/"${CATEGORY}"*.csv)
 INFO_FILE=$(ls "${DATA_DIR}"/info/"${CATEGORY}"*.txt)
 INDEX_DIR=${DATA_DIR}/index
 
-MINIONEREC_LAUNCH_CONFIG="$CONFIG" ${ACCELERATE} launch --config_file "$CONFIG" "${topology[@]}" rl.py \
-    --config "$RECIPE" \
-    --model_path "$MODEL_PATH" \
-    --train_file "$TRAIN_FILE" \
-    --eval_file "$EVAL_FILE" \
-    --info_file "$INFO_FILE" \
-    --sid_index_path "$INDEX_DIR/$CATEGORY.index.json" \
-    --item_meta_path "$INDEX_DIR/$CATEGORY.item.json" \
-    --category "$CATEGORY" \
-    --output_dir "$OUTPUT_DIR" \
-    "$@"
+args=(--config "$RECIPE" --model_path "$MODEL_PATH" --train_file "$TRAIN_FILE" --eval_file "$EVAL_FILE"
+      --info_file "$INFO_FILE" --sid_index_path "$INDEX_DIR/$CATEGORY.index.json"
+      --item_meta_path "$INDEX_DIR/$CATEGORY.item.json" --category "$CATEGORY" --output_dir "$OUTPUT_DIR" "$@")
+# one process checks the topology variables and runs rl.py's own checks for the world about to start (flags,
+# recipe, data, tokenizer SIDs, rewards, batch sizes): bad input is one line, exit 2, before accelerate starts anything
+if [ "${PRECHECK:-1}" != 0 ]; then
+  WORLD=${NUM_PROCESSES:-$($PYTHON -c "import sys, yaml; print(yaml.safe_load(open(sys.argv[1])).get('num_processes', 1))" "$CONFIG")}
+  $PYTHON -m minionerec.run.prelaunch --nnodes "${NNODES:-1}" --node_rank "${NODE_RANK:-0}" --world_size "$WORLD" \
+      -- rl.py "${args[@]}"
+fi
+MINIONEREC_LAUNCH_CONFIG="$CONFIG" ${ACCELERATE} launch --config_file "$CONFIG" "${topology[@]}" rl.py "${args[@]}"

@@ -27,7 +27,7 @@ from minionerec.model.loading import (add_sid_tokens, best_dtype, freeze_all_but
                                       missing_sid_tokens, sid_token_ids, training_dtype)
 from minionerec.ranking.callback import ConstrainedEvalCallback, finish_training
 from minionerec.ranking.constrained import build_sid_trie
-from minionerec.run import preflight
+from minionerec.run import prelaunch, preflight
 from minionerec.run.cli import past_setup, run
 from minionerec.run.config import record_run
 from minionerec.run.launch_config import sft_deepspeed
@@ -279,7 +279,7 @@ def main(args: Args) -> Trainer | None:
     resume = resolve_resume(args.resume_from_checkpoint, args.output_dir)  # the newest complete checkpoint
     first_step = resumed_step(resume)  # read now: save_total_limit may rotate that checkpoint away during training
     ds_config = deepspeed_config(args.deepspeed)
-    world_size = int(os.environ.get("WORLD_SIZE", 1))
+    world_size = prelaunch.world_size()  # WORLD_SIZE, or the world a launcher is about to start
     grad_accum = gradient_accumulation(args.batch_size, args.micro_batch_size, world_size)
     set_seed(args.seed)
     data = load_data(args, tasks)

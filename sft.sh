@@ -6,6 +6,7 @@
 #   RECIPE=recipes/qwen2.5_1.5b_1gpu.yaml NPROC=1 bash sft.sh       # one GPU
 #   NNODES=2 NODE_RANK=0 MASTER_ADDR=10.0.0.1 bash sft.sh           # node 0 of 2 (run with NODE_RANK=1 on the other)
 # Extra sft.py flags after the script override the recipe: bash sft.sh --max_steps 100 --dry_run true
+# PRECHECK=0 skips the one-process check of the flags and data before the launch.
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -31,14 +32,12 @@ fi
 train_file=$(ls "$DATA_DIR"/train/"$CATEGORY"*.csv)
 eval_file=$(ls "$DATA_DIR"/valid/"$CATEGORY"*.csv)
 
+args=(--config "$RECIPE" --base_model "$BASE_MODEL" --train_file "$train_file" --eval_file "$eval_file"
+      --sid_index_path "$DATA_DIR/index/$CATEGORY.index.json" --item_meta_path "$DATA_DIR/index/$CATEGORY.item.json"
+      --output_dir "$OUTPUT_DIR" --category "$CATEGORY" "$@")
+# one process checks the topology variables and runs sft.py's own checks for the world about to start
+# (flags, recipe, data, batch sizes): bad input is one line, exit 2, before torchrun starts anything
+[ "${PRECHECK:-1}" = 0 ] || $PYTHON -m minionerec.run.prelaunch --nproc "$NPROC" --nnodes "$NNODES" \
+    --node_rank "$NODE_RANK" -- sft.py "${args[@]}"
 $PYTHON -m torch.distributed.run --nnodes "$NNODES" --node_rank "$NODE_RANK" --nproc_per_node "$NPROC" \
-    --master_addr "$MASTER_ADDR" --master_port "$MASTER_PORT" sft.py \
-    --config "$RECIPE" \
-    --base_model "$BASE_MODEL" \
-    --train_file "$train_file" \
-    --eval_file "$eval_file" \
-    --sid_index_path "$DATA_DIR/index/$CATEGORY.index.json" \
-    --item_meta_path "$DATA_DIR/index/$CATEGORY.item.json" \
-    --output_dir "$OUTPUT_DIR" \
-    --category "$CATEGORY" \
-    "$@"
+    --master_addr "$MASTER_ADDR" --master_port "$MASTER_PORT" sft.py "${args[@]}"

@@ -109,6 +109,18 @@ def deepspeed_file_of(yaml_path: str, name: str) -> str:
     raise ConfigError(f"{yaml_path}: deepspeed_config_file not found: {name}")
 
 
+def check_topology(path: str, config: dict) -> None:
+    """num_processes (accelerate's total over machines) and num_machines: positive integers, the total split
+    evenly over the machines (accelerate would start num_processes / num_machines per machine, rounded down)."""
+    counts = {key: config.get(key, 1) for key in ("num_processes", "num_machines")}
+    for key, value in counts.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError(f"{path}: {key} must be a positive integer, got {value!r}")
+    if counts["num_processes"] % counts["num_machines"]:
+        raise ConfigError(f"{path}: num_processes {counts['num_processes']} (the total over machines) is not a "
+                          f"multiple of num_machines {counts['num_machines']}")
+
+
 def check_accelerate_yaml(path: str) -> dict:
     """Load an accelerate launch YAML; unknown keys and a missing/bad DeepSpeed JSON raise ConfigError."""
     config = read_yaml(path, "accelerate config")
@@ -116,6 +128,7 @@ def check_accelerate_yaml(path: str) -> dict:
     for key in config:
         if key not in top:
             raise ConfigError(f"{path}: unknown accelerate key {key!r}{nearest(key, top)}")
+    check_topology(path, config)
     ds = config.get("deepspeed_config") or {}
     for key in ds:
         if key not in ds_keys:

@@ -214,7 +214,8 @@ def test_rl_sh_passes_topology_only_when_asked(demo_data, tmp_path, topology, ex
     fake.chmod(0o755)
     topology_vars = ("NNODES", "GPUS_PER_NODE", "NUM_PROCESSES", "NODE_RANK", "MASTER_ADDR", "MASTER_PORT", "PORT")
     env = {k: v for k, v in os.environ.items() if k not in topology_vars}
-    env.update(ACCELERATE=str(fake), PYTHON=sys.executable, DATA_DIR=str(demo_data), CATEGORY="Demo", **topology)
+    env.update(ACCELERATE=str(fake), PYTHON=sys.executable, DATA_DIR=str(demo_data), CATEGORY="Demo", PRECHECK="0",
+               **topology)  # no SFT checkpoint here: only the launch arguments are under test
     result = subprocess.run(["bash", "rl.sh"], cwd=ROOT, env=env, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-2000:]
     args = (tmp_path / "args").read_text().split()
