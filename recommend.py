@@ -6,12 +6,15 @@
 
 A history lists item ids or exact titles (oldest first). `--history` takes one or more histories:
 items separated by `--item_sep` (","), histories by ";". `--history_file` is JSONL, one history a
-line: `{"history": [...], "id": "optional, echoed"}` or a bare JSON list. Prompts and decoding are
+line: `{"history": [...], "id": "optional, echoed"}` or a bare JSON list. Ids are text as typed: `--history 0x1A`
+is the item "0x1A" (fire alone would make it 26; see verbatim_flags). Prompts and decoding are
 evaluate.py's (same beams -> same ranking); the score is the SID path's log-probability.
 """
 from __future__ import annotations
 
 import json
+import re
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,11 +51,44 @@ class Args:
     prompt_style: str = "upstream"  # the style the checkpoint was trained with (sft.py --prompt_style): upstream | minionerec
 
 
+TEXT_FLAGS = ("history", "item_sep")  # read verbatim: fire would turn 0x1A into 26, 1_2 into 12, 1e3 into 1000.0
+
+
+def verbatim_flags(argv: list[str], names=TEXT_FLAGS) -> list[str]:
+    """The command line with the values of `names` quoted as Python string literals, so that fire (which reads
+    every value as a Python literal) passes them on exactly as typed: `--history 0x1A` stays "0x1A"."""
+    spellings = {f"{dashes}{spelling}" for name in names for spelling in {name, name.replace("_", "-")}
+                 for dashes in ("-", "--")}
+    out, i = [], 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg == "--":  # fire's own flags follow
+            out.extend(argv[i:])
+            break
+        flag, eq, value = arg.partition("=")
+        if flag in spellings and eq:
+            out.append(f"{flag}={value!r}")
+        elif flag in spellings and i + 1 < len(argv) and not re.match(r"--|-[a-zA-Z]", argv[i + 1]):
+            out.append(f"{flag}={argv[i + 1]!r}")  # fire's rule: the next argument is the value unless a flag
+            i += 1
+        else:
+            out.append(arg)
+        i += 1
+    return out
+
+
 def parse_flag_histories(value, item_sep: str) -> list[list[str]]:
-    """--history: fire turns "1,2,3" into a tuple and "1" into an int; both mean one history."""
+    """--history: items separated by `item_sep`, histories by ";" (a list or tuple of ids: one history). The
+    values are text as typed (verbatim_flags); a number here came from a recipe or a caller, where 0x1A and 26
+    can no longer be told apart, so it is refused."""
     if isinstance(value, (list, tuple)):
-        return [[str(v) for v in value]]
-    text = str(value)
+        bad = [v for v in value if not isinstance(v, str)]
+        if bad:
+            raise SystemExit(f"error: --history: item {bad[0]!r} is not text; give item ids as strings")
+        return [[v.strip() for v in value if v.strip()]]
+    if not isinstance(value, str):
+        raise SystemExit(f"error: --history must be text (item ids or titles), got {value!r}; quote it")
+    text = value
     histories = []
     for part in text.split(";"):
         items = [item.strip() for item in part.split(item_sep) if item.strip()]
@@ -95,6 +131,22 @@ def check_args(args: Args) -> None:
         raise SystemExit(f"error: --output_format must be table or jsonl, got {args.output_format!r}")
     if args.dtype not in ("auto", "float32", "bfloat16", "float16"):
         raise SystemExit(f"error: --dtype must be auto, float32, bfloat16 or float16, got {args.dtype!r}")
+    check_device(args.device)
+    if not isinstance(args.item_sep, str) or not args.item_sep or args.item_sep == ";":
+        raise SystemExit(f"error: --item_sep must be a non-empty separator other than ';', got {args.item_sep!r}")
+
+
+def check_device(device) -> None:
+    """auto | cpu | cuda | cuda:N, and a CUDA device must be visible: checked before the model loads."""
+    match = re.fullmatch(r"auto|cpu|cuda(?::(\d+))?", device) if isinstance(device, str) else None
+    if not match:
+        raise SystemExit(f"error: --device must be auto, cpu, cuda or cuda:N, got {device!r}")
+    if device.startswith("cuda"):
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise SystemExit(f"error: --device {device}: no CUDA device is visible (use --device cpu)")
+        if match.group(1) is not None and int(match.group(1)) >= count:
+            raise SystemExit(f"error: --device {device}: only {count} CUDA device(s) visible (cuda:0..cuda:{count - 1})")
 
 
 def format_table(ids: list, histories: list[list[str]], results: list[list[Recommendation]]) -> str:
@@ -150,4 +202,5 @@ def main(args: Args) -> list[list[Recommendation]]:
 
 
 if __name__ == "__main__":
+    sys.argv[1:] = verbatim_flags(sys.argv[1:])
     run(main, Args)

@@ -11,23 +11,32 @@
 
 Each new item takes the nearest codeword at every level (after the saved encoder, for RQ-VAE and
 RQ-Kmeans+); a code already used moves the new item to the nearest free (level L-1, level L) pair,
-so SIDs stay unique and of the same length and no existing item's SID changes. The extended index,
-item.json and model are written atomically, after everything succeeded; the model gets the SID
+so SIDs stay unique and of the same length and no existing item's SID changes. The model gets the SID
 tokens it lacks, and `--align_steps N` fine-tunes title <-> SID on the new items for N steps.
+
+All or nothing: every input and output path is checked before anything loads (new item ids are flat,
+unique, non-empty JSON strings; the embeddings numeric; outputs writable, distinct, the model directory
+new), every output is staged to a temporary sibling, and only when all are complete are they renamed
+onto their targets (a failed rename puts back the ones already renamed). A failure leaves every input
+and output as it was, so the same command can simply be rerun.
 """
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
+import os
+import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-
-from minionerec.run.atomic import atomic_dir, atomic_write_text
 from minionerec.run.cli import run
+from minionerec.run.preflight import model_dir, writable_dir
 from minionerec.data.formats import DataError, load_item_meta, load_sid_index, sid_vocabulary
-from rq.common import load_embeddings
+from rq.common import ids_path, load_embeddings
 from rq.index import (CollisionError, codebooks_path, codes_to_sids, extend_codes, index_sibling,
                       load_codebooks, quantize_frozen, sids_to_codes)
 
@@ -63,8 +72,8 @@ def check_args(args: Args) -> None:
             raise SystemExit(f"error: --{flag} file not found: {path}")
     if bool(args.base_model) != bool(args.output_model):
         raise SystemExit("error: --base_model and --output_model go together")
-    if args.base_model and not Path(args.base_model).is_dir():
-        raise SystemExit(f"error: --base_model must be a local model directory, got {args.base_model!r}")
+    if args.base_model:
+        model_dir(args.base_model, "base_model")
     if args.output_model and Path(args.output_model).exists():
         raise SystemExit(f"error: --output_model {args.output_model} already exists; choose a new directory")
     if args.align_steps < 0 or args.align_batch_size < 1:
@@ -75,6 +84,97 @@ def check_args(args: Args) -> None:
         raise SystemExit("error: --align_steps and --output_item_meta_path need --new_items_path (the new titles)")
     if args.output_item_meta_path and not args.item_meta_path:
         raise SystemExit("error: --output_item_meta_path needs --item_meta_path (the catalogue's item.json)")
+    check_outputs(args)
+
+
+INPUT_FLAGS = ("sid_index_path", "embedding_path", "codebooks_path", "encoder_path", "new_items_path",
+               "item_meta_path")
+
+
+def check_outputs(args: Args) -> None:
+    """Every output can be written and names its own path, before anything is read or written. An output may
+    replace only its own input (--output_path the index, --output_item_meta_path the catalogue's item.json)."""
+    files = {"output_path": args.output_path or args.sid_index_path, "output_item_meta_path": args.output_item_meta_path}
+    files = {flag: path for flag, path in files.items() if path}
+    for flag, path in files.items():
+        if Path(path).is_dir():
+            raise SystemExit(f"error: --{flag} {path}: is a directory, not a file")
+        writable_dir(str(Path(path).parent), flag)
+    if args.output_model:
+        writable_dir(args.output_model, "output_model")
+    own_input = {"output_path": "sid_index_path", "output_item_meta_path": "item_meta_path"}
+    inputs = {flag: getattr(args, flag) for flag in INPUT_FLAGS if getattr(args, flag)}
+    if args.embedding_path:
+        inputs["embedding_path ids"] = str(ids_path(args.embedding_path))
+    if args.sid_index_path:  # the quantiser's files beside the index, read when not named
+        inputs.setdefault("codebooks_path", str(codebooks_path(args.sid_index_path)))
+        inputs.setdefault("encoder_path", str(index_sibling(args.sid_index_path, ".encoder.pt")))
+    seen: dict[Path, str] = {}
+    for flag, path in [*files.items(), *([("output_model", args.output_model)] if args.output_model else [])]:
+        resolved = Path(path).resolve()
+        if resolved in seen:
+            raise SystemExit(f"error: --{flag} {path} is also --{seen[resolved]}; give every output its own path")
+        seen[resolved] = flag
+        for in_flag, in_path in inputs.items():
+            if resolved == Path(in_path).resolve() and own_input.get(flag) != in_flag:
+                raise SystemExit(f"error: --{flag} {path} would overwrite --{in_flag.split()[0]} "
+                                 f"{in_path}; choose another path")
+
+
+def check_new_ids(ids, source) -> list[str]:
+    """The new items' ids: a JSON list of flat, non-empty, unique strings (one-line error naming the id)."""
+    if not isinstance(ids, list) or not ids:
+        raise SystemExit(f"error: {source}: expected a non-empty JSON list of item ids")
+    seen = set()
+    for item in ids:
+        if not isinstance(item, str):
+            kind = "a list" if isinstance(item, list) else "an object" if isinstance(item, dict) else type(item).__name__
+            raise SystemExit(f"error: {source}: item id {json.dumps(item)} is {kind}, not a string "
+                             "(ids are flat JSON strings, e.g. \"400\")")
+        if not item.strip() or item != item.strip():
+            raise SystemExit(f"error: {source}: item id {item!r} is empty or has surrounding whitespace")
+        if item in seen:
+            raise SystemExit(f"error: {source}: item id {item!r} appears more than once (ids must be unique)")
+        seen.add(item)
+    return ids
+
+
+def read_new_embeddings(path) -> tuple[list[str], np.ndarray]:
+    """rq.common.load_embeddings after the checks it lacks: the ids (check_new_ids) and a numeric array."""
+    path, ids_file = Path(path), ids_path(path)
+    if path.is_file() and ids_file.is_file():
+        try:
+            check_new_ids(json.loads(ids_file.read_text(encoding="utf-8")), ids_file)
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise SystemExit(f"error: {ids_file}: invalid JSON ({e})") from None
+        try:  # header only (memory-mapped): the dtype before the data is read
+            dtype = np.load(path, mmap_mode="r", allow_pickle=False).dtype
+        except (ValueError, OSError, EOFError) as e:
+            raise SystemExit(f"error: {path}: not a readable .npy array ({' '.join(str(e).split())})") from None
+        if not (np.issubdtype(dtype, np.integer) or np.issubdtype(dtype, np.floating)):
+            raise SystemExit(f"error: {path}: embeddings have dtype {dtype}, expected numbers (float32 from "
+                             "rq/text2emb.py)")
+    return load_embeddings(path)
+
+
+def unique_keys(path) -> None:
+    """json.loads keeps the last of two equal keys silently: an item.json naming an item twice is an error."""
+    repeated = []  # per object, innermost first: the top-level object (the items) comes last
+
+    def pairs(items):
+        keys = [k for k, _ in items]
+        repeated.append(next((k for k in keys if keys.count(k) > 1), None) if len(set(keys)) != len(keys) else None)
+        return dict(items)
+
+    try:
+        json.loads(Path(path).read_text(encoding="utf-8"), object_pairs_hook=pairs)
+    except json.JSONDecodeError:
+        return  # load_item_meta names the syntax error
+    if repeated and repeated[-1] is not None:
+        raise DataError(f"{path}: item {repeated[-1]!r} appears more than once")
+    nested = next((k for k in repeated[:-1] if k is not None), None)
+    if nested is not None:
+        raise DataError(f"{path}: an item's entry names {nested!r} more than once")
 
 
 def frozen_sids(index: dict[str, list[str]], new_ids: list[str], x: np.ndarray, codebooks: list[np.ndarray],
@@ -92,8 +192,9 @@ def frozen_sids(index: dict[str, list[str]], new_ids: list[str], x: np.ndarray, 
     return dict(zip(new_ids, codes_to_sids(final)))
 
 
-def extend_model(args: Args, extended: dict[str, list[str]], new_index: dict, new_meta: dict) -> str:
-    """Load the model, add the missing SID tokens, optionally align, save atomically; returns a log line."""
+def extend_model(args: Args, extended: dict[str, list[str]], new_index: dict, new_meta: dict, staged: "Staged") -> str:
+    """Load the model, add the missing SID tokens, optionally align, save it to a staged directory (renamed onto
+    --output_model with the other outputs); returns a log line."""
     import torch
 
     from minionerec.model.alignment import align_new_items
@@ -107,10 +208,104 @@ def extend_model(args: Args, extended: dict[str, list[str]], new_index: dict, ne
         loss = align_new_items(model, tokenizer, new_index, new_meta, args.align_steps, args.align_learning_rate,
                                args.align_batch_size, args.seed)
         line += f" align_steps={args.align_steps} align_loss={loss:.4f}"
-    with atomic_dir(args.output_model) as tmp:
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
+    tmp = staged.directory(args.output_model)
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
     return line + f" -> {args.output_model}"
+
+
+def _rename(src, dst) -> None:
+    os.replace(src, dst)  # one name for the tests to fail on purpose
+
+
+class Staged:
+    """Outputs written to temporary siblings, then renamed onto their targets together (`commit`). Until the commit
+    nothing a user sees changes; a failed commit puts back what it already renamed, and `discard` removes every
+    temporary file, directory, backup and directory it created."""
+
+    def __init__(self):
+        self.outputs: list[tuple[Path, Path]] = []  # (temporary sibling, target)
+        self.created: list[Path] = []  # parent directories made for the outputs, deepest last
+
+    def _parent(self, target: Path) -> None:
+        missing = [p for p in [target.parent, *target.parent.parents] if not p.exists()]
+        for p in reversed(missing):
+            p.mkdir()
+            self.created.append(p)
+
+    def file(self, target, text: str) -> None:
+        target = Path(target)
+        self._parent(target)
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+        self.outputs.append((Path(tmp), target))
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        umask = os.umask(0o022)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
+
+    def directory(self, target) -> Path:
+        target = Path(target)
+        self._parent(target)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+        self.outputs.append((tmp, target))
+        umask = os.umask(0o022)
+        os.umask(umask)
+        os.chmod(tmp, 0o777 & ~umask)
+        return tmp
+
+    def commit(self) -> None:
+        done: list[tuple[Path, Path | None]] = []  # (target, backup of what it held before, or None)
+        try:
+            for tmp, target in self.outputs:
+                backup = None
+                if tmp.is_dir():
+                    if target.exists():  # appeared since the checks: never replaced
+                        raise FileExistsError(errno.EEXIST, "appeared while adding items; nothing was written",
+                                              str(target))
+                elif target.exists():  # kept (as a hard link) until every rename succeeded
+                    backup = Path(tempfile.mktemp(prefix=f".{target.name}.", suffix=".bak", dir=target.parent))
+                    try:
+                        os.link(target, backup)
+                    except OSError:  # no hard links on this filesystem
+                        shutil.copy2(target, backup)
+                try:
+                    _rename(tmp, target)
+                except BaseException:
+                    if backup is not None:
+                        backup.unlink()
+                    raise
+                done.append((target, backup))
+        except BaseException:
+            for target, backup in reversed(done):
+                with contextlib.suppress(OSError):
+                    if backup is not None:
+                        os.replace(backup, target)
+                    elif target.is_dir():
+                        shutil.rmtree(target)
+                    else:
+                        target.unlink()
+            self.discard()
+            raise
+        for _, backup in done:
+            if backup is not None:
+                with contextlib.suppress(OSError):
+                    backup.unlink()
+        self.outputs, self.created = [], []
+
+    def discard(self) -> None:
+        for tmp, _ in self.outputs:
+            if tmp.is_dir():
+                shutil.rmtree(tmp, ignore_errors=True)
+            else:
+                with contextlib.suppress(FileNotFoundError):
+                    tmp.unlink()
+        for directory in reversed(self.created):
+            with contextlib.suppress(OSError):
+                directory.rmdir()
+        self.outputs, self.created = [], []
 
 
 def main(args: Args) -> dict[str, list[str]]:
@@ -120,14 +315,21 @@ def main(args: Args) -> dict[str, list[str]]:
     try:
         index = load_sid_index(args.sid_index_path)
         codebooks, mode = load_codebooks(codebooks_file)
+        for path in (args.new_items_path, args.item_meta_path):
+            if path:
+                unique_keys(path)
         new_meta = load_item_meta(args.new_items_path) if args.new_items_path else {}
         meta = load_item_meta(args.item_meta_path) if args.item_meta_path else {}
     except (DataError, FileNotFoundError) as e:
         raise SystemExit(f"error: {e}") from None
-    new_ids, x = load_embeddings(args.embedding_path)
+    new_ids, x = read_new_embeddings(args.embedding_path)
     missing_titles = [i for i in new_ids if new_meta and i not in new_meta]
     if missing_titles:
         raise SystemExit(f"error: {args.new_items_path}: new item {missing_titles[0]} has no entry")
+    known = [i for i in new_ids if i in meta and i not in index]
+    if known and args.output_item_meta_path:
+        raise SystemExit(f"error: {args.item_meta_path}: new item {known[0]} is already there (its entry would be "
+                         f"replaced by --new_items_path's)")
     encode = None
     if encoder_file.is_file():
         from rq.rqvae import load_encoder
@@ -139,12 +341,19 @@ def main(args: Args) -> dict[str, list[str]]:
         raise SystemExit(f"error: {args.embedding_path}: {e}") from None
     extended = {**index, **new_index}
 
-    model_line = extend_model(args, extended, new_index, new_meta) if args.base_model else "model unchanged"
     output_path = args.output_path or args.sid_index_path
-    atomic_write_text(output_path, json.dumps(extended))
-    if args.output_item_meta_path:
-        atomic_write_text(args.output_item_meta_path,
-                          json.dumps({**meta, **{i: new_meta[i] for i in new_ids}}, indent=1, ensure_ascii=False))
+    staged = Staged()
+    try:  # all or nothing: staged first, renamed together (the index last), every path put back on a failure
+        model_line = extend_model(args, extended, new_index, new_meta, staged) if args.base_model else \
+            "model unchanged"
+        if args.output_item_meta_path:
+            staged.file(args.output_item_meta_path,
+                        json.dumps({**meta, **{i: new_meta[i] for i in new_ids}}, indent=1, ensure_ascii=False))
+        staged.file(output_path, json.dumps(extended))
+        staged.commit()
+    except BaseException:
+        staged.discard()
+        raise
     print(f"[add_items] {len(new_ids)} new items ({mode}, codebooks {codebooks_file.name}"
           f"{', encoder ' + encoder_file.name if encode else ''}): {len(index)} -> {len(extended)} items -> "
           f"{output_path}; {model_line}", flush=True)

@@ -9,7 +9,9 @@ below 12 (its tokenizer lacks <c_12>..<c_15>). Then the 6 items are embedded wit
 from __future__ import annotations
 
 import json
+import os
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -193,3 +195,34 @@ def test_bad_input_fails_in_one_line_and_writes_nothing(catalogue, tmp_path, cha
                                                 embedding_path=str(catalogue / "new.emb.npy"),
                                                 output_path=str(tmp_path / "v2.index.json")), **kw}))
     assert not (tmp_path / "v2.index.json").exists()
+
+
+@pytest.mark.parametrize("fail_on", ["v2.item.json", "Base.index.json"])
+def test_a_failure_after_the_model_is_saved_changes_nothing_and_a_rerun_works(catalogue, tmp_path, monkeypatch,
+                                                                               fail_on):
+    """All or nothing: the model is staged and renamed first, then item.json, then the index (in place here); a
+    failed rename takes the renamed model (and item.json) back, so the same command can be rerun."""
+    for name in ("Base.index.json", "Base.codebooks.npz"):
+        shutil.copy(catalogue / name, tmp_path / name)
+    index_before = (tmp_path / "Base.index.json").read_bytes()
+    args = add_items.Args(sid_index_path=str(tmp_path / "Base.index.json"),
+                          embedding_path=str(catalogue / "new.emb.npy"), new_items_path=str(catalogue / "new.item.json"),
+                          item_meta_path=str(catalogue / "Base.item.json"),
+                          output_item_meta_path=str(tmp_path / "v2.item.json"), base_model=str(catalogue / "model"),
+                          output_model=str(tmp_path / "model_v2"))
+    real = add_items._rename
+
+    def failing(src, dst):
+        if Path(dst).name == fail_on:
+            raise OSError(28, "No space left on device")
+        real(src, dst)
+
+    monkeypatch.setattr(add_items, "_rename", failing)
+    with pytest.raises(OSError, match="No space left"):
+        add_items.main(args)
+    assert sorted(os.listdir(tmp_path)) == ["Base.codebooks.npz", "Base.index.json"]  # no model, no temporaries
+    assert (tmp_path / "Base.index.json").read_bytes() == index_before
+    monkeypatch.setattr(add_items, "_rename", real)
+    new = add_items.main(args)  # the rerun is not refused ("--output_model already exists")
+    assert sorted(new) == sorted(HELD_OUT) and len(load_sid_index(tmp_path / "Base.index.json")) == 80
+    assert (tmp_path / "model_v2" / "config.json").is_file() and (tmp_path / "v2.item.json").is_file()

@@ -67,12 +67,39 @@ def test_history_file_and_table_output(paths, tmp_path, capsys):
     (dict(history="1", k=11), "--k must be in 1..--num_beams"),
     (dict(), "exactly one of --history or --history_file"),
     (dict(history="1", output_format="csv"), "--output_format"),
+    (dict(history="1", device="bogus"), "--device must be auto, cpu, cuda or cuda:N, got 'bogus'"),
+    (dict(history="1", device="cuda:99"), "--device cuda:99: (no CUDA device is visible|only)"),
+    (dict(history=26), "--history must be text"),  # e.g. a recipe's unquoted 0x1A: 26 can no longer be told apart
+    (dict(history=("1", 2)), "--history: item 2 is not text"),
 ])
-def test_bad_input_is_a_one_line_error_and_writes_nothing(paths, tmp_path, flags, message):
+def test_bad_input_is_a_one_line_error_and_writes_nothing(paths, tmp_path, flags, message, monkeypatch):
     out = tmp_path / "recs.jsonl"
+    monkeypatch.setattr(recommend, "load_model", lambda *a, **k: pytest.fail("the model loaded before the checks"))
     with pytest.raises(SystemExit, match=message):
         recommend.main(recommend.Args(**paths, num_beams=10, output_path=str(out), **flags))
     assert not out.exists()
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["--history", "0x1A", "--k", "2"], ["--history='0x1A'", "--k", "2"]),
+    (["--history=1_2"], ["--history='1_2'"]),
+    (["-history", "1e3,0o7;True", "--item-sep", ","], ["-history='1e3,0o7;True'", "--item-sep=','"]),
+    (["--history", "-5"], ["--history='-5'"]),  # not a flag (fire's rule), so the value
+    (["--history", "--k", "2"], ["--history", "--k", "2"]),  # no value: fire's True, refused by the checks
+    (["--history_file", "0x1A", "--", "--history", "1"], ["--history_file", "0x1A", "--", "--history", "1"]),
+])
+def test_history_flags_reach_fire_as_string_literals(argv, expected):
+    assert recommend.verbatim_flags(argv) == expected
+
+
+@pytest.mark.parametrize("value", ["0x1A", "1_2"])
+def test_cli_keeps_history_ids_verbatim(paths, value):
+    """fire reads 0x1A as 26 and 1_2 as 12, both catalogue items; as typed they are ids the catalogue lacks."""
+    cmd = [sys.executable, str(ROOT / "recommend.py"), *[f"--{k}={v}" for k, v in paths.items()],
+           "--history", value, "--k", "2", "--num_beams", "4"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert proc.stderr.strip().splitlines()[-1].startswith(f"error: history 0[0]: unknown item '{value}'")
 
 
 def test_bad_history_file_names_the_line(paths, tmp_path):
@@ -83,7 +110,7 @@ def test_bad_history_file_names_the_line(paths, tmp_path):
 
 
 def test_cli_parses_histories_from_flags(paths):
-    """fire turns 1,2 into a tuple; ';' separates histories. One subprocess, tiny model (~6 s)."""
+    """"1,2" reaches main as text (recommend.verbatim_flags); ',' separates items. One subprocess, tiny model (~6 s)."""
     cmd = [sys.executable, str(ROOT / "recommend.py"), *[f"--{k}={v}" for k, v in paths.items()],
            "--history", "1,2", "--k", "2", "--num_beams", "4", "--output_format", "jsonl"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=ROOT)
