@@ -11,6 +11,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from minionerec.run import preflight
 from minionerec.run.atomic import atomic_write_text
 from minionerec.run.cli import run
 from minionerec.ranking.paired import check_same_rows, compare, format_comparison, load_predictions
@@ -33,6 +34,7 @@ def main(args: Args) -> dict:
         ks = [int(k) for k in str(args.ks).split("+")]
     except ValueError:
         raise SystemExit(f"error: --ks must be numbers joined by '+', e.g. 1+5+10, got {args.ks!r}") from None
+    preflight.output_not_input(args.output_json, "output_json", {"a": args.a, "b": args.b})
     a, b = load_predictions(args.a), load_predictions(args.b)
     check_same_rows(a, b, Path(args.a).name, Path(args.b).name)
     shortest = min(len(row["predict"]) for row in a + b)

@@ -79,6 +79,9 @@ def check_args(args: Args) -> None:
     preflight.checked(check_style, args.prompt_style)
     if args.dtype not in ("auto", "float32", "bfloat16", "float16"):
         raise SystemExit(f"error: --dtype must be auto, float32, bfloat16 or float16, got {args.dtype!r}")
+    preflight.at_least(args.max_new_tokens, "max_new_tokens", 0)
+    inputs = {flag: getattr(args, flag) for flag in ("test_file", "train_file", "sid_index_path", "info_file")}
+    preflight.output_not_input(args.result_json, "result_json", inputs, {"base_model": args.base_model})
 
 
 def main(args: Args) -> dict | None:
@@ -98,6 +101,12 @@ def main(args: Args) -> dict | None:
     tokenizer = load_tokenizer(args.base_model)
     # before the model loads: a base model without the SID tokens fails in seconds
     trie = preflight.checked(build_sid_trie, sid_index, tokenizer, context=args.base_model)
+    if 0 < args.max_new_tokens < trie.depth:
+        raise SystemExit(f"error: --max_new_tokens {args.max_new_tokens} is shorter than an answer ({trie.depth} "
+                         "tokens): every prediction would be a fragment; use 0 (exactly the answer length)")
+    # the popularity baseline's train rows, read now: a bad file fails before the decoding, not after it
+    train_sids = list(load_split(args.train_file)["item_sid"]) if args.train_file else None
+    preflight.has_weights(args.base_model, "base_model")
     record_run(args, Path(args.result_json).parent, flag="result_json")  # + run_config.yaml beside the predictions
     if args.dry_run:  # every check above passed; no weights were read
         teardown_distributed()
@@ -124,8 +133,8 @@ def main(args: Args) -> dict | None:
             ks = ks_for(args.num_beams, DEFAULT_KS)
             catalogue = set(trie.sids)
             rows = {"constrained beam search": compute_metrics(predictions, list(test_df["item_sid"]), ks, catalogue)}
-            if args.train_file:
-                popular = popularity_ranking(list(load_split(args.train_file)["item_sid"]), args.num_beams)
+            if train_sids is not None:
+                popular = popularity_ranking(train_sids, args.num_beams)
                 rows["popularity (train)"] = compute_metrics([popular] * len(test_df), list(test_df["item_sid"]), ks,
                                                              catalogue)
             # upstream's row layout first (its calc.py reads `output` and `predict`), then the CSV columns

@@ -27,7 +27,8 @@ from minionerec.rl.trainer import MiniOneRecGRPOConfig, MiniOneRecGRPOTrainer, g
 from minionerec.run import prelaunch, preflight
 from minionerec.run.cli import past_setup, run
 from minionerec.run.config import record_run
-from minionerec.run.resume import NoCheckpointAtLastStep, resolve_resume
+from minionerec.run.resume import (NoCheckpointAtLastStep, check_resume_matches, check_resume_within, resolve_resume,
+                                    resumed_step)
 
 
 @dataclass
@@ -160,6 +161,17 @@ def check_args(args: Args, world_size: int) -> None:
         path = getattr(args, flag)
         if reward in rewards and not (path and Path(path).is_file()):
             raise SystemExit(f"error: --reward_type {args.reward_type} needs --{flag} (an existing file), got {path!r}")
+    for flag in ("train_batch_size", "gradient_accumulation_steps", "eval_batch_size", "test_beam", "logging_steps",
+                 "num_iterations"):  # 0 would divide by zero, or train / evaluate on nothing, silently
+        preflight.at_least(getattr(args, flag), flag, 1)
+    for flag in ("eval_step", "save_steps"):  # 0 would evaluate every step, or never save
+        preflight.positive_finite(getattr(args, flag), flag)
+    preflight.at_least(args.beta, "beta", 0)  # a negative KL weight rewards drifting from the reference
+    if not args.beam_search:
+        preflight.positive_finite(args.temperature, "temperature")  # sampling divides the logits by it
+    preflight.one_of(args.scale_rewards, "scale_rewards", ("group", "batch", "none"))
+    preflight.one_of(args.report_to, "report_to", ("none", "wandb", "tensorboard"))
+    preflight.output_not_input(args.output_dir, "output_dir", {}, {"model_path": args.model_path})
     G, local = args.num_generations, args.train_batch_size * args.gradient_accumulation_steps
     if G < 2:
         raise SystemExit(f"error: --num_generations must be >= 2 (GRPO compares completions), got {G}")
@@ -240,12 +252,15 @@ def main(args: Args):
     world_size = prelaunch.world_size()  # WORLD_SIZE, or the world a launcher is about to start
     check_args(args, world_size)
     resume = resolve_resume(args.resume_from_checkpoint, args.output_dir)  # the newest complete checkpoint
+    check_resume_within(resumed_step(resume), args.max_steps)
+    check_resume_matches(resume, args.model_path, "model_path", "rl")
     set_seed(args.seed)
     sid_index = load_sid_index(args.sid_index_path)
     sid_tokens = sid_vocabulary(sid_index)
     check_data(args, sid_index)
     train_ds, eval_ds = load_datasets(args, sid_index)
     tokenizer = load_sft_tokenizer(args, sid_tokens)
+    preflight.has_weights(args.model_path, "model_path")
     # before the model: a wrong --ada_path / --cf_path (rows != catalogue items) fails in seconds
     reward_funcs, _ = build_reward_funcs(args.reward_type, args.num_generations, sid_index, tokenizer,
                                          args.ada_path, args.cf_path)

@@ -72,6 +72,7 @@ def check_args(args: Args) -> None:
     if args.hidden_size % args.num_heads:
         raise SystemExit(f"error: --hidden_size {args.hidden_size} is not divisible by --num_heads {args.num_heads}")
     preflight.writable_dir(args.output_dir, "output_dir")
+    preflight.device(args.device)
 
 
 def main(args: Args) -> dict:

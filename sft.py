@@ -31,7 +31,8 @@ from minionerec.run import prelaunch, preflight
 from minionerec.run.cli import past_setup, run
 from minionerec.run.config import record_run
 from minionerec.run.launch_config import sft_deepspeed
-from minionerec.run.resume import NoCheckpointAtLastStep, resolve_resume, resumed_step, whole_run_mean_loss
+from minionerec.run.resume import (NoCheckpointAtLastStep, check_resume_matches, check_resume_within, resolve_resume,
+                                    resumed_step, whole_run_mean_loss)
 from minionerec.run.throughput import ThroughputCallback
 
 
@@ -100,6 +101,9 @@ class Args:
     prompt_style: str = "upstream"  # upstream (AkaliKong/MiniOneRec's texts, byte for byte) | minionerec (docs/pipeline.md)
 
 
+REPORT_TO = ("none", "wandb", "tensorboard")
+
+
 def gradient_accumulation(batch_size: int, micro_batch_size: int, world_size: int) -> int:
     per_step = micro_batch_size * world_size
     if batch_size % per_step:
@@ -141,6 +145,18 @@ def check_paths(args: Args, tasks: list[str]) -> None:
     if args.lora_r and (args.freeze_LLM or args.train_from_scratch):
         raise SystemExit("error: --lora_r > 0 excludes --freeze_LLM and --train_from_scratch (LoRA adapts a trained base)")
     preflight.checked(check_style, args.prompt_style)
+    for flag in ("batch_size", "micro_batch_size", "eval_steps", "save_steps", "logging_steps", "test_beam",
+                 "eval_batch_size"):  # 0 would divide by zero, or evaluate / save / log every step, silently
+        preflight.at_least(getattr(args, flag), flag, 1)
+    preflight.positive_finite(args.eval_step, "eval_step")
+    preflight.one_of(args.report_to, "report_to", REPORT_TO)
+    preflight.output_not_input(args.output_dir, "output_dir", {}, {"base_model": args.base_model})
+
+
+def check_weights(args: Args) -> None:
+    """Run last among the checks: run_config.yaml is written right after them."""
+    if not args.train_from_scratch:  # from scratch needs the architecture (config.json) only
+        preflight.has_weights(args.base_model, "base_model")
 
 
 def check_cutoff(args: Args, tokenizer, data: SftData) -> None:
@@ -278,6 +294,8 @@ def main(args: Args) -> Trainer | None:
     check_paths(args, tasks)
     resume = resolve_resume(args.resume_from_checkpoint, args.output_dir)  # the newest complete checkpoint
     first_step = resumed_step(resume)  # read now: save_total_limit may rotate that checkpoint away during training
+    check_resume_within(first_step, args.max_steps)
+    check_resume_matches(resume, args.base_model, "base_model", "sft")
     ds_config = deepspeed_config(args.deepspeed)
     world_size = prelaunch.world_size()  # WORLD_SIZE, or the world a launcher is about to start
     grad_accum = gradient_accumulation(args.batch_size, args.micro_batch_size, world_size)
@@ -285,6 +303,7 @@ def main(args: Args) -> Trainer | None:
     data = load_data(args, tasks)
     tokenizer = load_tokenizer(args.base_model)
     check_cutoff(args, tokenizer, data)
+    check_weights(args)
     record_run(args, args.output_dir)  # prints each value + source; writes output_dir/run_config.yaml
     if args.dry_run:  # every check above passed; no weights were read
         return None

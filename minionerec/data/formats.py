@@ -121,6 +121,10 @@ def _parse_list(path, row_number: int, column: str, cell) -> list:
         value = None
     if not isinstance(value, list):
         raise DataError(f"{path}: row {row_number}: column '{column}' is not a list literal: {str(cell)[:60]!r}")
+    for element in value:  # a nested list or None would become an item / a title like "['400']" or "None"
+        if isinstance(element, bool) or not isinstance(element, (str, int)):
+            raise DataError(f"{path}: row {row_number}: column '{column}' holds {element!r}; expected plain "
+                            "strings (titles, SIDs) or item ids")
     return value
 
 

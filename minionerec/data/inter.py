@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import shutil
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -34,6 +35,10 @@ def read_inter(path) -> list[tuple[str, list[str], str]]:
             rows.append((parts[0], parts[1].split(), parts[2]))
     if not rows:
         raise DataError(f"{path}: no data rows")
+    repeated = len(rows) - len({(user, tuple(history), item) for user, history, item in rows})
+    if repeated:  # kept (the preprocessing may mean them), but never silently: each trains as a separate row
+        print(f"warning: {path}: {repeated} interaction row(s) repeat an earlier row exactly (same user, history "
+              "and target); they are kept", file=sys.stderr)
     return rows
 
 

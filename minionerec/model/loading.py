@@ -161,14 +161,15 @@ def save_final_checkpoint(trainer, tokenizer, output_dir, name: str = "final_che
 
     final_dir = Path(output_dir, name)
     tmp_dir = Path(output_dir, f".{name}.{socket.gethostname()}-{os.getpid()}.tmp")
-    if is_lora_model(trainer.accelerator.unwrap_model(trainer.model)):
-        save_merged(trainer, tmp_dir)  # a plain model, adapters merged in
-    else:
-        trainer.save_model(tmp_dir)
-    if trainer.args.should_save and (not dist.is_initialized() or dist.get_rank() == 0):
-        tokenizer.save_pretrained(tmp_dir)
-        replace_dir(tmp_dir, final_dir)
-    else:
+    try:
+        if is_lora_model(trainer.accelerator.unwrap_model(trainer.model)):
+            save_merged(trainer, tmp_dir)  # a plain model, adapters merged in
+        else:
+            trainer.save_model(tmp_dir)
+        if trainer.args.should_save and (not dist.is_initialized() or dist.get_rank() == 0):
+            tokenizer.save_pretrained(tmp_dir)
+            replace_dir(tmp_dir, final_dir)
+    finally:  # a failed save (disk full, ...) leaves no partial copy behind; after the rename there is none
         shutil.rmtree(tmp_dir, ignore_errors=True)
     return final_dir
 

@@ -30,12 +30,16 @@ def as_bool(value, name: str) -> bool:
 
 
 def _convert(value, kind, name: str):
-    if value is None:
-        return None
     origin = typing.get_origin(kind)
     if origin in (typing.Union, types.UnionType):
         options = [k for k in typing.get_args(kind) if k is not type(None)]
+        if value is None:
+            return None
         return _convert(value, options[0], name) if len(options) == 1 else value
+    if value is None:  # e.g. a recipe's `batch_size:` with no value
+        raise FlagError(f"--{name}: expected {getattr(kind, '__name__', kind)}, got an empty value")
+    if isinstance(value, (list, dict)):  # e.g. a recipe's `category: [A, B]`, which str() would keep as "['A', 'B']"
+        raise FlagError(f"--{name}: expected one {getattr(kind, '__name__', kind)}, got a {type(value).__name__} {value!r}")
     if kind is bool:
         return as_bool(value, name)
     if kind in (int, float):

@@ -7,6 +7,9 @@ import math
 import tempfile
 from pathlib import Path
 
+# what from_pretrained loads weights from (sharded or not; LoRA adapters; GGUF)
+WEIGHT_PATTERNS = ("*.safetensors", "*.bin", "*.gguf")
+
 
 def checked(validate, *args, context: str = ""):
     """`validate(*args)`, its ValueError turned into the checks' SystemExit("error: [context: ]message"); the
@@ -32,6 +35,12 @@ def model_dir(path: str, flag: str) -> None:
         raise SystemExit(f"error: --{flag} must be a local model directory, got {path!r}")
     if not Path(path, "config.json").is_file():
         raise SystemExit(f"error: --{flag} {path}: no config.json there (not a saved model directory)")
+
+
+def has_weights(path: str, flag: str) -> None:
+    """The model directory holds weight files (a folder with config.json alone fails only at from_pretrained)."""
+    if not any(any(Path(path).glob(pattern)) for pattern in WEIGHT_PATTERNS):
+        raise SystemExit(f"error: --{flag} {path}: no weights there (*.safetensors, *.bin or *.gguf)")
 
 
 def writable_dir(path: str, flag: str) -> None:
@@ -94,3 +103,43 @@ def cutoff_holds_answers(cutoff_len: int, tokenizer, prompts: list[str], respons
         raise SystemExit(f"error: --cutoff_len {cutoff_len} cannot hold the longest answer ({longest_answer} tokens "
                          f"with EOS) plus the prompt's last line ({longest_tail} tokens); "
                          f"use >= {longest_answer + longest_tail}")
+
+
+def at_least(value, flag: str, minimum) -> None:
+    """An integer (or number) flag with a lower bound: 0 steps, beams or rows would do nothing, silently."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= minimum:
+        raise SystemExit(f"error: --{flag} must be >= {minimum}, got {value!r}")
+
+
+def one_of(value, flag: str, choices) -> None:
+    if value not in choices:
+        raise SystemExit(f"error: --{flag} must be one of {', '.join(map(str, choices))}, got {value!r}")
+
+
+def device(value: str, flag: str = "device") -> None:
+    """A torch device this machine has: cpu, cuda, cuda:N (N < the GPU count), or auto where the script takes it."""
+    import torch
+
+    if value == "auto":
+        return
+    try:
+        parsed = torch.device(value)
+    except (RuntimeError, TypeError):
+        raise SystemExit(f"error: --{flag} must be cpu, cuda or cuda:N, got {value!r}") from None
+    if parsed.type == "cuda" and (not torch.cuda.is_available() or (parsed.index or 0) >= torch.cuda.device_count()):
+        raise SystemExit(f"error: --{flag} {value}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    if parsed.type not in ("cpu", "cuda"):
+        raise SystemExit(f"error: --{flag} must be cpu, cuda or cuda:N, got {value!r}")
+
+
+def output_not_input(output: str, flag: str, inputs: dict[str, str], model_dirs: dict[str, str] = None) -> None:
+    """An output path may not be one of the run's input files, nor lie inside (or be) a model directory:
+    predictions written over a model's config.json, or a comparison over its own input, destroy what they read."""
+    out = Path(output).resolve()
+    for in_flag, path in inputs.items():
+        if path and Path(path).resolve() == out:
+            raise SystemExit(f"error: --{flag} {output} is the input --{in_flag}: choose another path")
+    for in_flag, path in (model_dirs or {}).items():
+        if path and (out == Path(path).resolve() or Path(path).resolve() in out.parents):
+            raise SystemExit(f"error: --{flag} {output} lies inside the model directory --{in_flag} {path}: "
+                             "choose a path outside it")

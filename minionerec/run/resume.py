@@ -70,8 +70,8 @@ def newest_complete(output_dir) -> tuple[Path | None, list[tuple[Path, str]]]:
 def resolve_resume(value, output_dir) -> str | None:
     """--resume_from_checkpoint ("" | "true" | a path) -> the checkpoint path for Trainer.train, or None.
 
-    Runs before the model loads: a missing or partial checkpoint is a one-line CheckpointError, and
-    "true" skips partial checkpoints (newest first) with a warning on stderr.
+    Runs before the model loads: a missing or partial checkpoint is a one-line CheckpointError; "true" skips
+    partial checkpoints (newest first) with a warning on stderr, and starts fresh, warned, when none is complete.
     """
     if value is None or value is False or str(value).strip().lower() in ("", "false"):
         return None
@@ -79,8 +79,10 @@ def resolve_resume(value, output_dir) -> str | None:
         path, skipped = newest_complete(output_dir)
         for partial, reason in skipped:
             print(f"warning: skipping incomplete checkpoint {partial}: {reason}", file=sys.stderr)
-        if path is None:
-            raise CheckpointError(f"--resume_from_checkpoint true: no complete checkpoint-N in {output_dir}")
+        if path is None:  # a restart loop's first start, or every checkpoint was cut short: train from step 0
+            print(f"warning: --resume_from_checkpoint true: no complete checkpoint-N in {output_dir}; starting fresh",
+                  file=sys.stderr)
+            return None
         return str(path)
     reason = incomplete_reason(value)
     if reason is not None:
@@ -88,6 +90,42 @@ def resolve_resume(value, output_dir) -> str | None:
             reason = "no such directory"
         raise CheckpointError(f"--resume_from_checkpoint {value}: {reason}")
     return str(value)
+
+
+def check_resume_within(first_step: int, max_steps: int) -> None:
+    """Resuming at or past --max_steps would train nothing, or train past it, and call it finished."""
+    if max_steps > 0 and first_step >= max_steps:
+        raise CheckpointError(f"--resume_from_checkpoint: the checkpoint is at step {first_step}, at or past "
+                              f"--max_steps {max_steps}: raise --max_steps to train on, or start a new output_dir")
+
+
+# the architecture a checkpoint's weights need (the vocabulary may grow: SFT adds the SID tokens)
+SHAPE_KEYS = ("model_type", "hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads",
+              "intermediate_size")
+
+
+def check_resume_matches(checkpoint, model_dir, model_flag: str, script: str) -> None:
+    """Before the model loads: the checkpoint was written by this script (an RL run logs rewards, SFT does not;
+    the other's optimizer state would be resumed silently) for a model of this shape (else the load fails
+    after minutes, or mid-way under ZeRO)."""
+    if checkpoint is None:
+        return
+    history = json.loads(Path(checkpoint, TRAINER_STATE).read_text(encoding="utf-8")).get("log_history", [])
+    rewards = any("reward" in entry for entry in history)
+    losses = any("loss" in entry for entry in history)
+    if script == "rl" and losses and not rewards or script == "sft" and rewards:
+        other = "an SFT" if script == "rl" else "an RL"
+        raise CheckpointError(f"--resume_from_checkpoint {checkpoint}: {other} checkpoint; {script}.py resumes only "
+                              f"its own (to start from those weights, give the directory as --{model_flag})")
+    try:
+        ours = json.loads(Path(model_dir, "config.json").read_text(encoding="utf-8"))
+        theirs = json.loads(Path(checkpoint, "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return  # no readable config on one side: from_pretrained will say more than we can
+    differ = [k for k in SHAPE_KEYS if k in ours and k in theirs and ours[k] != theirs[k]]
+    if differ:
+        raise CheckpointError(f"--resume_from_checkpoint {checkpoint}: a model of another shape than --{model_flag} "
+                              f"({', '.join(f'{k} {theirs[k]} vs {ours[k]}' for k in differ)})")
 
 
 def resumed_step(checkpoint) -> int:

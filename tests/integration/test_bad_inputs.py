@@ -128,7 +128,6 @@ def test_sft_bad_data_one_line(case, message, demo_data, tiny_model_dir, tmp_pat
 @pytest.mark.parametrize("overrides, message", [
     (dict(output_dir="FILE/sub"), r"--output_dir \S+/sub: \S+ is a file, not a directory"),
     (dict(resume_from_checkpoint="OUT/checkpoint-9"), r"--resume_from_checkpoint \S+checkpoint-9: no such directory"),
-    (dict(resume_from_checkpoint="true"), r"--resume_from_checkpoint true: no complete checkpoint-N in \S+out"),
     (dict(sample=0), r"--sample must be -1 \(all rows\) or >= 1, got 0"),
     (dict(learning_rate="nan"), r"--learning_rate must be a finite number > 0, got nan"),
     (dict(num_epochs=0, max_steps=-1), r"--num_epochs 0 with --max_steps -1 trains nothing"),
@@ -168,7 +167,6 @@ def test_sft_partial_checkpoint_named_explicitly(demo_data, tiny_model_dir, tmp_
     (dict(num_generations=96, train_batch_size=96), r"--num_generations 96 exceeds the 80 distinct SIDs"),
     (dict(num_train_epochs=0), r"--num_train_epochs 0 with --max_steps -1 trains nothing"),
     (dict(learning_rate="nan"), r"--learning_rate must be a finite number > 0"),
-    (dict(resume_from_checkpoint="true"), r"--resume_from_checkpoint true: no complete checkpoint-N"),
     (dict(model_path="EMPTY"), r"--model_path \S+empty: no config\.json there"),
 ])
 def test_rl_bad_flags_one_line(overrides, message, demo_data, tiny_model_dir, tmp_path, monkeypatch, capsys):
