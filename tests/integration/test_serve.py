@@ -27,6 +27,7 @@ from minionerec.serving.app import BatchQueue
 ROOT = Path(__file__).resolve().parents[2]
 NUM_BEAMS = 10
 TIMEOUT = 60.0  # seconds per request: generous for 2 shared CPU cores, but bounded
+RELOAD_TOKEN = "test-reload-token-0123456789"
 
 
 @pytest.fixture(scope="module")
@@ -35,13 +36,18 @@ def index_path(demo_data, demo_category) -> Path:
 
 
 @pytest.fixture(scope="module")
-def server(demo_data, demo_category, tiny_model_dir, index_path):
+def server(demo_data, demo_category, tiny_model_dir, index_path, tmp_path_factory):
     port = free_port()
-    # max_wait 300 ms: requests fired together in the test reliably share a batch
+    token_file = tmp_path_factory.mktemp("serve_token") / "reload.token"
+    token_file.write_text(RELOAD_TOKEN + "\n")
+    # max_wait 300 ms: requests fired together in the test reliably share a batch; the reload endpoint is on,
+    # for files anywhere under pytest's temporary root (the tests' tmp_path), behind a token the client sends
     cmd = [sys.executable, str(ROOT / "serve.py"), "--base_model", str(tiny_model_dir),
            "--sid_index_path", str(index_path),
            "--item_meta_path", str(demo_data / "index" / f"{demo_category}.item.json"),
-           "--port", str(port), "--num_beams", str(NUM_BEAMS), "--max_batch_size", "8", "--max_wait_ms", "300"]
+           "--port", str(port), "--num_beams", str(NUM_BEAMS), "--max_batch_size", "8", "--max_wait_ms", "300",
+           "--allow_reload", "true", "--reload_token_file", str(token_file),
+           "--data_root", str(tmp_path_factory.getbasetemp())]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env={**os.environ, "OMP_NUM_THREADS": "1"})
     url = f"http://127.0.0.1:{port}"
@@ -58,7 +64,8 @@ def server(demo_data, demo_category, tiny_model_dir, index_path):
             if time.monotonic() > deadline:
                 pytest.fail("serve.py did not answer /health within 120 s")
             time.sleep(0.5)
-        with httpx.Client(base_url=url, timeout=TIMEOUT) as client:
+        with httpx.Client(base_url=url, timeout=TIMEOUT,
+                          headers={"authorization": f"Bearer {RELOAD_TOKEN}"}) as client:
             yield client
     finally:
         proc.terminate()
