@@ -111,3 +111,17 @@ def sft_args(data_dir, model_dir, out, **overrides):
                 save_steps=1000)
     base.update(overrides)
     return parse_args(sft.Args, base)
+
+
+def write(path: Path, text: str) -> str:
+    """Write `text` to `path`; returns the path as a string (a flag value)."""
+    path.write_text(text)
+    return str(path)
+
+
+@pytest.fixture(scope="session")
+def paths(demo_data, demo_category, tiny_model_dir):
+    """recommend.py / serve.py's model and catalogue flags for the tiny model and the demo data."""
+    return {"base_model": str(tiny_model_dir),
+            "sid_index_path": str(demo_data / "index" / f"{demo_category}.index.json"),
+            "item_meta_path": str(demo_data / "index" / f"{demo_category}.item.json")}

@@ -7,10 +7,8 @@ each script once for real.
 """
 import gzip
 import json
-import os
 import re
 import shutil
-import subprocess
 import sys
 
 import numpy as np
@@ -22,7 +20,7 @@ import evaluate
 import rl
 import sasrec
 import sft
-from conftest import CATEGORY, ROOT, split_path
+from conftest import CATEGORY, split_path
 from data import amazon18_data_process
 from minionerec.run import preflight
 from minionerec.run import cli
@@ -250,29 +248,6 @@ def test_sasrec_bad_csv(demo_data, tmp_path, monkeypatch, capsys):
                      test_file=split_path(demo_data, "test"), sid_index_path=index_path(demo_data),
                      output_dir=tmp_path / "out")
     assert line.endswith("bad.csv: no data rows")
-
-
-# --- the real thing: a subprocess per script, exit code 2, one line, no traceback (sft.py's is in test_sft.py)
-@pytest.mark.parametrize("script, flags, expected", [
-    ("convert_dataset.py", ["--inter_dir", "RAW", "--category", CATEGORY, "--item_meta_path", "BADJSON",
-                            "--sid_index_path", "BADJSON", "--output_dir", "OUT"],
-     "error: BADJSON: invalid JSON (Expecting property name enclosed in double quotes at line 1)"),
-    ("rq/report.py", ["--index_path", "BADJSON"],
-     "error: BADJSON: invalid JSON (Expecting property name enclosed in double quotes at line 1)"),
-])
-def test_scripts_print_one_line_in_a_subprocess(script, flags, expected, demo_data, tmp_path):
-    (tmp_path / "empty").mkdir()
-    (tmp_path / "bad.json").write_text("{oops")
-    subst = {"EMPTY": str(tmp_path / "empty"), "RAW": str(demo_data / "raw"), "BADJSON": str(tmp_path / "bad.json"),
-             "OUT": str(tmp_path / "out")}
-    flags = [subst.get(f, f) for f in flags]
-    for key, value in subst.items():
-        expected = expected.replace(key, value)
-    result = subprocess.run([sys.executable, script, *flags], cwd=ROOT, capture_output=True, text=True, timeout=300,
-                            env={**os.environ, "OMP_NUM_THREADS": "1"})
-    assert result.returncode == 2
-    assert result.stderr.strip().splitlines() == [expected]
-    assert not (tmp_path / "out").exists()
 
 
 def test_unwritable_output_dir_is_named(tmp_path, monkeypatch):

@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -72,18 +70,6 @@ def test_upstream_flag_names_are_aliases(capsys):
     assert "--K is accepted for compatibility and has no effect" in capsys.readouterr().err
     with pytest.raises(FlagError, match="--test_data_path is another name for --test_file; give only one"):
         parse_args(evaluate.Args, {"test_data_path": "a.csv", "test_file": "b.csv"})
-
-
-def test_evaluate_cli_takes_upstream_flags(tmp_path, demo_data, tiny_model_dir):
-    """The command upstream's evaluate.sh writes (its flag names) runs unchanged, bar the catalogue flag."""
-    proc = subprocess.run(
-        [str(ROOT / ".venv" / "bin" / "python") if (ROOT / ".venv").exists() else "python", str(ROOT / "evaluate.py"),
-         "--base_model", str(tiny_model_dir), "--info_file", str(demo_data / "info" / "Demo.txt"),
-         "--category", "Demo", "--test_data_path", str(demo_data / "test" / "Demo.csv"),
-         "--result_json_data", str(tmp_path / "r.json"), "--batch_size", "4", "--num_beams", "5", "--K", "0",
-         "--sample", "4"], capture_output=True, text=True, timeout=240, env={**os.environ, "OMP_NUM_THREADS": "1"})
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    assert len(json.loads((tmp_path / "r.json").read_text())) == 4
 
 
 def test_bad_prompt_style_fails_early(tmp_path, tiny_model_dir, demo_data):

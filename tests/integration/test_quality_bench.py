@@ -10,58 +10,6 @@ import yaml
 from bench import quality
 
 
-def test_smoke_preset_scores_all_methods_and_plots(demo_data, demo_category, tmp_path):
-    out = tmp_path / "quality"
-    result = quality.main(quality.Args(data_dir=str(demo_data), category=demo_category, preset="smoke",
-                                       output_dir=str(out), eval_sample=40, threads=1,
-                                       set="sft.max_steps=8,rl.max_steps=1,sasrec.epochs=2"))
-    saved = json.loads((out / "results.json").read_text())
-    # the record names each script's resolved flags by the script's own names, --set applied
-    knobs = saved["knobs"]
-    assert (knobs["sft"]["max_steps"], knobs["rl"]["max_steps"], knobs["sasrec"]["epochs"]) == (8, 1, 2)
-    assert knobs["tiny"]["hidden_size"] == 32 and knobs["seeds"] == [42, 1] and knobs["eval_sample"] == 40
-    assert list(saved["seeds"]) == ["42", "1"]  # the smoke preset's two training seeds, each a full run
-    for seed, run in saved["seeds"].items():
-        assert set(run["metrics"]) == set(quality.METHODS)
-        for method, splits in run["metrics"].items():
-            for split in ("valid", "test"):
-                m = splits[split]
-                assert m["users"] == 40, (seed, method, split)
-                for k in quality.KS:
-                    assert 0.0 <= m[f"NDCG@{k}"] <= m[f"HR@{k}"] <= 1.0, (seed, method, split, k)
-        # reference curves: SFT train loss + valid NDCG@10, RL reward + valid NDCG@10 (the guard's, step 0 = SFT)
-        import csv
-
-        seed_dir = out / f"seed_{seed}"
-        rows = list(csv.DictReader((seed_dir / "curves.csv").open()))
-        by_metric = {(r["stage"], r["metric"]) for r in rows}
-        assert by_metric == {("SFT", "train_loss"), ("SFT", "valid_NDCG@10"), ("RL", "reward"), ("RL", "valid_NDCG@10")}
-        sft_steps = [int(r["step"]) for r in rows if (r["stage"], r["metric"]) == ("SFT", "valid_NDCG@10")]
-        assert sft_steps == [4, 8]  # eval_step 0.5 of 8 steps
-        assert (seed_dir / "curves.png").stat().st_size > 1000
-        assert (seed_dir / "quality.png").stat().st_size > 1000
-        # the regression guard scored the bench's own valid rows at step 0 (SFT) and step 1, and kept the better
-        guard = run["guard"]
-        assert [c["step"] for c in guard["curve"]] == [0, 1] and guard["chosen"] >= guard["start"]
-        if guard["chosen_step"] == 0:  # the SFT weights were kept: the SFT+RL rows are the SFT rows
-            assert run["metrics"]["MiniOneRec SFT+RL"] == run["metrics"]["MiniOneRec SFT"]
-        assert set(run["summary"]["targets"]) and set(run["summary"]["rl_minus_sft_paired"]) == {"valid", "test"}
-    # the seeds differ (init and data order), the rows scored do not (same users for paired differences)
-    sft = {seed: run["metrics"]["MiniOneRec SFT"]["valid"] for seed, run in saved["seeds"].items()}
-    assert sft["42"] != sft["1"] and sft["42"]["users"] == sft["1"]["users"]
-    # over seeds: per-seed values, their mean and spread, and RL - SFT paired over seeds and users
-    agg = saved["over_seeds"]
-    for method in quality.METHODS:
-        d = agg["ndcg10"][method]["valid"]
-        values = [saved["seeds"][s]["metrics"][method]["valid"]["NDCG@10"] for s in ("42", "1")]
-        assert d["per_seed"] == values and d["mean"] == pytest.approx(sum(values) / 2)
-        assert d["spread"] == pytest.approx(max(values) - min(values))
-    rl = agg["rl_minus_sft"]["valid"]
-    assert rl["seeds"] == 2 and rl["per_seed"] == [saved["seeds"][s]["summary"]["rl_minus_sft_paired"]["valid"]["mean"]
-                                                   for s in ("42", "1")]
-    assert result["over_seeds"] == agg
-
-
 def test_unknown_preset_fails_early(tmp_path):
     with pytest.raises(SystemExit, match="--preset"):
         quality.main(quality.Args(preset="huge", output_dir=str(tmp_path)))

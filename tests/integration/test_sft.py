@@ -1,12 +1,11 @@
 """sft.py end to end on CPU: learning happens, freeze_LLM is exact, torchrun works, bad flags fail early."""
-import sys
 
 import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 import sft
-from conftest import CATEGORY, base_without_sids, run_cli, sft_args, split_path, weights
+from conftest import CATEGORY, base_without_sids, sft_args, split_path, weights
 from minionerec.run.flags import FlagError, parse_args
 from minionerec.data.formats import DataError
 
@@ -60,12 +59,6 @@ def test_flag_errors():
     assert sft.gradient_accumulation(32, 4, 2) == 4
 
 
-def test_cli_rejects_unknown_flag_in_one_line():
-    result = run_cli(sys.executable, "sft.py", "--bogus_flag", "1")
-    assert result.returncode == 2  # minionerec.run.cli's exit code for every setup error
-    assert result.stderr.strip().splitlines() == ["error: unknown flag(s): --bogus_flag (see --help)"]
-
-
 def test_deepspeed_takes_a_json_and_refuses_a_deepspeed_yaml(tmp_path):
     # a YAML must be an accelerate launch config (its deepspeed_config_file is followed, tests/test_config.py)
     (tmp_path / "ds.yaml").write_text("zero_optimization:\n  stage: 2\n")
@@ -76,12 +69,6 @@ def test_deepspeed_takes_a_json_and_refuses_a_deepspeed_yaml(tmp_path):
     with pytest.raises(SystemExit, match="DeepSpeed config not found: nope.json"):
         sft.deepspeed_config("nope.json")
     assert sft.deepspeed_config("") is None
-
-
-def test_help_lists_flags_with_their_comments():
-    result = run_cli(sys.executable, "sft.py", "--help")
-    assert result.returncode == 0
-    assert 'freeze_LLM: bool = False  # train only the new SID embedding rows' in result.stdout
 
 
 def test_ranking_curve_matches_evaluate(demo_data, tiny_model_dir, tmp_path):

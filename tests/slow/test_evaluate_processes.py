@@ -31,3 +31,15 @@ def test_two_processes_equal_one_process(tmp_path, demo_data, tiny_model_dir):
     assert len(one["predictions"]) == 20
     assert two["predictions"] == one["predictions"]  # every row, every beam, same order
     assert two["table"] == one["table"]
+
+
+def test_evaluate_cli_takes_upstream_flags(tmp_path, demo_data, tiny_model_dir):
+    """The command upstream's evaluate.sh writes (its flag names) runs unchanged, bar the catalogue flag."""
+    proc = subprocess.run(
+        [str(ROOT / ".venv" / "bin" / "python") if (ROOT / ".venv").exists() else "python", str(ROOT / "evaluate.py"),
+         "--base_model", str(tiny_model_dir), "--info_file", str(demo_data / "info" / "Demo.txt"),
+         "--category", "Demo", "--test_data_path", str(demo_data / "test" / "Demo.csv"),
+         "--result_json_data", str(tmp_path / "r.json"), "--batch_size", "4", "--num_beams", "5", "--K", "0",
+         "--sample", "4"], capture_output=True, text=True, timeout=240, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert len(json.loads((tmp_path / "r.json").read_text())) == 4
