@@ -165,3 +165,22 @@ def test_resume_refuses_the_other_scripts_checkpoint_and_another_model_shape(tin
     wide = checkpoint("wide", [{"loss": 2.0, "step": 1}], hidden_size=64)
     with pytest.raises(CheckpointError, match=r"a model of another shape than --base_model \(hidden_size 64 vs 32\)"):
         check_resume_matches(wide, tiny_model_dir, "base_model", "sft")
+
+
+def test_a_failed_final_save_leaves_no_temporary_directory(tmp_path):
+    from types import SimpleNamespace
+
+    from minionerec.model.loading import save_final_checkpoint
+
+    def disk_full(path):
+        (tmp_path / path).mkdir(parents=True)
+        (tmp_path / path / "model.safetensors").write_bytes(b"half")
+        raise OSError(28, "No space left on device")
+
+    import torch
+
+    trainer = SimpleNamespace(accelerator=SimpleNamespace(unwrap_model=lambda m: m), model=torch.nn.Linear(2, 2),
+                              save_model=disk_full, args=SimpleNamespace(should_save=True))
+    with pytest.raises(OSError, match="No space left"):
+        save_final_checkpoint(trainer, tokenizer=None, output_dir=tmp_path)
+    assert list(tmp_path.iterdir()) == []
