@@ -266,7 +266,8 @@ def main(args: Args):
                                          args.ada_path, args.cf_path)
     if args.report_to == "wandb" and args.wandb_project:
         os.environ.setdefault("WANDB_PROJECT", args.wandb_project)
-    config = preflight.checked(grpo_config, args, world_size)  # + TRL's own checks (batch sizes vs processes)
+    # + TRL's own checks; the processes started now (a launcher's one-process pre-check has no group to set up)
+    config = preflight.checked(grpo_config, args, int(os.environ.get("WORLD_SIZE", 1)))
     record_run(args, args.output_dir)  # prints each value + source; writes output_dir/run_config.yaml
     if args.dry_run:  # every check above passed; no weights were read
         return None
