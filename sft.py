@@ -40,7 +40,7 @@ from minionerec.run.throughput import ThroughputCallback
 class Args:
     """Supervised fine-tuning of a causal LM on SID next-item prediction and alignment tasks."""
 
-    base_model: str = ""  # local model directory (a Qwen2 checkpoint, or minionerec.model.tiny output)
+    base_model: str = ""  # local model directory (a Qwen2/Llama checkpoint, minionerec.model.pretrained or .tiny output)
     train_file: str = ""  # train CSV in the MiniOneRec format
     eval_file: str = ""  # valid CSV; empty disables evaluation
     output_dir: str = "output/sft"  # checkpoints, run_config.yaml, trainer_state.json; final_checkpoint/ at the end
@@ -71,6 +71,8 @@ class Args:
     # model
     freeze_LLM: bool = False  # train only the new SID embedding rows
     train_from_scratch: bool = False  # base_model's architecture, random weights
+    # activations recomputed in the backward pass (as rl.py's flag; transformers' default here is off)
+    gradient_checkpointing: bool = False  # saves memory on real models (7B recipes); off is faster on tiny ones
     deepspeed: str = ""  # DeepSpeed JSON (config/sft_zero2.json, sft_zero3.json) or an accelerate YAML naming one
     # evaluation, checkpoints, logging
     eval_steps: int = 200  # eval loss on --eval_file every N steps
@@ -207,6 +209,10 @@ def training_arguments(args: Args, grad_accum: int, world_size: int, ds_config: 
         warmup_steps=args.warmup_steps,
         lr_scheduler_type=args.lr_scheduler_type,
         weight_decay=args.weight_decay,  # 0 under freeze_LLM (checked): zero grads must mean zero updates
+        # --gradient_checkpointing (transformers 5 renamed the field); non-reentrant, as TRL: works with
+        # LoRA's frozen inputs and ZeRO-3 without extra hooks
+        activation_checkpointing=args.gradient_checkpointing,
+        activation_checkpointing_kwargs={"use_reentrant": False} if args.gradient_checkpointing else None,
         bf16=best_dtype() == torch.bfloat16,
         train_sampling_strategy="group_by_length" if args.group_by_length else "random",
         eval_strategy="steps" if evaluate else "no",

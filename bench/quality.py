@@ -5,9 +5,12 @@
     python -m bench.quality --preset cpu --set "sft.learning_rate=1e-3,rl.beta=0,tiny.hidden_size=64"
     python -m bench.quality --preset smoke --data_dir DIR --category Demo   # seconds (the test)
     python -m bench.quality --preset gpu            # bigger model, more steps (untested here: no GPU was lent)
+    python -m bench.quality --preset gpu_pretrained # SFT from SmolLM2-135M (make pretrained; docs/pretrained.md)
+    python -m bench.quality --preset gpu_pretrained --set sft.train_from_scratch=true \
+        --output_dir bench/out/quality_gpu_pretrained_scratch   # the same architecture from random weights
 
-Stages, each timed: popularity -> SASRec (sasrec.py) -> tiny from-scratch Qwen2 (minionerec.model.tiny)
--> SFT (sft.py) -> evaluate (evaluate.py) -> GRPO (rl.py, from the SFT checkpoint) -> evaluate.
+Stages, each timed: popularity -> SASRec (sasrec.py) -> tiny from-scratch Qwen2 (minionerec.model.tiny; with a
+pretrained base model, `--base_model` or the preset's, that directory instead) -> SFT (sft.py) -> evaluate (evaluate.py) -> GRPO (rl.py, from the SFT checkpoint) -> evaluate.
 The stages run once per training seed (`--seeds 42+1+2`, the preset's by default): the seed sets the tiny
 model's random init, the data order of SFT and GRPO and SASRec's init, so each seed is a full, independent
 run. Tables give every seed's figure, their mean and spread (max - min); differences (RL - SFT, and
@@ -47,6 +50,8 @@ PRESETS = {
     "smoke": dict(seeds="42+1", eval_sample=100),
     "cpu": dict(seeds="42+1+2", eval_sample=-1),
     "gpu": dict(seeds="42+1+2", eval_sample=-1),
+    # a pretrained base model instead of the tiny one (relative paths: from the repository root)
+    "gpu_pretrained": dict(seeds="42", eval_sample=2000, base_model="models/SmolLM2-135M"),
 }
 # Flags the bench sets itself, per seed and dataset (paths, seed) or as its protocol (the curves score with
 # evaluate's num_beams, the RL guard on the bench's own valid rows; no intermediate checkpoints; fp32 scoring;
@@ -81,7 +86,7 @@ class Args:
 
     data_dir: str = str(ROOT.parent / "shared" / "data" / "Amazon")  # MiniOneRec layout: train/valid/test/index
     category: str = "Industrial_and_Scientific+Office_Products"  # "+"-joined file prefixes inside data_dir
-    preset: str = "cpu"  # smoke | cpu | gpu: the recipe recipes/quality_<preset>.yaml and PRESETS' seeds, eval sample
+    preset: str = "cpu"  # smoke | cpu | gpu | gpu_pretrained: the recipe recipes/quality_<preset>.yaml and PRESETS' seeds, eval sample
     recipe: str = ""  # a recipe file (sections sft, rl, evaluate, sasrec, tiny); "" = recipes/quality_<preset>.yaml
     set: str = ""  # recipe overrides, section.flag=value by the scripts' own names: "sft.learning_rate=1e-3,rl.beta=0"
     output_dir: str = ""  # default bench/out/quality_<preset>; one subdirectory per category
@@ -89,6 +94,7 @@ class Args:
     seeds: str = ""  # "+"-joined training seeds (42+1+2): init, data order, SASRec, GRPO; "" = the preset's
     threads: int = 2  # torch intra-op threads (2 shared cores here)
     stages: str = "all"  # all | sft (tiny model, SFT and its evaluation only: no SASRec, no RL)
+    base_model: str = ""  # SFT from this local model directory, not a tiny one; "" = the preset's (gpu_pretrained: models/SmolLM2-135M); "tiny" = build one
 
 
 @dataclass
@@ -99,6 +105,7 @@ class Plan:
     recipe: str
     seeds: list[int]
     eval_sample: int
+    base_model: str  # "" = a tiny model per seed (the tiny section); else this pretrained directory
     tiny: Any  # minionerec.model.tiny.Args
     sasrec: Any  # sasrec.Args
     sft: Any  # sft.Args
@@ -110,7 +117,8 @@ class Plan:
         per run (each run's run_config.yaml has them)."""
         from minionerec.run.config import RUN_FLAGS
 
-        out = {"recipe": self.recipe, "seeds": self.seeds, "eval_sample": self.eval_sample}
+        out = {"recipe": self.recipe, "seeds": self.seeds, "eval_sample": self.eval_sample,
+               "base_model": self.base_model}
         for section, skip in BENCH_SETS.items():
             out[section] = {k: v for k, v in asdict(getattr(self, section)).items() if k not in (*skip, *RUN_FLAGS)}
         return out
@@ -203,8 +211,13 @@ def resolve(args: Args) -> Plan:
         raise SystemExit(f"error: --seeds must be '+'-joined integers like 42+1+2, got {seeds_text!r}") from None
     if len(set(seeds)) != len(seeds):
         raise SystemExit(f"error: --seeds repeats a seed: {seeds_text!r}")
+    base_model = args.base_model or PRESETS[args.preset].get("base_model", "")
+    if base_model == "tiny":
+        base_model = ""
+    elif base_model and not Path(base_model).is_absolute() and not Path(base_model).exists():
+        base_model = str(ROOT / base_model)  # a preset's path: from the repository root
     return Plan(recipe=path, seeds=seeds, eval_sample=args.eval_sample or PRESETS[args.preset]["eval_sample"],
-                **scripts)
+                base_model=base_model, **scripts)
 
 
 def data_paths(data_dir: str, category: str) -> dict:
@@ -445,7 +458,7 @@ def run_rl(plan: Plan, paths: dict, category: str, sft_dir: str, run_dir: Path, 
         item_meta_path=paths["item"], output_dir=str(run_dir), category=category, seed=seed,
         # RL prompts only in the tasks SFT taught: title -> SID needs the item-alignment task
         title2sid=plan.sft.task_item_alignment, cf_path=cf_path,
-        gradient_checkpointing=False,  # tiny models: recomputation costs time and saves nothing that matters
+        gradient_checkpointing=False,  # models this small: recomputation costs time and saves nothing that matters
         save_steps=10 ** 9, logging_steps=max(1, r.max_steps // 50),
         # the guard scores exactly the valid rows of the bench's table: SFT+RL >= SFT there by construction
         eval_file=valid_rows if r.test_during_training else "", eval_sample=-1, test_beam=plan.evaluate.num_beams))
@@ -496,10 +509,13 @@ def run_seed(args: Args, plan: Plan, paths: dict, category: str, splits: dict, p
     if args.stages == "all":
         with Stage("SASRec"):
             metrics["SASRec"], info["SASRec"] = run_sasrec(plan, paths, splits, out_dir / "sasrec", seed)
-    with Stage("tiny Qwen2 base model"):
-        base = build_tiny_model(**vars(dataclasses.replace(
-            plan.tiny, output_dir=str(out_dir / "base_model"), sid_index_path=paths["index"],
-            item_meta_path=paths["item"], seed=seed)))
+    if plan.base_model:  # pretrained (sft.train_from_scratch: its architecture, random weights, seeded)
+        base = Path(plan.base_model)
+    else:
+        with Stage("tiny Qwen2 base model"):
+            base = build_tiny_model(**vars(dataclasses.replace(
+                plan.tiny, output_dir=str(out_dir / "base_model"), sid_index_path=paths["index"],
+                item_meta_path=paths["item"], seed=seed)))
     with Stage("SFT"):
         curves["SFT"] = run_sft(plan, paths, category, base, out_dir, seed)
         sft_dir = str(out_dir / "sft" / "final_checkpoint")
@@ -618,6 +634,10 @@ def main(args: Args) -> dict:
         raise SystemExit(f"error: --category must be '+'-joined distinct names, got {args.category!r}")
     for category in categories:  # every dataset's files exist before the first one starts training
         data_paths(args.data_dir, category)
+    if plan.base_model and not Path(plan.base_model, "config.json").is_file():
+        hint = " (make pretrained writes it)" if plan.base_model.endswith(PRESETS["gpu_pretrained"]["base_model"]) else ""
+        raise SystemExit(f"error: base model {plan.base_model}: no model directory there{hint}; "
+                         f"--base_model tiny builds a tiny one instead")
     out_root = Path(args.output_dir or ROOT / "bench" / "out" / f"quality_{args.preset}")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("WANDB_MODE", "disabled")
@@ -626,6 +646,8 @@ def main(args: Args) -> dict:
     torch.set_num_threads(args.threads)
     changed = "\n".join(f"[quality]   {s}: {json.dumps(v)}" for s, v in plan.changed().items())
     print(f"[quality] preset={args.preset} data={args.data_dir} categories={categories} -> {out_root}\n"
+          f"[quality] base model: {plan.base_model or 'a tiny model per seed (tiny section)'}"
+          f"{' (random weights: sft.train_from_scratch)' if plan.base_model and plan.sft.train_from_scratch else ''}\n"
           f"[quality] recipe {plan.recipe}, seeds {plan.seeds}, eval_sample {plan.eval_sample}; values other than "
           f"each script's defaults:\n{changed}", flush=True)
     results = {category: run_dataset(args, plan, category, out_root / category if len(categories) > 1 else out_root)

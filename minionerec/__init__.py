@@ -9,7 +9,7 @@ The subpackages follow the pipeline; a lower floor never imports a higher one (t
     data/       the file formats (formats), .inter files -> the layout (inter), prompt texts (prompts),
                 SFT tasks + answer-window collator (sft_tasks), RL prompt datasets (rl_tasks)
     model/      loading a checkpoint + SID tokens (loading), LoRA (lora), the offline tiny Qwen2 (tiny),
-                the new-item alignment fine-tune (alignment)
+                GGUF -> transformers directory (pretrained), the new-item alignment fine-tune (alignment)
     ranking/    SID trie + constrained beam search (constrained), HR/NDCG (metrics), offline evaluation
                 plumbing (evaluation), in-training evaluation (callback), paired comparison (paired),
                 the SASRec baseline ranker (sasrec: the `sasrec` reward and the bench baseline)

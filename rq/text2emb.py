@@ -1,15 +1,20 @@
 """Item text (title + description from item.json) -> embeddings `.npy` + item ids `.ids.json`.
 
 Row i of `<output_path>` (.npy, float32 [N, D]) embeds item `ids[i]` of `<output_path minus .npy>.ids.json`;
-the ids follow item.json's key order. Two methods:
+the ids follow item.json's key order. Three methods:
 
 - `sentence_transformers` (default): a LOCAL model directory (`--model_path`, nothing is downloaded),
   mean or last-token pooling, optional L2 normalisation. Under `accelerate launch` each process
   embeds its share of the catalogue and the main process joins the parts.
+- `causal_lm`: any local causal LM directory (`--model_path`, e.g. models/SmolLM2-135M from
+  `make pretrained`, or an SFT checkpoint): the attention-masked mean of the last hidden states of the
+  item text (`--normalize` applies). Under `accelerate launch` the catalogue is split as above.
 - `tfidf`: offline fallback with no model: TF-IDF (uni+bigrams) -> TruncatedSVD -> L2 normalise. The fit
   is saved beside the output (`X.tfidf.joblib`); `--tfidf_fit X.tfidf.joblib` embeds new items with it.
 
     python -m rq.text2emb --item_meta_path Cat.item.json --output_path Cat.emb.npy --model_path /models/qwen3-emb
+    python -m rq.text2emb --item_meta_path Cat.item.json --output_path Cat.emb.npy --method causal_lm \
+        --model_path models/SmolLM2-135M
     python -m rq.text2emb --item_meta_path Cat.item.json --output_path Cat.emb.npy --method tfidf --dim 256
 """
 from __future__ import annotations
@@ -29,6 +34,7 @@ from minionerec.data.formats import DataError, load_item_meta
 from rq.common import ids_path, save_embeddings
 
 _TAG = re.compile(r"<[^>]+>")
+METHODS = ("sentence_transformers", "causal_lm", "tfidf")
 
 
 @dataclass
@@ -37,10 +43,10 @@ class Args:
 
     item_meta_path: str = ""  # item.json
     output_path: str = ""  # .npy to write; item ids go to the .ids.json beside it
-    method: str = "sentence_transformers"  # sentence_transformers | tfidf
-    model_path: str = ""  # local sentence-transformers or Hugging Face model directory
-    pooling: str = "mean"  # mean | lasttoken (for decoder-only embedders such as Qwen3-Embedding)
-    batch_size: int = 64  # sentence_transformers only: item texts per encode batch, per process
+    method: str = "sentence_transformers"  # sentence_transformers | causal_lm (mean-pooled LM hidden states) | tfidf
+    model_path: str = ""  # local sentence-transformers, Hugging Face or causal LM model directory
+    pooling: str = "mean"  # sentence_transformers only: mean | lasttoken (decoder-only embedders, Qwen3-Embedding)
+    batch_size: int = 64  # sentence_transformers, causal_lm: item texts per forward batch, per process
     max_length: int = 256  # tokens per item text
     normalize: bool = True  # L2-normalise the vectors
     device: str = ""  # "" = cuda when available, else cpu
@@ -129,14 +135,52 @@ def sentence_embeddings(texts: list[str], model_path: str, pooling: str = "mean"
     return np.concatenate(rows).astype(np.float32)
 
 
+def causal_lm_embeddings(texts: list[str], model_path: str, batch_size: int = 64, max_length: int = 256,
+                         normalize: bool = True, device: str = "") -> np.ndarray:
+    """[N, H] float32: per text, the mean of the causal LM's last hidden states over its real (unpadded) tokens.
+
+    The LM head is not loaded (AutoModel: the decoder stack). Each accelerate process embeds a contiguous
+    shard; the results are gathered in order."""
+    import torch
+    from accelerate import PartialState
+    from accelerate.utils import gather_object
+    from transformers import AutoModel, AutoTokenizer
+
+    if not Path(model_path, "config.json").is_file():
+        raise SystemExit(f"error: --model_path {model_path!r}: no config.json there (a local causal LM directory is "
+                         "needed; nothing is downloaded, e.g. make pretrained -> models/SmolLM2-135M)")
+    state = PartialState()
+    device = device or str(state.device)
+    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    if tokenizer.pad_token is None:  # decoder-only tokenizers may lack one; masked out below anyway
+        tokenizer.pad_token = tokenizer.eos_token
+    model = AutoModel.from_pretrained(model_path, dtype=torch.float32).to(device).eval()
+    parts = []
+    with state.split_between_processes(list(range(len(texts)))) as shard, torch.no_grad():
+        for start in range(0, len(shard), batch_size):
+            batch = tokenizer([texts[i] for i in shard[start:start + batch_size]], padding=True, truncation=True,
+                              max_length=max_length, return_tensors="pt").to(device)
+            hidden = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).last_hidden_state  # [B, T, H]
+            mask = batch.attention_mask.unsqueeze(-1).to(hidden.dtype)  # [B, T, 1]
+            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)  # [B, H]
+            if normalize:
+                pooled = torch.nn.functional.normalize(pooled, dim=-1)
+            parts.append(pooled.float().cpu().numpy())
+    hidden_size = model.config.hidden_size
+    part = np.concatenate(parts) if parts else np.zeros((0, hidden_size), np.float32)
+    if state.num_processes == 1:
+        return part.astype(np.float32)
+    return np.concatenate(gather_object([part])).astype(np.float32)  # shards in process order == item order
+
+
 def main(args: Args) -> Path | None:
     if not args.item_meta_path or not args.output_path:
         raise SystemExit("error: --item_meta_path and --output_path are required")
-    if args.method not in ("sentence_transformers", "tfidf"):
-        raise SystemExit(f"error: --method must be sentence_transformers or tfidf, got {args.method!r}")
+    if args.method not in METHODS:
+        raise SystemExit(f"error: --method must be one of {', '.join(METHODS)}, got {args.method!r}")
     if args.pooling not in ("mean", "lasttoken"):
         raise SystemExit(f"error: --pooling must be mean or lasttoken, got {args.pooling!r}")
-    if args.method == "sentence_transformers" and not args.model_path:
+    if args.method in ("sentence_transformers", "causal_lm") and not args.model_path:
         raise SystemExit("error: --model_path (a local model directory) is required, or use --method tfidf")
     try:
         meta = load_item_meta(args.item_meta_path)
@@ -161,8 +205,12 @@ def main(args: Args) -> Path | None:
         with atomic_path(tfidf_fit_path(args.output_path)) as tmp:
             joblib.dump(pipeline, tmp)
     else:
-        embeddings = sentence_embeddings(texts, args.model_path, args.pooling, args.batch_size, args.max_length,
-                                         args.normalize, args.device)
+        if args.method == "causal_lm":
+            embeddings = causal_lm_embeddings(texts, args.model_path, args.batch_size, args.max_length,
+                                              args.normalize, args.device)
+        else:
+            embeddings = sentence_embeddings(texts, args.model_path, args.pooling, args.batch_size, args.max_length,
+                                             args.normalize, args.device)
         from accelerate import PartialState
 
         if not PartialState().is_main_process:

@@ -107,3 +107,5 @@ def test_compare_seeds_needs_bench_outputs(tmp_path):
 
     with pytest.raises(SystemExit, match="--a .*: no results.json"):
         compare_seeds.main(compare_seeds.Args(a=str(tmp_path), b=str(tmp_path)))
+
+

@@ -57,3 +57,29 @@ def test_smoke_preset_scores_all_methods_and_plots(demo_data, demo_category, tmp
     assert rl["seeds"] == 2 and rl["per_seed"] == [saved["seeds"][s]["summary"]["rl_minus_sft_paired"]["valid"]["mean"]
                                                    for s in ("42", "1")]
     assert result["over_seeds"] == agg
+
+
+def test_gpu_pretrained_preset_cpu_smoke(tmp_path, demo_data, demo_category):
+    """--preset gpu_pretrained's recipe, shrunk to seconds, SFT from a given base model (a tiny random Llama here,
+    SmolLM2's architecture) instead of a tiny model per seed; no base model: a one-line error."""
+    from minionerec.model.tiny import build_tiny_model
+
+    with pytest.raises(SystemExit, match="no model directory there"):
+        quality.main(quality.Args(preset="gpu_pretrained", base_model=str(tmp_path / "none"), data_dir=str(demo_data),
+                                  category=demo_category, output_dir=str(tmp_path / "none_out")))
+    assert quality.resolve(quality.Args(preset="gpu_pretrained")).base_model.endswith("models/SmolLM2-135M")
+    index, meta = (demo_data / "index" / f"{demo_category}.{kind}.json" for kind in ("index", "item"))
+    base = build_tiny_model(tmp_path / "llama", index, meta, hidden_size=32, num_layers=1, num_heads=2, num_kv_heads=1,
+                            intermediate_size=64, vocab_size=600, architecture="llama")
+    shrink = ("sft.max_steps=4,sft.batch_size=8,sft.micro_batch_size=8,sft.eval_sample=8,sft.eval_step=0.5,"
+              "sft.task_item_alignment=false,sft.task_sid_history_title=false,sft.task_title_history_title=false,"
+              "sft.task_title_history_sid=false,rl.max_steps=1,rl.train_batch_size=8,rl.num_generations=4,"
+              "rl.eval_step=1,sasrec.epochs=1,evaluate.num_beams=20,evaluate.batch_size=8")
+    result = quality.main(quality.Args(preset="gpu_pretrained", base_model=str(base), data_dir=str(demo_data),
+                                       category=demo_category, set=shrink, output_dir=str(tmp_path / "q"),
+                                       eval_sample=12, threads=1))
+    assert result["knobs"]["base_model"] == str(base) and result["knobs"]["sft"]["prompt_style"] == "upstream"
+    run = result["seeds"][42]
+    assert "tiny Qwen2 base model" not in run["timings_s"] and not (tmp_path / "q" / "seed_42" / "base_model").exists()
+    for method in ("MiniOneRec SFT", "MiniOneRec SFT+RL"):
+        assert run["metrics"][method]["test"]["invalid"] == 0 and run["metrics"][method]["test"]["users"] == 12
