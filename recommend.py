@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 from transformers import set_seed
 
+from minionerec.run import preflight
 from minionerec.run.atomic import atomic_write_text
 from minionerec.run.cli import run
 from minionerec.data.formats import DataError
@@ -131,22 +132,9 @@ def check_args(args: Args) -> None:
         raise SystemExit(f"error: --output_format must be table or jsonl, got {args.output_format!r}")
     if args.dtype not in ("auto", "float32", "bfloat16", "float16"):
         raise SystemExit(f"error: --dtype must be auto, float32, bfloat16 or float16, got {args.dtype!r}")
-    check_device(args.device)
+    preflight.device(args.device)
     if not isinstance(args.item_sep, str) or not args.item_sep or args.item_sep == ";":
         raise SystemExit(f"error: --item_sep must be a non-empty separator other than ';', got {args.item_sep!r}")
-
-
-def check_device(device) -> None:
-    """auto | cpu | cuda | cuda:N, and a CUDA device must be visible: checked before the model loads."""
-    match = re.fullmatch(r"auto|cpu|cuda(?::(\d+))?", device) if isinstance(device, str) else None
-    if not match:
-        raise SystemExit(f"error: --device must be auto, cpu, cuda or cuda:N, got {device!r}")
-    if device.startswith("cuda"):
-        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        if count == 0:
-            raise SystemExit(f"error: --device {device}: no CUDA device is visible (use --device cpu)")
-        if match.group(1) is not None and int(match.group(1)) >= count:
-            raise SystemExit(f"error: --device {device}: only {count} CUDA device(s) visible (cuda:0..cuda:{count - 1})")
 
 
 def format_table(ids: list, histories: list[list[str]], results: list[list[Recommendation]]) -> str:

@@ -28,7 +28,7 @@ from transformers import set_seed
 from minionerec.data.formats import DataError, load_sid_index
 from minionerec.run import preflight
 from minionerec.run.cli import run
-from minionerec.serving.recommender import check_device, check_model_and_catalogue
+from minionerec.serving.recommender import check_model_and_catalogue
 
 MAX_NUM_BEAMS = 1000  # a sane ceiling: each request decodes num_beams sequences (100000 took 13.9 GB and 120 s)
 MAX_BATCH_SIZE = 256
@@ -121,7 +121,7 @@ def check_args(args: Args) -> dict:
         raise SystemExit(f"error: --dtype must be auto, float32, bfloat16 or float16, got {args.dtype!r}")
     if args.log_level not in LOG_LEVELS:
         raise SystemExit(f"error: --log_level must be one of {' | '.join(LOG_LEVELS)}, got {args.log_level!r}")
-    check_device(args.device)
+    preflight.device(args.device)
     for flag in ("request_timeout_s", "read_timeout_s"):
         preflight.positive_finite(getattr(args, flag), flag)
     if args.max_queue < 0 or args.max_body_bytes < 1 or args.max_history_items < 1 or args.keep_alive_s < 1 \

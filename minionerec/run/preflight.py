@@ -4,6 +4,7 @@ and, like them, raises SystemExit("error: --flag ...") (minionerec.run.cli print
 from __future__ import annotations
 
 import math
+import re
 import tempfile
 from pathlib import Path
 
@@ -116,20 +117,20 @@ def one_of(value, flag: str, choices) -> None:
         raise SystemExit(f"error: --{flag} must be one of {', '.join(map(str, choices))}, got {value!r}")
 
 
-def device(value: str, flag: str = "device") -> None:
-    """A torch device this machine has: cpu, cuda, cuda:N (N < the GPU count), or auto where the script takes it."""
+def device(value, flag: str = "device") -> None:
+    """--device before anything loads: auto | cpu | cuda | cuda:N, and a CUDA device must be visible (N below
+    the count). The one check of sasrec.py, recommend.py and serve.py."""
     import torch
 
-    if value == "auto":
-        return
-    try:
-        parsed = torch.device(value)
-    except (RuntimeError, TypeError):
-        raise SystemExit(f"error: --{flag} must be cpu, cuda or cuda:N, got {value!r}") from None
-    if parsed.type == "cuda" and (not torch.cuda.is_available() or (parsed.index or 0) >= torch.cuda.device_count()):
-        raise SystemExit(f"error: --{flag} {value}: this machine has {torch.cuda.device_count()} CUDA device(s)")
-    if parsed.type not in ("cpu", "cuda"):
-        raise SystemExit(f"error: --{flag} must be cpu, cuda or cuda:N, got {value!r}")
+    match = re.fullmatch(r"auto|cpu|cuda(?::(\d+))?", value) if isinstance(value, str) else None
+    if not match:
+        raise SystemExit(f"error: --{flag} must be auto, cpu, cuda or cuda:N, got {value!r}")
+    if value.startswith("cuda"):
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise SystemExit(f"error: --{flag} {value}: no CUDA device is visible (use --{flag} cpu or auto)")
+        if match.group(1) is not None and int(match.group(1)) >= count:
+            raise SystemExit(f"error: --{flag} {value}: only {count} CUDA device(s) are visible")
 
 
 def output_not_input(output: str, flag: str, inputs: dict[str, str], model_dirs: dict[str, str] = None) -> None:

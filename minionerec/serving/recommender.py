@@ -130,24 +130,6 @@ class Recommendation:
         return {"item_id": self.item_id, "title": self.title, "sid": self.sid, "score": self.score}
 
 
-def check_device(device: str, flag: str = "device") -> None:
-    """--device before anything loads: auto | cpu | cuda | cuda:N, and a CUDA device must be visible."""
-    if device in ("", "auto", "cpu"):
-        return
-    try:
-        target = torch.device(device)
-    except (RuntimeError, ValueError, TypeError):
-        target = None
-    if target is None or target.type not in ("cpu", "cuda"):
-        raise SystemExit(f"error: --{flag} must be auto, cpu, cuda or cuda:N, got {device!r}")
-    if target.type == "cpu":
-        return
-    if not torch.cuda.is_available():
-        raise SystemExit(f"error: --{flag} {device}: no CUDA device is visible here (use --{flag} cpu or auto)")
-    if target.index is not None and target.index >= torch.cuda.device_count():
-        raise SystemExit(f"error: --{flag} {device}: only {torch.cuda.device_count()} CUDA device(s) are visible")
-
-
 def resolve_device(device: str) -> torch.device:
     if device in ("", "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")

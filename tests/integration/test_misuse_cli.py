@@ -99,7 +99,7 @@ def test_sasrec_device_is_checked(demo_data, tmp_path, monkeypatch, capsys):
     line = cli_error(monkeypatch, capsys, sasrec, train_file=split_path(demo_data, "train"),
                      eval_file=split_path(demo_data, "valid"), test_file=split_path(demo_data, "test"),
                      sid_index_path=index_path(demo_data), output_dir=tmp_path / "out", device="bogus")
-    assert line == "error: --device must be cpu, cuda or cuda:N, got 'bogus'"
+    assert line == "error: --device must be auto, cpu, cuda or cuda:N, got 'bogus'"
 
 
 @pytest.mark.parametrize("text, message", [
