@@ -33,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
+from minionerec.run.atomic import settle
 from minionerec.run.cli import run
 from minionerec.run.preflight import model_dir, writable_dir
 from minionerec.data.formats import DataError, load_item_meta, load_sid_index, sid_vocabulary
@@ -240,20 +241,14 @@ class Staged:
         self.outputs.append((Path(tmp), target))
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        umask = os.umask(0o022)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
+        settle(tmp)
 
     def directory(self, target) -> Path:
         target = Path(target)
         self._parent(target)
         tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
         self.outputs.append((tmp, target))
-        umask = os.umask(0o022)
-        os.umask(umask)
-        os.chmod(tmp, 0o777 & ~umask)
+        settle(tmp)
         return tmp
 
     def commit(self) -> None:

@@ -17,6 +17,18 @@ _UMASK = os.umask(0o022)  # read once (os.umask can only be read by setting it),
 os.umask(_UMASK)
 
 
+def settle(tmp) -> None:
+    """Make a finished temporary sibling what a plain write would have made: a file's data on the disk before any
+    name points at it, and the umask's mode (mkstemp makes 0600, mkdtemp 0700; under umask 022: 0644, 0755)."""
+    tmp = Path(tmp)
+    if tmp.is_dir():
+        os.chmod(tmp, 0o777 & ~_UMASK)
+        return
+    with open(tmp, "rb+") as f:
+        os.fsync(f.fileno())
+    os.chmod(tmp, 0o666 & ~_UMASK)
+
+
 @contextlib.contextmanager
 def atomic_path(path):
     """Yield a temporary sibling path of `path`; rename it onto `path` when the block succeeds.
@@ -30,9 +42,7 @@ def atomic_path(path):
     os.close(fd)
     try:
         yield Path(tmp)
-        with open(tmp, "rb+") as f:  # the data reaches the disk before the name points at it
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; a normal file is 0644 under umask 022
+        settle(tmp)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -55,7 +65,7 @@ def atomic_dir(path):
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
         yield tmp
-        os.chmod(tmp, 0o777 & ~_UMASK)  # mkdtemp makes 0700
+        settle(tmp)
         replace_dir(tmp, path)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
