@@ -170,7 +170,7 @@ def check_args(args: Args, world_size: int) -> None:
     if not args.beam_search:
         preflight.positive_finite(args.temperature, "temperature")  # sampling divides the logits by it
     preflight.one_of(args.scale_rewards, "scale_rewards", ("group", "batch", "none"))
-    preflight.one_of(args.report_to, "report_to", ("none", "wandb", "tensorboard"))
+    preflight.one_of(args.report_to, "report_to", preflight.REPORT_TO)
     preflight.output_not_input(args.output_dir, "output_dir", {}, {"model_path": args.model_path})
     G, local = args.num_generations, args.train_batch_size * args.gradient_accumulation_steps
     if G < 2:

@@ -103,9 +103,6 @@ class Args:
     prompt_style: str = "upstream"  # upstream (AkaliKong/MiniOneRec's texts, byte for byte) | minionerec (docs/pipeline.md)
 
 
-REPORT_TO = ("none", "wandb", "tensorboard")
-
-
 def gradient_accumulation(batch_size: int, micro_batch_size: int, world_size: int) -> int:
     per_step = micro_batch_size * world_size
     if batch_size % per_step:
@@ -151,7 +148,7 @@ def check_paths(args: Args, tasks: list[str]) -> None:
                  "eval_batch_size"):  # 0 would divide by zero, or evaluate / save / log every step, silently
         preflight.at_least(getattr(args, flag), flag, 1)
     preflight.positive_finite(args.eval_step, "eval_step")
-    preflight.one_of(args.report_to, "report_to", REPORT_TO)
+    preflight.one_of(args.report_to, "report_to", preflight.REPORT_TO)
     preflight.output_not_input(args.output_dir, "output_dir", {}, {"base_model": args.base_model})
 
 

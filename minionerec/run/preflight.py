@@ -10,6 +10,8 @@ from pathlib import Path
 
 # what from_pretrained loads weights from (sharded or not; LoRA adapters; GGUF)
 WEIGHT_PATTERNS = ("*.safetensors", "*.bin", "*.gguf")
+# --report_to of sft.py and rl.py: the Trainer integrations this project pins (none = no logging service)
+REPORT_TO = ("none", "wandb", "tensorboard")
 
 
 def checked(validate, *args, context: str = ""):
