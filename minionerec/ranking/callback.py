@@ -30,6 +30,17 @@ def metric_sums(ranked: list[list[str]], targets: list[str], ks) -> dict[str, fl
     return {f"{m}@{k}": means[f"{m}@{k}"] * len(targets) for k in ks for m in ("HR", "NDCG")}
 
 
+def generation_model(trainer):
+    """Context manager: the trainer's model unwrapped for `generate` (ZeRO-3: parameters gathered unless the
+    GRPOConfig says not; SFT always gathers). On exit activation checkpointing comes back with the trainer's own
+    kwargs: without them TRL re-enables it with transformers' default (non-reentrant), which TRL documents as
+    training LoRA under ZeRO-3 incorrectly (its GRPOTrainer forces use_reentrant=True there)."""
+    return unwrap_model_for_generation(
+        trainer.model_wrapped, trainer.accelerator,
+        gather_deepspeed3_params=getattr(trainer.args, "ds3_gather_for_generation", True),
+        gradient_checkpointing_kwargs=trainer.args.gradient_checkpointing_kwargs)
+
+
 class ConstrainedEvalCallback(TrainerCallback):
     """Every `eval_step` steps (< 1: that fraction of all steps), rank `sample` eval rows with
     `num_beams` constrained beams and log eval_HR@K / eval_NDCG@K with the training metrics.
@@ -80,9 +91,8 @@ class ConstrainedEvalCallback(TrainerCallback):
         was_training = trainer.model.training
         ranked = []
         trie = self.trie if self.trie is not None else trainer.trie
-        gather = getattr(trainer.args, "ds3_gather_for_generation", True)  # a GRPOConfig field; SFT: always gather
         with (
-            unwrap_model_for_generation(trainer.model_wrapped, trainer.accelerator, gather_deepspeed3_params=gather) as model,
+            generation_model(trainer) as model,
             trainer.accelerator.autocast(),
         ):
             model.eval()

@@ -19,10 +19,10 @@ from dataclasses import dataclass, field
 import torch
 from transformers import LogitsProcessorList
 from trl import GRPOConfig, GRPOTrainer
-from trl.models import unwrap_model_for_generation
 from trl.trainer.utils import pad
 
 from minionerec.data import prompts
+from minionerec.ranking.callback import generation_model
 from minionerec.ranking.constrained import SIDLogitsProcessor, beam_search_ids, build_sid_trie, library_generation_defaults
 
 
@@ -132,8 +132,7 @@ class MiniOneRecGRPOTrainer(GRPOTrainer):
         input_ids = pad(tensors, padding_value=pad_id, padding_side="left").to(device)  # [B, P]
         attention_mask = pad([torch.ones_like(t) for t in tensors], padding_value=0, padding_side="left").to(device)
         with (
-            unwrap_model_for_generation(self.model_wrapped, self.accelerator,
-                                        gather_deepspeed3_params=self.args.ds3_gather_for_generation) as model,
+            generation_model(self) as model,  # checkpointing comes back with our kwargs (LoRA + ZeRO-3)
             torch.no_grad(),
             self.accelerator.autocast(),  # DDP bf16: fp32 weights, bf16 matmuls (a no-op under DeepSpeed: bf16 weights)
         ):

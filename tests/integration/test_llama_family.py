@@ -112,3 +112,25 @@ def test_sft_gradient_checkpointing_reaches_the_model(demo_data, llama_dir, tmp_
     assert trainer.args.activation_checkpointing and trainer.model.is_activation_checkpointing
     off = sft.training_arguments(sft_args(demo_data, llama_dir, tmp_path / "off"), 1, 1, None, evaluate=False)
     assert not off.activation_checkpointing
+
+
+@pytest.mark.parametrize("reentrant", [True, False])
+def test_generation_gives_back_the_trainers_checkpointing_kwargs(llama_dir, reentrant):
+    """Rollouts and in-training evaluation unwrap the model for generate, which turns activation checkpointing
+    off and on again. It must come back with the trainer's kwargs: TRL forces use_reentrant=True for LoRA under
+    ZeRO-3, and transformers' default (False) would silently train that case incorrectly."""
+    from types import SimpleNamespace
+
+    from accelerate import Accelerator
+
+    from minionerec.ranking.callback import generation_model
+
+    model = AutoModelForCausalLM.from_pretrained(llama_dir)
+    kwargs = {"use_reentrant": reentrant}
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+    trainer = SimpleNamespace(model_wrapped=model, accelerator=Accelerator(cpu=True),
+                              args=SimpleNamespace(gradient_checkpointing_kwargs=kwargs))
+    with generation_model(trainer) as unwrapped:
+        assert not unwrapped.is_gradient_checkpointing  # generate runs without it
+    layer = model.model.layers[0]
+    assert model.is_gradient_checkpointing and layer._gradient_checkpointing_func.keywords == kwargs
