@@ -72,6 +72,30 @@ def test_bad_launch_config_is_one_line_and_starts_nothing(tmp_path, make_config,
                               "--num_processes", "1", "rl.py"]),
 ])
 def test_rl_sh_passes_topology_only_when_asked(demo_data, tmp_path, topology, expected):
+    assert_rl_sh_launches(demo_data, tmp_path, topology, expected)
+
+
+@pytest.mark.parametrize("topology, expected", [
+    # a 4-GPU box: every visible GPU, whatever the YAML's num_processes (8) says, as sft.sh counts them
+    ({}, ["--config_file", "config/zero2_opt.yaml", "--main_process_port", "FREE", "--num_processes", "4", "rl.py"]),
+    # the two-node YAML names its machines: 2 x the visible GPUs
+    ({"CONFIG": "config/zero2_two_nodes.yaml", "NODE_RANK": "1", "MASTER_ADDR": "10.0.0.1"},
+     ["--config_file", "config/zero2_two_nodes.yaml", "--machine_rank", "1", "--main_process_ip", "10.0.0.1",
+      "--num_processes", "8", "rl.py"]),
+    ({"NNODES": "3"}, ["--config_file", "config/zero2_opt.yaml", "--num_machines", "3", "--num_processes", "12",
+                       "rl.py"]),
+    ({"NPROC": "2"}, ["--config_file", "config/zero2_opt.yaml", "--main_process_port", "FREE", "--num_processes", "2",
+                      "rl.py"]),
+])
+def test_rl_sh_counts_visible_gpus(demo_data, tmp_path, topology, expected):
+    """torch sees 4 GPUs (a sitecustomize patches torch.cuda.device_count in rl.sh's Python)."""
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text("import torch\ntorch.cuda.device_count = lambda: 4\n")
+    assert_rl_sh_launches(demo_data, tmp_path, {**topology, "PYTHONPATH": f"{site}{os.pathsep}{ROOT}"}, expected)
+
+
+def assert_rl_sh_launches(demo_data, tmp_path, topology: dict, expected: list[str]) -> None:
     fake = tmp_path / "accelerate"
     fake.write_text(f'#!/bin/sh\necho "$@" > {tmp_path / "args"}\n')
     fake.chmod(0o755)
