@@ -164,8 +164,8 @@ def check_args(args: Args, world_size: int) -> None:
     for flag in ("train_batch_size", "gradient_accumulation_steps", "eval_batch_size", "test_beam", "logging_steps",
                  "num_iterations"):  # 0 would divide by zero, or train / evaluate on nothing, silently
         preflight.at_least(getattr(args, flag), flag, 1)
-    for flag in ("eval_step", "save_steps"):  # 0 would evaluate every step, or never save
-        preflight.positive_finite(getattr(args, flag), flag)
+    preflight.positive_finite(args.eval_step, "eval_step")  # 0 would evaluate at every step
+    preflight.steps(args.save_steps, "save_steps")
     preflight.at_least(args.beta, "beta", 0)  # a negative KL weight rewards drifting from the reference
     if not args.beam_search:
         preflight.positive_finite(args.temperature, "temperature")  # sampling divides the logits by it

@@ -75,8 +75,8 @@ class Args:
     gradient_checkpointing: bool = False  # saves memory on real models (7B recipes); off is faster on tiny ones
     deepspeed: str = ""  # DeepSpeed JSON (config/sft_zero2.json, sft_zero3.json) or an accelerate YAML naming one
     # evaluation, checkpoints, logging
-    eval_steps: int = 200  # eval loss on --eval_file every N steps
-    save_steps: int = 200  # checkpoint every N steps (weights + optimizer state)
+    eval_steps: float = 200  # eval loss on --eval_file every N steps; < 1: a fraction of all steps
+    save_steps: float = 200  # checkpoint every N steps (weights + optimizer state); < 1: a fraction of all steps
     save_total_limit: int = 2  # checkpoints kept in output_dir (the oldest go first)
     early_stopping_patience: int = 0  # evaluations without improvement before stopping; 0 = off
     # ranking curve: valid HR@K / NDCG@K by constrained beam search during training (as rl.py's flags)
@@ -144,9 +144,11 @@ def check_paths(args: Args, tasks: list[str]) -> None:
     if args.lora_r and (args.freeze_LLM or args.train_from_scratch):
         raise SystemExit("error: --lora_r > 0 excludes --freeze_LLM and --train_from_scratch (LoRA adapts a trained base)")
     preflight.checked(check_style, args.prompt_style)
-    for flag in ("batch_size", "micro_batch_size", "eval_steps", "save_steps", "logging_steps", "test_beam",
-                 "eval_batch_size"):  # 0 would divide by zero, or evaluate / save / log every step, silently
+    for flag in ("batch_size", "micro_batch_size", "logging_steps", "test_beam",
+                 "eval_batch_size"):  # 0 would divide by zero, or log every step, silently
         preflight.at_least(getattr(args, flag), flag, 1)
+    for flag in ("eval_steps", "save_steps"):
+        preflight.steps(getattr(args, flag), flag)
     preflight.positive_finite(args.eval_step, "eval_step")
     preflight.one_of(args.report_to, "report_to", preflight.REPORT_TO)
     preflight.output_not_input(args.output_dir, "output_dir", {}, {"base_model": args.base_model})

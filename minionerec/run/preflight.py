@@ -114,6 +114,15 @@ def at_least(value, flag: str, minimum) -> None:
         raise SystemExit(f"error: --{flag} must be >= {minimum}, got {value!r}")
 
 
+def steps(value, flag: str) -> None:
+    """A Trainer interval (save_steps, eval_steps): a step count >= 1, or a fraction of all steps in (0, 1)
+    (transformers' own rule; 0 would save or evaluate never or at every step, 2.5 fails deep in TrainingArguments)."""
+    if (isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0
+            or (value >= 1 and value != int(value))):
+        raise SystemExit(f"error: --{flag} must be a step count >= 1 or a fraction of all steps in (0, 1), "
+                         f"got {value!r}")
+
+
 def one_of(value, flag: str, choices) -> None:
     if value not in choices:
         raise SystemExit(f"error: --{flag} must be one of {', '.join(map(str, choices))}, got {value!r}")

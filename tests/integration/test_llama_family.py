@@ -134,3 +134,29 @@ def test_generation_gives_back_the_trainers_checkpointing_kwargs(llama_dir, reen
         assert not unwrapped.is_gradient_checkpointing  # generate runs without it
     layer = model.model.layers[0]
     assert model.is_gradient_checkpointing and layer._gradient_checkpointing_func.keywords == kwargs
+
+
+@pytest.mark.parametrize("tie", [True, False])
+def test_bf16_run_saves_a_bf16_checkpoint(demo_data, tmp_path, tie):
+    """A DDP / one-device bf16 run trains fp32 master weights under autocast; its final_checkpoint is written in
+    bf16 (the training dtype, as upstream's) with config.json saying so, tied stays tied, and the live weights
+    stay fp32 (a best_checkpoint is saved mid-run)."""
+    from types import SimpleNamespace
+
+    from accelerate import Accelerator
+
+    from minionerec.model.loading import save_final_checkpoint
+
+    index, meta = (demo_data / "index" / f"{CATEGORY}.{kind}.json" for kind in ("index", "item"))
+    base = build_tiny_model(tmp_path / "base", index, meta, architecture="llama", tie_word_embeddings=tie, **SMALL)
+    model, tokenizer = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32), AutoTokenizer.from_pretrained(base)
+    trainer = SimpleNamespace(model=model, accelerator=Accelerator(cpu=True), is_deepspeed_enabled=False,
+                              is_fsdp_enabled=False, args=SimpleNamespace(bf16=True, should_save=True))
+    final = save_final_checkpoint(trainer, tokenizer, tmp_path / "out")
+    again = AutoModelForCausalLM.from_pretrained(final)  # dtype "auto" (transformers 5): config.json's
+    assert again.dtype == torch.bfloat16 and model.dtype == torch.float32
+    assert tied(again) == tie
+    for (name, saved), live in zip(again.state_dict().items(), model.state_dict().values()):
+        assert torch.equal(saved, live.to(torch.bfloat16)), name
+    size = sum(f.stat().st_size for f in final.glob("*.safetensors"))
+    assert size < 0.6 * sum(p.numel() * 4 for p in model.parameters())  # half of fp32, plus the header

@@ -24,8 +24,8 @@ from test_bad_inputs import cli_error, index_path, rl_flags, sft_flags
 
 @pytest.mark.parametrize("overrides, message", [
     (dict(micro_batch_size=0), r"--micro_batch_size must be >= 1, got 0"),
-    (dict(eval_steps=0), r"--eval_steps must be >= 1, got 0"),
-    (dict(save_steps=0), r"--save_steps must be >= 1, got 0"),
+    (dict(eval_steps=0), r"--eval_steps must be a step count >= 1 or a fraction of all steps in \(0, 1\), got 0"),
+    (dict(save_steps=2.5), r"--save_steps must be a step count >= 1 or a fraction of all steps in \(0, 1\), got 2.5"),
     (dict(test_beam=0), r"--test_beam must be >= 1, got 0"),
     (dict(eval_step=0), r"--eval_step must be a finite number > 0, got 0"),
     (dict(report_to="wandbx"), r"--report_to must be one of none, wandb, tensorboard, got 'wandbx'"),
@@ -53,7 +53,7 @@ def test_sft_nonsense_flags(overrides, message, demo_data, tiny_model_dir, tmp_p
     (dict(report_to="wandbx"), r"--report_to must be one of none, wandb, tensorboard, got 'wandbx'"),
     (dict(test_beam=0), r"--test_beam must be >= 1, got 0"),
     (dict(eval_step=0), r"--eval_step must be a finite number > 0, got 0"),
-    (dict(save_steps=0), r"--save_steps must be a finite number > 0, got 0"),
+    (dict(save_steps=0), r"--save_steps must be a step count >= 1 or a fraction of all steps in \(0, 1\), got 0"),
     (dict(beta=-1), r"--beta must be >= 0, got -1"),
 ])
 def test_rl_nonsense_flags(overrides, message, demo_data, tiny_model_dir, tmp_path, monkeypatch, capsys):
@@ -180,7 +180,7 @@ def test_a_failed_final_save_leaves_no_temporary_directory(tmp_path):
     import torch
 
     trainer = SimpleNamespace(accelerator=SimpleNamespace(unwrap_model=lambda m: m), model=torch.nn.Linear(2, 2),
-                              save_model=disk_full, args=SimpleNamespace(should_save=True))
+                              save_model=disk_full, args=SimpleNamespace(should_save=True, bf16=False))
     with pytest.raises(OSError, match="No space left"):
         save_final_checkpoint(trainer, tokenizer=None, output_dir=tmp_path)
     assert list(tmp_path.iterdir()) == []
