@@ -5,9 +5,9 @@
     python -m bench.quality --preset cpu --set "sft.learning_rate=1e-3,rl.beta=0,tiny.hidden_size=64"
     python -m bench.quality --preset smoke --data_dir DIR --category Demo   # seconds (the test)
     python -m bench.quality --preset gpu            # bigger model, more steps (untested here: no GPU was lent)
-    python -m bench.quality --preset gpu_pretrained # SFT from SmolLM2-135M (make pretrained; docs/pretrained.md)
-    python -m bench.quality --preset gpu_pretrained --set sft.train_from_scratch=true \
-        --output_dir bench/out/quality_gpu_pretrained_scratch   # the same architecture from random weights
+    python -m bench.quality --preset gpu_pretrained # SmolLM2-135M vs its random-weight twin vs SASRec (docs/pretrained.md)
+    python -m bench.quality --preset smoke --base_model DIR --category Industrial_and_Scientific --threads 1
+                                                    # the same two arms on CPU in minutes (DIR: any model directory)
 
 Stages, each timed: popularity -> SASRec (sasrec.py) -> tiny from-scratch Qwen2 (minionerec.model.tiny; with a
 pretrained base model, `--base_model` or the preset's, that directory instead) -> SFT (sft.py) -> evaluate (evaluate.py) -> GRPO (rl.py, from the SFT checkpoint) -> evaluate.
@@ -17,6 +17,12 @@ run. Tables give every seed's figure, their mean and spread (max - min); differe
 `bench/compare_seeds.py` between two bench runs) are paired over seeds and users (minionerec.ranking.paired.over_seeds).
 Every method is scored on the same seeded sample of valid and of test rows with the shared
 HR/NDCG code (minionerec/ranking/metrics.py); the LLM by constrained beam search, SASRec by its top-k scores.
+With a pretrained base model the SFT -> GRPO stages run twice per seed (`--scratch_arm auto`, the default; on | off):
+the "MiniOneRec" arm from its weights, then the "scratch" arm from the same architecture and tokenizer with random
+weights (sft.train_from_scratch, seeded), every other flag the same, in seed_<s>/scratch/. Each dataset then prints
+one table of popularity, SASRec and both arms (NDCG@10 and HR@10 per seed and mean, valid and test) and the
+differences pretrained - scratch (SFT, SFT+RL) and pretrained SFT+RL - SASRec, paired over seeds and users
+(SASRec's ranked item ids against the target item, as its table figure), with each SFT+RL / SASRec ratio.
 Each dataset (`--category`, "+"-joined) gets output_dir/<category>/: results.json and, per seed, seed_<s>/
 with that run's predictions, quality.png (bars), curves.csv + curves.png (SFT train loss and valid NDCG@10, RL reward and valid NDCG@10 per step: the
 reference curves in bench/reference/). RL runs with rl.py's regression guard when the preset sets
@@ -51,7 +57,7 @@ PRESETS = {
     "cpu": dict(seeds="42+1+2", eval_sample=-1),
     "gpu": dict(seeds="42+1+2", eval_sample=-1),
     # a pretrained base model instead of the tiny one (relative paths: from the repository root)
-    "gpu_pretrained": dict(seeds="42", eval_sample=2000, base_model="models/SmolLM2-135M"),
+    "gpu_pretrained": dict(seeds="42", eval_sample=1000, base_model="models/SmolLM2-135M"),
 }
 # Flags the bench sets itself, per seed and dataset (paths, seed) or as its protocol (the curves score with
 # evaluate's num_beams, the RL guard on the bench's own valid rows; no intermediate checkpoints; fp32 scoring;
@@ -69,6 +75,42 @@ BENCH_SETS = {
 SAMPLE_SEED = 42  # the valid/test rows scored: the same for every training seed and configuration (paired users)
 
 
+@dataclass(frozen=True)
+class Arm:
+    """One MiniOneRec pipeline of a seed: SFT -> evaluate -> guarded GRPO -> evaluate."""
+
+    name: str  # prefix of its methods ("MiniOneRec SFT"); the scratch arm's also of its stages and subdirectory
+    from_scratch: bool = False  # SFT from base_model's architecture with random weights (sft.train_from_scratch)
+
+    @property
+    def methods(self) -> tuple[str, str]:
+        return f"{self.name} SFT", f"{self.name} SFT+RL"
+
+    def dir(self, seed_dir: Path) -> Path:
+        """The main arm keeps a single-arm run's layout (compare_seeds reads either); the scratch arm a subdirectory."""
+        return seed_dir / self.name if self.from_scratch else seed_dir
+
+    def stage(self, label: str) -> str:
+        return f"{self.name}: {label}" if self.from_scratch else label
+
+
+MAIN, SCRATCH = Arm("MiniOneRec"), Arm("scratch", from_scratch=True)
+# With the scratch arm, per dataset: B - A per user, paired over seeds and users (label, A, B)
+ARM_PAIRS = (("pretrained SFT - scratch SFT", SCRATCH.methods[0], MAIN.methods[0]),
+             ("pretrained SFT+RL - scratch SFT+RL", SCRATCH.methods[1], MAIN.methods[1]),
+             ("pretrained SFT+RL - SASRec", "SASRec", MAIN.methods[1]))
+
+
+def arms(plan: Plan) -> list[Arm]:
+    """The main arm first: it trains from the state a single-arm run would (same seed, nothing run before it)."""
+    return [MAIN, SCRATCH] if plan.scratch_arm else [MAIN]
+
+
+def method_order(plan: Plan) -> list[str]:
+    """Table rows: the baselines, then scratch, then the (pretrained) main arm; a single-arm run: METHODS."""
+    return ["popularity", "SASRec", *(m for arm in reversed(arms(plan)) for m in arm.methods)]
+
+
 def script_args() -> dict:
     """Recipe section -> the args dataclass of the script it configures (imported here: they load torch)."""
     import evaluate
@@ -82,7 +124,8 @@ def script_args() -> dict:
 
 @dataclass
 class Args:
-    """Popularity vs SASRec vs MiniOneRec SFT vs SFT+RL on valid and test, over several training seeds."""
+    """Popularity vs SASRec vs MiniOneRec SFT vs SFT+RL on valid and test, over several training seeds (with a
+    pretrained base model, also its random-weight twin)."""
 
     data_dir: str = str(ROOT.parent / "shared" / "data" / "Amazon")  # MiniOneRec layout: train/valid/test/index
     category: str = "Industrial_and_Scientific+Office_Products"  # "+"-joined file prefixes inside data_dir
@@ -95,6 +138,7 @@ class Args:
     threads: int = 2  # torch intra-op threads (2 shared cores here)
     stages: str = "all"  # all | sft (tiny model, SFT and its evaluation only: no SASRec, no RL)
     base_model: str = ""  # SFT from this local model directory, not a tiny one; "" = the preset's (gpu_pretrained: models/SmolLM2-135M); "tiny" = build one
+    scratch_arm: str = "auto"  # auto | on | off: beside a pretrained base model, its architecture from random weights trained the same way; auto = on with a pretrained base model
 
 
 @dataclass
@@ -106,6 +150,7 @@ class Plan:
     seeds: list[int]
     eval_sample: int
     base_model: str  # "" = a tiny model per seed (the tiny section); else this pretrained directory
+    scratch_arm: bool  # also base_model's architecture from random weights (the "scratch" methods)
     tiny: Any  # minionerec.model.tiny.Args
     sasrec: Any  # sasrec.Args
     sft: Any  # sft.Args
@@ -118,7 +163,7 @@ class Plan:
         from minionerec.run.config import RUN_FLAGS
 
         out = {"recipe": self.recipe, "seeds": self.seeds, "eval_sample": self.eval_sample,
-               "base_model": self.base_model}
+               "base_model": self.base_model, "scratch_arm": self.scratch_arm}
         for section, skip in BENCH_SETS.items():
             out[section] = {k: v for k, v in asdict(getattr(self, section)).items() if k not in (*skip, *RUN_FLAGS)}
         return out
@@ -217,7 +262,21 @@ def resolve(args: Args) -> Plan:
     elif base_model and not Path(base_model).is_absolute() and not Path(base_model).exists():
         base_model = str(ROOT / base_model)  # a preset's path: from the repository root
     return Plan(recipe=path, seeds=seeds, eval_sample=args.eval_sample or PRESETS[args.preset]["eval_sample"],
-                base_model=base_model, **scripts)
+                base_model=base_model, scratch_arm=wants_scratch_arm(args.scratch_arm, base_model, scripts["sft"]),
+                **scripts)
+
+
+def wants_scratch_arm(flag: str, base_model: str, sft_args) -> bool:
+    """--scratch_arm: the random-weight twin is the control for "does pretraining help", so auto runs it exactly when
+    SFT starts from a pretrained model's weights; on where there are none to compare is a one-line error."""
+    if flag not in ("auto", "on", "off"):
+        raise SystemExit(f"error: --scratch_arm must be auto, on or off, got {flag!r}")
+    # sft.py refuses LoRA from random weights; a recipe already from scratch has no pretrained arm to compare with
+    pretrained = bool(base_model) and not sft_args.train_from_scratch and not sft_args.lora_r
+    if flag == "on" and not pretrained:
+        raise SystemExit("error: --scratch_arm on needs SFT from a pretrained base model's weights (--base_model DIR, "
+                         "without sft.train_from_scratch or sft.lora_r)")
+    return pretrained and flag != "off"
 
 
 def data_paths(data_dir: str, category: str) -> dict:
@@ -281,7 +340,7 @@ def run_popularity(paths: dict, splits: dict, k: int) -> dict:
 
 def run_sasrec(plan: Plan, paths: dict, splits: dict, out_dir: Path, seed: int) -> tuple[dict, dict]:
     """sasrec.py with the recipe's flags (early stopping on the FULL valid split), then its best model scores both
-    samples."""
+    samples; its ranked item ids per row go to out_dir/predictions_<split>.json (for paired differences)."""
     import sasrec
     from minionerec.data.formats import load_catalogue
     from minionerec.ranking.sasrec import encode_split, load_sasrec, score, top_items
@@ -292,12 +351,16 @@ def run_sasrec(plan: Plan, paths: dict, splits: dict, out_dir: Path, seed: int) 
     items = list(load_catalogue(paths["index"]))
     item_to_row = {item: row for row, item in enumerate(items)}
     model = load_sasrec(result["cf_path"]).eval()
-    out = {}
+    out, predictions = {}, {}
     for split, path in splits.items():
         history, lengths, targets = encode_split(path, item_to_row, model.max_len)
-        out[split] = score(top_items(model, history, lengths, "cpu"), targets, items)
+        ranked = top_items(model, history, lengths, "cpu")
+        out[split] = score(ranked, targets, items)
+        predictions[split] = str(out_dir / f"predictions_{split}.json")
+        Path(predictions[split]).write_text(json.dumps([{"item_id": items[t], "predict": [items[r] for r in row]}
+                                                        for t, row in zip(targets.tolist(), ranked.tolist())]))
     info = {k: result[k] for k in ("best_epoch", "epochs_run", "train_seconds", "cf_path") if k in result}
-    info["args"] = result.get("args", {})
+    info.update(args=result.get("args", {}), predictions=predictions)
     return out, info
 
 
@@ -404,9 +467,9 @@ def plot(metrics: dict, path: Path, title: str) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(8, 4.5))
-    width = 0.2
     labels = [f"{s} {m}" for s in ("valid", "test") for m in ("NDCG@10", "HR@10")]
-    methods = [m for m in METHODS if m in metrics]
+    methods = list(metrics)
+    width = 0.8 / len(methods)
     for i, method in enumerate(methods):
         values = [metrics[method][s][m] for s in ("valid", "test") for m in ("NDCG@10", "HR@10")]
         ax.bar([x + (i - (len(methods) - 1) / 2) * width for x in range(len(labels))], values, width, label=method)
@@ -418,12 +481,12 @@ def plot(metrics: dict, path: Path, title: str) -> None:
     plt.close(fig)
 
 
-def print_tables(metrics: dict, methods) -> None:
+def print_tables(metrics: dict) -> None:
     from minionerec.ranking.metrics import format_table
 
     for split in ("valid", "test"):
         print(f"\n== {split} ({metrics['popularity'][split]['users']} users)")
-        print(format_table({m: metrics[m][split] for m in methods if m in metrics}, KS))
+        print(format_table({m: d[split] for m, d in metrics.items()}, KS))
 
 
 def run_sft(plan: Plan, paths: dict, category: str, base: Path, out_dir: Path, seed: int) -> dict:
@@ -495,68 +558,98 @@ def run_dataset(args: Args, plan: Plan, category: str, out_dir: Path) -> dict:
 
 def run_seed(args: Args, plan: Plan, paths: dict, category: str, splits: dict, popularity: dict, out_dir: Path,
              seed: int) -> dict:
-    """One training seed: SASRec, tiny model, SFT, evaluation, guarded GRPO, evaluation. Writes out_dir's files."""
+    """One training seed: SASRec, the base model, then each arm (SFT, evaluation, guarded GRPO, evaluation). Writes
+    out_dir's files; the main arm's curves and guard where a single-arm run has them, the scratch arm's under
+    "scratch"."""
     from transformers import set_seed
-
-    from minionerec.model.tiny import build_tiny_model
 
     set_seed(seed)  # each seed starts from the same state, as if run alone
     out_dir.mkdir(parents=True, exist_ok=True)
     Stage.timings = {}
     start = time.perf_counter()
     print(f"\n[quality] ##### {category}, seed {seed} -> {out_dir}", flush=True)
-    metrics, curves, info = {"popularity": popularity}, {}, {}
+    metrics, info = {"popularity": popularity}, {}
     if args.stages == "all":
         with Stage("SASRec"):
             metrics["SASRec"], info["SASRec"] = run_sasrec(plan, paths, splits, out_dir / "sasrec", seed)
-    if plan.base_model:  # pretrained (sft.train_from_scratch: its architecture, random weights, seeded)
-        base = Path(plan.base_model)
-    else:
-        with Stage("tiny Qwen2 base model"):
-            base = build_tiny_model(**vars(dataclasses.replace(
-                plan.tiny, output_dir=str(out_dir / "base_model"), sid_index_path=paths["index"],
-                item_meta_path=paths["item"], seed=seed)))
-    with Stage("SFT"):
-        curves["SFT"] = run_sft(plan, paths, category, base, out_dir, seed)
-        sft_dir = str(out_dir / "sft" / "final_checkpoint")
-    with Stage("evaluate SFT (valid, test)"):
-        metrics["MiniOneRec SFT"] = run_eval(plan, sft_dir, paths, splits, out_dir / "eval_sft", SAMPLE_SEED)
-    result = {"seed": seed, "metrics": metrics, "curves": curves,
-              "predictions": {"MiniOneRec SFT": prediction_paths(out_dir / "eval_sft", splits)}}
+    base = base_model(plan, paths, out_dir, seed)
+    outcomes, predictions = {}, {}
+    for arm in arms(plan):
+        outcomes[arm] = run_arm(args, plan, arm, paths, category, splits, metrics, info, base, arm.dir(out_dir), seed)
+        predictions.update(outcomes[arm].pop("predictions"))
+        write_curves(outcomes[arm]["curves"], arm.dir(out_dir), f"{category}: reference curves ({args.preset} preset, "
+                     f"seed {seed}{', scratch arm' if arm.from_scratch else ''})")
+    main_arm = outcomes.pop(MAIN)
+    metrics = {m: metrics[m] for m in method_order(plan) if m in metrics}
+    result = {"seed": seed, "metrics": metrics, "curves": main_arm["curves"], "predictions": predictions,
+              **{arm.name: outcome for arm, outcome in outcomes.items()}}  # the scratch arm's curves, guard, RL - SFT
     if args.stages == "all":
-        rl_result = run_rl_stages(plan, paths, category, splits, metrics, curves, info, sft_dir, out_dir, seed)
-        result["predictions"]["MiniOneRec SFT+RL"] = rl_result.pop("predictions")
-        result.update(rl_result)
+        result.update(summary=summarise(metrics, main_arm["rl_minus_sft_paired"]), sasrec=info["SASRec"],
+                      guard=main_arm["guard"])
     total = time.perf_counter() - start
     result.update(timings_s=Stage.timings, total_s=round(total, 1))
     print(f"\n[quality] preset={args.preset} category={category} seed={seed} stages={args.stages} "
           f"prompt_style={plan.sft.prompt_style} total {total / 60:.1f} min; stage seconds {json.dumps(Stage.timings)}")
-    print_tables(metrics, METHODS)
+    print_tables(metrics)
     if args.stages == "all":
         print_summary(result)
     plot(metrics, out_dir / "quality.png", f"{category} ({args.preset} preset, seed {seed})")
-    write_curves(curves, out_dir, f"{category}: reference curves ({args.preset} preset, seed {seed})")
     return result
 
 
-def run_rl_stages(plan: Plan, paths: dict, category: str, splits: dict, metrics: dict, curves: dict, info: dict,
-                  sft_dir: str, out_dir: Path, seed: int) -> dict:
+def base_model(plan: Plan, paths: dict, out_dir: Path, seed: int) -> Path:
+    """The pretrained directory every arm starts from, else a tiny model built for this seed (the tiny section)."""
+    from minionerec.model.tiny import build_tiny_model
+
+    if plan.base_model:
+        return Path(plan.base_model)
+    with Stage("tiny Qwen2 base model"):
+        return build_tiny_model(**vars(dataclasses.replace(
+            plan.tiny, output_dir=str(out_dir / "base_model"), sid_index_path=paths["index"],
+            item_meta_path=paths["item"], seed=seed)))
+
+
+def run_arm(args: Args, plan: Plan, arm: Arm, paths: dict, category: str, splits: dict, metrics: dict, info: dict,
+            base: Path, out_dir: Path, seed: int) -> dict:
+    """One arm in out_dir: SFT from `base` (the scratch arm: its architecture, random weights seeded by `seed`), its
+    evaluation, and with --stages all guarded GRPO and its evaluation; every other flag is the recipe's, so the arms
+    differ in the starting weights only. Adds the arm's methods to `metrics`; returns its curves and prediction paths,
+    with RL the guard's choice and RL - SFT paired over users."""
+    if arm.from_scratch:
+        plan = dataclasses.replace(plan, sft=dataclasses.replace(plan.sft, train_from_scratch=True))
+    sft_method, rl_method = arm.methods
+    curves = {}
+    with Stage(arm.stage("SFT")):
+        curves["SFT"] = run_sft(plan, paths, category, base, out_dir, seed)
+        sft_dir = str(out_dir / "sft" / "final_checkpoint")
+    with Stage(arm.stage("evaluate SFT (valid, test)")):
+        metrics[sft_method] = run_eval(plan, sft_dir, paths, splits, out_dir / "eval_sft", SAMPLE_SEED)
+    out = {"curves": curves, "predictions": {sft_method: prediction_paths(out_dir / "eval_sft", splits)}}
+    if args.stages == "all":
+        rl_result = run_rl_stages(plan, arm, paths, category, splits, metrics, curves, info, sft_dir, out_dir, seed)
+        out["predictions"][rl_method] = rl_result.pop("predictions")
+        out.update(rl_result)
+    return out
+
+
+def run_rl_stages(plan: Plan, arm: Arm, paths: dict, category: str, splits: dict, metrics: dict, curves: dict,
+                  info: dict, sft_dir: str, out_dir: Path, seed: int) -> dict:
     """GRPO from the SFT checkpoint (guarded when keep_best), then its final checkpoint scored on valid and test."""
+    sft_method, rl_method = arm.methods
     cf_path = info["SASRec"]["cf_path"] if "sasrec" in plan.rl.reward_type.split("+") else ""
     run_dir = out_dir / "rl"
-    with Stage("RL (GRPO)"):
+    with Stage(arm.stage("RL (GRPO)")):
         curves["RL"], guard = run_rl(plan, paths, category, sft_dir, run_dir, seed, cf_path, splits["valid"])
     if kept_sft(guard):  # final_checkpoint is a copy of the SFT weights: SFT's scores are its scores
-        rl_eval_dir, metrics["MiniOneRec SFT+RL"] = out_dir / "eval_sft", metrics["MiniOneRec SFT"]
+        rl_eval_dir, metrics[rl_method] = out_dir / "eval_sft", metrics[sft_method]
     else:
         rl_eval_dir = out_dir / "eval_rl"
-        with Stage("evaluate SFT+RL (valid, test)"):
-            metrics["MiniOneRec SFT+RL"] = run_eval(plan, str(run_dir / "final_checkpoint"), paths, splits,
-                                                    rl_eval_dir, SAMPLE_SEED)
+        with Stage(arm.stage("evaluate SFT+RL (valid, test)")):
+            metrics[rl_method] = run_eval(plan, str(run_dir / "final_checkpoint"), paths, splits, rl_eval_dir,
+                                          SAMPLE_SEED)
     sft_predictions, rl_predictions = prediction_paths(out_dir / "eval_sft", splits), prediction_paths(rl_eval_dir, splits)
     paired = {split: paired_ndcg10(sft_predictions[split], rl_predictions[split]) for split in splits}
-    return {"summary": summarise(metrics, paired), "sasrec": info.get("SASRec", {}), "guard": guard,
-            "predictions": rl_predictions}
+    return {"guard": guard, "rl_minus_sft_paired": paired, "predictions": rl_predictions}
 
 
 def prediction_paths(eval_dir: Path, splits: dict) -> dict[str, str]:
@@ -565,64 +658,136 @@ def prediction_paths(eval_dir: Path, splits: dict) -> dict[str, str]:
 
 
 def over_seeds_summary(runs: dict[int, dict]) -> dict:
-    """NDCG@10 of every method and split across seeds (per seed, mean, spread = max - min), and the RL - SFT
-    difference paired over seeds and users."""
+    """NDCG@10 and HR@10 of every method and split across seeds (per seed, mean, spread = max - min), the RL - SFT
+    difference paired over seeds and users, SFT+RL / SASRec; with the scratch arm, ARM_PAIRS likewise."""
     from minionerec.ranking.paired import over_seeds
 
     first = next(iter(runs.values()))
-    out = {"ndcg10": {}}
-    for method in (m for m in METHODS if m in first["metrics"]):
-        out["ndcg10"][method] = {}
-        for split in ("valid", "test"):
-            values = [r["metrics"][method][split]["NDCG@10"] for r in runs.values()]
-            mean = sum(values) / len(values)
-            out["ndcg10"][method][split] = {"per_seed": values, "mean": mean, "spread": max(values) - min(values),
-                                            "spread_over_mean": (max(values) - min(values)) / mean if mean else None}
+    out = {key: {method: by_seed(runs, method, metric) for method in first["metrics"]}
+           for key, metric in (("ndcg10", "NDCG@10"), ("hr10", "HR@10"))}
     if "summary" in first:
         out["rl_minus_sft"] = {split: over_seeds([r["summary"]["rl_minus_sft_paired"][split] for r in runs.values()])
                                for split in ("valid", "test")}
-        n = out["ndcg10"]
-        out["minionerec_over_sasrec"] = {split: ratio(n["MiniOneRec SFT+RL"][split]["mean"], n["SASRec"][split]["mean"])
-                                         for split in ("valid", "test")}
+        out["minionerec_over_sasrec"] = over_sasrec(out["ndcg10"], MAIN.methods[1])
+    if SCRATCH.methods[0] in first["metrics"]:
+        out["pretrained_vs_scratch"] = {label: {"a": a, "b": b, **{
+            split: over_seeds([paired_methods(r, a, b, split) for r in runs.values()]) for split in ("valid", "test")}}
+            for label, a, b in ARM_PAIRS if a in first["metrics"] and b in first["metrics"]}
+        if "summary" in first:
+            out["scratch_over_sasrec"] = over_sasrec(out["ndcg10"], SCRATCH.methods[1])
     return out
 
 
+def by_seed(runs: dict[int, dict], method: str, metric: str) -> dict:
+    """{split: per-seed values, mean, spread = max - min, spread / mean} of one method's metric."""
+    out = {}
+    for split in ("valid", "test"):
+        values = [r["metrics"][method][split][metric] for r in runs.values()]
+        mean = sum(values) / len(values)
+        out[split] = {"per_seed": values, "mean": mean, "spread": max(values) - min(values),
+                      "spread_over_mean": (max(values) - min(values)) / mean if mean else None}
+    return out
+
+
+def over_sasrec(ndcg10: dict, method: str) -> dict:
+    """{split: method's NDCG@10 / SASRec's, means over seeds}."""
+    return {split: ratio(ndcg10[method][split]["mean"], ndcg10["SASRec"][split]["mean"]) for split in ("valid", "test")}
+
+
+def scored_rows(run: dict, method: str, split: str) -> list[dict]:
+    """One seed's ranked lists of `method` on a split, as paired_difference scores them (`predict` against
+    `item_sid`), with `item_id` to pair rows by: evaluate.py's rows as written; SASRec's ranked item ids against the
+    target item id, as its table figure is scored (a few items share a SID)."""
+    from minionerec.ranking.paired import load_predictions
+
+    if method == "SASRec":
+        rows = json.loads(Path(run["sasrec"]["predictions"][split]).read_text())
+        return [{"item_sid": row["item_id"], **row} for row in rows]
+    return load_predictions(run["predictions"][method][split])
+
+
+def paired_methods(run: dict, a: str, b: str, split: str) -> dict:
+    """Per-user NDCG@10 of method b minus method a on one seed's rows of a split (minionerec.ranking.paired)."""
+    from minionerec.ranking.paired import paired_difference
+
+    rows_a, rows_b = scored_rows(run, a, split), scored_rows(run, b, split)
+    if [str(row["item_id"]) for row in rows_a] != [str(row["item_id"]) for row in rows_b]:
+        raise SystemExit(f"error: {a} and {b} scored different {split} rows: no paired difference")
+    return paired_difference(rows_a, rows_b, "NDCG", 10)
+
+
 def print_seed_tables(result: dict) -> None:
-    """NDCG@10 per seed, mean and spread for every method, valid then test; the RL - SFT line over seeds."""
+    """NDCG@10 per seed, mean and spread for every method, valid then test (with the scratch arm: the arms table);
+    the RL - SFT line over seeds and the SFT+RL / SASRec ratios."""
     from minionerec.ranking.paired import format_over_seeds
 
     seeds, agg = list(result["seeds"]), result["over_seeds"]
-    for split in ("valid", "test"):
-        print(f"\n== NDCG@10 by seed, {split}")
-        print(f"{'method':18s} " + " ".join(f"{'seed ' + str(s):>9s}" for s in seeds)
-              + f" {'mean':>8s} {'spread':>8s} {'spread/mean':>11s}")
-        for method, by_split in agg["ndcg10"].items():
-            d = by_split[split]
-            rel = "n/a" if d["spread_over_mean"] is None else f"{d['spread_over_mean']:.1%}"
-            print(f"{method:18s} " + " ".join(f"{v:9.4f}" for v in d["per_seed"])
-                  + f" {d['mean']:8.4f} {d['spread']:8.4f} {rel:>11s}")
+    if "pretrained_vs_scratch" in agg:
+        print_arms_table(result)
+    else:
+        for split in ("valid", "test"):
+            print(f"\n== NDCG@10 by seed, {split}")
+            print(f"{'method':18s} " + " ".join(f"{'seed ' + str(s):>9s}" for s in seeds)
+                  + f" {'mean':>8s} {'spread':>8s} {'spread/mean':>11s}")
+            for method, by_split in agg["ndcg10"].items():
+                d = by_split[split]
+                rel = "n/a" if d["spread_over_mean"] is None else f"{d['spread_over_mean']:.1%}"
+                print(f"{method:18s} " + " ".join(f"{v:9.4f}" for v in d["per_seed"])
+                      + f" {d['mean']:8.4f} {d['spread']:8.4f} {rel:>11s}")
     if "rl_minus_sft" in agg:
         for split, d in agg["rl_minus_sft"].items():
             print(f"RL - SFT NDCG@10 on {split}, paired over seeds and users: {format_over_seeds(d)}")
-        ratios = {split: "n/a" if r is None else f"{r:.3f}" for split, r in agg["minionerec_over_sasrec"].items()}
-        print(f"MiniOneRec SFT+RL / SASRec NDCG@10 (means over seeds): test {ratios['test']} (valid {ratios['valid']})")
+        for method, key in ((SCRATCH.methods[1], "scratch_over_sasrec"), (MAIN.methods[1], "minionerec_over_sasrec")):
+            if key in agg:
+                ratios = {split: "n/a" if r is None else f"{r:.3f}" for split, r in agg[key].items()}
+                print(f"{method} / SASRec NDCG@10 (means over seeds): test {ratios['test']} (valid {ratios['valid']})")
+
+
+def print_arms_table(result: dict) -> None:
+    """One table of every method (the pretrained MiniOneRec arm, its scratch twin, the baselines): NDCG@10 and HR@10
+    per seed and their means, valid then test; then ARM_PAIRS' differences paired over seeds and users."""
+    from minionerec.ranking.paired import format_over_seeds
+
+    seeds, agg = list(result["seeds"]), result["over_seeds"]
+    users = {split: d["users"] for split, d in result["seeds"][seeds[0]]["metrics"]["popularity"].items()}
+    cols = [f"seed {s}" for s in seeds] + ["mean"]
+    print(f"\n== {result['category']}: pretrained vs scratch vs SASRec ({users['valid']} valid, {users['test']} test "
+          f"users; MiniOneRec = SFT from {result['knobs']['base_model']}, scratch = its architecture from random "
+          f"weights, trained the same way)")
+    print(f"{'split':5s} {'method':18s}" + "".join(f" {' ' + m + ' ':-^{10 * len(cols) - 1}}" for m in ("NDCG@10", "HR@10")))
+    print(f"{'':24s}" + (" " + " ".join(f"{c:>9s}" for c in cols)) * 2)
+    for split in ("valid", "test"):
+        for method in agg["ndcg10"]:
+            cells = [v for key in ("ndcg10", "hr10") for v in (*agg[key][method][split]["per_seed"],
+                                                                 agg[key][method][split]["mean"])]
+            print(f"{split:5s} {method:18s} " + " ".join(f"{v:9.4f}" for v in cells))
+    for label, d in agg["pretrained_vs_scratch"].items():
+        for split in ("valid", "test"):
+            print(f"{label} NDCG@10 on {split}, paired over seeds and users: {format_over_seeds(d[split])}")
 
 
 def print_summary(result: dict) -> None:
-    summary, guard = result["summary"], result["guard"]
+    summary = result["summary"]
     fmt = lambda x: "n/a" if x is None else f"{x:.3f}"  # noqa: E731
     print(f"\nNDCG@10 ratios: MiniOneRec/SASRec test {fmt(summary['minionerec_over_sasrec_test'])} "
           f"(valid {fmt(summary['minionerec_over_sasrec_valid'])}); RL/SFT test {fmt(summary['rl_over_sft_test'])} "
           f"(valid {fmt(summary['rl_over_sft_valid'])})")
-    if guard:
-        print("RL guard (valid NDCG@10 by step): " + ", ".join(f"{c['step']} {c[guard['metric']]:.4f}"
-                                                              for c in guard["curve"])
-              + f" -> step {guard['chosen_step']} kept" + (" (the SFT weights)" if guard["chosen_step"] == 0 else ""))
-    for split, d in summary["rl_minus_sft_paired"].items():
-        print(f"RL - SFT per-user NDCG@10 on {split}: {d['mean']:+.4f} +/- {d['se']:.4f} (paired SE, z {d['z']:+.1f}; "
-              f"{d['better']} users better, {d['worse']} worse)")
+    print_rl(result["guard"], summary["rl_minus_sft_paired"])
+    if SCRATCH.name in result:
+        print_rl(result[SCRATCH.name]["guard"], result[SCRATCH.name]["rl_minus_sft_paired"], f"{SCRATCH.name}: ")
     for target, held in summary["targets"].items():
         print(f"target {'HOLDS' if held else 'FAILS'}: {target}")
+
+
+def print_rl(guard: dict | None, rl_minus_sft: dict, prefix: str = "") -> None:
+    """One arm's GRPO: the guard's valid NDCG@10 by step and choice, RL - SFT per user on each split."""
+    if guard:
+        print(f"{prefix}RL guard (valid NDCG@10 by step): " + ", ".join(f"{c['step']} {c[guard['metric']]:.4f}"
+                                                                       for c in guard["curve"])
+              + f" -> step {guard['chosen_step']} kept" + (" (the SFT weights)" if guard["chosen_step"] == 0 else ""))
+    for split, d in rl_minus_sft.items():
+        print(f"{prefix}RL - SFT per-user NDCG@10 on {split}: {d['mean']:+.4f} +/- {d['se']:.4f} (paired SE, "
+              f"z {d['z']:+.1f}; {d['better']} users better, {d['worse']} worse)")
 
 
 def main(args: Args) -> dict:
@@ -647,7 +812,8 @@ def main(args: Args) -> dict:
     changed = "\n".join(f"[quality]   {s}: {json.dumps(v)}" for s, v in plan.changed().items())
     print(f"[quality] preset={args.preset} data={args.data_dir} categories={categories} -> {out_root}\n"
           f"[quality] base model: {plan.base_model or 'a tiny model per seed (tiny section)'}"
-          f"{' (random weights: sft.train_from_scratch)' if plan.base_model and plan.sft.train_from_scratch else ''}\n"
+          f"{' (random weights: sft.train_from_scratch)' if plan.base_model and plan.sft.train_from_scratch else ''}"
+          f"{'; beside it the scratch arm: its architecture from random weights' if plan.scratch_arm else ''}\n"
           f"[quality] recipe {plan.recipe}, seeds {plan.seeds}, eval_sample {plan.eval_sample}; values other than "
           f"each script's defaults:\n{changed}", flush=True)
     results = {category: run_dataset(args, plan, category, out_root / category if len(categories) > 1 else out_root)
@@ -656,11 +822,12 @@ def main(args: Args) -> dict:
         return results[categories[0]]
     print(f"\n[quality] ##### {len(categories)} datasets, preset {args.preset}, seeds {plan.seeds}: "
           f"NDCG@10 means over seeds (spread = max - min over seeds)")
-    print(f"{'dataset':28s} {'split':>5s} " + " ".join(f"{m:>22s}" for m in METHODS if m != "popularity"))
+    methods = [m for m in method_order(plan) if m != "popularity" and m in results[categories[0]]["over_seeds"]["ndcg10"]]
+    print(f"{'dataset':28s} {'split':>5s} " + " ".join(f"{m:>22s}" for m in methods))
     for category, r in results.items():
         for split in ("valid", "test"):
-            cells = [f"{d[split]['mean']:.4f} (spread {d[split]['spread']:.4f})"
-                     for m, d in r["over_seeds"]["ndcg10"].items() if m != "popularity"]
+            cells = [f"{r['over_seeds']['ndcg10'][m][split]['mean']:.4f} "
+                     f"(spread {r['over_seeds']['ndcg10'][m][split]['spread']:.4f})" for m in methods]
             print(f"{category:28s} {split:>5s} " + " ".join(f"{c:>22s}" for c in cells))
     (out_root / "results.json").write_text(json.dumps(results, indent=1))
     return results

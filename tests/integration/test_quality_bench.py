@@ -109,3 +109,36 @@ def test_compare_seeds_needs_bench_outputs(tmp_path):
         compare_seeds.main(compare_seeds.Args(a=str(tmp_path), b=str(tmp_path)))
 
 
+
+
+def test_scratch_arm_runs_beside_a_pretrained_base_model_only(tmp_path):
+    plan = lambda **kw: quality.resolve(quality.Args(**kw))  # noqa: E731
+    assert not plan(preset="smoke").scratch_arm  # a tiny model per seed: from scratch already
+    assert quality.method_order(plan(preset="smoke")) == list(quality.METHODS)
+    pretrained = plan(preset="gpu_pretrained")
+    assert pretrained.scratch_arm and pretrained.record()["scratch_arm"] is True
+    assert [a.name for a in quality.arms(pretrained)] == ["MiniOneRec", "scratch"]  # the main arm trains first
+    assert quality.method_order(pretrained) == ["popularity", "SASRec", "scratch SFT", "scratch SFT+RL",
+                                                "MiniOneRec SFT", "MiniOneRec SFT+RL"]
+    assert plan(preset="smoke", base_model=str(tmp_path)).scratch_arm  # any base model directory
+    assert not plan(preset="gpu_pretrained", scratch_arm="off").scratch_arm
+    assert not plan(preset="gpu_pretrained", set="sft.train_from_scratch=true").scratch_arm  # no pretrained arm
+    for kw, message in [(dict(preset="smoke", scratch_arm="on"), "needs SFT from a pretrained base model"),
+                        (dict(preset="gpu_pretrained", scratch_arm="on", set="sft.lora_r=8"), "needs SFT from a"),
+                        (dict(preset="gpu_pretrained", scratch_arm="yes"), "--scratch_arm must be auto, on or off")]:
+        with pytest.raises(SystemExit, match=message):
+            plan(**kw)
+
+
+def test_paired_methods_scores_sasrec_on_item_ids(tmp_path):
+    # items 1 and 2 share SID "s": the LLM's "s" hits target item 2; SASRec ranks item 1 first, item 2 second
+    llm, sasrec = tmp_path / "llm.json", tmp_path / "sasrec.json"
+    llm.write_text(json.dumps([{"item_id": 2, "item_sid": "s", "predict": ["s"]},
+                               {"item_id": 3, "item_sid": "t", "predict": ["x"]}]))
+    sasrec.write_text(json.dumps([{"item_id": "2", "predict": ["1", "2"]}, {"item_id": "3", "predict": ["3"]}]))
+    run = {"predictions": {"MiniOneRec SFT+RL": {"test": str(llm)}}, "sasrec": {"predictions": {"test": str(sasrec)}}}
+    d = quality.paired_methods(run, "SASRec", "MiniOneRec SFT+RL", "test")
+    assert (d["a"], d["b"]) == (pytest.approx((1 / math.log2(3) + 1) / 2), 0.5)  # SASRec: item 2 at rank 1, not 0
+    sasrec.write_text(json.dumps([{"item_id": "3", "predict": ["3"]}, {"item_id": "2", "predict": ["2"]}]))
+    with pytest.raises(SystemExit, match="scored different test rows"):
+        quality.paired_methods(run, "SASRec", "MiniOneRec SFT+RL", "test")

@@ -3,6 +3,7 @@
 import json
 
 import pytest
+import yaml
 
 from bench import quality
 
@@ -83,3 +84,44 @@ def test_gpu_pretrained_preset_cpu_smoke(tmp_path, demo_data, demo_category):
     assert "tiny Qwen2 base model" not in run["timings_s"] and not (tmp_path / "q" / "seed_42" / "base_model").exists()
     for method in ("MiniOneRec SFT", "MiniOneRec SFT+RL"):
         assert run["metrics"][method]["test"]["invalid"] == 0 and run["metrics"][method]["test"]["users"] == 12
+
+
+def test_smoke_preset_with_a_pretrained_base_model_adds_the_scratch_arm(tmp_path, demo_data, demo_category, capsys):
+    """--preset smoke from a base model directory (a tiny random Llama, as `python -m minionerec.model.tiny
+    --architecture llama` writes it) also trains its architecture from random weights the same way: one table of
+    both arms and the baselines, and pretrained - scratch / - SASRec paired over seeds and users."""
+    from minionerec.model.tiny import build_tiny_model
+
+    index, meta = (demo_data / "index" / f"{demo_category}.{kind}.json" for kind in ("index", "item"))
+    base = build_tiny_model(tmp_path / "llama", index, meta, hidden_size=32, num_layers=1, num_heads=2, num_kv_heads=1,
+                            intermediate_size=64, vocab_size=600, architecture="llama")
+    out = tmp_path / "quality"
+    quality.main(quality.Args(data_dir=str(demo_data), category=demo_category, preset="smoke", base_model=str(base),
+                              output_dir=str(out), eval_sample=40, threads=1,
+                              set="sft.max_steps=8,rl.max_steps=1,sasrec.epochs=2"))
+    printed = capsys.readouterr().out
+    saved = json.loads((out / "results.json").read_text())
+    assert saved["knobs"]["scratch_arm"] is True
+    arm_methods = ["scratch SFT", "scratch SFT+RL", "MiniOneRec SFT", "MiniOneRec SFT+RL"]
+    for seed, run in saved["seeds"].items():
+        assert list(run["metrics"]) == ["popularity", "SASRec", *arm_methods]
+        assert sorted(run["predictions"]) == sorted(arm_methods)
+        scratch = out / f"seed_{seed}" / "scratch"
+        assert (scratch / "curves.csv").is_file() and run["scratch"]["guard"]["curve"][0]["step"] == 0
+        from_scratch = {arm: yaml.safe_load((d / "sft" / "run_config.yaml").read_text())["args"]["train_from_scratch"]
+                        for arm, d in (("scratch", scratch), ("main", out / f"seed_{seed}"))}
+        assert from_scratch == {"scratch": {"value": True, "source": "command line"},
+                                "main": {"value": False, "source": "default"}}
+    agg = saved["over_seeds"]
+    assert list(agg["pretrained_vs_scratch"]) == [label for label, _, _ in quality.ARM_PAIRS]
+    for label, a, b in quality.ARM_PAIRS:  # per seed, the paired mean is the table's difference (SASRec on item ids)
+        for split in ("valid", "test"):
+            d = agg["pretrained_vs_scratch"][label][split]
+            assert d["seeds"] == 2 and d["per_seed"] == pytest.approx(
+                [r["metrics"][b][split]["NDCG@10"] - r["metrics"][a][split]["NDCG@10"] for r in saved["seeds"].values()])
+            assert f"{label} NDCG@10 on {split}, paired over seeds and users: {d['mean']:+.4f}" in printed
+    assert set(agg["scratch_over_sasrec"]) == {"valid", "test"}
+    table = printed[printed.index(f"== {demo_category}: pretrained vs scratch vs SASRec (40 valid, 40 test users"):]
+    rows = [(line[:5].strip(), line[6:24].strip()) for line in table.splitlines()[3:15]]  # split, method columns
+    assert rows == [(split, m) for split in ("valid", "test") for m in ["popularity", "SASRec", *arm_methods]]
+    assert "== NDCG@10 by seed" not in printed  # the single-arm tables give way to the one table
