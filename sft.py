@@ -20,6 +20,7 @@ from datasets import Dataset
 from transformers import EarlyStoppingCallback, SchedulerType, Trainer, TrainingArguments, set_seed
 
 from minionerec.data.formats import load_item_meta, load_sid_index, load_split, sid_vocabulary
+from minionerec.data.packing import PackedCollator
 from minionerec.data.prompts import Prompts, check_style, run_category
 from minionerec.data.sft_tasks import TASKS, AnswerWindowCollator, build_text_dataset, sample_rows, tokenize_dataset
 from minionerec.model.lora import apply_lora, lora_config
@@ -62,6 +63,7 @@ class Args:
     # batches of similar length: ~1.03 padded tokens per real token instead of ~1.39, but each batch is then
     # mostly one task: on the demo, valid NDCG@10 0.1298 grouped vs 0.1702 random after 400 steps
     group_by_length: bool = False  # batches of similar length (see the comment above)
+    packing: bool = False  # each micro-batch as one row without padding, same loss (minionerec/data/packing.py)
     # tasks (upstream sft.py at 81b4ba9 trains all five; later upstream commits dropped d and e)
     task_sid_history: bool = True  # (a) SID history -> next SID
     task_item_alignment: bool = True  # (b) title -> SID and SID -> title
@@ -143,6 +145,9 @@ def check_paths(args: Args, tasks: list[str]) -> None:
         raise SystemExit(f"error: --lora_r must be >= 0 (0 = off), got {args.lora_r}")
     if args.lora_r and (args.freeze_LLM or args.train_from_scratch):
         raise SystemExit("error: --lora_r > 0 excludes --freeze_LLM and --train_from_scratch (LoRA adapts a trained base)")
+    if args.packing and args.group_by_length:
+        raise SystemExit("error: --group_by_length only saves padding, which --packing has none of; "
+                         "set one of them")
     preflight.checked(check_style, args.prompt_style)
     for flag in ("batch_size", "micro_batch_size", "logging_steps", "test_beam",
                  "eval_batch_size"):  # 0 would divide by zero, or log every step, silently
@@ -270,8 +275,9 @@ def build_trainer(args: Args, model, tokenizer, data: SftData, training_args: Tr
         callbacks.append(ranking)
     trainer = Trainer(
         model=model, args=training_args, train_dataset=train_ds, eval_dataset=eval_ds,
-        # left padding + logits at the answer window only: same loss as full logits (test_collate.py)
-        data_collator=AnswerWindowCollator(tokenizer.pad_token_id),
+        # left padding + logits at the answer window only: same loss as full logits (test_collate.py);
+        # packed: the same loss, gradients and steps without the padding (test_packing.py)
+        data_collator=PackedCollator() if args.packing else AnswerWindowCollator(tokenizer.pad_token_id),
         processing_class=tokenizer, callbacks=[*callbacks, NoCheckpointAtLastStep()],  # final_checkpoint: the end save
     )
     if ranking is not None:

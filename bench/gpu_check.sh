@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# GPU self-check (< 10 minutes on one GPU, no downloads): random-weight Qwen2.5-0.5B-shaped model ->
-# bf16 SFT (tokens/s, MFU) -> evaluation 500 users x 50 beams -> 5 GRPO steps under accelerate +
-# config/zero2_opt.yaml with 1 process. One table on stdout, JSON in OUTPUT_DIR/gpu_check.json.
+# GPU self-check (< 10 minutes on one GPU, no downloads): random-weight Qwen2.5-0.5B- and 1.5B-shaped
+# models -> bf16 SFT, padded and --packing (tokens/s, MFU, packed/padded) -> evaluation 500 users x 50
+# beams -> 8 GRPO steps under accelerate + config/zero2_opt.yaml with 1 process. One table on stdout,
+# JSON in OUTPUT_DIR/gpu_check.json.
 #   bash bench/gpu_check.sh                  # DATA_DIR, CATEGORY, OUTPUT_DIR, PYTHON may be set
 #   SMOKE=1 bash bench/gpu_check.sh          # shrunk, on CPU (seconds)
 # Further flags go to bench/gpu_check.py (python -m bench.gpu_check --help).

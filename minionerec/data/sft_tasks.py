@@ -110,7 +110,8 @@ def sample_rows(df: pd.DataFrame, sample: int, seed: int) -> pd.DataFrame:
 # memory and, on small models, most of its FLOPs. Left padding puts every row's answer at the end of
 # the batch, so `logits_to_keep=k` (transformers' "last k positions") covers all answers, and the
 # labels are cut to the same k positions. The loss and gradients equal the right-padded full-logits
-# reference (tests/test_collate.py); `bench/sft_step.py` times both.
+# reference (tests/unit/test_collate.py); `bench/sft_step.py` times both. minionerec/data/packing.py
+# drops the padding altogether (sft.py --packing).
 
 
 class AnswerWindowCollator:
@@ -119,7 +120,8 @@ class AnswerWindowCollator:
     Output tensors: input_ids, attention_mask, position_ids [B, L]; labels [B, k], where k - 1 is
     the longest answer (first labelled token to the end) in the batch. The logit at window position
     j predicts the label at j + 1, so the window starts one token before the earliest answer.
-    `position_ids` count from 0 at each row's first real token, as with right padding.
+    `position_ids` count from 0 at each row's first real token, as with right padding. A row's first
+    token is never a target (as in the reference): the position before it is padding, not its row.
     """
 
     def __init__(self, pad_token_id: int, pad_to_multiple_of: int = 8):
@@ -135,9 +137,9 @@ class AnswerWindowCollator:
         answer = 1
         for row, (f, n) in enumerate(zip(features, lengths)):
             input_ids[row, width - n:] = torch.as_tensor(f["input_ids"])
-            labels[row, width - n:] = torch.as_tensor(f["labels"])
+            labels[row, width - n + 1:] = torch.as_tensor(f["labels"][1:])
             attention_mask[row, width - n:] = 1
-            labelled = [i for i, y in enumerate(f["labels"]) if y != -100]
+            labelled = [i for i, y in enumerate(f["labels"]) if y != -100 and i > 0]
             if labelled:
                 answer = max(answer, n - labelled[0])
         keep = min(answer + 1, width)  # one more logit: the prompt's last token predicts the answer's first

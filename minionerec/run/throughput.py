@@ -1,6 +1,7 @@
 """Training throughput: real (non-padding) tokens per second and model FLOPs utilisation (MFU).
 
-A forward pre-hook on the model adds each training batch's real (attention-mask) tokens to a
+A forward pre-hook on the model adds each training batch's real tokens (the attention mask's ones;
+every token of a packed row, which has no mask and no padding: minionerec/data/packing.py) to a
 counter on the device, so counting never waits for the GPU (the Trainer's own
 `include_num_input_tokens_seen` calls .item() every step, which stops the CPU from queueing the next
 step while the GPU works). The callback times optimizer steps after a warm-up (the first steps pay
@@ -59,9 +60,12 @@ class ThroughputCallback(TrainerCallback):
         model.register_forward_pre_hook(self._count_tokens, with_kwargs=True)
 
     def _count_tokens(self, module, args, kwargs):
-        mask = kwargs.get("attention_mask")
-        if module.training and mask is not None:
-            self._tokens = mask.sum() if self._tokens is None else self._tokens + mask.sum()
+        mask, ids = kwargs.get("attention_mask"), kwargs.get("input_ids")
+        if not module.training or (mask is None and ids is None):
+            return
+        # new_full fills on the device: no host-to-device copy, no sync
+        real = mask.sum() if mask is not None else ids.new_full((), ids.numel())
+        self._tokens = real if self._tokens is None else self._tokens + real
 
     def _tokens_seen(self) -> int:
         """This process's count, summed over processes (a collective: every rank reaches it)."""

@@ -38,6 +38,18 @@ def test_counts_real_tokens_of_training_forwards_only():
     assert callback._tokens_seen() == 2 * 10
 
 
+def test_counts_every_token_of_a_packed_row():
+    """A packed batch (minionerec/data/packing.py) has no attention mask and no padding: all its tokens are real,
+    so padded and packed runs report tokens/s over the same tokens."""
+    model = Qwen2ForCausalLM(Qwen2Config(vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                                         num_key_value_heads=1, intermediate_size=32)).train()
+    callback = ThroughputCallback(model)
+    model(input_ids=torch.ones(1, 7, dtype=torch.long), position_ids=torch.tensor([[0, 1, 2, 0, 1, 2, 3]]),
+          use_cache=False)
+    model(input_ids=torch.ones(2, 6, dtype=torch.long), attention_mask=torch.tensor([[0, 0, 1, 1, 1, 1]] * 2))
+    assert callback._tokens_seen() == 7 + 8
+
+
 def test_tokens_per_second_and_mfu_fields(tmp_path):
     model = Qwen2ForCausalLM(Qwen2Config(vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
                                          num_key_value_heads=1, intermediate_size=32)).train()

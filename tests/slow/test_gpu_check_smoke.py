@@ -21,8 +21,13 @@ def test_gpu_check_smoke_on_cpu(tmp_path):
                           timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     report = json.loads((tmp_path / "gpu_check.json").read_text())
-    assert [s["finite_steps"] for s in report["sft"]] == ["6/6"]
+    # a padded and a packed run of the same rows: equal losses up to float noise (CPU: fp32)
+    assert [(s["shape"], s["layout"], s["finite_steps"]) for s in report["sft"]] == [
+        ("tiny", "padded", "6/6"), ("tiny", "packed", "6/6")]
+    ratio = report["sft_packed_vs_padded"]
+    assert len(ratio) == 1 and ratio[0]["steps"] == 6 and ratio[0]["max_loss_diff"] < 1e-3 and ratio[0]["tokens_per_s"] > 0
     assert report["eval"][0]["invalid"] == 0 and report["eval"][0]["users"] == 16
     assert report["eval"][0]["batch"] == "8 (auto)"  # evaluate.py's automatic batch on CPU
     assert report["rl"]["steps_timed"] == 2 and report["rl"]["finite_steps"] == "2/2"
     assert "== gpu_check: cpu" in proc.stdout and "tokens/s" in proc.stdout
+    assert "tiny batch 8 packed, 4 timed steps" in proc.stdout and "tiny batch 8 packed/padded" in proc.stdout

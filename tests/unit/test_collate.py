@@ -45,9 +45,11 @@ def test_answer_window_equals_full_logits_reference(demo_data, tiny_model_dir):
         assert torch.allclose(g, ref_grads[name], rtol=1e-4, atol=1e-6), name
 
 
-def test_whole_row_labelled_keeps_every_position():
+def test_first_token_of_a_row_is_never_a_target():
+    """A whole row labelled: its first token has nothing of its row before it (the reference never predicts it;
+    left-padded, the logit before it would be a pad's)."""
     batch = AnswerWindowCollator(pad_token_id=0, pad_to_multiple_of=4)(
         [{"input_ids": [5, 6, 7], "labels": [5, 6, 7]}, {"input_ids": [8, 9], "labels": [-100, 9]}])
-    assert batch["logits_to_keep"] == 4 and batch["labels"].tolist() == [[-100, 5, 6, 7], [-100, -100, -100, 9]]
+    assert batch["logits_to_keep"] == 3 and batch["labels"].tolist() == [[-100, 6, 7], [-100, -100, 9]]
     assert batch["position_ids"].tolist() == [[0, 0, 1, 2], [0, 0, 0, 1]]
     assert batch["attention_mask"].tolist() == [[0, 1, 1, 1], [0, 0, 1, 1]]
