@@ -37,6 +37,9 @@ from minionerec.run.resume import (NoCheckpointAtLastStep, check_resume_matches,
 from minionerec.run.throughput import ThroughputCallback
 
 
+ATTENTION = ("sdpa", "flex_attention", "eager")
+
+
 @dataclass
 class Args:
     """Supervised fine-tuning of a causal LM on SID next-item prediction and alignment tasks."""
@@ -64,6 +67,8 @@ class Args:
     # mostly one task: on the demo, valid NDCG@10 0.1298 grouped vs 0.1702 random after 400 steps
     group_by_length: bool = False  # batches of similar length (see the comment above)
     packing: bool = False  # each micro-batch as one row without padding, same loss (minionerec/data/packing.py)
+    # sdpa computes a packed row's masked cross-row pairs too (a dense mask); flex_attention's block mask skips them
+    attn_implementation: str = "sdpa"  # sdpa (padding-safe) | flex_attention (CUDA only: no CPU backward) | eager
     # tasks (upstream sft.py at 81b4ba9 trains all five; later upstream commits dropped d and e)
     task_sid_history: bool = True  # (a) SID history -> next SID
     task_item_alignment: bool = True  # (b) title -> SID and SID -> title
@@ -145,6 +150,7 @@ def check_paths(args: Args, tasks: list[str]) -> None:
         raise SystemExit(f"error: --lora_r must be >= 0 (0 = off), got {args.lora_r}")
     if args.lora_r and (args.freeze_LLM or args.train_from_scratch):
         raise SystemExit("error: --lora_r > 0 excludes --freeze_LLM and --train_from_scratch (LoRA adapts a trained base)")
+    preflight.one_of(args.attn_implementation, "attn_implementation", ATTENTION)
     if args.packing and args.group_by_length:
         raise SystemExit("error: --group_by_length only saves padding, which --packing has none of; "
                          "set one of them")
@@ -244,7 +250,7 @@ def training_arguments(args: Args, grad_accum: int, world_size: int, ds_config: 
 def build_model(args: Args, tokenizer, sid_tokens: list, training_args: TrainingArguments):
     """The base model (+ SID tokens when it lacks them), frozen or LoRA-wrapped as asked. Returns (model, added)."""
     model = load_model(args.base_model, dtype=training_dtype(training_args, lora=args.lora_r > 0),
-                       from_scratch=args.train_from_scratch)
+                       from_scratch=args.train_from_scratch, attn_implementation=args.attn_implementation)
     old_vocab = model.get_input_embeddings().weight.shape[0]
     added = add_sid_tokens(model, tokenizer, sid_tokens)
     if args.freeze_LLM:
@@ -315,6 +321,9 @@ def main(args: Args) -> Trainer | None:
     tokenizer = load_tokenizer(args.base_model)
     check_cutoff(args, tokenizer, data)
     check_weights(args)
+    if args.attn_implementation == "flex_attention" and not torch.cuda.is_available():
+        raise SystemExit("error: --attn_implementation flex_attention trains on CUDA only (torch has no CPU backward "
+                         "for it); use sdpa here")
     record_run(args, args.output_dir)  # prints each value + source; writes output_dir/run_config.yaml
     if args.dry_run:  # every check above passed; no weights were read
         return None

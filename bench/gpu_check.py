@@ -7,8 +7,9 @@ Stages, each a subprocess of the product's own commands, so a pass means the pro
   1. build   python -m minionerec.model.tiny, per --shapes shape (0.5B: hidden 896, 24 layers, 14 heads,
              2 KV heads, FFN 4864; 1.5B: hidden 1536, 28 layers, 12 heads, 2 KV heads, FFN 8960; vocabulary
              padded to Qwen2.5's 151,936 rows, tied embeddings as both real ones)
-  2. SFT     sft.py, bf16 where supported, per shape and batch size twice: padded (the default) and
-             --packing, in the same (random) row order, 20 timed steps each -> tokens/s, MFU
+  2. SFT     sft.py, bf16 where supported, per shape and batch size twice: padded (the default, sdpa) and
+             --packing with flex_attention (block-sparse: no cross-row pairs; SMOKE: sdpa, as flex has no CPU
+             backward), in the same (random) row order, 20 timed steps each -> tokens/s, MFU
              (minionerec/run/throughput.py), packed/padded tokens/s, the largest per-step loss difference
              between the two (bf16 noise: the losses are equal in exact arithmetic) and whether every
              step's loss and gradient norm were finite
@@ -24,10 +25,10 @@ so the metrics are meaningless: this checks that everything runs, and how fast.
 
 Time on one H200, default flags (estimates from the 2026-11-26 run in bench/RESULTS.md, where the 0.5B
 model trained 57k tokens/s at batch 64): builds ~20 s (0.5B) + ~45 s (1.5B); 4 SFT runs of 22 steps at
-batch 32 x ~190 tokens: 0.5B ~0.1 s a step, 1.5B ~3.6x its block FLOPs ~0.4 s, packed up to ~2x that
-(its attention covers the whole packed row: minionerec/data/packing.py), so ~40 s of steps in all, plus
-~40-60 s a run to start, tokenise, load and save (fp32: 2 GB, 6 GB) -> ~4 min; evaluation ~2 min; RL
-~1.5 min; ~8 min in all. Batch 32, not 64: padded 1.5B rows of up to 512 tokens at 64 would need
+batch 32 x ~190 tokens: 0.5B ~0.1 s a step, 1.5B ~3.6x its block FLOPs ~0.4 s, packed less (no padding),
+so ~40 s of steps in all, plus ~40-60 s a run to start, tokenise, load and save (bf16: 1 GB, 3 GB) and
+~30-60 s for each packed run to compile flex attention's kernel -> ~5 min; evaluation ~2 min; RL ~1.5 min;
+~8.5 min in all (not measured: no GPU since packing came in). Batch 32, not 64: padded 1.5B rows of up to 512 tokens at 64 would need
 ~110 GB of activations next to 25 GB of fp32 weights, gradients and Adam state.
 """
 from __future__ import annotations
@@ -159,17 +160,18 @@ def build(py: str, out: Path, files: dict, shape: str, env: dict) -> tuple[Path,
 
 
 def sft_run(py: str, files: dict, model_dir: Path, sft_dir: Path, batch: int, steps: int, packing: bool,
-            env: dict) -> dict:
+            attn: str, env: dict) -> dict:
     """One sft.py run of `steps` + 2 warm-up steps at `batch` rows a step (random order, so the padded and
     packed runs see the same rows): wall time, per-step losses, finiteness and throughput.json's fields."""
     seconds, _ = sh([py, "sft.py", "--base_model", str(model_dir), "--train_file", str(files["train"]),
                      "--sid_index_path", str(files["index"]), "--item_meta_path", str(files["items"]),
                      "--output_dir", str(sft_dir), "--max_steps", str(steps + 2), "--batch_size", str(batch),
                      "--micro_batch_size", str(batch), "--learning_rate", "1e-4", "--save_steps", "100000",
-                     "--logging_steps", "1", "--packing", str(packing).lower()], sft_dir.with_suffix(".log"), env)
+                     "--logging_steps", "1", "--packing", str(packing).lower(), "--attn_implementation", attn],
+                    sft_dir.with_suffix(".log"), env)
     history = [h for h in json.loads((sft_dir / "trainer_state.json").read_text())["log_history"] if "grad_norm" in h]
     finite = [math.isfinite(h["loss"]) and math.isfinite(h["grad_norm"]) for h in history]
-    return {"wall_s": round(seconds, 1), "batch": batch, "layout": "packed" if packing else "padded",
+    return {"wall_s": round(seconds, 1), "batch": batch, "layout": "packed" if packing else "padded", "attention": attn,
             "finite_steps": f"{sum(finite)}/{len(finite)}", "losses": [h["loss"] for h in history],
             **json.loads((sft_dir / "throughput.json").read_text())}
 
@@ -194,8 +196,11 @@ def sft_stage(py: str, out: Path, files: dict, args: Args, env: dict, report: di
             runs = []
             for layout in ("padded", "packed"):
                 sft_dir = out / f"sft_{shape}_b{batch}_{layout}"
+                # packed rows on CUDA: flex_attention's block mask skips the cross-row pairs sdpa's dense mask
+                # computes (flex has no CPU backward: SMOKE packs with sdpa)
+                attn = "flex_attention" if layout == "packed" and not args.smoke else "sdpa"
                 runs.append({"shape": shape, **sft_run(py, files, model_dir, sft_dir, batch, args.sft_steps,
-                                                       layout == "packed", env)})
+                                                       layout == "packed", attn, env)})
                 if start is None:
                     start = sft_dir / "final_checkpoint"
                 else:
@@ -264,7 +269,7 @@ def sft_lines(r: dict, width: int) -> list[str]:
     for padded, packed, ratio in zip(r["sft"][::2], r["sft"][1::2], r["sft_packed_vs_padded"]):
         for s in (padded, packed):
             mfu = f"{s['mfu']:.1%}" if s.get("mfu") is not None else "n/a"
-            setting = (f"{s['shape']} batch {s['batch']} {s['layout']}, {s['timed_steps']} timed steps, "
+            setting = (f"{s['shape']} batch {s['batch']} {s['layout']} ({s['attention']}), {s['timed_steps']} timed steps, "
                        f"mean len {s['mean_seq_len']}")
             lines.append(f"{'SFT':<6} {setting:<{width}} {s['tokens_per_s']:,.0f} tokens/s, {s['tflops_per_gpu']} "
                          f"TFLOP/s, MFU {mfu}; finite loss+grad steps {s['finite_steps']}")

@@ -50,7 +50,8 @@ def enable_tf32() -> None:
         torch.backends.cudnn.allow_tf32 = True
 
 
-def load_model(path, dtype: torch.dtype | None = None, from_scratch: bool = False, device=None):
+def load_model(path, dtype: torch.dtype | None = None, from_scratch: bool = False, device=None,
+               attn_implementation: str = "sdpa"):
     """`from_scratch` keeps the architecture of `path` but starts from random weights.
 
     `device`: load the weights straight onto it (no full CPU copy first). Under ZeRO-3 (a
@@ -63,9 +64,10 @@ def load_model(path, dtype: torch.dtype | None = None, from_scratch: bool = Fals
         from transformers import AutoConfig
 
         config = AutoConfig.from_pretrained(path)
-        return AutoModelForCausalLM.from_config(config, dtype=dtype)
+        return AutoModelForCausalLM.from_config(config, dtype=dtype, attn_implementation=attn_implementation)
     device_map = {"": str(device)} if device is not None and not is_deepspeed_zero3_enabled() else None
-    return AutoModelForCausalLM.from_pretrained(path, dtype=dtype, device_map=device_map)
+    return AutoModelForCausalLM.from_pretrained(path, dtype=dtype, device_map=device_map,
+                                                attn_implementation=attn_implementation)
 
 
 def missing_sid_tokens(tokenizer, tokens: list[str]) -> list[str]:

@@ -118,14 +118,40 @@ def test_trainer_steps_with_gradient_accumulation_equal_padded(features, tmp_pat
         assert torch.allclose(p, ref[name], rtol=1e-4, atol=1e-6), name
 
 
-def test_packing_with_group_by_length_is_one_line_error(demo_data, tiny_model_dir, tmp_path, monkeypatch, capsys):
+@pytest.mark.parametrize("architecture", ["qwen2", "llama"])
+def test_flex_attention_packed_equals_padded_sdpa(features, architecture):
+    """flex_attention's block mask (the packed path's kernel on CUDA, skipping cross-row blocks) gives the padded
+    sdpa loss and answer logits. Forward only: torch has no CPU backward for flex attention; on CUDA bench/gpu_check
+    compares every step's loss of the packed flex run with the padded sdpa run."""
+    vocab = _vocab(features)
+    with torch.no_grad():
+        ref = random_model(architecture, vocab, "sdpa")(**AnswerWindowCollator(pad_token_id=0)(features)).loss
+        flex = random_model(architecture, vocab, "flex_attention")(**PackedCollator()(features)).loss
+    assert torch.allclose(flex, ref, rtol=1e-5, atol=1e-6), (flex, ref)
+
+
+def sft_cli_error(demo_data, tiny_model_dir, out, monkeypatch, capsys, **extra) -> list[str]:
     index = demo_data / "index"
-    flags = {"base_model": tiny_model_dir, "train_file": split_path(demo_data, "train"), "output_dir": tmp_path,
+    flags = {"base_model": tiny_model_dir, "train_file": split_path(demo_data, "train"), "output_dir": out,
              "sid_index_path": index / f"{CATEGORY}.index.json", "item_meta_path": index / f"{CATEGORY}.item.json",
-             "packing": "true", "group_by_length": "true"}
+             **extra}
     monkeypatch.setattr(sys, "argv", ["sft.py", *[f"--{k}={v}" for k, v in flags.items()]])
     with pytest.raises(SystemExit) as exit_info:
         cli.run(sft.main, sft.Args)
     assert exit_info.value.code == cli.SETUP_EXIT_CODE
-    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert not out.exists()  # nothing written, run_config.yaml included
+    return [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+
+
+def test_packing_with_group_by_length_is_one_line_error(demo_data, tiny_model_dir, tmp_path, monkeypatch, capsys):
+    err = sft_cli_error(demo_data, tiny_model_dir, tmp_path / "out", monkeypatch, capsys, packing="true",
+                        group_by_length="true")
     assert err == ["error: --group_by_length only saves padding, which --packing has none of; set one of them"]
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="flex attention trains on CUDA")
+def test_flex_attention_on_cpu_is_one_line_error(demo_data, tiny_model_dir, tmp_path, monkeypatch, capsys):
+    err = sft_cli_error(demo_data, tiny_model_dir, tmp_path / "out", monkeypatch, capsys, packing="true",
+                        attn_implementation="flex_attention")
+    assert err == ["error: --attn_implementation flex_attention trains on CUDA only (torch has no CPU backward for it); "
+                   "use sdpa here"]
