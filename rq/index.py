@@ -184,21 +184,45 @@ def reconstruction_error(x: np.ndarray, codes: np.ndarray, codebooks: list[np.nd
     return float(((x - x_hat) ** 2).sum() / max((x ** 2).sum(), 1e-12))
 
 
+def sid_stats(codes: np.ndarray, sizes: list[int] | None = None, codes_before: np.ndarray | None = None) -> dict:
+    """An index's SID figures as plain data (JSON-ready), for the report and for benches that compare candidates.
+
+    collision_groups / collided_items: groups of >= 2 items sharing a full SID and the items in them (of `codes`;
+    with `codes_before`, also `*_before`: straight out of the quantiser); codes_used: per level; levels: level_stats
+    rows; first_level_items_max / _median: items per used first-level code (the first decoding step's branches)."""
+    codes = np.asarray(codes)
+    groups = collision_groups(codes)
+    per_first = np.bincount(codes[:, 0])
+    per_first = per_first[per_first > 0]
+    levels = level_stats(codes, sizes)
+    stats = {"items": len(codes), "num_levels": codes.shape[1],
+             "collision_groups": len(groups), "collided_items": sum(map(len, groups)),
+             "codes_used": [s["used"] for s in levels], "levels": levels,
+             "first_level_items_max": int(per_first.max()), "first_level_items_median": float(np.median(per_first))}
+    if codes_before is not None:
+        before = collision_groups(codes_before)
+        stats.update(collision_groups_before=len(before), collided_items_before=sum(map(len, before)))
+    return stats
+
+
 def report(name: str, codes_before: np.ndarray, codes_after: np.ndarray, sizes: list[int] | None = None,
            error: float | None = None) -> str:
     """The table every run prints: collisions before/after and per-level usage of the final codes."""
-    before, after = collision_groups(codes_before), collision_groups(codes_after)
-    collisions = (f"collision groups: {len(after)} ({sum(map(len, after))} items)" if codes_before is codes_after
-                  else f"collision groups before: {len(before)} ({sum(map(len, before))} items)   "
-                       f"after: {len(after)} ({sum(map(len, after))} items)")
+    stats = sid_stats(codes_after, sizes, None if codes_before is codes_after else codes_before)
+    after = f"{stats['collision_groups']} ({stats['collided_items']} items)"
+    collisions = (f"collision groups: {after}" if codes_before is codes_after
+                  else f"collision groups before: {stats['collision_groups_before']} "
+                       f"({stats['collided_items_before']} items)   after: {after}")
     lines = [
-        f"== {name}: {len(codes_after)} items, {codes_after.shape[1]} levels",
+        f"== {name}: {stats['items']} items, {stats['num_levels']} levels",
         collisions,
         *([f"reconstruction error of the final codes (relative squared error): {error:.3f}"] if error is not None
           else []),
+        f"items per first-level code: max {stats['first_level_items_max']}, "
+        f"median {stats['first_level_items_median']:g} (over {stats['codes_used'][0]} used codes)",
         f"{'level':<6}{'size':>6}{'used':>6}{'used%':>8}{'entropy':>9}{'max':>7}{'largest':>9}",
     ]
-    for s in level_stats(codes_after, sizes):
+    for s in stats["levels"]:
         lines.append(f"{s['level']:<6}{s['size']:>6}{s['used']:>6}{100 * s['used'] / s['size']:>7.1f}%"
                      f"{s['entropy']:>9.2f}{s['max_entropy']:>7.2f}{s['largest']:>9}")
     return "\n".join(lines)

@@ -1,11 +1,13 @@
-"""Item text (title + description from item.json) -> embeddings `.npy` + item ids `.ids.json`.
+"""Item text (item.json fields, default title + description) -> embeddings `.npy` + item ids `.ids.json`.
 
 Row i of `<output_path>` (.npy, float32 [N, D]) embeds item `ids[i]` of `<output_path minus .npy>.ids.json`;
-the ids follow item.json's key order. Three methods:
+the ids follow item.json's key order. `--fields` picks the item.json keys embedded, "+"-joined in order
+(default title+description); each field is flattened to text and the fields are joined by ". ". Three methods,
+each printing its throughput (`[text2emb] N items in S s: R items/s (method, device)`, model loading included):
 
-- `sentence_transformers` (default): a LOCAL model directory (`--model_path`, nothing is downloaded),
-  mean or last-token pooling, optional L2 normalisation. Under `accelerate launch` each process
-  embeds its share of the catalogue and the main process joins the parts.
+- `sentence_transformers` (default): a LOCAL model directory (`--model_path`, nothing is downloaded, e.g.
+  models/all-MiniLM-L6-v2 from `make minilm`), mean or last-token pooling, optional L2 normalisation. Under
+  `accelerate launch` each process embeds its share of the catalogue and the main process joins the parts.
 - `causal_lm`: any local causal LM directory (`--model_path`, e.g. models/SmolLM2-135M from
   `make pretrained`, or an SFT checkpoint): the attention-masked mean of the last hidden states of the
   item text (`--normalize` applies). Under `accelerate launch` the catalogue is split as above.
@@ -13,6 +15,8 @@ the ids follow item.json's key order. Three methods:
   is saved beside the output (`X.tfidf.joblib`); `--tfidf_fit X.tfidf.joblib` embeds new items with it.
 
     python -m rq.text2emb --item_meta_path Cat.item.json --output_path Cat.emb.npy --model_path /models/qwen3-emb
+    python -m rq.text2emb --item_meta_path Cat.item.json --output_path Cat.emb.npy \
+        --model_path models/all-MiniLM-L6-v2 --fields title+brand+categories+description
     python -m rq.text2emb --item_meta_path Cat.item.json --output_path Cat.emb.npy --method causal_lm \
         --model_path models/SmolLM2-135M
     python -m rq.text2emb --item_meta_path Cat.item.json --output_path Cat.emb.npy --method tfidf --dim 256
@@ -22,6 +26,7 @@ from __future__ import annotations
 import ast
 import html
 import re
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,9 +44,10 @@ METHODS = ("sentence_transformers", "causal_lm", "tfidf")
 
 @dataclass
 class Args:
-    """Embed item title + description into a .npy aligned with an .ids.json of item ids."""
+    """Embed item text (title + description, or --fields) into a .npy aligned with an .ids.json of item ids."""
 
     item_meta_path: str = ""  # item.json
+    fields: str = "title+description"  # "+"-joined item.json keys embedded in this order, e.g. title+brand+categories+description
     output_path: str = ""  # .npy to write; item ids go to the .ids.json beside it
     method: str = "sentence_transformers"  # sentence_transformers | causal_lm (mean-pooled LM hidden states) | tfidf
     model_path: str = ""  # local sentence-transformers, Hugging Face or causal LM model directory
@@ -55,8 +61,11 @@ class Args:
     tfidf_fit: str = ""  # tfidf only: embed with this saved fit (X.tfidf.joblib; new items for rq/add_items.py)
 
 
+DEFAULT_FIELDS = tuple(Args.fields.split("+"))
+
+
 def _flatten(value) -> str:
-    """Description fields come as lists, strings, or strings holding a Python list literal."""
+    """Item fields (description, categories) come as lists, strings, or strings holding a Python list literal."""
     if isinstance(value, str) and value.startswith("[") and value.endswith("]"):
         try:
             value = ast.literal_eval(value)
@@ -67,10 +76,23 @@ def _flatten(value) -> str:
     return str(value or "")
 
 
-def item_text(meta: dict) -> str:
-    """'title. description' with HTML tags and entities removed and whitespace collapsed."""
-    text = f"{meta['title']}. {_flatten(meta.get('description', ''))}"
+def item_text(meta: dict, fields: tuple[str, ...] = DEFAULT_FIELDS) -> str:
+    """The fields joined by ". " ('title. description' by default), HTML tags and entities removed, whitespace
+    collapsed. A missing or empty field keeps its place (an empty sentence), so the default text stays what it was
+    before fields were selectable: 'title.' for an item without a description."""
+    text = ". ".join(_flatten(meta.get(field, "")) for field in fields)
     return " ".join(html.unescape(_TAG.sub(" ", text)).split())
+
+
+def parse_fields(spec: str, meta: dict) -> tuple[str, ...]:
+    """'title+brand' -> ('title', 'brand'); a field no item has is a one-line error naming the file's fields."""
+    fields = tuple(spec.split("+"))
+    known = list(dict.fromkeys(key for info in meta.values() for key in info))  # first-seen order
+    unknown = [field for field in fields if field not in known]
+    if unknown:
+        raise SystemExit(f"error: --fields {spec!r}: no item has {', '.join(map(repr, unknown))}; the items' fields: "
+                         f"{', '.join(known)}")
+    return fields
 
 
 def fit_tfidf(texts: list[str], dim: int = 256, seed: int = 0):
@@ -173,6 +195,43 @@ def causal_lm_embeddings(texts: list[str], model_path: str, batch_size: int = 64
     return np.concatenate(gather_object([part])).astype(np.float32)  # shards in process order == item order
 
 
+def embed(args: Args, texts: list[str]) -> np.ndarray:
+    """texts -> [N, D] with args.method (tfidf also saves its fit beside the output)."""
+    if args.method == "tfidf" and args.tfidf_fit:  # a pickle: load only fits you wrote yourself
+        import joblib
+
+        if not Path(args.tfidf_fit).is_file():
+            raise SystemExit(f"error: --tfidf_fit file not found: {args.tfidf_fit}")
+        return joblib.load(args.tfidf_fit).transform(texts).astype(np.float32)
+    if args.method == "tfidf":
+        import joblib
+
+        pipeline, embeddings = fit_tfidf(texts, args.dim, args.seed)
+        with atomic_path(tfidf_fit_path(args.output_path)) as tmp:
+            joblib.dump(pipeline, tmp)
+        return embeddings
+    if args.method == "causal_lm":
+        return causal_lm_embeddings(texts, args.model_path, args.batch_size, args.max_length, args.normalize,
+                                    args.device)
+    return sentence_embeddings(texts, args.model_path, args.pooling, args.batch_size, args.max_length,
+                               args.normalize, args.device)
+
+
+def throughput_line(method: str, n: int, seconds: float, device: str = "") -> str:
+    """'[text2emb] 3,459 items in 12.3 s: 281 items/s (sentence_transformers, cpu)' (all processes together)."""
+    if method == "tfidf":
+        device = "cpu"
+    else:
+        from accelerate import PartialState
+
+        state = PartialState()  # the device the models ran on when --device is "" (see sentence_embeddings)
+        device = (device or str(state.device)) + (f" x {state.num_processes} processes"
+                                                  if state.num_processes > 1 else "")
+    rate = n / max(seconds, 1e-9)
+    rate_text = f"{rate:,.0f}" if rate >= 100 else f"{rate:.3g}"  # a big LM on CPU runs below 1 item/s
+    return f"[text2emb] {n:,} items in {seconds:.1f} s: {rate_text} items/s ({method}, {device})"
+
+
 def main(args: Args) -> Path | None:
     if not args.item_meta_path or not args.output_path:
         raise SystemExit("error: --item_meta_path and --output_path are required")
@@ -186,35 +245,21 @@ def main(args: Args) -> Path | None:
         meta = load_item_meta(args.item_meta_path)
     except DataError as e:
         raise SystemExit(f"error: {e}") from None
+    fields = parse_fields(args.fields, meta)
     item_ids = list(meta)
-    texts = [item_text(meta[i]) for i in item_ids]
+    texts = [item_text(meta[i], fields) for i in item_ids]
     empty = [i for i, text in zip(item_ids, texts) if not any(c.isalnum() for c in text)]
     if empty:  # its vector would be all zeros (tfidf) or the embedding of ".": no signal to quantise
-        raise SystemExit(f"error: {args.item_meta_path}: item {empty[0]} has an empty title and description "
+        raise SystemExit(f"error: {args.item_meta_path}: item {empty[0]} has an empty {' and '.join(fields)} "
                          f"({len(empty)} item(s) in all)")
-    if args.method == "tfidf" and args.tfidf_fit:  # a pickle: load only fits you wrote yourself
-        import joblib
-
-        if not Path(args.tfidf_fit).is_file():
-            raise SystemExit(f"error: --tfidf_fit file not found: {args.tfidf_fit}")
-        embeddings = joblib.load(args.tfidf_fit).transform(texts).astype(np.float32)
-    elif args.method == "tfidf":
-        import joblib
-
-        pipeline, embeddings = fit_tfidf(texts, args.dim, args.seed)
-        with atomic_path(tfidf_fit_path(args.output_path)) as tmp:
-            joblib.dump(pipeline, tmp)
-    else:
-        if args.method == "causal_lm":
-            embeddings = causal_lm_embeddings(texts, args.model_path, args.batch_size, args.max_length,
-                                              args.normalize, args.device)
-        else:
-            embeddings = sentence_embeddings(texts, args.model_path, args.pooling, args.batch_size, args.max_length,
-                                             args.normalize, args.device)
+    start = time.perf_counter()
+    embeddings = embed(args, texts)
+    if args.method != "tfidf":
         from accelerate import PartialState
 
         if not PartialState().is_main_process:
             return None
+    print(throughput_line(args.method, len(texts), time.perf_counter() - start, args.device), flush=True)
     path = save_embeddings(item_ids, embeddings, args.output_path)
     print(f"wrote {path} {embeddings.shape} and {ids_path(path)}", flush=True)
     return path

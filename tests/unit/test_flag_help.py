@@ -12,7 +12,7 @@ from minionerec.run.flags import usage
 
 MODULES = ["sft", "rl", "evaluate", "sasrec", "recommend", "serve", "compare", "convert_dataset",
            "minionerec.model.tiny", "minionerec.model.pretrained", "rq.text2emb", "rq.rqkmeans", "rq.balanced_rqkmeans", "rq.rqkmeans_plus",
-           "rq.rqvae", "rq.add_items", "rq.report", "data.make_demo_data", "data.amazon18_data_process",
+           "rq.rqvae", "rq.add_items", "rq.report", "rq.minilm", "data.make_demo_data", "data.amazon18_data_process",
            "data.amazon23_data_process", "bench.compare_seeds"]
 
 

@@ -7,7 +7,7 @@ import pytest
 from minionerec.data.formats import load_sid_index
 from rq.common import load_embeddings, parse_sizes, save_embeddings
 from rq.index import (CollisionError, codes_to_sids, collision_groups, level_stats, load_index_codes, make_unique,
-                      reconstruction_error, report, write_index)
+                      reconstruction_error, report, sid_stats, write_index)
 
 # Items 0 and 1 collide on (0, 0, 1); item 2 shares their prefix (0, 0) with last code 0.
 CODES = np.array([[0, 0, 1], [0, 0, 1], [0, 0, 0], [1, 2, 1]])
@@ -59,6 +59,37 @@ def test_report_counts_collisions_and_entropy():
     assert [(s["used"], s["entropy"], s["max_entropy"]) for s in stats] == [(4, 2.0, 2.0), (4, 2.0, 3.0)]
     text = report("t", CODES, make_unique(CODES, "append"))
     assert "collision groups before: 1 (2 items)   after: 0 (0 items)" in text
+
+
+# First-level codes 0 (3 items) and 4 (2 items; codes 1-3 unused); items 3 and 4 share the SID (4, 0).
+SHARED = np.array([[0, 0], [0, 1], [0, 2], [4, 0], [4, 0]])
+
+
+def test_sid_stats_counts_items_per_used_first_level_code():
+    stats = sid_stats(SHARED, [8, 4])
+    assert {k: v for k, v in stats.items() if k != "levels"} == {
+        "items": 5, "num_levels": 2, "collision_groups": 1, "collided_items": 2, "codes_used": [2, 3],
+        "first_level_items_max": 3, "first_level_items_median": 2.5}  # median of (3, 2): unused codes don't count
+    assert stats["levels"] == level_stats(SHARED, [8, 4])
+    before = sid_stats(SHARED[:3], codes_before=np.zeros((3, 2), dtype=int))
+    assert (before["collision_groups_before"], before["collided_items_before"], before["collision_groups"]) == (1, 3, 0)
+    assert json.loads(json.dumps(stats)) == stats  # plain data: a bench stores it and adds its own columns
+
+
+def test_report_prints_items_per_first_level_code():
+    text = report("t", SHARED, SHARED, [8, 4])
+    assert text.splitlines()[1:3] == ["collision groups: 1 (2 items)",
+                                      "items per first-level code: max 3, median 2.5 (over 2 used codes)"]
+    assert text.splitlines()[3].split() == ["level", "size", "used", "used%", "entropy", "max", "largest"]
+
+
+def test_report_cli_json(tmp_path, capsys):
+    from rq import report as report_cli
+
+    path = tmp_path / "X.index.json"  # written by hand: write_index refuses the shared SID
+    path.write_text(json.dumps(dict(zip("abcde", codes_to_sids(SHARED)))))
+    report_cli.main(report_cli.Args(index_path=str(path), codebook_size="8,4", json=True))
+    assert json.loads(capsys.readouterr().out) == sid_stats(SHARED, [8, 4])
 
 
 def test_reconstruction_error_sums_codewords_then_decodes():
