@@ -14,10 +14,10 @@ from types import SimpleNamespace
 
 import torch
 from accelerate import Accelerator
-from step_timing import mean_ms, parse_args, random_qwen2
 from trl import GRPOTrainer
 from trl.trainer.utils import add_fused_lm_head
 
+from bench.step_timing import mean_ms, parse_args, random_qwen2
 from minionerec.rl.trainer import MiniOneRecGRPOTrainer
 
 # (name, vocab, hidden, layers, rollouts per step)
