@@ -42,9 +42,6 @@ class Args:
     tie_word_embeddings: bool = True  # one matrix for the input embedding and the LM head (as Qwen2.5-0.5B/1.5B)
     initializer_range: float = 0.02  # std of every weight matrix at init (transformers' default)
     embedding_std: float = 0.0  # > 0: the input embedding's init std instead (untied only)
-    # attention logits start with std ~ qk_std^2 x hidden x sqrt(head_dim): at 0.02 and width 128 they are ~0.05,
-    # attention is uniform and the model ranks by popularity until it escapes a saddle (bench/RESULTS.md)
-    qk_std: float = 0.0  # > 0: init std of the query and key projections only; 0 = --initializer_range
     architecture: str = "qwen2"  # qwen2 (Qwen2ForCausalLM) | llama (LlamaForCausalLM, as SmolLM2); same shape flags
 
 
@@ -73,14 +70,13 @@ def build_tokenizer(item_meta: dict, sid_tokens: list[str], vocab_size: int) -> 
 def build_tiny_model(output_dir, sid_index_path, item_meta_path, hidden_size=64, num_layers=2, num_heads=4,
                      num_kv_heads=2, intermediate_size=256, vocab_size=4000, max_position_embeddings=2048,
                      seed=0, model_vocab_size=0, tie_word_embeddings=True, initializer_range=0.02,
-                     embedding_std=0.0, architecture="qwen2", qk_std=0.0) -> Path:
+                     embedding_std=0.0, architecture="qwen2") -> Path:
     if architecture not in ARCHITECTURES:
         raise SystemExit(f"error: --architecture must be one of {', '.join(ARCHITECTURES)}, got {architecture!r}")
     config_cls, model_cls = ARCHITECTURES[architecture]
-    if embedding_std < 0 or (embedding_std and tie_word_embeddings) or initializer_range <= 0 or qk_std < 0:
+    if embedding_std < 0 or (embedding_std and tie_word_embeddings) or initializer_range <= 0:
         raise SystemExit(f"error: --embedding_std must be >= 0 and needs --tie_word_embeddings false (it would scale "
-                         f"the tied LM head too), --initializer_range > 0, --qk_std >= 0; got {embedding_std}, "
-                         f"{initializer_range}, {qk_std}")
+                         f"the tied LM head too), --initializer_range > 0; got {embedding_std}, {initializer_range}")
     torch.manual_seed(seed)
     tokenizer = build_tokenizer(load_item_meta(item_meta_path), sid_vocabulary(load_sid_index(sid_index_path)),
                                 vocab_size)
@@ -94,10 +90,6 @@ def build_tiny_model(output_dir, sid_index_path, item_meta_path, hidden_size=64,
     model = model_cls(config)
     if embedding_std > 0:
         torch.nn.init.normal_(model.get_input_embeddings().weight, std=embedding_std)
-    if qk_std > 0:
-        for layer in model.model.layers:
-            torch.nn.init.normal_(layer.self_attn.q_proj.weight, std=qk_std)
-            torch.nn.init.normal_(layer.self_attn.k_proj.weight, std=qk_std)
     output_dir = Path(output_dir)
     model.save_pretrained(output_dir)
     tokenizer.save_pretrained(output_dir)
