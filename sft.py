@@ -69,6 +69,8 @@ class Args:
     packing: bool = False  # each micro-batch as one row without padding, same loss (minionerec/data/packing.py)
     # sdpa computes a packed row's masked cross-row pairs too (a dense mask); flex_attention's block mask skips them
     attn_implementation: str = "sdpa"  # sdpa (padding-safe) | flex_attention (CUDA only: no CPU backward) | eager
+    # fuses the small ops around the matmuls; the first steps compile (~1 min), each new batch shape recompiles
+    torch_compile: bool = False  # torch.compile the model (inductor); the Trainer's own option
     # tasks (upstream sft.py at 81b4ba9 trains all five; later upstream commits dropped d and e)
     task_sid_history: bool = True  # (a) SID history -> next SID
     task_item_alignment: bool = True  # (b) title -> SID and SID -> title
@@ -224,6 +226,7 @@ def training_arguments(args: Args, grad_accum: int, world_size: int, ds_config: 
         activation_checkpointing=args.gradient_checkpointing,
         activation_checkpointing_kwargs={"use_reentrant": False} if args.gradient_checkpointing else None,
         bf16=best_dtype() == torch.bfloat16,
+        torch_compile=args.torch_compile,
         train_sampling_strategy="group_by_length" if args.group_by_length else "random",
         eval_strategy="steps" if evaluate else "no",
         eval_steps=args.eval_steps,
