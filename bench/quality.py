@@ -4,6 +4,8 @@
     python -m bench.quality --preset cpu --category Office_Products --stages sft --seeds 42+1+2+3+4 --threads 1
     python -m bench.quality --preset cpu --set "sft.learning_rate=1e-3,rl.beta=0,tiny.hidden_size=64"
     python -m bench.quality --preset smoke --data_dir DIR --category Demo   # seconds (the test)
+    python -m bench.quality --preset cpu --sids auto --sid_candidates release,tfidf+rqkmeans,minilm+rqkmeans
+                                                    # per dataset, the SIDs with the best SFT valid NDCG@10 (first seed)
     python -m bench.quality --preset gpu            # bigger model, more steps (untested here: no GPU was lent)
     python -m bench.quality --preset gpu_pretrained # SmolLM2-135M vs its random-weight twin vs SASRec (docs/pretrained.md)
     python -m bench.quality --preset smoke --base_model DIR --category Industrial_and_Scientific --threads 1
@@ -28,6 +30,11 @@ with that run's predictions, quality.png (bars), curves.csv + curves.png (SFT tr
 reference curves in bench/reference/). RL runs with rl.py's regression guard when the preset sets
 keep_best: its final checkpoint is the best valid NDCG@10 of its evaluations, the SFT weights included.
 Tune on valid only: the test table is for reporting.
+SIDs (`--sids`, bench/sids.py): `release` (the default) trains on each dataset's own index.json; `<encoder>+<quantiser>`
+(tfidf+rqkmeans, minilm+balanced_rqkmeans, ...) on an index built from the items' text, the dataset re-indexed into
+<category dir>/sids/<candidate>/; `auto` builds every `--sid_candidates` entry, trains SFT on each with the first seed
+(valid sample only), prints the candidates table (collisions, codes used per level, items per first-level code, valid
+NDCG@10, paired per-user difference to the release) into results.json's "sids", and runs the bench on the best.
 Each preset is the recipe recipes/quality_<preset>.yaml (`--recipe PATH` runs another), read by the scripts' own
 code (minionerec.run.config): sections sft, rl, evaluate, sasrec and tiny (minionerec.model.tiny) hold those
 scripts' own flags; `--set section.flag=value,...` overrides any of them, by the same names. The repo must be
@@ -43,6 +50,8 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
+
+from bench import sids
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -139,6 +148,9 @@ class Args:
     stages: str = "all"  # all | sft (tiny model, SFT and its evaluation only: no SASRec, no RL)
     base_model: str = ""  # SFT from this local model directory, not a tiny one; "" = the preset's (gpu_pretrained: models/SmolLM2-135M); "tiny" = build one
     scratch_arm: str = "auto"  # auto | on | off: beside a pretrained base model, its architecture from random weights trained the same way; auto = on with a pretrained base model
+    sids: str = "release"  # release (each dataset's own index) | <encoder>+<quantiser> built from item text, e.g. tfidf+rqkmeans (bench/sids.py) | auto: per dataset the --sid_candidates entry with the best SFT valid NDCG@10 (first seed)
+    sid_candidates: str = "release,tfidf+rqkmeans,minilm+rqkmeans"  # ","-joined candidates --sids auto compares; encoders tfidf | minilm | smollm2, quantisers rqkmeans | balanced_rqkmeans | rqkmeans_plus | rqvae
+    sid_shape: str = "3x256"  # levels x codes per level of every built index (fewer codes for a catalogue this small: the demo's 3x16)
 
 
 @dataclass
@@ -536,20 +548,82 @@ def kept_sft(guard: dict | None) -> bool:
     return guard is not None and guard["chosen_step"] == 0
 
 
-def run_dataset(args: Args, plan: Plan, category: str, out_dir: Path) -> dict:
-    """Every stage on one dataset, once per seed; prints the per-seed tables and writes results.json's dict."""
-    paths = data_paths(args.data_dir, category)
+def dataset_sids(args: Args, plan: Plan, sid_plan: sids.SidPlan, category: str,
+                 out_dir: Path) -> tuple[str, dict | None]:
+    """The SID stage (bench/sids.py): the data directory the dataset's bench runs on, and what results.json records
+    of the choice (None for --sids release: the dataset as given, nothing built, nothing printed). With several
+    candidates (auto), each trains SFT with the first seed and is scored on the valid sample; the best valid
+    NDCG@10 wins, the first listed on a tie."""
+    if sid_plan.mode == sids.RELEASE:
+        return args.data_dir, None
+    with Stage("SIDs: build candidates"):
+        built, note = sids.prepare(sid_plan, args.data_dir, category, out_dir / "sids")
+    if note:
+        print(f"[quality] {category}: {note}", flush=True)
+    scores = score_sid_candidates(plan, category, built, out_dir / "sids") if len(built) > 1 else {}
+    chosen = max(built, key=lambda b: scores[b.name]["ndcg10"]) if scores else built[0]
+    users = f", {scores[chosen.name]['valid']['users']} valid users" if scores else ""
+    title = f"{category}: SID candidates" + (f" (SFT seed {plan.seeds[0]}{users}; the best valid NDCG@10 is kept)"
+                                             if scores else "")
+    print("\n" + sids.format_table(title, built, scores, chosen.name), flush=True)
+    record = {"mode": sid_plan.mode, "asked": [c.name for c in sid_plan.candidates], "note": note,
+              "shape": args.sid_shape, "chosen": chosen.name, "data_dir": chosen.data_dir,
+              "candidates": {b.name: {"data_dir": b.data_dir, "stats": b.stats, **scores.get(b.name, {})}
+                             for b in built}}
+    if scores:
+        record["selection_seed"] = plan.seeds[0]
+    return chosen.data_dir, record
+
+
+def score_sid_candidates(plan: Plan, category: str, built: list[sids.Built], sid_dir: Path) -> dict[str, dict]:
+    """Per candidate: SFT with the first seed on its data, as the bench trains it (a tiny model built on its index:
+    the tokenizer holds the SIDs), scored on the valid sample; with the release among them, each other candidate's
+    per-user NDCG@10 minus the release's, paired by item id (the SIDs differ, the rows do not)."""
+    seed = plan.seeds[0]
+    scores = {b.name: sft_valid(plan, category, b.name, b.data_dir, sid_dir / b.name / f"sft_seed_{seed}", seed)
+              for b in built}
+    runs = {"predictions": {name: {"valid": score["predictions"]} for name, score in scores.items()}}
+    for name, score in scores.items():
+        if sids.RELEASE in scores and name != sids.RELEASE:
+            score["vs_release"] = paired_methods(runs, sids.RELEASE, name, "valid")
+    return scores
+
+
+def sft_valid(plan: Plan, category: str, name: str, data_dir: str, out_dir: Path, seed: int) -> dict:
+    """One candidate's SFT run (the same steps as run_seed's for this seed: seeded, then the base model, then SFT)
+    and its evaluation on the valid sample only (the choice never sees test): valid metrics, NDCG@10, predictions."""
+    from transformers import set_seed
+
+    paths = data_paths(data_dir, category)
+    valid = {"valid": sample_split(paths["valid"], plan.eval_sample, SAMPLE_SEED, out_dir / "samples" / "valid.csv")}
+    set_seed(seed)
+    base = base_model(plan, paths, out_dir, seed)
+    with Stage(f"SIDs {name}: SFT (seed {seed})"):
+        run_sft(plan, paths, category, base, out_dir, seed)
+    with Stage(f"SIDs {name}: evaluate SFT (valid)"):
+        metrics = run_eval(plan, str(out_dir / "sft" / "final_checkpoint"), paths, valid, out_dir / "eval_sft",
+                           SAMPLE_SEED)["valid"]
+    return {"valid": metrics, "ndcg10": metrics["NDCG@10"],
+            "predictions": prediction_paths(out_dir / "eval_sft", valid)["valid"]}
+
+
+def run_dataset(args: Args, plan: Plan, sid_plan: sids.SidPlan, category: str, out_dir: Path) -> dict:
+    """Every stage on one dataset, once per seed, on the SIDs the SID stage chose; prints the per-seed tables and
+    writes results.json's dict."""
     out_dir.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     print(f"\n[quality] ##### {category} -> {out_dir}", flush=True)
+    data_dir, sid_record = dataset_sids(args, plan, sid_plan, category, out_dir)
+    paths = data_paths(data_dir, category)
     splits = {s: sample_split(paths[s], plan.eval_sample, SAMPLE_SEED, out_dir / "samples" / f"{s}.csv")
               for s in ("valid", "test")}
     with Stage("popularity"):  # no training: the same for every seed
         popularity = run_popularity(paths, splits, plan.evaluate.num_beams)
     runs = {seed: run_seed(args, plan, paths, category, splits, popularity, out_dir / f"seed_{seed}", seed)
             for seed in plan.seeds}
-    result = {"args": asdict(args), "category": category, "knobs": plan.record(), "data": paths, "samples": splits,
-              "seeds": runs, "over_seeds": over_seeds_summary(runs), "total_s": round(time.perf_counter() - start, 1)}
+    result = {"args": asdict(args), "category": category, "knobs": plan.record(), "data": paths,
+              **({"sids": sid_record} if sid_record else {}), "samples": splits, "seeds": runs,
+              "over_seeds": over_seeds_summary(runs), "total_s": round(time.perf_counter() - start, 1)}
     print(f"\n[quality] ##### {category}: {len(runs)} seeds, total {result['total_s'] / 60:.1f} min")
     print_seed_tables(result)
     (out_dir / "results.json").write_text(json.dumps(result, indent=1))
@@ -794,6 +868,7 @@ def main(args: Args) -> dict:
     """One dataset: its results.json dict. Several ("+"-joined --category): {category: results} plus a closing
     table of every dataset's NDCG@10 ratios."""
     plan = resolve(args)
+    sid_plan = sids.parse(args.sids, args.sid_candidates, args.sid_shape)
     categories = [c for c in args.category.split("+") if c]
     if not categories or len(set(categories)) != len(categories):
         raise SystemExit(f"error: --category must be '+'-joined distinct names, got {args.category!r}")
@@ -816,7 +891,8 @@ def main(args: Args) -> dict:
           f"{'; beside it the scratch arm: its architecture from random weights' if plan.scratch_arm else ''}\n"
           f"[quality] recipe {plan.recipe}, seeds {plan.seeds}, eval_sample {plan.eval_sample}; values other than "
           f"each script's defaults:\n{changed}", flush=True)
-    results = {category: run_dataset(args, plan, category, out_root / category if len(categories) > 1 else out_root)
+    results = {category: run_dataset(args, plan, sid_plan, category,
+                                     out_root / category if len(categories) > 1 else out_root)
                for category in categories}
     if len(categories) == 1:
         return results[categories[0]]

@@ -142,3 +142,108 @@ def test_paired_methods_scores_sasrec_on_item_ids(tmp_path):
     sasrec.write_text(json.dumps([{"item_id": "3", "predict": ["3"]}, {"item_id": "2", "predict": ["2"]}]))
     with pytest.raises(SystemExit, match="scored different test rows"):
         quality.paired_methods(run, "SASRec", "MiniOneRec SFT+RL", "test")
+
+
+@pytest.mark.parametrize("flags, message", [
+    (dict(sids="bert+rqkmeans"), "unknown encoder 'bert'; encoders: tfidf, minilm, smollm2"),
+    (dict(sids="tfidf+kmeans"), "unknown quantiser 'kmeans'; quantisers: rqkmeans, balanced_rqkmeans"),
+    (dict(sids="tfidf"), "'tfidf' is not release or <encoder>\\+<quantiser>"),
+    (dict(sids="tfidf+rqkmeans+rqvae"), "is not release or <encoder>\\+<quantiser>"),
+    (dict(sids="auto", sid_candidates="release,tfidf+rqkmeans,release"), "--sid_candidates repeats a candidate"),
+    (dict(sids="auto", sid_candidates="release,tfidf+rqkmeans,"), "--sid_candidates: '' is not release or"),
+    (dict(sids="auto", sid_candidates="release+tfidf+rqkmeans"),
+     "--sid_candidates: 'release\\+tfidf\\+rqkmeans' is not release .*candidates are ','-joined"),
+    (dict(sids="auto", sid_candidates="release,tfidf+rqvqe"), "--sid_candidates tfidf\\+rqvqe: unknown quantiser"),
+    # fire passes "release,minilm" (bare words only) as a tuple; the str flag holds its repr
+    (dict(sids="auto", sid_candidates=str(("release", "minilm"))), "--sid_candidates: 'minilm' is not release"),
+    (dict(sids="tfidf+rqkmeans", sid_shape="3by256"), "--sid_shape must be <levels>x<codes per level>"),
+])
+def test_bad_sid_flags_fail_early(tmp_path, flags, message):
+    with pytest.raises(SystemExit, match=message) as e:
+        quality.main(quality.Args(preset="smoke", output_dir=str(tmp_path / "q"), **flags))
+    assert str(e.value.code).startswith("error: ") and "\n" not in str(e.value.code)
+    assert not (tmp_path / "q").exists()  # nothing written
+
+
+def test_sid_flags_parse_into_a_plan(monkeypatch):
+    from bench import sids
+
+    assert sids.parse("release", "anything", "3x256") == sids.SidPlan("release", (sids.Candidate(),), 3, 256)
+    one = sids.parse("tfidf+balanced_rqkmeans", "", "2x64")
+    assert (one.mode, [c.name for c in one.candidates], one.levels, one.codebook_size) == (
+        "one", ["tfidf+balanced_rqkmeans"], 2, 64)
+    auto = sids.parse("auto", quality.Args.sid_candidates, quality.Args.sid_shape)
+    assert auto.mode == "auto" and [c.name for c in auto.candidates] == quality.Args.sid_candidates.split(",")
+    # an encoder's local model is checked before anything is built: nothing is downloaded
+    monkeypatch.setitem(sids.ENCODERS, "minilm", ("sentence_transformers", "models/no-such-model", "make minilm"))
+    with pytest.raises(SystemExit, match="encoder minilm needs the local model models/no-such-model \\(make minilm"):
+        sids.parse("auto", "release,minilm+rqkmeans", "3x256")
+
+
+def test_one_sid_candidate_is_built_reindexed_and_reported(tmp_path, demo_data, demo_category, capsys):
+    """--sids tfidf+rqkmeans: the dataset re-indexed into <out>/sids/tfidf+rqkmeans/ (same rows and item ids, the new
+    index's SIDs), no training to choose, the report printed and recorded."""
+    import pandas as pd
+
+    from bench import sids
+    from minionerec.data.formats import load_sid_index
+
+    args = quality.Args(data_dir=str(demo_data), category=demo_category, preset="smoke", sids="tfidf+rqkmeans",
+                        sid_shape="3x16")
+    sid_plan = sids.parse(args.sids, args.sid_candidates, args.sid_shape)
+    data_dir, record = quality.dataset_sids(args, quality.resolve(args), sid_plan, demo_category, tmp_path)
+    assert data_dir == str(tmp_path / "sids" / "tfidf+rqkmeans") == record["data_dir"]
+    assert record["chosen"] == "tfidf+rqkmeans" and record["mode"] == "one" and record["note"] is None
+    stats = record["candidates"]["tfidf+rqkmeans"]["stats"]
+    assert stats["collision_groups"] == 0 and len(stats["codes_used"]) == 3 and max(stats["codes_used"]) <= 16
+    assert "ndcg10" not in record["candidates"]["tfidf+rqkmeans"]  # one candidate: nothing to choose, no SFT
+    paths = quality.data_paths(data_dir, demo_category)
+    index = load_sid_index(paths["index"])
+    for split in ("train", "valid", "test"):
+        old, new = pd.read_csv(quality.data_paths(str(demo_data), demo_category)[split]), pd.read_csv(paths[split])
+        assert list(old["item_id"]) == list(new["item_id"])
+        assert list(new["item_sid"]) == ["".join(index[str(i)]) for i in new["item_id"]]
+    assert "== Demo: SID candidates\n" in capsys.readouterr().out
+
+
+def test_two_quantisers_share_one_embedding_run(tmp_path, demo_data, demo_category, capsys):
+    import shutil
+
+    from bench import sids
+
+    data = tmp_path / "data"
+    shutil.copytree(demo_data, data)
+    plan = sids.parse("auto", "release,tfidf+rqkmeans,tfidf+balanced_rqkmeans", "3x16")
+    built, note = sids.prepare(plan, str(data), demo_category, tmp_path / "sids")
+    assert note is None and [b.name for b in built] == ["release", "tfidf+rqkmeans", "tfidf+balanced_rqkmeans"]
+    assert built[0].data_dir == str(data) and built[0].stats["items"] == built[1].stats["items"] == 80
+    printed = capsys.readouterr().out
+    assert printed.count("[text2emb]") == 1 and printed.count("tfidf embeddings: ") == 1  # embedded once, then cached
+    assert built[2].stats["levels"][0]["largest"] == 5  # balanced: 80 items over 16 first-level codes
+    meta_path = data / "index" / f"{demo_category}.item.json"  # another text: embedded again, not the cache
+    meta_path.write_text(meta_path.read_text().replace("work", "play"))
+    sids.prepare(sids.parse("tfidf+rqkmeans", "", "3x16"), str(data), demo_category, tmp_path / "sids")
+    assert capsys.readouterr().out.count("[text2emb]") == 1
+
+
+def test_items_without_text_keep_the_release_sids(tmp_path, demo_data, demo_category, capsys):
+    import shutil
+
+    from bench import sids
+
+    data = tmp_path / "data"
+    shutil.copytree(demo_data, data)
+    meta_path = data / "index" / f"{demo_category}.item.json"
+    meta = json.loads(meta_path.read_text())
+    first = next(iter(meta))
+    meta[first].update(title="", description="")
+    meta_path.write_text(json.dumps(meta))
+    args = quality.Args(data_dir=str(data), category=demo_category, preset="smoke", sids="tfidf+rqkmeans",
+                        sid_shape="3x16")
+    data_dir, record = quality.dataset_sids(args, quality.resolve(args), sids.parse(args.sids, "", args.sid_shape),
+                                            demo_category, tmp_path / "out")
+    assert data_dir == str(data) and record["chosen"] == "release" and list(record["candidates"]) == ["release"]
+    note = f"no usable item text (item {first} has an empty title and description (1 of 80 items)): keeping the " \
+           "release SIDs, not tfidf+rqkmeans"
+    assert record["note"] == note and f"[quality] {demo_category}: {note}" in capsys.readouterr().out
+    assert not (tmp_path / "out" / "sids" / "embeddings").exists()  # nothing embedded

@@ -125,3 +125,38 @@ def test_smoke_preset_with_a_pretrained_base_model_adds_the_scratch_arm(tmp_path
     rows = [(line[:5].strip(), line[6:24].strip()) for line in table.splitlines()[3:15]]  # split, method columns
     assert rows == [(split, m) for split in ("valid", "test") for m in ["popularity", "SASRec", *arm_methods]]
     assert "== NDCG@10 by seed" not in printed  # the single-arm tables give way to the one table
+
+
+def test_smoke_preset_sids_auto_keeps_the_best_candidate_on_valid(demo_data, demo_category, tmp_path, capsys):
+    """--sids auto over the release and two TF-IDF indexes (RQ-KMeans, balanced RQ-KMeans; one embedding run): each
+    trains SFT with the first seed and is scored on the valid sample, the candidates table is printed and recorded,
+    and the bench (every seed) trains on the best one's data."""
+    names = ["release", "tfidf+rqkmeans", "tfidf+balanced_rqkmeans"]
+    out = tmp_path / "quality"
+    quality.main(quality.Args(data_dir=str(demo_data), category=demo_category, preset="smoke", stages="sft",
+                              sids="auto", sid_candidates=",".join(names), sid_shape="3x16", output_dir=str(out),
+                              eval_sample=40, threads=1, set="sft.max_steps=8"))
+    printed = capsys.readouterr().out
+    saved = json.loads((out / "results.json").read_text())
+    record = saved["sids"]
+    assert list(record["candidates"]) == names and record["mode"] == "auto" and record["selection_seed"] == 42
+    scores = {name: record["candidates"][name]["ndcg10"] for name in names}
+    chosen = record["chosen"]
+    assert chosen == max(names, key=scores.get)  # the first listed on a tie
+    for name in names[1:]:  # paired by item id against the release, on the same 40 valid rows
+        d = record["candidates"][name]["vs_release"]
+        assert d["users"] == 40 and d["mean"] == pytest.approx(scores[name] - scores["release"])
+    for name in names:  # the choice trained the first seed only
+        assert [p.name for p in (out / "sids" / name).glob("sft_seed_*")] == ["sft_seed_42"]
+    table = printed[printed.index(f"== {demo_category}: SID candidates (SFT seed 42, 40 valid users"):].splitlines()
+    assert [line.split()[0] for line in table[2:5]] == names and f"{chosen} *" in table[2 + names.index(chosen)]
+    assert f"{scores[chosen]:.4f}" in table[2 + names.index(chosen)] and table[5].endswith(f"trains on: {chosen}")
+    # the bench trained every seed on the chosen data: its index, its splits
+    chosen_dir = str(demo_data) if chosen == "release" else str(out / "sids" / chosen)
+    assert record["data_dir"] == chosen_dir and saved["data"]["train"].startswith(chosen_dir)
+    for seed in ("42", "1"):
+        flags = yaml.safe_load((out / f"seed_{seed}" / "sft" / "run_config.yaml").read_text())["args"]
+        assert flags["train_file"]["value"] == saved["data"]["train"]
+        assert flags["sid_index_path"]["value"] == saved["data"]["index"]
+    # same seed, same steps, same rows: the choice's figure is the bench's seed-42 SFT valid NDCG@10
+    assert saved["seeds"]["42"]["metrics"]["MiniOneRec SFT"]["valid"]["NDCG@10"] == pytest.approx(scores[chosen])
