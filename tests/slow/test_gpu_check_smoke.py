@@ -30,4 +30,4 @@ def test_gpu_check_smoke_on_cpu(tmp_path):
     assert report["eval"][0]["batch"] == "8 (auto)"  # evaluate.py's automatic batch on CPU
     assert report["rl"]["steps_timed"] == 2 and report["rl"]["finite_steps"] == "2/2"
     assert "== gpu_check: cpu" in proc.stdout and "tokens/s" in proc.stdout
-    assert "tiny batch 8 packed, 4 timed steps" in proc.stdout and "tiny batch 8 packed/padded" in proc.stdout
+    assert "tiny batch 8 packed (sdpa), 4 timed steps" in proc.stdout and "tiny batch 8 packed/padded" in proc.stdout
