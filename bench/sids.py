@@ -117,16 +117,16 @@ def parse(sids: str, candidates: str, shape: str) -> SidPlan:
 
 def text_problem(meta_path) -> str | None:
     """Why rq.text2emb would refuse this catalogue's default text (title + description), else None: a field no item
-    has, or an item whose text has no letter or digit (text2emb's own rule: such a vector carries no signal)."""
+    has, or an item without usable text (text2emb's own rule, textless_items)."""
     from minionerec.data.formats import load_item_meta
-    from rq.text2emb import Args, item_text, parse_fields
+    from rq.text2emb import Args, item_text, parse_fields, textless_items
 
     meta = load_item_meta(meta_path)
     try:
         fields = parse_fields(Args.fields, meta)
     except SystemExit as e:
         return str(e.code).removeprefix("error: ")
-    empty = [i for i, info in meta.items() if not any(c.isalnum() for c in item_text(info, fields))]
+    empty = textless_items(list(meta), [item_text(info, fields) for info in meta.values()])
     if empty:
         return f"item {empty[0]} has an empty {' and '.join(fields)} ({len(empty)} of {len(meta)} items)"
     return None

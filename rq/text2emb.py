@@ -84,6 +84,12 @@ def item_text(meta: dict, fields: tuple[str, ...] = DEFAULT_FIELDS) -> str:
     return " ".join(html.unescape(_TAG.sub(" ", text)).split())
 
 
+def textless_items(item_ids: list[str], texts: list[str]) -> list[str]:
+    """Items whose text has no letter or digit: its vector would be all zeros (tfidf) or the embedding of ".", no
+    signal to quantise."""
+    return [i for i, text in zip(item_ids, texts) if not any(c.isalnum() for c in text)]
+
+
 def parse_fields(spec: str, meta: dict) -> tuple[str, ...]:
     """'title+brand' -> ('title', 'brand'); a field no item has is a one-line error naming the file's fields."""
     fields = tuple(spec.split("+"))
@@ -248,8 +254,8 @@ def main(args: Args) -> Path | None:
     fields = parse_fields(args.fields, meta)
     item_ids = list(meta)
     texts = [item_text(meta[i], fields) for i in item_ids]
-    empty = [i for i, text in zip(item_ids, texts) if not any(c.isalnum() for c in text)]
-    if empty:  # its vector would be all zeros (tfidf) or the embedding of ".": no signal to quantise
+    empty = textless_items(item_ids, texts)
+    if empty:
         raise SystemExit(f"error: {args.item_meta_path}: item {empty[0]} has an empty {' and '.join(fields)} "
                          f"({len(empty)} item(s) in all)")
     start = time.perf_counter()
