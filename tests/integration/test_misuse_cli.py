@@ -7,6 +7,7 @@ import re
 
 import pandas as pd
 import pytest
+import torch
 
 import compare
 import evaluate
@@ -29,6 +30,13 @@ from test_bad_inputs import cli_error, index_path, rl_flags, sft_flags
     (dict(test_beam=0), r"--test_beam must be >= 1, got 0"),
     (dict(eval_step=0), r"--eval_step must be a finite number > 0, got 0"),
     (dict(report_to="wandbx"), r"--report_to must be one of none, wandb, tensorboard, got 'wandbx'"),
+    (dict(packing=True, group_by_length=True),
+     r"^error: --group_by_length only saves padding, which --packing has none of; set one of them$"),
+    (dict(attn_implementation="flash"), r"--attn_implementation must be one of sdpa, flex_attention, eager, got 'flash'"),
+    pytest.param(dict(packing=True, attn_implementation="flex_attention"),
+                 r"^error: --attn_implementation flex_attention trains on CUDA only \(torch has no CPU backward for "
+                 r"it\); use sdpa here$",
+                 marks=pytest.mark.skipif(torch.cuda.is_available(), reason="flex attention trains on CUDA")),
     (dict(output_dir="MODEL/out"), r"--output_dir \S+/out lies inside the model directory --base_model"),
     (dict(base_model="NOWEIGHTS"), r"--base_model \S+noweights: no weights there"),
 ])
@@ -176,8 +184,6 @@ def test_a_failed_final_save_leaves_no_temporary_directory(tmp_path):
         (tmp_path / path).mkdir(parents=True)
         (tmp_path / path / "model.safetensors").write_bytes(b"half")
         raise OSError(28, "No space left on device")
-
-    import torch
 
     trainer = SimpleNamespace(accelerator=SimpleNamespace(unwrap_model=lambda m: m), model=torch.nn.Linear(2, 2),
                               save_model=disk_full, args=SimpleNamespace(should_save=True, bf16=False))

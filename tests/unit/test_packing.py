@@ -1,7 +1,6 @@
 """Packed SFT batches (minionerec/data/packing.py) against the padded reference (AnswerWindowCollator): the same
 loss, parameter gradients, answer logits and Trainer steps, on tiny random Qwen2 and Llama models."""
 import copy
-import sys
 
 import pytest
 import torch
@@ -9,13 +8,10 @@ from datasets import Dataset
 from transformers import Trainer, TrainingArguments
 from transformers.masking_utils import create_causal_mask
 
-import sft
-from conftest import CATEGORY, split_path
 from minionerec.data.packing import PackedCollator
 from minionerec.data.sft_tasks import AnswerWindowCollator
 from minionerec.model.loading import load_tokenizer  # also registers the padding-safe sdpa mask
 from minionerec.model.tiny import ARCHITECTURES
-from minionerec.run import cli
 from test_collate import _features
 
 MODELS = [("qwen2", "sdpa"), ("qwen2", "eager"), ("llama", "sdpa")]  # the masks do not depend on the architecture
@@ -128,30 +124,3 @@ def test_flex_attention_packed_equals_padded_sdpa(features, architecture):
         ref = random_model(architecture, vocab, "sdpa")(**AnswerWindowCollator(pad_token_id=0)(features)).loss
         flex = random_model(architecture, vocab, "flex_attention")(**PackedCollator()(features)).loss
     assert torch.allclose(flex, ref, rtol=1e-5, atol=1e-6), (flex, ref)
-
-
-def sft_cli_error(demo_data, tiny_model_dir, out, monkeypatch, capsys, **extra) -> list[str]:
-    index = demo_data / "index"
-    flags = {"base_model": tiny_model_dir, "train_file": split_path(demo_data, "train"), "output_dir": out,
-             "sid_index_path": index / f"{CATEGORY}.index.json", "item_meta_path": index / f"{CATEGORY}.item.json",
-             **extra}
-    monkeypatch.setattr(sys, "argv", ["sft.py", *[f"--{k}={v}" for k, v in flags.items()]])
-    with pytest.raises(SystemExit) as exit_info:
-        cli.run(sft.main, sft.Args)
-    assert exit_info.value.code == cli.SETUP_EXIT_CODE
-    assert not out.exists()  # nothing written, run_config.yaml included
-    return [line for line in capsys.readouterr().err.splitlines() if line.strip()]
-
-
-def test_packing_with_group_by_length_is_one_line_error(demo_data, tiny_model_dir, tmp_path, monkeypatch, capsys):
-    err = sft_cli_error(demo_data, tiny_model_dir, tmp_path / "out", monkeypatch, capsys, packing="true",
-                        group_by_length="true")
-    assert err == ["error: --group_by_length only saves padding, which --packing has none of; set one of them"]
-
-
-@pytest.mark.skipif(torch.cuda.is_available(), reason="flex attention trains on CUDA")
-def test_flex_attention_on_cpu_is_one_line_error(demo_data, tiny_model_dir, tmp_path, monkeypatch, capsys):
-    err = sft_cli_error(demo_data, tiny_model_dir, tmp_path / "out", monkeypatch, capsys, packing="true",
-                        attn_implementation="flex_attention")
-    assert err == ["error: --attn_implementation flex_attention trains on CUDA only (torch has no CPU backward for it); "
-                   "use sdpa here"]
