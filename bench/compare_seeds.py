@@ -2,8 +2,10 @@
 seeds and users.
 
     python -m bench.compare_seeds --a bench/out/run_a --b bench/out/run_b [--metric NDCG --k 10]
+    python -m bench.compare_seeds --a out/a_s1,out/a_s2 --b out/b_s1,out/b_s2   # one run per seed
 
-Each run is a bench/quality.py output directory (one dataset, or one subdirectory per dataset). For every
+Each run is a bench/quality.py output directory (one dataset, or one subdirectory per dataset), or several joined
+with commas, which are read as one run: a 2-core box trains one seed per bench call, two calls at a time. For every
 seed both runs trained, the per-user difference of their predictions on the same rows (minionerec.ranking.paired);
 then minionerec.ranking.paired.over_seeds says whether the mean difference exceeds both the run-to-run (seed) noise
 and the per-user noise. Rows scored must be the same (the bench's fixed sample); seeds only one run has are
@@ -20,20 +22,29 @@ from pathlib import Path
 class Args:
     """B - A for two bench/quality.py runs, paired over their common seeds and users."""
 
-    a: str = ""  # bench output directory (results.json inside)
+    a: str = ""  # bench output directory (results.json inside), or several joined with commas: one run
     b: str = ""  # the other one, same datasets and rows
     metric: str = "NDCG"  # NDCG | HR
     k: int = 10  # cutoff: compare metric@k (the top k of each prediction list)
     output_json: str = ""  # also write the comparison here
 
 
-def load_runs(path: str, name: str) -> dict[str, dict]:
-    """{category: results.json of one dataset} from a bench output directory."""
-    results = Path(path) / "results.json"
-    if not results.is_file():
-        raise SystemExit(f"error: --{name} {path}: no results.json (a bench/quality.py output directory)")
-    data = json.loads(results.read_text())
-    return {data["category"]: data} if "category" in data else data
+def load_runs(paths: str, name: str) -> dict[str, dict]:
+    """{category: results.json of one dataset} from one bench output directory or several joined with commas,
+    whose seeds are merged per dataset (a seed trained in two of them is an error: which one counts?)."""
+    merged: dict[str, dict] = {}
+    for path in paths.split(","):
+        results = Path(path) / "results.json"
+        if not results.is_file():
+            raise SystemExit(f"error: --{name} {path}: no results.json (a bench/quality.py output directory)")
+        data = json.loads(results.read_text())
+        for category, run in ({data["category"]: data} if "category" in data else data).items():
+            seeds = merged.setdefault(category, {"seeds": {}})["seeds"]
+            if twice := sorted(seeds.keys() & run["seeds"].keys()):
+                raise SystemExit(f"error: --{name}: {category} seed {twice[0]} is in two of its directories "
+                                 f"({paths})")
+            seeds.update(run["seeds"])
+    return merged
 
 
 def compare_runs(a: dict[str, dict], b: dict[str, dict], metric: str, k: int) -> dict:

@@ -102,6 +102,19 @@ def test_compare_seeds_pairs_common_seeds_over_users(tmp_path):
     assert not d["exceeds_noise"]  # the seeds disagree in sign
 
 
+def test_compare_seeds_reads_one_run_per_seed_joined_with_commas(tmp_path):
+    from bench import compare_seeds
+
+    whole = {"1": [["a"], ["x"]], "2": [["x"], ["b"]]}
+    a = fake_run(tmp_path / "a", "Demo", whole)
+    a1, a2 = (fake_run(tmp_path / f"a{s}", "Demo", {s: whole[s]}) for s in whole)
+    b = fake_run(tmp_path / "b", "Demo", {"1": [["x", "a"], ["x"]], "2": [["a"], ["b"]]})
+    joined = compare_seeds.main(compare_seeds.Args(a=f"{a1},{a2}", b=str(b)))
+    assert joined == compare_seeds.main(compare_seeds.Args(a=str(a), b=str(b)))
+    with pytest.raises(SystemExit, match="--a: Demo seed 1 is in two of its directories"):
+        compare_seeds.main(compare_seeds.Args(a=f"{a1},{a}", b=str(b)))
+
+
 def test_compare_seeds_needs_bench_outputs(tmp_path):
     from bench import compare_seeds
 
