@@ -42,6 +42,7 @@ class Args:
     tie_word_embeddings: bool = True  # one matrix for the input embedding and the LM head (as Qwen2.5-0.5B/1.5B)
     initializer_range: float = 0.02  # std of every weight matrix at init (transformers' default)
     embedding_std: float = 0.0  # > 0: the input embedding's init std instead (untied only)
+    attention_dropout: float = 0.0  # dropout on the attention probabilities while training (the config's only dropout)
     architecture: str = "qwen2"  # qwen2 (Qwen2ForCausalLM) | llama (LlamaForCausalLM, as SmolLM2); same shape flags
 
 
@@ -70,13 +71,15 @@ def build_tokenizer(item_meta: dict, sid_tokens: list[str], vocab_size: int) -> 
 def build_tiny_model(output_dir, sid_index_path, item_meta_path, hidden_size=64, num_layers=2, num_heads=4,
                      num_kv_heads=2, intermediate_size=256, vocab_size=4000, max_position_embeddings=2048,
                      seed=0, model_vocab_size=0, tie_word_embeddings=True, initializer_range=0.02,
-                     embedding_std=0.0, architecture="qwen2") -> Path:
+                     embedding_std=0.0, attention_dropout=0.0, architecture="qwen2") -> Path:
     if architecture not in ARCHITECTURES:
         raise SystemExit(f"error: --architecture must be one of {', '.join(ARCHITECTURES)}, got {architecture!r}")
     config_cls, model_cls = ARCHITECTURES[architecture]
     if embedding_std < 0 or (embedding_std and tie_word_embeddings) or initializer_range <= 0:
         raise SystemExit(f"error: --embedding_std must be >= 0 and needs --tie_word_embeddings false (it would scale "
                          f"the tied LM head too), --initializer_range > 0; got {embedding_std}, {initializer_range}")
+    if not 0 <= attention_dropout < 1:
+        raise SystemExit(f"error: --attention_dropout must be in [0, 1), got {attention_dropout}")
     torch.manual_seed(seed)
     tokenizer = build_tokenizer(load_item_meta(item_meta_path), sid_vocabulary(load_sid_index(sid_index_path)),
                                 vocab_size)
@@ -84,7 +87,7 @@ def build_tiny_model(output_dir, sid_index_path, item_meta_path, hidden_size=64,
         vocab_size=max(len(tokenizer), model_vocab_size), hidden_size=hidden_size, num_hidden_layers=num_layers,
         num_attention_heads=num_heads, num_key_value_heads=num_kv_heads, intermediate_size=intermediate_size,
         max_position_embeddings=max_position_embeddings, tie_word_embeddings=tie_word_embeddings,
-        initializer_range=initializer_range,
+        initializer_range=initializer_range, attention_dropout=attention_dropout,
         eos_token_id=tokenizer.eos_token_id, bos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
     )
     model = model_cls(config)

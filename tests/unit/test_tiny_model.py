@@ -57,3 +57,23 @@ def test_init_options(demo_data, tmp_path):
         with pytest.raises(SystemExit, match="--embedding_std must be >= 0"):
             build_tiny_model(tmp_path / "bad", index, meta, **small, **bad)
     assert not (tmp_path / "bad").exists()  # nothing written
+
+
+def test_attention_dropout_acts_in_training_only(demo_data, tmp_path):
+    from minionerec.model.tiny import build_tiny_model
+
+    index, meta = demo_data / "index" / "Demo.index.json", demo_data / "index" / "Demo.item.json"
+    small = dict(hidden_size=32, num_layers=1, num_heads=2, num_kv_heads=1, intermediate_size=64, vocab_size=600)
+    model = AutoModelForCausalLM.from_pretrained(build_tiny_model(tmp_path / "m", index, meta, **small,
+                                                                  attention_dropout=0.5))
+    assert model.config.attention_dropout == 0.5
+    ids = torch.arange(1, 20).unsqueeze(0)  # [1, 19]
+    model.train()
+    torch.manual_seed(0)
+    first = model(ids).logits
+    assert not torch.equal(first, model(ids).logits)  # a fresh dropout mask per forward
+    model.eval()
+    assert torch.equal(model(ids).logits, model(ids).logits)
+    with pytest.raises(SystemExit, match="--attention_dropout must be in"):
+        build_tiny_model(tmp_path / "bad", index, meta, **small, attention_dropout=1.0)
+    assert not (tmp_path / "bad").exists()
