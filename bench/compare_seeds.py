@@ -8,8 +8,8 @@ Each run is a bench/quality.py output directory (one dataset, or one subdirector
 with commas, which are read as one run: a 2-core box trains one seed per bench call, two calls at a time. For every
 seed both runs trained, the per-user difference of their predictions on the same rows (minionerec.ranking.paired);
 then minionerec.ranking.paired.over_seeds says whether the mean difference exceeds both the run-to-run (seed) noise
-and the per-user noise. Rows scored must be the same (the bench's fixed sample); seeds only one run has are
-left out and named.
+and the per-user noise. Rows scored must be the same users (the bench's fixed sample), matched by item ids, so two
+runs on different SID indexes of a dataset (bench --sids) pair too; seeds only one run has are left out and named.
 """
 from __future__ import annotations
 

@@ -47,6 +47,18 @@ def test_different_rows_are_refused():
         check_same_rows(A, A[:2])
 
 
+def test_rows_with_item_ids_pair_by_user_across_sid_indexes():
+    """Two SID indexes of one dataset (bench --sids) give the same users different SIDs: item ids decide."""
+    with_ids = [dict(r, item_id=i, history_item_id=[i + 10]) for i, r in enumerate(A)]
+    reindexed = [dict(r, item_sid=r["item_sid"].upper(), history_item_sid=["Z"], item_id=str(r["item_id"]))
+                 for r in with_ids]  # same users (ids as strings, as a JSON round trip may give), other SIDs
+    check_same_rows(with_ids, reindexed)
+    other_user = [dict(r) for r in reindexed]
+    other_user[2]["history_item_id"] = [99]
+    with pytest.raises(DataError, match="row 2: A and B score different users \\(target item 2 vs item 2\\)"):
+        check_same_rows(with_ids, other_user)
+
+
 def test_cli_table_and_one_line_error(tmp_path):
     (tmp_path / "a.json").write_text(json.dumps(A))
     (tmp_path / "b.json").write_text(json.dumps(B))
