@@ -34,22 +34,25 @@ def load_predictions(path) -> list[dict]:
     return rows
 
 
+def _user(row: dict, by_id: bool) -> tuple:
+    """Who a prediction row scores: its target and history, as item ids or as SIDs."""
+    if by_id:
+        return str(row["item_id"]), [str(h) for h in row.get("history_item_id", [])]
+    return row["item_sid"], row.get("history_item_sid")
+
+
 def check_same_rows(a: list[dict], b: list[dict], name_a: str = "A", name_b: str = "B") -> None:
     """Same users in the same order: equal length, and each row's target and history agree: by item id where both
     rows carry one (runs on different SID indexes of one dataset pair by user), else by SID."""
     if len(a) != len(b):
         raise DataError(f"{name_a} has {len(a)} rows, {name_b} {len(b)}: a paired comparison needs the same rows")
     for i, (x, y) in enumerate(zip(a, b)):
-        if "item_id" in x and "item_id" in y:
-            same = (str(x["item_id"]) == str(y["item_id"])
-                    and [str(h) for h in x.get("history_item_id", [])] == [str(h) for h in y.get("history_item_id", [])])
-            target_a, target_b = f"item {x['item_id']}", f"item {y['item_id']}"
-        else:
-            same = x["item_sid"] == y["item_sid"] and x.get("history_item_sid") == y.get("history_item_sid")
-            target_a, target_b = x["item_sid"], y["item_sid"]
-        if not same:
-            raise DataError(f"row {i}: {name_a} and {name_b} score different users (target {target_a} vs "
-                            f"{target_b}); evaluate both on the same --test_file and --sample")
+        by_id = "item_id" in x and "item_id" in y
+        user_a, user_b = _user(x, by_id), _user(y, by_id)
+        if user_a != user_b:
+            item = "item " if by_id else ""
+            raise DataError(f"row {i}: {name_a} and {name_b} score different users (target {item}{user_a[0]} vs "
+                            f"{item}{user_b[0]}); evaluate both on the same --test_file and --sample")
 
 
 def paired_difference(a: list[dict], b: list[dict], metric: str = "NDCG", k: int = 10) -> dict:

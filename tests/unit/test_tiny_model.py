@@ -40,13 +40,20 @@ def test_add_sid_tokens_grows_embeddings(tiny_model_dir):
     assert add_sid_tokens(model, tokenizer, ["<z_1>"]) == 0
 
 
+SMALL = dict(hidden_size=32, num_layers=1, num_heads=2, num_kv_heads=1, intermediate_size=64, vocab_size=600)
+
+
+def demo_catalogue(demo_data):
+    """The demo fixture's SID index and item file, which build_tiny_model reads."""
+    return demo_data / "index" / "Demo.index.json", demo_data / "index" / "Demo.item.json"
+
+
 def test_init_options(demo_data, tmp_path):
     """Untied with a unit-std input embedding, the other matrices at initializer_range; and the bad combinations."""
     from minionerec.model.tiny import build_tiny_model
 
-    index, meta = demo_data / "index" / "Demo.index.json", demo_data / "index" / "Demo.item.json"
-    small = dict(hidden_size=32, num_layers=1, num_heads=2, num_kv_heads=1, intermediate_size=64, vocab_size=600)
-    out = build_tiny_model(tmp_path / "m", index, meta, **small, tie_word_embeddings=False, initializer_range=0.05,
+    index, meta = demo_catalogue(demo_data)
+    out = build_tiny_model(tmp_path / "m", index, meta, **SMALL, tie_word_embeddings=False, initializer_range=0.05,
                            embedding_std=1.0)
     model = AutoModelForCausalLM.from_pretrained(out)
     assert not model.config.tie_word_embeddings
@@ -55,16 +62,15 @@ def test_init_options(demo_data, tmp_path):
     assert abs(model.model.layers[0].mlp.up_proj.weight.std().item() - 0.05) < 0.005
     for bad in (dict(embedding_std=1.0), dict(tie_word_embeddings=False, embedding_std=-1.0), dict(initializer_range=0)):
         with pytest.raises(SystemExit, match="--embedding_std must be >= 0"):
-            build_tiny_model(tmp_path / "bad", index, meta, **small, **bad)
+            build_tiny_model(tmp_path / "bad", index, meta, **SMALL, **bad)
     assert not (tmp_path / "bad").exists()  # nothing written
 
 
 def test_attention_dropout_acts_in_training_only(demo_data, tmp_path):
     from minionerec.model.tiny import build_tiny_model
 
-    index, meta = demo_data / "index" / "Demo.index.json", demo_data / "index" / "Demo.item.json"
-    small = dict(hidden_size=32, num_layers=1, num_heads=2, num_kv_heads=1, intermediate_size=64, vocab_size=600)
-    model = AutoModelForCausalLM.from_pretrained(build_tiny_model(tmp_path / "m", index, meta, **small,
+    index, meta = demo_catalogue(demo_data)
+    model = AutoModelForCausalLM.from_pretrained(build_tiny_model(tmp_path / "m", index, meta, **SMALL,
                                                                   attention_dropout=0.5))
     assert model.config.attention_dropout == 0.5
     ids = torch.arange(1, 20).unsqueeze(0)  # [1, 19]
@@ -75,5 +81,5 @@ def test_attention_dropout_acts_in_training_only(demo_data, tmp_path):
     model.eval()
     assert torch.equal(model(ids).logits, model(ids).logits)
     with pytest.raises(SystemExit, match="--attention_dropout must be in"):
-        build_tiny_model(tmp_path / "bad", index, meta, **small, attention_dropout=1.0)
+        build_tiny_model(tmp_path / "bad", index, meta, **SMALL, attention_dropout=1.0)
     assert not (tmp_path / "bad").exists()
