@@ -129,3 +129,12 @@ def score(ranked_rows: torch.Tensor, targets: torch.Tensor, items: list[str]) ->
     """Shared HR/NDCG over item ids (the same code evaluate.py uses on SIDs)."""
     predictions = [[items[r] for r in row] for row in ranked_rows.tolist()]
     return compute_metrics(predictions, [items[t] for t in targets.tolist()], DEFAULT_KS, set(items))
+
+
+def score_by_sid(ranked_rows: torch.Tensor, targets: torch.Tensor, items: list[str], sid_of: dict[str, str]) -> dict:
+    """The same ranked items scored as MiniOneRec is, by SID: each item becomes its SID string (`sid_of`), a SID
+    already listed is dropped, and a hit is the target item's SID. Items that share a SID then count as one, as they
+    do for a model that writes SIDs; scored by item id (`score`) SASRec must still tell them apart."""
+    predictions = [list(dict.fromkeys(sid_of[items[r]] for r in row)) for row in ranked_rows.tolist()]
+    return compute_metrics(predictions, [sid_of[items[t]] for t in targets.tolist()], DEFAULT_KS,
+                           set(sid_of.values()))

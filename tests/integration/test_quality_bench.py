@@ -131,7 +131,7 @@ def test_scratch_arm_runs_beside_a_pretrained_base_model_only(tmp_path):
     pretrained = plan(preset="gpu_pretrained")
     assert pretrained.scratch_arm and pretrained.record()["scratch_arm"] is True
     assert [a.name for a in quality.arms(pretrained)] == ["MiniOneRec", "scratch"]  # the main arm trains first
-    assert quality.method_order(pretrained) == ["popularity", "SASRec", "scratch SFT", "scratch SFT+RL",
+    assert quality.method_order(pretrained) == ["popularity", "SASRec", "SASRec by SID", "scratch SFT", "scratch SFT+RL",
                                                 "MiniOneRec SFT", "MiniOneRec SFT+RL"]
     assert plan(preset="smoke", base_model=str(tmp_path)).scratch_arm  # any base model directory
     assert not plan(preset="gpu_pretrained", scratch_arm="off").scratch_arm

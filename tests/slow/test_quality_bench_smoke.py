@@ -44,6 +44,11 @@ def test_smoke_preset_scores_all_methods_and_plots(demo_data, demo_category, tmp
         if guard["chosen_step"] == 0:  # the SFT weights were kept: the SFT+RL rows are the SFT rows
             assert run["metrics"]["MiniOneRec SFT+RL"] == run["metrics"]["MiniOneRec SFT"]
         assert set(run["summary"]["targets"]) and set(run["summary"]["rl_minus_sft_paired"]) == {"valid", "test"}
+        # the demo index has no shared SIDs: SASRec scores the same by SID as by item id
+        by_item, by_sid = (run["metrics"][m]["test"]["NDCG@10"] for m in ("SASRec", "SASRec by SID"))
+        assert by_sid == pytest.approx(by_item)
+        assert run["summary"]["minionerec_over_sasrec_by_sid_test"] == pytest.approx(
+            run["summary"]["minionerec_over_sasrec_test"])
     # the seeds differ (init and data order), the rows scored do not (same users for paired differences)
     sft = {seed: run["metrics"]["MiniOneRec SFT"]["valid"] for seed, run in saved["seeds"].items()}
     assert sft["42"] != sft["1"] and sft["42"]["users"] == sft["1"]["users"]
@@ -104,7 +109,7 @@ def test_smoke_preset_with_a_pretrained_base_model_adds_the_scratch_arm(tmp_path
     assert saved["knobs"]["scratch_arm"] is True
     arm_methods = ["scratch SFT", "scratch SFT+RL", "MiniOneRec SFT", "MiniOneRec SFT+RL"]
     for seed, run in saved["seeds"].items():
-        assert list(run["metrics"]) == ["popularity", "SASRec", *arm_methods]
+        assert list(run["metrics"]) == ["popularity", "SASRec", "SASRec by SID", *arm_methods]
         assert sorted(run["predictions"]) == sorted(arm_methods)
         scratch = out / f"seed_{seed}" / "scratch"
         assert (scratch / "curves.csv").is_file() and run["scratch"]["guard"]["curve"][0]["step"] == 0
@@ -122,8 +127,8 @@ def test_smoke_preset_with_a_pretrained_base_model_adds_the_scratch_arm(tmp_path
             assert f"{label} NDCG@10 on {split}, paired over seeds and users: {d['mean']:+.4f}" in printed
     assert set(agg["scratch_over_sasrec"]) == {"valid", "test"}
     table = printed[printed.index(f"== {demo_category}: pretrained vs scratch vs SASRec (40 valid, 40 test users"):]
-    rows = [(line[:5].strip(), line[6:24].strip()) for line in table.splitlines()[3:15]]  # split, method columns
-    assert rows == [(split, m) for split in ("valid", "test") for m in ["popularity", "SASRec", *arm_methods]]
+    rows = [(line[:5].strip(), line[6:24].strip()) for line in table.splitlines()[3:17]]  # split, method columns
+    assert rows == [(split, m) for split in ("valid", "test") for m in ["popularity", "SASRec", "SASRec by SID", *arm_methods]]
     assert "== NDCG@10 by seed" not in printed  # the single-arm tables give way to the one table
 
 

@@ -52,3 +52,19 @@ def test_ks_and_table():
 def test_mismatched_lengths_fail():
     with pytest.raises(ValueError, match="prediction lists"):
         compute_metrics([["a"]], ["a", "b"], ks=[1])
+
+
+def test_sasrec_scored_by_sid_counts_items_sharing_a_sid_as_one():
+    """Items a and b share SID X. User 0 wants a and SASRec ranks b, c, a: by item id the hit is at rank 3, by SID
+    the list is X, Y (the second X dropped) and the hit is at rank 1. User 1 wants c, ranked second both ways."""
+    import torch
+
+    from minionerec.ranking.sasrec import score, score_by_sid
+
+    items, sid_of = ["a", "b", "c"], {"a": "X", "b": "X", "c": "Y"}
+    ranked, targets = torch.tensor([[1, 2, 0], [0, 2, 1]]), torch.tensor([0, 2])  # [users, top-k] item rows; [users]
+    by_item, by_sid = score(ranked, targets, items), score_by_sid(ranked, targets, items, sid_of)
+    assert by_item["NDCG@3"] == pytest.approx((0.5 + 1 / math.log2(3)) / 2)
+    assert by_sid["NDCG@1"] == by_sid["HR@1"] == 0.5 and by_item["HR@1"] == 0.0
+    assert by_sid["NDCG@3"] == pytest.approx((1 + 1 / math.log2(3)) / 2)
+    assert by_sid["duplicate"] == 0 and by_sid["invalid"] == 0
