@@ -30,8 +30,9 @@ class Args:
 
 
 def load_runs(paths: str, name: str) -> dict[str, dict]:
-    """{category: results.json of one dataset} from one bench output directory or several joined with commas,
-    whose seeds are merged per dataset (a seed trained in two of them is an error: which one counts?)."""
+    """{category: {"seeds", "data"} of results.json} from one bench output directory or several joined with commas,
+    whose seeds are merged per dataset (a seed trained in two of them is an error: which one counts?); "data" is the
+    dataset's files as the first directory names them."""
     merged: dict[str, dict] = {}
     for path in paths.split(","):
         results = Path(path) / "results.json"
@@ -39,7 +40,7 @@ def load_runs(paths: str, name: str) -> dict[str, dict]:
             raise SystemExit(f"error: --{name} {path}: no results.json (a bench/quality.py output directory)")
         data = json.loads(results.read_text())
         for category, run in ({data["category"]: data} if "category" in data else data).items():
-            seeds = merged.setdefault(category, {"seeds": {}})["seeds"]
+            seeds = merged.setdefault(category, {"seeds": {}, "data": run.get("data")})["seeds"]  # data: the first
             if twice := sorted(seeds.keys() & run["seeds"].keys()):
                 raise SystemExit(f"error: --{name}: {category} seed {twice[0]} is in two of its directories "
                                  f"({paths})")

@@ -1,0 +1,29 @@
+"""Items that share a SID, and ranked SID lists written as items.
+
+A SID index may give one SID to several items (the release indexes have 15 such groups). A model that writes SIDs
+is then scored on the group, not the item; to compare it with an item-level recommender (SASRec) on the same
+footing, each SID must become one item, as a server has to show one: here the item of its group that is most
+often a next item in train (ties: catalogue order).
+"""
+from __future__ import annotations
+
+from collections import Counter
+
+
+def sid_groups(sid_of: dict[str, str]) -> dict[str, list[str]]:
+    """SID string -> its items in catalogue order, for every SID (most have one item)."""
+    groups: dict[str, list[str]] = {}
+    for item, sid in sid_of.items():
+        groups.setdefault(sid, []).append(item)
+    return groups
+
+
+def representative_items(groups: dict[str, list[str]], train_targets: list[str]) -> dict[str, str]:
+    """SID -> the item of its group most often a train target (the first in catalogue order on a tie)."""
+    counts = Counter(train_targets)
+    return {sid: max(items, key=lambda item: counts[item]) for sid, items in groups.items()}  # max keeps the first
+
+
+def as_items(ranked_sids: list[list[str]], item_of: dict[str, str]) -> list[list[str]]:
+    """Each user's ranked SIDs written as items (a SID outside the index stays as it is: still a miss)."""
+    return [[item_of.get(sid, sid) for sid in row] for row in ranked_sids]
