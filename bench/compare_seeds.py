@@ -26,6 +26,7 @@ class Args:
     b: str = ""  # the other one, same datasets and rows
     metric: str = "NDCG"  # NDCG | HR
     k: int = 10  # cutoff: compare metric@k (the top k of each prediction list)
+    by: str = "sid"  # sid | item: score each run's ranked SIDs against the target SID, or as items (bench.shared_sids)
     output_json: str = ""  # also write the comparison here
 
 
@@ -48,9 +49,11 @@ def load_runs(paths: str, name: str) -> dict[str, dict]:
     return merged
 
 
-def compare_runs(a: dict[str, dict], b: dict[str, dict], metric: str, k: int) -> dict:
-    """{category: {method: {split: over_seeds(...)}}} over the seeds both runs trained."""
+def compare_runs(a: dict[str, dict], b: dict[str, dict], metric: str, k: int, by: str = "sid") -> dict:
+    """{category: {method: {split: over_seeds(...)}}} over the seeds both runs trained. by="item" writes each run's
+    ranked SIDs as items of its own index (an index that gives one SID to several items gains nothing from it)."""
     from minionerec.ranking.paired import check_same_rows, load_predictions, over_seeds, paired_difference
+    from minionerec.ranking.shared_sids import item_of_sid, rows_by_item
 
     out = {}
     for category in sorted(set(a) & set(b)):
@@ -59,6 +62,11 @@ def compare_runs(a: dict[str, dict], b: dict[str, dict], metric: str, k: int) ->
             continue
         out[category] = {}
         first_a, first_b = a[category]["seeds"][seeds[0]], b[category]["seeds"][seeds[0]]
+        scored = {id(run): (lambda rows: rows) for run in (a[category], b[category])}
+        if by == "item":
+            for run in (a[category], b[category]):
+                item_of = item_of_sid(run["data"]["index"], run["data"]["train"])
+                scored[id(run)] = lambda rows, item_of=item_of: rows_by_item(rows, item_of)
         for method in (m for m in first_a["predictions"] if m in first_b["predictions"]):
             out[category][method] = {}
             for split in first_a["predictions"][method]:
@@ -67,6 +75,7 @@ def compare_runs(a: dict[str, dict], b: dict[str, dict], metric: str, k: int) ->
                     pa = load_predictions(a[category]["seeds"][seed]["predictions"][method][split])
                     pb = load_predictions(b[category]["seeds"][seed]["predictions"][method][split])
                     check_same_rows(pa, pb)
+                    pa, pb = scored[id(a[category])](pa), scored[id(b[category])](pb)
                     per_seed.append(paired_difference(pa, pb, metric, k))
                 out[category][method][split] = {**over_seeds(per_seed), "seed_ids": seeds,
                                                 "a": sum(d["a"] for d in per_seed) / len(seeds),
@@ -77,15 +86,16 @@ def compare_runs(a: dict[str, dict], b: dict[str, dict], metric: str, k: int) ->
 def main(args: Args) -> dict:
     from minionerec.ranking.paired import format_over_seeds
 
-    if args.metric not in ("NDCG", "HR") or args.k < 1:
-        raise SystemExit(f"error: --metric must be NDCG or HR and --k >= 1, got {args.metric!r}, {args.k}")
-    result = compare_runs(load_runs(args.a, "a"), load_runs(args.b, "b"), args.metric, args.k)
+    if args.metric not in ("NDCG", "HR") or args.k < 1 or args.by not in ("sid", "item"):
+        raise SystemExit(f"error: --metric must be NDCG or HR, --k >= 1 and --by sid or item, got {args.metric!r}, "
+                         f"{args.k}, {args.by!r}")
+    result = compare_runs(load_runs(args.a, "a"), load_runs(args.b, "b"), args.metric, args.k, args.by)
     if not result:
         raise SystemExit("error: --a and --b share no dataset trained with a common seed")
     for category, methods in result.items():
         for method, splits in methods.items():
             for split, d in splits.items():
-                print(f"{category} {method} {split} {args.metric}@{args.k}: A {d['a']:.4f} B {d['b']:.4f} "
+                print(f"{category} {method} {split} {args.metric}@{args.k} by {args.by}: A {d['a']:.4f} B {d['b']:.4f} "
                       f"seeds {'+'.join(d['seed_ids'])}; B - A {format_over_seeds(d)}")
     if args.output_json:
         Path(args.output_json).write_text(json.dumps(result, indent=1))

@@ -31,16 +31,16 @@ class Args:
 
 def dataset_tables(run: dict, k: int) -> dict:
     """{"shared": ..., "seeds": {seed: {split: {method: {"sid": NDCG@k, "item": NDCG@k}}}}} for one dataset."""
-    from minionerec.data.formats import load_catalogue, load_split
+    from minionerec.data.formats import load_catalogue
     from minionerec.ranking.metrics import compute_metrics
     from minionerec.ranking.paired import load_predictions
-    from minionerec.ranking.shared_sids import as_items, representative_items, sid_groups
+    from minionerec.ranking.shared_sids import as_items, item_of_sid, sid_groups
 
     first = next(iter(run["seeds"].values()))
     data = run["data"]
     sid_of = {item: "".join(sid) for item, sid in load_catalogue(data["index"]).items()}
     groups = sid_groups(sid_of)
-    item_of = representative_items(groups, [str(i) for i in load_split(data["train"])["item_id"]])
+    item_of = item_of_sid(data["index"], data["train"])
     shared = {sid for sid, items in groups.items() if len(items) > 1}
     ndcg = lambda ranked, targets: compute_metrics([r[:k] for r in ranked], targets, (k,))[f"NDCG@{k}"]  # noqa: E731
     out = {"shared": {"sids": len(shared), "items": sum(len(groups[s]) for s in shared)}, "seeds": {}}

@@ -27,3 +27,17 @@ def representative_items(groups: dict[str, list[str]], train_targets: list[str])
 def as_items(ranked_sids: list[list[str]], item_of: dict[str, str]) -> list[list[str]]:
     """Each user's ranked SIDs written as items (a SID outside the index stays as it is: still a miss)."""
     return [[item_of.get(sid, sid) for sid in row] for row in ranked_sids]
+
+
+def item_of_sid(index_path: str, train_path: str) -> dict[str, str]:
+    """SID string -> the item a ranked SID is written as, for an index.json and the train split read with it."""
+    from minionerec.data.formats import load_catalogue, load_split
+
+    sid_of = {item: "".join(sid) for item, sid in load_catalogue(index_path).items()}
+    return representative_items(sid_groups(sid_of), [str(i) for i in load_split(train_path)["item_id"]])
+
+
+def rows_by_item(rows: list[dict], item_of: dict[str, str]) -> list[dict]:
+    """Prediction rows scored by item: each ranked SID written as its item, the target as the item id (the
+    `item_sid` key is what minionerec.ranking.paired scores against)."""
+    return [{**row, "predict": as_items([row["predict"]], item_of)[0], "item_sid": str(row["item_id"])} for row in rows]

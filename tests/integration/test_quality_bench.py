@@ -115,6 +115,38 @@ def test_compare_seeds_reads_one_run_per_seed_joined_with_commas(tmp_path):
         compare_seeds.main(compare_seeds.Args(a=f"{a1},{a}", b=str(b)))
 
 
+def test_compare_seeds_by_item_takes_a_shared_sid_as_one_item(tmp_path):
+    """Run A's index gives items 1 and 2 one SID x (2 is its usual train target), run B's gives each item its own.
+    User 1 wants item 1: A writes x (a hit by SID, item 2 by item), B writes p (a hit). User 2 wants item 3: A hits
+    at rank 1, B at rank 2."""
+    from bench import compare_seeds
+
+    header = "user_id,history_item_title,item_title,history_item_id,item_id,history_item_sid,item_sid\n"
+    x, y, p, q, r = (f"<a_{n}>" for n in range(5))  # one-token SIDs
+    sids = {"A": {"1": x, "2": x, "3": y}, "B": {"1": p, "2": q, "3": r}}
+    preds = {"A": [[x], [y]], "B": [[p], [q, r]]}
+    runs = {}
+    for name, sid_of in sids.items():
+        root = tmp_path / name
+        root.mkdir()
+        (root / "index.json").write_text(json.dumps({i: [s] for i, s in sid_of.items()}))
+        (root / "train.csv").write_text(header + "".join(f"u{n},\"['t']\",t,[3],{i},['{sid_of['3']}'],{sid_of[i]}\n"
+                                                         for n, i in enumerate(["2", "2", "1"])))
+        (root / "pred.json").write_text(json.dumps([{"item_id": i, "item_sid": sid_of[i], "predict": p}
+                                                    for i, p in zip(["1", "3"], preds[name])]))
+        (root / "results.json").write_text(json.dumps({
+            "category": "Demo", "data": {"index": str(root / "index.json"), "train": str(root / "train.csv")},
+            "seeds": {"1": {"predictions": {"MiniOneRec SFT": {"valid": str(root / "pred.json")}}}}}))
+        runs[name] = str(root)
+    r2 = 1 / math.log2(3)
+    diff = {by: compare_seeds.main(compare_seeds.Args(a=runs["A"], b=runs["B"], by=by))["Demo"]["MiniOneRec SFT"]["valid"]
+            for by in ("sid", "item")}
+    assert (diff["sid"]["a"], diff["sid"]["mean"]) == (1.0, pytest.approx((r2 - 1) / 2))
+    assert (diff["item"]["a"], diff["item"]["mean"]) == (0.5, pytest.approx(r2 / 2))
+    with pytest.raises(SystemExit, match="--by sid or item"):
+        compare_seeds.main(compare_seeds.Args(a=runs["A"], b=runs["B"], by="user"))
+
+
 def test_compare_seeds_needs_bench_outputs(tmp_path):
     from bench import compare_seeds
 
