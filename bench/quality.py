@@ -5,7 +5,7 @@
     python -m bench.quality --preset cpu --set "sft.learning_rate=1e-3,rl.beta=0,tiny.hidden_size=64"
     python -m bench.quality --preset smoke --data_dir DIR --category Demo   # seconds (the test)
     python -m bench.quality --preset cpu --sids auto --sid_candidates release,tfidf+rqkmeans,minilm+rqkmeans
-                                                    # per dataset, the SIDs with the best SFT valid NDCG@10 (first seed)
+                                                    # per dataset, the SIDs with the best SFT valid NDCG@10 by item (first seed)
     python -m bench.quality --preset gpu            # bigger model, more steps (untested here: no GPU was lent)
     python -m bench.quality --preset gpu_pretrained # SmolLM2-135M vs its random-weight twin vs SASRec (docs/pretrained.md)
     python -m bench.quality --preset smoke --base_model DIR --category Industrial_and_Scientific --threads 1
@@ -36,7 +36,8 @@ SIDs (`--sids`, bench/sids.py): `release` (the default) trains on each dataset's
 (tfidf+rqkmeans, minilm+balanced_rqkmeans, ...) on an index built from the items' text, the dataset re-indexed into
 <category dir>/sids/<candidate>/; `auto` builds every `--sid_candidates` entry, trains SFT on each with the first seed
 (valid sample only), prints the candidates table (collisions, codes used per level, items per first-level code, valid
-NDCG@10, paired per-user difference to the release) into results.json's "sids", and runs the bench on the best.
+NDCG@10 by SID and by item, paired per-user difference by item to the release) into results.json's "sids", and runs
+the bench on the best by item.
 Each preset is the recipe recipes/quality_<preset>.yaml (`--recipe PATH` runs another), read by the scripts' own
 code (minionerec.run.config): sections sft, rl, evaluate, sasrec and tiny (minionerec.model.tiny) hold those
 scripts' own flags; `--set section.flag=value,...` overrides any of them, by the same names. The repo must be
@@ -152,7 +153,7 @@ class Args:
     stages: str = "all"  # all | sft (tiny model, SFT and its evaluation only: no SASRec, no RL)
     base_model: str = ""  # SFT from this local model directory, not a tiny one; "" = the preset's (gpu_pretrained: models/SmolLM2-135M); "tiny" = build one
     scratch_arm: str = "auto"  # auto | on | off: beside a pretrained base model, its architecture from random weights trained the same way; auto = on with a pretrained base model
-    sids: str = "release"  # release (each dataset's own index) | <encoder>+<quantiser> built from item text, e.g. tfidf+rqkmeans (bench/sids.py) | auto: per dataset the --sid_candidates entry with the best SFT valid NDCG@10 (first seed)
+    sids: str = "release"  # release (each dataset's own index) | <encoder>+<quantiser> built from item text, e.g. tfidf+rqkmeans (bench/sids.py) | auto: per dataset the --sid_candidates entry with the best SFT valid NDCG@10 by item (first seed)
     sid_candidates: str = "release,tfidf+rqkmeans,minilm+rqkmeans"  # ","-joined candidates --sids auto compares; encoders tfidf | minilm | smollm2, quantisers rqkmeans | balanced_rqkmeans | rqkmeans_plus | rqvae
     sid_shape: str = "3x256"  # levels x codes per level of every built index (fewer codes for a catalogue this small: the demo's 3x16)
 
@@ -564,7 +565,8 @@ def dataset_sids(args: Args, plan: Plan, sid_plan: sids.SidPlan, category: str,
     """The SID stage (bench/sids.py): the data directory the dataset's bench runs on, and what results.json records
     of the choice (None for --sids release: the dataset as given, nothing built, nothing printed). With several
     candidates (auto), each trains SFT with the first seed and is scored on the valid sample; the best valid
-    NDCG@10 wins, the first listed on a tie."""
+    NDCG@10 by item wins (a SID shared by several items would otherwise score as a free hit), the first listed on
+    a tie."""
     if sid_plan.mode == sids.RELEASE:
         return args.data_dir, None
     with Stage("SIDs: build candidates"):
@@ -572,9 +574,9 @@ def dataset_sids(args: Args, plan: Plan, sid_plan: sids.SidPlan, category: str,
     if note:
         print(f"[quality] {category}: {note}", flush=True)
     scores = score_sid_candidates(plan, category, built, out_dir / "sids") if len(built) > 1 else {}
-    chosen = max(built, key=lambda b: scores[b.name]["ndcg10"]) if scores else built[0]
+    chosen = max(built, key=lambda b: scores[b.name]["ndcg10_by_item"]) if scores else built[0]
     users = f", {scores[chosen.name]['valid']['users']} valid users" if scores else ""
-    title = f"{category}: SID candidates" + (f" (SFT seed {plan.seeds[0]}{users}; the best valid NDCG@10 is kept)"
+    title = f"{category}: SID candidates" + (f" (SFT seed {plan.seeds[0]}{users}; the best valid NDCG@10 by item is kept)"
                                              if scores else "")
     print("\n" + sids.format_table(title, built, scores, chosen.name), flush=True)
     record = {"mode": sid_plan.mode, "asked": [c.name for c in sid_plan.candidates], "note": note,
@@ -588,15 +590,27 @@ def dataset_sids(args: Args, plan: Plan, sid_plan: sids.SidPlan, category: str,
 
 def score_sid_candidates(plan: Plan, category: str, built: list[sids.Built], sid_dir: Path) -> dict[str, dict]:
     """Per candidate: SFT with the first seed on its data, as the bench trains it (a tiny model built on its index:
-    the tokenizer holds the SIDs), scored on the valid sample; with the release among them, each other candidate's
-    per-user NDCG@10 minus the release's, paired by item id (the SIDs differ, the rows do not)."""
+    the tokenizer holds the SIDs), scored on the valid sample by SID and by item (each ranked SID written as an item
+    of its index: minionerec.ranking.shared_sids); with the release among them, each other candidate's per-user
+    NDCG@10 by item minus the release's, paired by item id (the SIDs differ, the rows do not)."""
+    from minionerec.ranking.metrics import compute_metrics
+    from minionerec.ranking.paired import load_predictions, paired_difference
+    from minionerec.ranking.shared_sids import item_of_sid, rows_by_item
+
     seed = plan.seeds[0]
-    scores = {b.name: sft_valid(plan, category, b.name, b.data_dir, sid_dir / b.name / f"sft_seed_{seed}", seed)
-              for b in built}
-    runs = {"predictions": {name: {"valid": score["predictions"]} for name, score in scores.items()}}
+    scores, by_item = {}, {}
+    for b in built:
+        scores[b.name] = sft_valid(plan, category, b.name, b.data_dir, sid_dir / b.name / f"sft_seed_{seed}", seed)
+        paths = data_paths(b.data_dir, category)
+        by_item[b.name] = rows_by_item(load_predictions(scores[b.name]["predictions"]),
+                                       item_of_sid(paths["index"], paths["train"]))
+        scores[b.name]["ndcg10_by_item"] = compute_metrics([r["predict"] for r in by_item[b.name]],
+                                                           [r["item_sid"] for r in by_item[b.name]], (10,))["NDCG@10"]
     for name, score in scores.items():
         if sids.RELEASE in scores and name != sids.RELEASE:
-            score["vs_release"] = paired_methods(runs, sids.RELEASE, name, "valid")
+            if [r["item_id"] for r in by_item[name]] != [r["item_id"] for r in by_item[sids.RELEASE]]:
+                raise SystemExit(f"error: SID candidates {sids.RELEASE} and {name} scored different valid rows")
+            score["vs_release"] = paired_difference(by_item[sids.RELEASE], by_item[name], "NDCG", 10)
     return scores
 
 

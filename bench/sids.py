@@ -6,7 +6,7 @@ an rq quantiser turns the vectors into `--sid_shape` codes (3x256 by default; co
 and rq.reindex rewrites the dataset's splits with it into <out>/sids/<candidate>/, a MiniOneRec-layout data
 directory the bench reads like any other (same rows and item ids, new SIDs). The embeddings are cached per dataset
 and encoder in <out>/sids/embeddings/<encoder>/, so two quantisers of one encoder embed once. `auto` builds every
-`--sid_candidates` entry; bench/quality.py trains SFT on each and keeps the best on valid. Each candidate's report
+`--sid_candidates` entry; bench/quality.py trains SFT on each and keeps the best on valid by item. Each candidate's report
 is rq.index.sid_stats of its index. A catalogue whose text rq.text2emb would refuse (an item with an empty title and
 description) keeps the release SIDs, with a note saying why.
 """
@@ -194,19 +194,20 @@ def prepare(plan: SidPlan, data_dir: str, category: str, sid_dir: Path) -> tuple
 
 def format_table(title: str, built: list[Built], scores: dict[str, dict], chosen: str) -> str:
     """The candidates table: collisions, codes used per level, items per first-level code (max / median), and where
-    scored the valid NDCG@10 and the paired per-user difference to the release (mean +/- SE)."""
+    scored the valid NDCG@10 by SID and by item and the paired per-user difference by item to the release
+    (mean +/- SE)."""
     lines = [f"== {title}",
              f"{'candidate':26s} {'collisions':>16s} {'codes used':>14s} {'1st-level max/median':>21s} "
-             f"{'valid NDCG@10':>13s} {'vs release (paired SE)':>23s}"]
+             f"{'valid NDCG@10 SID / item':>24s} {'vs release (paired SE)':>23s}"]
     for b in built:
         s, score = b.stats, scores.get(b.name, {})
-        ndcg = f"{score['ndcg10']:.4f}" if "ndcg10" in score else "-"
+        ndcg = f"{score['ndcg10']:.4f} / {score['ndcg10_by_item']:.4f}" if "ndcg10" in score else "-"
         d = score.get("vs_release")
         paired = f"{d['mean']:+.4f} +/- {d['se']:.4f}" if d else "-"
         lines.append(f"{b.name + (' *' if b.name == chosen else ''):26s} "
                      f"{str(s['collision_groups']) + ' (' + str(s['collided_items']) + ' items)':>16s} "
                      f"{'/'.join(map(str, s['codes_used'])):>14s} "
                      f"{s['first_level_items_max']:>10d} / {s['first_level_items_median']:<8g} "
-                     f"{ndcg:>13s} {paired:>23s}")
+                     f"{ndcg:>24s} {paired:>23s}")
     lines.append(f"* = the SIDs this dataset trains on: {chosen}")
     return "\n".join(lines)

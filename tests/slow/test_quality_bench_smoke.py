@@ -145,9 +145,11 @@ def test_smoke_preset_sids_auto_keeps_the_best_candidate_on_valid(demo_data, dem
     saved = json.loads((out / "results.json").read_text())
     record = saved["sids"]
     assert list(record["candidates"]) == names and record["mode"] == "auto" and record["selection_seed"] == 42
-    scores = {name: record["candidates"][name]["ndcg10"] for name in names}
+    scores = {name: record["candidates"][name]["ndcg10_by_item"] for name in names}
     chosen = record["chosen"]
-    assert chosen == max(names, key=scores.get)  # the first listed on a tie
+    assert chosen == max(names, key=scores.get)  # by item; the first listed on a tie
+    for name in names:  # no index here gives one SID to two items: by item is by SID
+        assert scores[name] == pytest.approx(record["candidates"][name]["ndcg10"])
     for name in names[1:]:  # paired by item id against the release, on the same 40 valid rows
         d = record["candidates"][name]["vs_release"]
         assert d["users"] == 40 and d["mean"] == pytest.approx(scores[name] - scores["release"])
