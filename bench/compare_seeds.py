@@ -53,7 +53,7 @@ def compare_runs(a: dict[str, dict], b: dict[str, dict], metric: str, k: int, by
     """{category: {method: {split: over_seeds(...)}}} over the seeds both runs trained. by="item" writes each run's
     ranked SIDs as items of its own index (an index that gives one SID to several items gains nothing from it)."""
     from minionerec.ranking.paired import check_same_rows, load_predictions, over_seeds, paired_difference
-    from minionerec.ranking.shared_sids import item_of_sid, rows_by_item
+    from minionerec.ranking.shared_sids import item_of_sid, rows_by_item, sid_strings
 
     out = {}
     for category in sorted(set(a) & set(b)):
@@ -62,11 +62,8 @@ def compare_runs(a: dict[str, dict], b: dict[str, dict], metric: str, k: int, by
             continue
         out[category] = {}
         first_a, first_b = a[category]["seeds"][seeds[0]], b[category]["seeds"][seeds[0]]
-        scored = {id(run): (lambda rows: rows) for run in (a[category], b[category])}
-        if by == "item":
-            for run in (a[category], b[category]):
-                item_of = item_of_sid(run["data"]["index"], run["data"]["train"])
-                scored[id(run)] = lambda rows, item_of=item_of: rows_by_item(rows, item_of)
+        item_of = {side: item_of_sid(sid_strings(run["data"]["index"]), run["data"]["train"])
+                   for side, run in (("a", a[category]), ("b", b[category]))} if by == "item" else {}
         for method in (m for m in first_a["predictions"] if m in first_b["predictions"]):
             out[category][method] = {}
             for split in first_a["predictions"][method]:
@@ -75,7 +72,8 @@ def compare_runs(a: dict[str, dict], b: dict[str, dict], metric: str, k: int, by
                     pa = load_predictions(a[category]["seeds"][seed]["predictions"][method][split])
                     pb = load_predictions(b[category]["seeds"][seed]["predictions"][method][split])
                     check_same_rows(pa, pb)
-                    pa, pb = scored[id(a[category])](pa), scored[id(b[category])](pb)
+                    if item_of:
+                        pa, pb = rows_by_item(pa, item_of["a"]), rows_by_item(pb, item_of["b"])
                     per_seed.append(paired_difference(pa, pb, metric, k))
                 out[category][method][split] = {**over_seeds(per_seed), "seed_ids": seeds,
                                                 "a": sum(d["a"] for d in per_seed) / len(seeds),

@@ -360,14 +360,14 @@ def run_sasrec(plan: Plan, paths: dict, splits: dict, out_dir: Path, seed: int) 
     samples, by item id and by SID (score_by_sid); its ranked item ids per row go to out_dir/predictions_<split>.json
     (for paired differences). Returns (metrics by item, metrics by SID, info)."""
     import sasrec
-    from minionerec.data.formats import load_catalogue
     from minionerec.ranking.sasrec import encode_split, load_sasrec, score, score_by_sid, top_items
+    from minionerec.ranking.shared_sids import sid_strings
 
     result = sasrec.main(dataclasses.replace(
         plan.sasrec, train_file=paths["train"], eval_file=paths["valid"], test_file=splits["test"],
         sid_index_path=paths["index"], output_dir=str(out_dir), seed=seed, device="cpu"))
-    catalogue = load_catalogue(paths["index"])
-    items, sid_of = list(catalogue), {item: "".join(sid) for item, sid in catalogue.items()}
+    sid_of = sid_strings(paths["index"])  # item -> SID string, in catalogue order (SASRec's rows)
+    items = list(sid_of)
     item_to_row = {item: row for row, item in enumerate(items)}
     model = load_sasrec(result["cf_path"]).eval()
     out, by_sid, predictions = {}, {}, {}
@@ -594,8 +594,8 @@ def score_sid_candidates(plan: Plan, category: str, built: list[sids.Built], sid
     of its index: minionerec.ranking.shared_sids); with the release among them, each other candidate's per-user
     NDCG@10 by item minus the release's, paired by item id (the SIDs differ, the rows do not)."""
     from minionerec.ranking.metrics import compute_metrics
-    from minionerec.ranking.paired import load_predictions, paired_difference
-    from minionerec.ranking.shared_sids import item_of_sid, rows_by_item
+    from minionerec.ranking.paired import check_same_rows, load_predictions, paired_difference
+    from minionerec.ranking.shared_sids import item_of_sid, rows_by_item, sid_strings
 
     seed = plan.seeds[0]
     scores, by_item = {}, {}
@@ -603,13 +603,12 @@ def score_sid_candidates(plan: Plan, category: str, built: list[sids.Built], sid
         scores[b.name] = sft_valid(plan, category, b.name, b.data_dir, sid_dir / b.name / f"sft_seed_{seed}", seed)
         paths = data_paths(b.data_dir, category)
         by_item[b.name] = rows_by_item(load_predictions(scores[b.name]["predictions"]),
-                                       item_of_sid(paths["index"], paths["train"]))
+                                       item_of_sid(sid_strings(paths["index"]), paths["train"]))
         scores[b.name]["ndcg10_by_item"] = compute_metrics([r["predict"] for r in by_item[b.name]],
                                                            [r["item_sid"] for r in by_item[b.name]], (10,))["NDCG@10"]
     for name, score in scores.items():
         if sids.RELEASE in scores and name != sids.RELEASE:
-            if [r["item_id"] for r in by_item[name]] != [r["item_id"] for r in by_item[sids.RELEASE]]:
-                raise SystemExit(f"error: SID candidates {sids.RELEASE} and {name} scored different valid rows")
+            check_same_rows(by_item[sids.RELEASE], by_item[name], sids.RELEASE, name)
             score["vs_release"] = paired_difference(by_item[sids.RELEASE], by_item[name], "NDCG", 10)
     return scores
 

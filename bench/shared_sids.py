@@ -31,16 +31,15 @@ class Args:
 
 def dataset_tables(run: dict, k: int) -> dict:
     """{"shared": ..., "seeds": {seed: {split: {method: {"sid": NDCG@k, "item": NDCG@k}}}}} for one dataset."""
-    from minionerec.data.formats import load_catalogue
     from minionerec.ranking.metrics import compute_metrics
     from minionerec.ranking.paired import load_predictions
-    from minionerec.ranking.shared_sids import as_items, item_of_sid, sid_groups
+    from minionerec.ranking.shared_sids import as_items, as_sids, item_of_sid, sid_groups, sid_strings
 
     first = next(iter(run["seeds"].values()))
     data = run["data"]
-    sid_of = {item: "".join(sid) for item, sid in load_catalogue(data["index"]).items()}
+    sid_of = sid_strings(data["index"])
     groups = sid_groups(sid_of)
-    item_of = item_of_sid(data["index"], data["train"])
+    item_of = item_of_sid(sid_of, data["train"])
     shared = {sid for sid, items in groups.items() if len(items) > 1}
     ndcg = lambda ranked, targets: compute_metrics([r[:k] for r in ranked], targets, (k,))[f"NDCG@{k}"]  # noqa: E731
     out = {"shared": {"sids": len(shared), "items": sum(len(groups[s]) for s in shared)}, "seeds": {}}
@@ -57,8 +56,7 @@ def dataset_tables(run: dict, k: int) -> dict:
             if "sasrec" in r:
                 ranked = [[str(i) for i in p["predict"]] for p in json.loads(Path(r["sasrec"]["predictions"][split])
                                                                              .read_text())]
-                by_sid = [list(dict.fromkeys(sid_of[i] for i in row)) for row in ranked]
-                table = {"SASRec": {"sid": ndcg(by_sid, sids), "item": ndcg(ranked, item_ids)}, **table}
+                table = {"SASRec": {"sid": ndcg(as_sids(ranked, sid_of), sids), "item": ndcg(ranked, item_ids)}, **table}
             out["seeds"][seed][split] = table
     return out
 

@@ -135,6 +135,8 @@ def score_by_sid(ranked_rows: torch.Tensor, targets: torch.Tensor, items: list[s
     """The same ranked items scored as MiniOneRec is, by SID: each item becomes its SID string (`sid_of`), a SID
     already listed is dropped, and a hit is the target item's SID. Items that share a SID then count as one, as they
     do for a model that writes SIDs; scored by item id (`score`) SASRec must still tell them apart."""
-    predictions = [list(dict.fromkeys(sid_of[items[r]] for r in row)) for row in ranked_rows.tolist()]
+    from minionerec.ranking.shared_sids import as_sids
+
+    predictions = as_sids([[items[r] for r in row] for row in ranked_rows.tolist()], sid_of)
     return compute_metrics(predictions, [sid_of[items[t]] for t in targets.tolist()], DEFAULT_KS,
                            set(sid_of.values()))

@@ -10,6 +10,13 @@ from __future__ import annotations
 from collections import Counter
 
 
+def sid_strings(index_path: str) -> dict[str, str]:
+    """item id -> its SID string, in catalogue order, from an index.json."""
+    from minionerec.data.formats import load_catalogue, sid_string
+
+    return {item: sid_string(sid) for item, sid in load_catalogue(index_path).items()}
+
+
 def sid_groups(sid_of: dict[str, str]) -> dict[str, list[str]]:
     """SID string -> its items in catalogue order, for every SID (most have one item)."""
     groups: dict[str, list[str]] = {}
@@ -29,11 +36,16 @@ def as_items(ranked_sids: list[list[str]], item_of: dict[str, str]) -> list[list
     return [[item_of.get(sid, sid) for sid in row] for row in ranked_sids]
 
 
-def item_of_sid(index_path: str, train_path: str) -> dict[str, str]:
-    """SID string -> the item a ranked SID is written as, for an index.json and the train split read with it."""
-    from minionerec.data.formats import load_catalogue, load_split
+def as_sids(ranked_items: list[list[str]], sid_of: dict[str, str]) -> list[list[str]]:
+    """Each user's ranked items written as SIDs, a SID already listed dropped: items sharing a SID count once."""
+    return [list(dict.fromkeys(sid_of[item] for item in row)) for row in ranked_items]
 
-    sid_of = {item: "".join(sid) for item, sid in load_catalogue(index_path).items()}
+
+def item_of_sid(sid_of: dict[str, str], train_path: str) -> dict[str, str]:
+    """SID string -> the item a ranked SID is written as, for an index (`sid_strings`) and the train split read
+    with it."""
+    from minionerec.data.formats import load_split
+
     return representative_items(sid_groups(sid_of), [str(i) for i in load_split(train_path)["item_id"]])
 
 

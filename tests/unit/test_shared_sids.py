@@ -5,7 +5,7 @@ import math
 
 import pytest
 
-from minionerec.ranking.shared_sids import as_items, representative_items, sid_groups
+from minionerec.ranking.shared_sids import as_items, as_sids, representative_items, sid_groups
 
 X, Y = "<a_1><b_1>", "<a_2><b_2>"  # items 1 and 2 share X; item 3 has Y
 
@@ -16,6 +16,7 @@ def test_a_shared_sid_is_written_as_its_most_frequent_train_target():
     assert representative_items(groups, ["2", "1", "2", "3"]) == {X: "2", Y: "3"}
     assert representative_items(groups, ["2", "1"])[X] == "1"  # a tie: catalogue order
     assert as_items([[X, Y, "<a_9><b_9>"]], {X: "2", Y: "3"}) == [["2", "3", "<a_9><b_9>"]]  # unknown: still a miss
+    assert as_sids([["2", "3", "1"], ["3"]], {"1": X, "2": X, "3": Y}) == [[X, Y], [Y]]  # X listed once
 
 
 def test_bench_scores_each_method_by_sid_and_by_item(tmp_path, capsys):
