@@ -1,11 +1,12 @@
 """Quality benchmark: does MiniOneRec beat SASRec, and does RL beat SFT? Every figure over several training seeds.
 
-    python -m bench.quality --preset cpu            # Industrial + Office (../shared/data/Amazon), 3 seeds, ~2.5 h on 2 cores
+    python -m bench.quality --preset cpu            # Industrial + Office (../shared/data/Amazon), 3 seeds, SIDs chosen per dataset
     python -m bench.quality --preset cpu --category Office_Products --stages sft --seeds 42+1+2+3+4 --threads 1
     python -m bench.quality --preset cpu --set "sft.learning_rate=1e-3,rl.beta=0,tiny.hidden_size=64"
     python -m bench.quality --preset smoke --data_dir DIR --category Demo   # seconds (the test)
-    python -m bench.quality --preset cpu --sids auto --sid_candidates release,tfidf+rqkmeans,minilm+rqkmeans
+    python -m bench.quality --preset cpu --sid_candidates release,tfidf+rqkmeans,minilm+rqkmeans
                                                     # per dataset, the SIDs with the best SFT valid NDCG@10 by item (first seed)
+    python -m bench.quality --preset cpu --sids release --category Office_Products --seeds 2   # one piece, SIDs pinned
     python -m bench.quality --preset gpu            # bigger model, more steps (untested here: no GPU was lent)
     python -m bench.quality --preset gpu_pretrained # SmolLM2-135M vs its random-weight twin vs SASRec (docs/pretrained.md)
     python -m bench.quality --preset smoke --base_model DIR --category Industrial_and_Scientific --threads 1
@@ -32,12 +33,15 @@ with that run's predictions, quality.png (bars), curves.csv + curves.png (SFT tr
 reference curves in bench/reference/). RL runs with rl.py's regression guard when the preset sets
 keep_best: its final checkpoint is the best valid NDCG@10 of its evaluations, the SFT weights included.
 Tune on valid only: the test table is for reporting.
-SIDs (`--sids`, bench/sids.py): `release` (the default) trains on each dataset's own index.json; `<encoder>+<quantiser>`
-(tfidf+rqkmeans, minilm+balanced_rqkmeans, ...) on an index built from the items' text, the dataset re-indexed into
-<category dir>/sids/<candidate>/; `auto` builds every `--sid_candidates` entry, trains SFT on each with the first seed
-(valid sample only), prints the candidates table (collisions, codes used per level, items per first-level code, valid
-NDCG@10 by SID and by item, paired per-user difference by item to the release) into results.json's "sids", and runs
-the bench on the best by item.
+SIDs (`--sids`, bench/sids.py; the preset's by default: auto for cpu, release for the others): `release` trains on
+each dataset's own index.json; `<encoder>+<quantiser>` (tfidf+rqkmeans, minilm+balanced_rqkmeans, ...) on an index
+built from the items' text, the dataset re-indexed into <category dir>/sids/<candidate>/; `auto` builds every
+`--sid_candidates` entry, trains SFT on each with the first seed (valid sample only), prints the candidates table
+(collisions, codes used per level, items per first-level code, valid NDCG@10 by SID and by item, paired per-user
+difference by item to the release) into results.json's "sids", and runs the bench on the best by item. The chosen
+candidate's SFT run is the first seed's SFT (the same seed, steps and rows: it is not trained twice; that seed's
+"sft_dir" in results.json says where it lies). Split a run into pieces (one seed or dataset per call) with the SIDs
+pinned to the choice (`--sids <chosen>`): each piece then trains what the whole run would.
 Each preset is the recipe recipes/quality_<preset>.yaml (`--recipe PATH` runs another), read by the scripts' own
 code (minionerec.run.config): sections sft, rl, evaluate, sasrec and tiny (minionerec.model.tiny) hold those
 scripts' own flags; `--set section.flag=value,...` overrides any of them, by the same names. The repo must be
@@ -65,10 +69,12 @@ KS = (1, 3, 5, 10, 20)
 
 # The bench's own values per preset, flags of no script (those are the recipe's): the training seeds (each trains
 # the whole pipeline: init, data order, SASRec, GRPO; tables give mean and spread) and the valid/test rows every
-# method is scored on (a seeded sample; -1 = all). --seeds and --eval_sample override them.
+# method is scored on (a seeded sample; -1 = all), and the SIDs (release unless a preset says). --seeds,
+# --eval_sample, --sids and --sid_candidates override them.
 PRESETS = {
     "smoke": dict(seeds="42+1", eval_sample=100),
-    "cpu": dict(seeds="42+1+2", eval_sample=-1),
+    # SIDs per dataset on valid (bench/RESULTS.md, SID candidates): TF-IDF wins on Industrial, the release on Office
+    "cpu": dict(seeds="42+1+2", eval_sample=-1, sids="auto", sid_candidates="release,tfidf+rqkmeans"),
     "gpu": dict(seeds="42+1+2", eval_sample=-1),
     # a pretrained base model instead of the tiny one (relative paths: from the repository root)
     "gpu_pretrained": dict(seeds="42", eval_sample=1000, base_model="models/SmolLM2-135M"),
@@ -153,8 +159,8 @@ class Args:
     stages: str = "all"  # all | sft (tiny model, SFT and its evaluation only: no SASRec, no RL)
     base_model: str = ""  # SFT from this local model directory, not a tiny one; "" = the preset's (gpu_pretrained: models/SmolLM2-135M); "tiny" = build one
     scratch_arm: str = "auto"  # auto | on | off: beside a pretrained base model, its architecture from random weights trained the same way; auto = on with a pretrained base model
-    sids: str = "release"  # release (each dataset's own index) | <encoder>+<quantiser> built from item text, e.g. tfidf+rqkmeans (bench/sids.py) | auto: per dataset the --sid_candidates entry with the best SFT valid NDCG@10 by item (first seed)
-    sid_candidates: str = "release,tfidf+rqkmeans,minilm+rqkmeans"  # ","-joined candidates --sids auto compares; encoders tfidf | minilm | smollm2, quantisers rqkmeans | balanced_rqkmeans | rqkmeans_plus | rqvae
+    sids: str = ""  # release (each dataset's own index) | <encoder>+<quantiser> built from item text, e.g. tfidf+rqkmeans (bench/sids.py) | auto: per dataset the --sid_candidates entry with the best SFT valid NDCG@10 by item (first seed); "" = the preset's (cpu: auto; others: release)
+    sid_candidates: str = ""  # ","-joined candidates --sids auto compares; encoders tfidf | minilm | smollm2, quantisers rqkmeans | balanced_rqkmeans | rqkmeans_plus | rqvae; "" = the preset's, else release,tfidf+rqkmeans,minilm+rqkmeans
     sid_shape: str = "3x256"  # levels x codes per level of every built index (fewer codes for a catalogue this small: the demo's 3x16)
 
 
@@ -281,6 +287,13 @@ def resolve(args: Args) -> Plan:
     return Plan(recipe=path, seeds=seeds, eval_sample=args.eval_sample or PRESETS[args.preset]["eval_sample"],
                 base_model=base_model, scratch_arm=wants_scratch_arm(args.scratch_arm, base_model, scripts["sft"]),
                 **scripts)
+
+
+def sids_of(args: Args) -> sids.SidPlan:
+    """--sids and --sid_candidates, else the preset's (PRESETS), else release / sids.CANDIDATES, as a checked plan."""
+    preset = PRESETS[args.preset]  # resolve checked the name
+    return sids.parse(args.sids or preset.get("sids", sids.RELEASE),
+                      args.sid_candidates or preset.get("sid_candidates", sids.CANDIDATES), args.sid_shape)
 
 
 def wants_scratch_arm(flag: str, base_model: str, sft_args) -> bool:
@@ -561,19 +574,20 @@ def kept_sft(guard: dict | None) -> bool:
 
 
 def dataset_sids(args: Args, plan: Plan, sid_plan: sids.SidPlan, category: str,
-                 out_dir: Path) -> tuple[str, dict | None]:
-    """The SID stage (bench/sids.py): the data directory the dataset's bench runs on, and what results.json records
-    of the choice (None for --sids release: the dataset as given, nothing built, nothing printed). With several
-    candidates (auto), each trains SFT with the first seed and is scored on the valid sample; the best valid
-    NDCG@10 by item wins (a SID shared by several items would otherwise score as a free hit), the first listed on
-    a tie."""
+                 out_dir: Path) -> tuple[str, dict | None, dict | None]:
+    """The SID stage (bench/sids.py): the data directory the dataset's bench runs on, what results.json records
+    of the choice (None for --sids release: the dataset as given, nothing built, nothing printed), and with
+    several candidates the chosen one's SFT run ({"seed", "dir", "curves"}: the first seed's SFT, else None). With
+    several candidates (auto), each trains SFT with the first seed and is scored on the valid sample; the best
+    valid NDCG@10 by item wins (a SID shared by several items would otherwise score as a free hit), the first
+    listed on a tie."""
     if sid_plan.mode == sids.RELEASE:
-        return args.data_dir, None
+        return args.data_dir, None, None
     with Stage("SIDs: build candidates"):
         built, note = sids.prepare(sid_plan, args.data_dir, category, out_dir / "sids")
     if note:
         print(f"[quality] {category}: {note}", flush=True)
-    scores = score_sid_candidates(plan, category, built, out_dir / "sids") if len(built) > 1 else {}
+    scores, runs = score_sid_candidates(plan, category, built, out_dir / "sids") if len(built) > 1 else ({}, {})
     chosen = max(built, key=lambda b: scores[b.name]["ndcg10_by_item"]) if scores else built[0]
     users = f", {scores[chosen.name]['valid']['users']} valid users" if scores else ""
     title = f"{category}: SID candidates" + (f" (SFT seed {plan.seeds[0]}{users}; the best valid NDCG@10 by item is kept)"
@@ -585,22 +599,26 @@ def dataset_sids(args: Args, plan: Plan, sid_plan: sids.SidPlan, category: str,
                              for b in built}}
     if scores:
         record["selection_seed"] = plan.seeds[0]
-    return chosen.data_dir, record
+    return chosen.data_dir, record, runs.get(chosen.name)
 
 
-def score_sid_candidates(plan: Plan, category: str, built: list[sids.Built], sid_dir: Path) -> dict[str, dict]:
+def score_sid_candidates(plan: Plan, category: str, built: list[sids.Built],
+                         sid_dir: Path) -> tuple[dict[str, dict], dict[str, dict]]:
     """Per candidate: SFT with the first seed on its data, as the bench trains it (a tiny model built on its index:
     the tokenizer holds the SIDs), scored on the valid sample by SID and by item (each ranked SID written as an item
     of its index: minionerec.ranking.shared_sids); with the release among them, each other candidate's per-user
-    NDCG@10 by item minus the release's, paired by item id (the SIDs differ, the rows do not)."""
+    NDCG@10 by item minus the release's, paired by item id (the SIDs differ, the rows do not). Returns the scores
+    and each candidate's SFT run ({"seed", "dir", "curves"})."""
     from minionerec.ranking.metrics import compute_metrics
     from minionerec.ranking.paired import check_same_rows, load_predictions, paired_difference
     from minionerec.ranking.shared_sids import item_of_sid, rows_by_item, sid_strings
 
     seed = plan.seeds[0]
-    scores, by_item = {}, {}
+    scores, by_item, runs = {}, {}, {}
     for b in built:
-        scores[b.name] = sft_valid(plan, category, b.name, b.data_dir, sid_dir / b.name / f"sft_seed_{seed}", seed)
+        run_dir = sid_dir / b.name / f"sft_seed_{seed}"
+        scores[b.name], curves = sft_valid(plan, category, b.name, b.data_dir, run_dir, seed)
+        runs[b.name] = {"seed": seed, "dir": run_dir / "sft", "curves": curves}
         paths = data_paths(b.data_dir, category)
         by_item[b.name] = rows_by_item(load_predictions(scores[b.name]["predictions"]),
                                        item_of_sid(sid_strings(paths["index"]), paths["train"]))
@@ -610,12 +628,13 @@ def score_sid_candidates(plan: Plan, category: str, built: list[sids.Built], sid
         if sids.RELEASE in scores and name != sids.RELEASE:
             check_same_rows(by_item[sids.RELEASE], by_item[name], sids.RELEASE, name)
             score["vs_release"] = paired_difference(by_item[sids.RELEASE], by_item[name], "NDCG", 10)
-    return scores
+    return scores, runs
 
 
-def sft_valid(plan: Plan, category: str, name: str, data_dir: str, out_dir: Path, seed: int) -> dict:
+def sft_valid(plan: Plan, category: str, name: str, data_dir: str, out_dir: Path, seed: int) -> tuple[dict, dict]:
     """One candidate's SFT run (the same steps as run_seed's for this seed: seeded, then the base model, then SFT)
-    and its evaluation on the valid sample only (the choice never sees test): valid metrics, NDCG@10, predictions."""
+    and its evaluation on the valid sample only (the choice never sees test): {valid metrics, NDCG@10,
+    predictions}, and the SFT curves."""
     from transformers import set_seed
 
     paths = data_paths(data_dir, category)
@@ -623,12 +642,12 @@ def sft_valid(plan: Plan, category: str, name: str, data_dir: str, out_dir: Path
     set_seed(seed)
     base = base_model(plan, paths, out_dir, seed)
     with Stage(f"SIDs {name}: SFT (seed {seed})"):
-        run_sft(plan, paths, category, base, out_dir, seed)
+        curves = run_sft(plan, paths, category, base, out_dir, seed)
     with Stage(f"SIDs {name}: evaluate SFT (valid)"):
         metrics = run_eval(plan, str(out_dir / "sft" / "final_checkpoint"), paths, valid, out_dir / "eval_sft",
                            SAMPLE_SEED)["valid"]
     return {"valid": metrics, "ndcg10": metrics["NDCG@10"],
-            "predictions": prediction_paths(out_dir / "eval_sft", valid)["valid"]}
+            "predictions": prediction_paths(out_dir / "eval_sft", valid)["valid"]}, curves
 
 
 def run_dataset(args: Args, plan: Plan, sid_plan: sids.SidPlan, category: str, out_dir: Path) -> dict:
@@ -637,13 +656,14 @@ def run_dataset(args: Args, plan: Plan, sid_plan: sids.SidPlan, category: str, o
     out_dir.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     print(f"\n[quality] ##### {category} -> {out_dir}", flush=True)
-    data_dir, sid_record = dataset_sids(args, plan, sid_plan, category, out_dir)
+    data_dir, sid_record, chosen_sft = dataset_sids(args, plan, sid_plan, category, out_dir)
     paths = data_paths(data_dir, category)
     splits = {s: sample_split(paths[s], plan.eval_sample, SAMPLE_SEED, out_dir / "samples" / f"{s}.csv")
               for s in ("valid", "test")}
     with Stage("popularity"):  # no training: the same for every seed
         popularity = run_popularity(paths, splits, plan.evaluate.num_beams)
-    runs = {seed: run_seed(args, plan, paths, category, splits, popularity, out_dir / f"seed_{seed}", seed)
+    runs = {seed: run_seed(args, plan, paths, category, splits, popularity, out_dir / f"seed_{seed}", seed,
+                           chosen_sft if chosen_sft and chosen_sft["seed"] == seed else None)
             for seed in plan.seeds}
     result = {"args": asdict(args), "category": category, "knobs": plan.record(), "data": paths,
               **({"sids": sid_record} if sid_record else {}), "samples": splits, "seeds": runs,
@@ -655,10 +675,10 @@ def run_dataset(args: Args, plan: Plan, sid_plan: sids.SidPlan, category: str, o
 
 
 def run_seed(args: Args, plan: Plan, paths: dict, category: str, splits: dict, popularity: dict, out_dir: Path,
-             seed: int) -> dict:
+             seed: int, trained_sft: dict | None = None) -> dict:
     """One training seed: SASRec, the base model, then each arm (SFT, evaluation, guarded GRPO, evaluation). Writes
     out_dir's files; the main arm's curves and guard where a single-arm run has them, the scratch arm's under
-    "scratch"."""
+    "scratch". `trained_sft` (the SID choice's run of this seed, on these SIDs): the main arm's SFT, not retrained."""
     from transformers import set_seed
 
     set_seed(seed)  # each seed starts from the same state, as if run alone
@@ -673,13 +693,15 @@ def run_seed(args: Args, plan: Plan, paths: dict, category: str, splits: dict, p
     base = base_model(plan, paths, out_dir, seed)
     outcomes, predictions = {}, {}
     for arm in arms(plan):
-        outcomes[arm] = run_arm(args, plan, arm, paths, category, splits, metrics, info, base, arm.dir(out_dir), seed)
+        outcomes[arm] = run_arm(args, plan, arm, paths, category, splits, metrics, info, base, arm.dir(out_dir), seed,
+                                None if arm.from_scratch else trained_sft)
         predictions.update(outcomes[arm].pop("predictions"))
         write_curves(outcomes[arm]["curves"], arm.dir(out_dir), f"{category}: reference curves ({args.preset} preset, "
                      f"seed {seed}{', scratch arm' if arm.from_scratch else ''})")
     main_arm = outcomes.pop(MAIN)
     metrics = {m: metrics[m] for m in method_order(plan) if m in metrics}
     result = {"seed": seed, "metrics": metrics, "curves": main_arm["curves"], "predictions": predictions,
+              "sft_dir": main_arm["sft_dir"],
               **{arm.name: outcome for arm, outcome in outcomes.items()}}  # the scratch arm's curves, guard, RL - SFT
     if args.stages == "all":
         result.update(summary=summarise(metrics, main_arm["rl_minus_sft_paired"]), sasrec=info["SASRec"],
@@ -708,21 +730,28 @@ def base_model(plan: Plan, paths: dict, out_dir: Path, seed: int) -> Path:
 
 
 def run_arm(args: Args, plan: Plan, arm: Arm, paths: dict, category: str, splits: dict, metrics: dict, info: dict,
-            base: Path, out_dir: Path, seed: int) -> dict:
-    """One arm in out_dir: SFT from `base` (the scratch arm: its architecture, random weights seeded by `seed`), its
-    evaluation, and with --stages all guarded GRPO and its evaluation; every other flag is the recipe's, so the arms
-    differ in the starting weights only. Adds the arm's methods to `metrics`; returns its curves and prediction paths,
-    with RL the guard's choice and RL - SFT paired over users."""
+            base: Path, out_dir: Path, seed: int, trained_sft: dict | None = None) -> dict:
+    """One arm in out_dir: SFT from `base` (the scratch arm: its architecture, random weights seeded by `seed`; with
+    `trained_sft`, that run instead: the same training, done once), its evaluation, and with --stages all guarded
+    GRPO and its evaluation; every other flag is the recipe's, so the arms differ in the starting weights only. Adds
+    the arm's methods to `metrics`; returns its curves, prediction paths and SFT directory, with RL the guard's
+    choice and RL - SFT paired over users."""
     if arm.from_scratch:
         plan = dataclasses.replace(plan, sft=dataclasses.replace(plan.sft, train_from_scratch=True))
     sft_method, rl_method = arm.methods
     curves = {}
-    with Stage(arm.stage("SFT")):
-        curves["SFT"] = run_sft(plan, paths, category, base, out_dir, seed)
-        sft_dir = str(out_dir / "sft" / "final_checkpoint")
+    if trained_sft:
+        print(f"[quality] SFT: the SID choice's run of seed {seed}, {trained_sft['dir']} (same seed, steps and rows)",
+              flush=True)
+        curves["SFT"], sft_run = trained_sft["curves"], Path(trained_sft["dir"])
+    else:
+        with Stage(arm.stage("SFT")):
+            curves["SFT"], sft_run = run_sft(plan, paths, category, base, out_dir, seed), out_dir / "sft"
+    sft_dir = str(sft_run / "final_checkpoint")
     with Stage(arm.stage("evaluate SFT (valid, test)")):
         metrics[sft_method] = run_eval(plan, sft_dir, paths, splits, out_dir / "eval_sft", SAMPLE_SEED)
-    out = {"curves": curves, "predictions": {sft_method: prediction_paths(out_dir / "eval_sft", splits)}}
+    out = {"curves": curves, "sft_dir": str(sft_run),
+           "predictions": {sft_method: prediction_paths(out_dir / "eval_sft", splits)}}
     if args.stages == "all":
         rl_result = run_rl_stages(plan, arm, paths, category, splits, metrics, curves, info, sft_dir, out_dir, seed)
         out["predictions"][rl_method] = rl_result.pop("predictions")
@@ -897,7 +926,7 @@ def main(args: Args) -> dict:
     """One dataset: its results.json dict. Several ("+"-joined --category): {category: results} plus a closing
     table of every dataset's NDCG@10 ratios."""
     plan = resolve(args)
-    sid_plan = sids.parse(args.sids, args.sid_candidates, args.sid_shape)
+    sid_plan = sids_of(args)
     categories = [c for c in args.category.split("+") if c]
     if not categories or len(set(categories)) != len(categories):
         raise SystemExit(f"error: --category must be '+'-joined distinct names, got {args.category!r}")

@@ -21,6 +21,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 RELEASE = "release"
+CANDIDATES = "release,tfidf+rqkmeans,minilm+rqkmeans"  # what --sids auto compares unless told
 # encoder name -> (rq.text2emb --method, local model directory from the repository root, the make target writing it)
 ENCODERS = {"tfidf": ("tfidf", "", ""),
             "minilm": ("sentence_transformers", "models/all-MiniLM-L6-v2", "make minilm"),

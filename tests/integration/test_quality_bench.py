@@ -217,12 +217,27 @@ def test_sid_flags_parse_into_a_plan(monkeypatch):
     one = sids.parse("tfidf+balanced_rqkmeans", "", "2x64")
     assert (one.mode, [c.name for c in one.candidates], one.levels, one.codebook_size) == (
         "one", ["tfidf+balanced_rqkmeans"], 2, 64)
-    auto = sids.parse("auto", quality.Args.sid_candidates, quality.Args.sid_shape)
-    assert auto.mode == "auto" and [c.name for c in auto.candidates] == quality.Args.sid_candidates.split(",")
+    auto = sids.parse("auto", sids.CANDIDATES, quality.Args.sid_shape)
+    assert auto.mode == "auto" and [c.name for c in auto.candidates] == sids.CANDIDATES.split(",")
     # an encoder's local model is checked before anything is built: nothing is downloaded
     monkeypatch.setitem(sids.ENCODERS, "minilm", ("sentence_transformers", "models/no-such-model", "make minilm"))
     with pytest.raises(SystemExit, match="encoder minilm needs the local model models/no-such-model \\(make minilm"):
         sids.parse("auto", "release,minilm+rqkmeans", "3x256")
+
+
+def test_presets_choose_their_sids_and_flags_override_them():
+    """The cpu preset chooses SIDs per dataset on valid (release vs TF-IDF: bench/RESULTS.md); the others train on
+    the release; --sids and --sid_candidates win over the preset's."""
+    def plan(**flags):
+        p = quality.sids_of(quality.Args(**flags))
+        return p.mode, [c.name for c in p.candidates]
+
+    assert plan(preset="cpu") == ("auto", ["release", "tfidf+rqkmeans"])
+    assert plan(preset="cpu", sids="release") == ("release", ["release"])
+    assert plan(preset="cpu", sid_candidates="release,minilm+rqkmeans") == ("auto", ["release", "minilm+rqkmeans"])
+    for preset in ("smoke", "gpu", "gpu_pretrained"):
+        assert plan(preset=preset) == ("release", ["release"])
+    assert plan(preset="smoke", sids="auto") == ("auto", ["release", "tfidf+rqkmeans", "minilm+rqkmeans"])
 
 
 def test_one_sid_candidate_is_built_reindexed_and_reported(tmp_path, demo_data, demo_category, capsys):
@@ -236,7 +251,8 @@ def test_one_sid_candidate_is_built_reindexed_and_reported(tmp_path, demo_data, 
     args = quality.Args(data_dir=str(demo_data), category=demo_category, preset="smoke", sids="tfidf+rqkmeans",
                         sid_shape="3x16")
     sid_plan = sids.parse(args.sids, args.sid_candidates, args.sid_shape)
-    data_dir, record = quality.dataset_sids(args, quality.resolve(args), sid_plan, demo_category, tmp_path)
+    data_dir, record, trained = quality.dataset_sids(args, quality.resolve(args), sid_plan, demo_category, tmp_path)
+    assert trained is None  # one candidate: nothing trained to choose
     assert data_dir == str(tmp_path / "sids" / "tfidf+rqkmeans") == record["data_dir"]
     assert record["chosen"] == "tfidf+rqkmeans" and record["mode"] == "one" and record["note"] is None
     stats = record["candidates"]["tfidf+rqkmeans"]["stats"]
@@ -285,7 +301,7 @@ def test_items_without_text_keep_the_release_sids(tmp_path, demo_data, demo_cate
     meta_path.write_text(json.dumps(meta))
     args = quality.Args(data_dir=str(data), category=demo_category, preset="smoke", sids="tfidf+rqkmeans",
                         sid_shape="3x16")
-    data_dir, record = quality.dataset_sids(args, quality.resolve(args), sids.parse(args.sids, "", args.sid_shape),
+    data_dir, record, _ = quality.dataset_sids(args, quality.resolve(args), sids.parse(args.sids, "", args.sid_shape),
                                             demo_category, tmp_path / "out")
     assert data_dir == str(data) and record["chosen"] == "release" and list(record["candidates"]) == ["release"]
     note = f"no usable item text (item {first} has an empty title and description (1 of 80 items)): keeping the " \

@@ -1,6 +1,7 @@
 """bench/quality.py end to end on the demo fixture with the smoke preset (shrunk further: 8 SFT steps,
 1 GRPO step, 40 eval rows, 2 SASRec epochs): all four methods scored, per-seed files, plots."""
 import json
+from pathlib import Path
 
 import pytest
 import yaml
@@ -158,12 +159,23 @@ def test_smoke_preset_sids_auto_keeps_the_best_candidate_on_valid(demo_data, dem
     table = printed[printed.index(f"== {demo_category}: SID candidates (SFT seed 42, 40 valid users"):].splitlines()
     assert [line.split()[0] for line in table[2:5]] == names and f"{chosen} *" in table[2 + names.index(chosen)]
     assert f"{scores[chosen]:.4f}" in table[2 + names.index(chosen)] and table[5].endswith(f"trains on: {chosen}")
-    # the bench trained every seed on the chosen data: its index, its splits
+    # the bench trained every seed on the chosen data: its index, its splits; seed 42's SFT is the choice's own run
     chosen_dir = str(demo_data) if chosen == "release" else str(out / "sids" / chosen)
     assert record["data_dir"] == chosen_dir and saved["data"]["train"].startswith(chosen_dir)
+    sft_dirs = {seed: saved["seeds"][seed]["sft_dir"] for seed in ("42", "1")}
+    assert sft_dirs == {"42": str(out / "sids" / chosen / "sft_seed_42" / "sft"), "1": str(out / "seed_1" / "sft")}
+    assert not (out / "seed_42" / "sft").exists() and "[quality] SFT: the SID choice's run of seed 42" in printed
     for seed in ("42", "1"):
-        flags = yaml.safe_load((out / f"seed_{seed}" / "sft" / "run_config.yaml").read_text())["args"]
+        flags = yaml.safe_load(Path(sft_dirs[seed], "run_config.yaml").read_text())["args"]
         assert flags["train_file"]["value"] == saved["data"]["train"]
         assert flags["sid_index_path"]["value"] == saved["data"]["index"]
     # same seed, same steps, same rows: the choice's figure is the bench's seed-42 SFT valid NDCG@10
     assert saved["seeds"]["42"]["metrics"]["MiniOneRec SFT"]["valid"]["NDCG@10"] == pytest.approx(scores[chosen])
+    # the reference: the chosen SIDs pinned (--sids <chosen>) retrain seed 42's SFT and score it the same on both splits
+    pinned = quality.main(quality.Args(data_dir=str(demo_data), category=demo_category, preset="smoke", stages="sft",
+                                       sids=chosen, sid_shape="3x16", output_dir=str(tmp_path / "pinned"), seeds="42",
+                                       eval_sample=40, threads=1, set="sft.max_steps=8"))
+    assert pinned["seeds"][42]["sft_dir"] == str(tmp_path / "pinned" / "seed_42" / "sft")
+    for split in ("valid", "test"):
+        assert pinned["seeds"][42]["metrics"]["MiniOneRec SFT"][split] == \
+            saved["seeds"]["42"]["metrics"]["MiniOneRec SFT"][split]
