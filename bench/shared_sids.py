@@ -7,7 +7,8 @@ By SID is how MiniOneRec is scored (and upstream's protocol): a SID shared by se
 is how SASRec is scored. To put both on one footing this prints, per dataset, seed and split, each method both ways:
 MiniOneRec's SIDs written as items (each SID as the item of its group most often a train target, as a server must
 show one: minionerec.ranking.shared_sids), SASRec's items written as SIDs (bench/quality.py's "SASRec by SID"); then
-the means over seeds and SFT+RL / SASRec both ways. It reads the runs' predictions only: nothing is retrained.
+the means over seeds, SFT+RL / SASRec both ways, and SFT+RL - SASRec per user both ways, paired over seeds and users
+(minionerec.ranking.paired.over_seeds). It reads the runs' predictions only: nothing is retrained.
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.compare_seeds import load_runs
+from minionerec.ranking.paired import format_over_seeds, over_seeds
 
 LLM_METHODS = ("MiniOneRec SFT", "MiniOneRec SFT+RL")
 
@@ -30,10 +32,11 @@ class Args:
 
 
 def dataset_tables(run: dict, k: int) -> dict:
-    """{"shared": ..., "seeds": {seed: {split: {method: {"sid": NDCG@k, "item": NDCG@k}}}}} for one dataset."""
+    """{"shared": ..., "seeds": {seed: {split: {method: {"sid": NDCG@k, "item": NDCG@k}}}},
+    "paired": {split: {"sid" | "item": [per seed: SFT+RL - SASRec per user, paired_difference]}}} for one dataset."""
     from minionerec.ranking.metrics import compute_metrics
-    from minionerec.ranking.paired import load_predictions
-    from minionerec.ranking.shared_sids import as_items, as_sids, item_of_sid, sid_groups, sid_strings
+    from minionerec.ranking.paired import load_predictions, paired_difference
+    from minionerec.ranking.shared_sids import as_items, as_sids, item_of_sid, rows_by_item, sid_groups, sid_strings
 
     first = next(iter(run["seeds"].values()))
     data = run["data"]
@@ -42,7 +45,7 @@ def dataset_tables(run: dict, k: int) -> dict:
     item_of = item_of_sid(sid_of, data["train"])
     shared = {sid for sid, items in groups.items() if len(items) > 1}
     ndcg = lambda ranked, targets: compute_metrics([r[:k] for r in ranked], targets, (k,))[f"NDCG@{k}"]  # noqa: E731
-    out = {"shared": {"sids": len(shared), "items": sum(len(groups[s]) for s in shared)}, "seeds": {}}
+    out = {"shared": {"sids": len(shared), "items": sum(len(groups[s]) for s in shared)}, "seeds": {}, "paired": {}}
     for seed, r in run["seeds"].items():
         out["seeds"][seed] = {}
         for split in first["predictions"][LLM_METHODS[0]]:
@@ -57,6 +60,14 @@ def dataset_tables(run: dict, k: int) -> dict:
                 ranked = [[str(i) for i in p["predict"]] for p in json.loads(Path(r["sasrec"]["predictions"][split])
                                                                              .read_text())]
                 table = {"SASRec": {"sid": ndcg(as_sids(ranked, sid_of), sids), "item": ndcg(ranked, item_ids)}, **table}
+                if LLM_METHODS[1] in rows:  # per user, both ways: the LLM's rows as written / by item, SASRec's as SIDs / items
+                    llm = rows[LLM_METHODS[1]]
+                    sasrec = {"sid": [{"predict": p, "item_sid": t} for p, t in zip(as_sids(ranked, sid_of), sids)],
+                              "item": [{"predict": p, "item_sid": t} for p, t in zip(ranked, item_ids)]}
+                    ours = {"sid": llm, "item": rows_by_item(llm, item_of)}
+                    for way in ("sid", "item"):
+                        out["paired"].setdefault(split, {}).setdefault(way, []).append(
+                            paired_difference(sasrec[way], ours[way], "NDCG", k))
             out["seeds"][seed][split] = table
     return out
 
@@ -84,6 +95,9 @@ def main(args: Args) -> dict:
                 ratios = {w: means[LLM_METHODS[1]][w] / means["SASRec"][w] for w in ("sid", "item")}
                 print(f"{split:5s} SFT+RL / SASRec, means over seeds: by SID {ratios['sid']:.3f}, "
                       f"by item {ratios['item']:.3f}")
+                for way, label in (("sid", "by SID"), ("item", "by item")):
+                    t["paired"][split][way] = pooled = over_seeds(t["paired"][split][way])
+                    print(f"{split:5s} SFT+RL - SASRec per user, {label}: {format_over_seeds(pooled)}")
     if args.output_json:
         Path(args.output_json).write_text(json.dumps(out, indent=1))
     return out

@@ -47,7 +47,12 @@ def test_bench_scores_each_method_by_sid_and_by_item(tmp_path, capsys):
     table, r2 = out["seeds"]["42"]["test"], 1 / math.log2(3)
     assert table["MiniOneRec SFT+RL"] == pytest.approx({"sid": (1 + r2) / 2, "item": (0 + r2) / 2})
     assert table["SASRec"] == pytest.approx({"sid": 1.0, "item": (r2 + 1) / 2})
-    assert f"by SID {(1 + r2) / 2:.3f}, by item {(r2 / 2) / ((r2 + 1) / 2):.3f}" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert f"by SID {(1 + r2) / 2:.3f}, by item {(r2 / 2) / ((r2 + 1) / 2):.3f}" in printed
+    # per user, SFT+RL - SASRec: by SID user A 1 - 1, user B r2 - 1; by item user A 0 - r2 (X is item 2), B r2 - 1
+    paired = out["paired"]["test"]
+    assert paired["sid"]["mean"] == pytest.approx((r2 - 1) / 2) and paired["item"]["mean"] == pytest.approx(-0.5)
+    assert paired["item"]["seeds"] == 1 and f"SFT+RL - SASRec per user, by item: {-0.5:+.4f}" in printed
 
 
 def test_bench_without_runs_is_a_one_line_error():
