@@ -64,7 +64,9 @@ def compare_runs(a: dict[str, dict], b: dict[str, dict], metric: str, k: int, by
         first_a, first_b = a[category]["seeds"][seeds[0]], b[category]["seeds"][seeds[0]]
         item_of = {side: item_of_sid(sid_strings(run["data"]["index"]), run["data"]["train"])
                    for side, run in (("a", a[category]), ("b", b[category]))} if by == "item" else {}
-        for method in (m for m in first_a["predictions"] if m in first_b["predictions"]):
+        # the methods every common seed of both has (a seed run with --stages sft has no SFT+RL)
+        every = [r["seeds"][seed]["predictions"] for r in (a[category], b[category]) for seed in seeds]
+        for method in (m for m in first_a["predictions"] if all(m in predictions for predictions in every)):
             out[category][method] = {}
             for split in first_a["predictions"][method]:
                 per_seed = []

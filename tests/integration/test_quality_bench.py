@@ -113,6 +113,13 @@ def test_compare_seeds_reads_one_run_per_seed_joined_with_commas(tmp_path):
     assert joined == compare_seeds.main(compare_seeds.Args(a=str(a), b=str(b)))
     with pytest.raises(SystemExit, match="--a: Demo seed 1 is in two of its directories"):
         compare_seeds.main(compare_seeds.Args(a=f"{a1},{a}", b=str(b)))
+    # seed runs with more methods (--stages all beside --stages sft): only the methods every seed has are paired
+    for run in (a1, b):
+        results = json.loads((run / "results.json").read_text())
+        for predictions in (r["predictions"] for r in results["seeds"].values()):
+            predictions["MiniOneRec SFT+RL"] = predictions["MiniOneRec SFT"]
+        (run / "results.json").write_text(json.dumps(results))
+    assert compare_seeds.main(compare_seeds.Args(a=f"{a1},{a2}", b=str(b))) == joined  # a2's seed 2 has SFT only
 
 
 def test_compare_seeds_by_item_takes_a_shared_sid_as_one_item(tmp_path):
