@@ -61,7 +61,7 @@ def compare_runs(a: dict[str, dict], b: dict[str, dict], metric: str, k: int, by
         if not seeds:
             continue
         out[category] = {}
-        first_a, first_b = a[category]["seeds"][seeds[0]], b[category]["seeds"][seeds[0]]
+        first_a = a[category]["seeds"][seeds[0]]
         item_of = {side: item_of_sid(sid_strings(run["data"]["index"]), run["data"]["train"])
                    for side, run in (("a", a[category]), ("b", b[category]))} if by == "item" else {}
         # the methods every common seed of both has (a seed run with --stages sft has no SFT+RL)
