@@ -577,7 +577,7 @@ def dataset_sids(args: Args, plan: Plan, sid_plan: sids.SidPlan, category: str,
                  out_dir: Path) -> tuple[str, dict | None, dict | None]:
     """The SID stage (bench/sids.py): the data directory the dataset's bench runs on, what results.json records
     of the choice (None for --sids release: the dataset as given, nothing built, nothing printed), and with
-    several candidates the chosen one's SFT run ({"seed", "dir", "curves"}: the first seed's SFT, else None). With
+    several candidates the chosen one's SFT run ({"dir", "curves"}: the first seed's SFT, else None). With
     several candidates (auto), each trains SFT with the first seed and is scored on the valid sample; the best
     valid NDCG@10 by item wins (a SID shared by several items would otherwise score as a free hit), the first
     listed on a tie."""
@@ -608,7 +608,7 @@ def score_sid_candidates(plan: Plan, category: str, built: list[sids.Built],
     the tokenizer holds the SIDs), scored on the valid sample by SID and by item (each ranked SID written as an item
     of its index: minionerec.ranking.shared_sids); with the release among them, each other candidate's per-user
     NDCG@10 by item minus the release's, paired by item id (the SIDs differ, the rows do not). Returns the scores
-    and each candidate's SFT run ({"seed", "dir", "curves"})."""
+    and each candidate's SFT run ({"dir", "curves"})."""
     from minionerec.ranking.metrics import compute_metrics
     from minionerec.ranking.paired import check_same_rows, load_predictions, paired_difference
     from minionerec.ranking.shared_sids import item_of_sid, rows_by_item, sid_strings
@@ -618,7 +618,7 @@ def score_sid_candidates(plan: Plan, category: str, built: list[sids.Built],
     for b in built:
         run_dir = sid_dir / b.name / f"sft_seed_{seed}"
         scores[b.name], curves = sft_valid(plan, category, b.name, b.data_dir, run_dir, seed)
-        runs[b.name] = {"seed": seed, "dir": run_dir / "sft", "curves": curves}
+        runs[b.name] = {"dir": run_dir / "sft", "curves": curves}
         paths = data_paths(b.data_dir, category)
         by_item[b.name] = rows_by_item(load_predictions(scores[b.name]["predictions"]),
                                        item_of_sid(sid_strings(paths["index"]), paths["train"]))
@@ -663,7 +663,7 @@ def run_dataset(args: Args, plan: Plan, sid_plan: sids.SidPlan, category: str, o
     with Stage("popularity"):  # no training: the same for every seed
         popularity = run_popularity(paths, splits, plan.evaluate.num_beams)
     runs = {seed: run_seed(args, plan, paths, category, splits, popularity, out_dir / f"seed_{seed}", seed,
-                           chosen_sft if chosen_sft and chosen_sft["seed"] == seed else None)
+                           chosen_sft if seed == plan.seeds[0] else None)  # the choice trained the first seed
             for seed in plan.seeds}
     result = {"args": asdict(args), "category": category, "knobs": plan.record(), "data": paths,
               **({"sids": sid_record} if sid_record else {}), "samples": splits, "seeds": runs,
