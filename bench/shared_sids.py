@@ -57,8 +57,10 @@ def dataset_tables(run: dict, k: int) -> dict:
                          "item": ndcg(as_items([p["predict"] for p in ps], item_of), item_ids)}
                      for m, ps in rows.items()}
             if "sasrec" in r:
-                ranked = [[str(i) for i in p["predict"]] for p in json.loads(Path(r["sasrec"]["predictions"][split])
-                                                                             .read_text())]
+                sasrec_rows = json.loads(Path(r["sasrec"]["predictions"][split]).read_text())
+                if [str(p["item_id"]) for p in sasrec_rows] != item_ids:  # scored and paired row by row
+                    raise SystemExit(f"error: seed {seed}: SASRec and MiniOneRec scored different {split} rows")
+                ranked = [[str(i) for i in p["predict"]] for p in sasrec_rows]
                 table = {"SASRec": {"sid": ndcg(as_sids(ranked, sid_of), sids), "item": ndcg(ranked, item_ids)}, **table}
                 if LLM_METHODS[1] in rows:  # per user, both ways: the LLM's rows as written / by item, SASRec's as SIDs / items
                     llm = rows[LLM_METHODS[1]]

@@ -53,6 +53,9 @@ def test_bench_scores_each_method_by_sid_and_by_item(tmp_path, capsys):
     paired = out["paired"]["test"]
     assert paired["sid"]["mean"] == pytest.approx((r2 - 1) / 2) and paired["item"]["mean"] == pytest.approx(-0.5)
     assert paired["item"]["seeds"] == 1 and f"SFT+RL - SASRec per user, by item: {-0.5:+.4f}" in printed
+    (tmp_path / "sasrec.json").write_text(json.dumps(sasrec[::-1]))  # other rows than the LLM's: no pairing
+    with pytest.raises(SystemExit, match="error: seed 42: SASRec and MiniOneRec scored different test rows$"):
+        shared_sids.main(shared_sids.Args(runs=str(run)))
 
 
 def test_bench_without_runs_is_a_one_line_error():
