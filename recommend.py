@@ -37,6 +37,7 @@ class Args:
     base_model: str = ""  # model directory (sft.py / rl.py final_checkpoint)
     sid_index_path: str = ""  # index.json: the recommendable items
     item_meta_path: str = ""  # item.json: titles (output, and histories given by title)
+    train_path: str = ""  # train CSV: of items sharing a SID, show the most frequent next item; "" = the first
     history: str | tuple = ""  # item ids or titles, "," between items, ";" between histories
     history_file: str = ""  # JSONL: {"history": [...], "id": ...} or a JSON list per line
     item_sep: str = ","  # separator of items inside --history (use "|" for titles with commas)
@@ -166,7 +167,7 @@ def main(args: Args) -> list[list[Recommendation]]:
     tokenizer = load_tokenizer(args.base_model)
     device = resolve_device(args.device)
     try:
-        catalogue = load_catalogue(args.sid_index_path, args.item_meta_path, tokenizer, device)
+        catalogue = load_catalogue(args.sid_index_path, args.item_meta_path, tokenizer, device, args.train_path)
         histories = [catalogue.resolve(h, f"history {user}", args.max_history) for user, h in zip(ids, raw)]
     except (DataError, RequestError) as e:
         raise SystemExit(f"error: {e}") from None

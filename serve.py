@@ -42,6 +42,7 @@ class Args:
     base_model: str = ""  # model directory (sft.py / rl.py final_checkpoint)
     sid_index_path: str = ""  # index.json: the recommendable items (swap later with /catalogue/reload)
     item_meta_path: str = ""  # item.json: titles (responses, and histories given by title)
+    train_path: str = ""  # train CSV: of items sharing a SID, show the most frequent next item; "" = the first
     host: str = "127.0.0.1"  # 0.0.0.0 to listen on every interface (then set --api_token_file)
     port: int = 8000  # TCP port to listen on (1..65535)
     num_beams: int = 50  # beam width for every request = the largest k served (1..1000, <= the catalogue's SIDs)
@@ -157,7 +158,7 @@ def main(args: Args) -> None:
     set_seed(args.seed)
     try:
         recommender = Recommender.load(args.base_model, args.sid_index_path, args.item_meta_path, args.num_beams,
-                                       args.dtype, args.device, args.prompt_style)
+                                       args.dtype, args.device, args.prompt_style, args.train_path)
     except DataError as e:
         raise SystemExit(f"error: {e}") from None
     app = create_app(recommender, args.max_batch_size, args.max_wait_ms / 1000, args.max_history, limits, access)

@@ -25,8 +25,10 @@ def sid_groups(sid_of: dict[str, str]) -> dict[str, list[str]]:
     return groups
 
 
-def representative_items(groups: dict[str, list[str]], train_targets: list[str]) -> dict[str, str]:
-    """SID -> the item of its group most often a train target (the first in catalogue order on a tie)."""
+def representative_items(groups: dict[str, list[str]], train_targets) -> dict[str, str]:
+    """SID -> the item of its group most often a train target (the first in catalogue order on a tie).
+
+    `train_targets`: the train rows' next items, or their counts (a Counter); empty = every SID's first item."""
     counts = Counter(train_targets)
     return {sid: max(items, key=lambda item: counts[item]) for sid, items in groups.items()}  # max keeps the first
 
@@ -41,12 +43,17 @@ def as_sids(ranked_items: list[list[str]], sid_of: dict[str, str]) -> list[list[
     return [list(dict.fromkeys(sid_of[item] for item in row)) for row in ranked_items]
 
 
+def train_target_counts(train_path) -> Counter:
+    """item id -> how many train rows have it as the next item (DataError names a bad file)."""
+    from minionerec.data.formats import load_split
+
+    return Counter(str(i) for i in load_split(train_path)["item_id"])
+
+
 def item_of_sid(sid_of: dict[str, str], train_path: str) -> dict[str, str]:
     """SID string -> the item a ranked SID is written as, for an index (`sid_strings`) and the train split read
     with it."""
-    from minionerec.data.formats import load_split
-
-    return representative_items(sid_groups(sid_of), [str(i) for i in load_split(train_path)["item_id"]])
+    return representative_items(sid_groups(sid_of), train_target_counts(train_path))
 
 
 def rows_by_item(rows: list[dict], item_of: dict[str, str]) -> list[dict]:

@@ -429,8 +429,9 @@ def load_reload_catalogue(recommender: Recommender, root: Path, sid_index_path: 
                                              "the model's vocabulary (add them with python -m rq.add_items "
                                              "--base_model ...)")
     try:
+        # the server's train counts carry over: a shared SID is shown as the same item as before the reload
         return build_catalogue(sid_index, item_meta, recommender.tokenizer, recommender.catalogue.trie.device,
-                               source=sid_index_path)
+                               sid_index_path, recommender.catalogue.target_counts)
     except ValueError:
         raise RequestError("sid_index_path", "sid_index_path: no SID trie can be built from this index for this "
                                              "model") from None

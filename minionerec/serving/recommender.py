@@ -9,6 +9,7 @@ constrained beam search of minionerec.ranking.constrained. Scores are the beams'
 """
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,6 +17,7 @@ import torch
 
 from minionerec.data.prompts import Prompts, check_style
 from minionerec.ranking.constrained import SIDTrie, build_sid_trie, constrained_beam_search
+from minionerec.ranking.shared_sids import representative_items, sid_groups, train_target_counts
 from minionerec.data.formats import DataError, load_item_meta, load_sid_index, sid_string
 from minionerec.model.loading import best_dtype, load_model, load_tokenizer
 
@@ -37,13 +39,13 @@ def history_prompt(history_sids: list[str], prompt_style: str = "upstream") -> s
 
 def check_model_and_catalogue(args) -> None:
     """recommend.py's and serve.py's shared flags, before anything loads: --base_model, --sid_index_path,
-    --item_meta_path, --prompt_style (a ValueError is one line, exit 2, via minionerec.run.cli)."""
+    --item_meta_path, --train_path, --prompt_style (a ValueError is one line, exit 2, via minionerec.run.cli)."""
     check_style(args.prompt_style)
     if not args.base_model or not Path(args.base_model).is_dir():
         raise SystemExit(f"error: --base_model must be a local model directory, got {args.base_model!r}")
     if not args.sid_index_path:
         raise SystemExit("error: --sid_index_path is required")
-    for flag in ("sid_index_path", "item_meta_path"):
+    for flag in ("sid_index_path", "item_meta_path", "train_path"):
         path = getattr(args, flag)
         if path and not Path(path).is_file():
             raise SystemExit(f"error: --{flag} file not found: {path}")
@@ -56,9 +58,10 @@ class Catalogue:
     sid_index: dict[str, list[str]]  # item id -> SID tokens
     titles: dict[str, str]  # item id -> title ("" when item.json lacks the item)
     trie: SIDTrie
-    item_of_sid: dict[str, str]  # SID string -> first item id with it (shared SIDs decode as one target)
+    item_of_sid: dict[str, str]  # SID string -> the item shown for it (`build_catalogue`: items may share a SID)
     items_of_title: dict[str, list[str]] = field(repr=False)
     source: str = ""  # where the index came from (shown by /health)
+    target_counts: Counter = field(default_factory=Counter, repr=False)  # item id -> train rows it is the target of
 
     @property
     def num_items(self) -> int:
@@ -94,27 +97,31 @@ class Catalogue:
 
 
 def build_catalogue(sid_index: dict[str, list[str]], item_meta: dict[str, dict] | None, tokenizer,
-                    device=None, source: str = "") -> Catalogue:
-    """ValueError when the tokenizer lacks a SID token or two items' paths collide (from build_sid_trie)."""
+                    device=None, source: str = "", target_counts: Counter | None = None) -> Catalogue:
+    """ValueError when the tokenizer lacks a SID token or two items' paths collide (from build_sid_trie).
+
+    Items sharing a SID decode as one answer, shown as the group's most frequent train target (`target_counts`,
+    from --train_path: the rule bench/quality.py scores "by item" with), else its first item in index order."""
     item_meta = item_meta or {}
     titles = {i: str(item_meta.get(i, {}).get("title", "")) for i in sid_index}
     items_of_title: dict[str, list[str]] = {}
     for item_id, title in titles.items():
         if title:
             items_of_title.setdefault(title, []).append(item_id)
-    item_of_sid: dict[str, str] = {}
-    for item_id, tokens in sid_index.items():
-        item_of_sid.setdefault(sid_string(tokens), item_id)
+    target_counts = Counter(target_counts or {})
+    groups = sid_groups({item_id: sid_string(tokens) for item_id, tokens in sid_index.items()})
+    item_of_sid = representative_items(groups, target_counts)
     trie = build_sid_trie(sid_index, tokenizer, device)
-    return Catalogue(sid_index, titles, trie, item_of_sid, items_of_title, source)
+    return Catalogue(sid_index, titles, trie, item_of_sid, items_of_title, source, target_counts)
 
 
-def load_catalogue(sid_index_path, item_meta_path, tokenizer, device=None) -> Catalogue:
-    """index.json (+ optional item.json) -> Catalogue; DataError/ValueError name the file."""
+def load_catalogue(sid_index_path, item_meta_path, tokenizer, device=None, train_path="") -> Catalogue:
+    """index.json (+ optional item.json, train CSV) -> Catalogue; DataError/ValueError name the file."""
     sid_index = load_sid_index(sid_index_path)
     item_meta = load_item_meta(item_meta_path) if item_meta_path else None
+    target_counts = train_target_counts(train_path) if train_path else None
     try:
-        return build_catalogue(sid_index, item_meta, tokenizer, device, source=str(sid_index_path))
+        return build_catalogue(sid_index, item_meta, tokenizer, device, str(sid_index_path), target_counts)
     except ValueError as e:
         raise DataError(f"{sid_index_path}: {e}") from None
 
@@ -147,11 +154,11 @@ class Recommender:
 
     @classmethod
     def load(cls, model_dir, sid_index_path, item_meta_path="", num_beams: int = 50, dtype: str = "auto",
-             device: str = "auto", prompt_style: str = "upstream") -> "Recommender":
+             device: str = "auto", prompt_style: str = "upstream", train_path: str = "") -> "Recommender":
         """Catalogue first (a tokenizer without the SID tokens fails in seconds), then the model."""
         tokenizer = load_tokenizer(model_dir)
         target = resolve_device(device)
-        catalogue = load_catalogue(sid_index_path, item_meta_path, tokenizer, target)
+        catalogue = load_catalogue(sid_index_path, item_meta_path, tokenizer, target, train_path)
         torch_dtype = best_dtype() if dtype == "auto" else getattr(torch, dtype)
         model = load_model(model_dir, dtype=torch_dtype).to(target).eval()
         return cls(model, tokenizer, catalogue, num_beams, prompt_style)
@@ -163,12 +170,6 @@ class Recommender:
             raise RequestError(field_name, f"{field_name}: {k} is above the beam limit {self.num_beams} "
                                            "(decode with more beams to return more items)")
         return k
-
-    def reload_catalogue(self, sid_index_path, item_meta_path="") -> Catalogue:
-        """Build the new catalogue completely, then swap the reference (one assignment: atomic)."""
-        catalogue = load_catalogue(sid_index_path, item_meta_path, self.tokenizer, self.catalogue.trie.device)
-        self.catalogue = catalogue
-        return catalogue
 
     def decode(self, prompt_texts: list[str], ks: list[int], catalogue: Catalogue) -> list[list[Recommendation]]:
         """One constrained beam search over all prompts (one generate call); the top ks[i] of prompt i."""

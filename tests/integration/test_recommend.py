@@ -10,7 +10,9 @@ from minionerec.serving.recommender import history_prompt
 from minionerec.ranking.constrained import exact_rank
 from minionerec.data.formats import load_item_meta, load_sid_index, sid_string
 from minionerec.model.loading import load_model, load_tokenizer
-from minionerec.serving.recommender import load_catalogue
+from minionerec.serving.app import load_reload_catalogue
+from minionerec.serving.recommender import Recommender, load_catalogue
+from minionerec.ranking.shared_sids import train_target_counts
 
 
 
@@ -87,3 +89,31 @@ def test_bad_history_file_names_the_line(paths, tmp_path):
         recommend.main(recommend.Args(**paths, history_file=str(bad)))
 
 
+
+
+def test_a_shared_sid_shows_its_most_frequent_train_target(paths, demo_data, demo_category, tmp_path):
+    """Two items given one SID decode as one answer: --train_path shows the group's most frequent next item in
+    train (bench/quality.py's "by item" rule); without it the group's first item in index order."""
+    train_path = demo_data / "train" / f"{demo_category}.csv"
+    counts = train_target_counts(train_path)
+    index = load_sid_index(paths["sid_index_path"])
+    order = list(index)
+    earlier, frequent = next((a, b) for i, a in enumerate(order) for b in order[i + 1:] if counts[b] > counts[a])
+    index[frequent] = index[earlier]
+    shared = sid_string(index[earlier])
+    shared_index = tmp_path / "shared.index.json"
+    shared_index.write_text(json.dumps(index))
+
+    tokenizer = load_tokenizer(paths["base_model"])
+    assert load_catalogue(shared_index, "", tokenizer).item_of_sid[shared] == earlier
+    counted = load_catalogue(shared_index, "", tokenizer, train_path=train_path)
+    assert counted.item_of_sid[shared] == frequent
+    server = Recommender(None, tokenizer, counted, num_beams=10)  # serve.py's /catalogue/reload keeps the counts
+    assert load_reload_catalogue(server, tmp_path, shared_index.name, "").item_of_sid[shared] == frequent
+
+    distinct = len(index) - 1  # every SID in the top k: the shared one is among them
+    flags = {**paths, "sid_index_path": str(shared_index)}
+    for train, shown in (("", earlier), (str(train_path), frequent)):
+        [ranked] = recommend.main(recommend.Args(**flags, train_path=train, history="1", k=distinct, num_beams=distinct))
+        [rec] = [r for r in ranked if r.sid == shared]
+        assert rec.item_id == shown

@@ -203,6 +203,7 @@ def test_a_request_in_flight_during_a_reload_finishes_on_the_old_catalogue(serve
     (dict(base_model="nope"), "--base_model must be a local model directory"),
     (dict(sid_index_path=""), "--sid_index_path is required"),
     (dict(item_meta_path="missing.json"), "--item_meta_path file not found"),
+    (dict(train_path="missing.csv"), "--train_path file not found"),
     (dict(num_beams=0), "--num_beams"),
     (dict(port=70000), "--port"),
 ])
