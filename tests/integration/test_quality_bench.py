@@ -217,7 +217,19 @@ def test_bad_sid_flags_fail_early(tmp_path, flags, message):
     assert not (tmp_path / "q").exists()  # nothing written
 
 
-def test_sid_flags_parse_into_a_plan(monkeypatch):
+@pytest.fixture
+def minilm_dir(monkeypatch, tmp_path):
+    """A stand-in for models/all-MiniLM-L6-v2: parsing checks only that the local model is there, and must not
+    depend on `make minilm` having run (the quick start is make install; make test)."""
+    from bench import sids
+
+    (tmp_path / "config.json").write_text("{}")
+    library, _, make = sids.ENCODERS["minilm"]
+    monkeypatch.setitem(sids.ENCODERS, "minilm", (library, str(tmp_path), make))
+    return tmp_path
+
+
+def test_sid_flags_parse_into_a_plan(monkeypatch, minilm_dir):
     from bench import sids
 
     assert sids.parse("release", "anything", "3x256") == sids.SidPlan("release", (sids.Candidate(),), 3, 256)
@@ -232,7 +244,7 @@ def test_sid_flags_parse_into_a_plan(monkeypatch):
         sids.parse("auto", "release,minilm+rqkmeans", "3x256")
 
 
-def test_presets_choose_their_sids_and_flags_override_them():
+def test_presets_choose_their_sids_and_flags_override_them(minilm_dir):
     """The cpu preset chooses SIDs per dataset on valid (release vs TF-IDF: bench/RESULTS.md); the others train on
     the release; --sids and --sid_candidates win over the preset's."""
     def plan(**flags):
