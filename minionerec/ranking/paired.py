@@ -103,7 +103,12 @@ def over_seeds(per_seed: list[dict]) -> dict:
 
 
 def format_over_seeds(d: dict) -> str:
-    """One line: mean +/- both SEs, the per-seed differences and the verdict."""
-    verdict = "exceeds the noise" if d["exceeds_noise"] else "within the noise"
+    """One line: mean +/- both SEs, the per-seed differences and the verdict (one seed: only the per-user noise
+    is known, so the verdict says so rather than "within the noise")."""
+    if d["seeds"] == 1:
+        side = "beyond" if abs(d["mean"]) > 2 * d["se_users"] else "within"
+        verdict = f"one seed: {side} the per-user noise, the seed noise unknown"
+    else:
+        verdict = "exceeds the noise" if d["exceeds_noise"] else "within the noise"
     return (f"{d['mean']:+.4f} (SE over seeds {d['se_seeds']:.4f}, over users {d['se_users']:.4f}; per seed "
             + " ".join(f"{x:+.4f}" for x in d["per_seed"]) + f"): {verdict}")

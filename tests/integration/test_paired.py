@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from minionerec.data.formats import DataError
-from minionerec.ranking.paired import check_same_rows, compare, over_seeds, paired_difference
+from minionerec.ranking.paired import check_same_rows, compare, format_over_seeds, over_seeds, paired_difference
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -87,3 +87,12 @@ def test_over_seeds_needs_every_seed_to_agree():
     # a large mean carried by one seed while another disagrees in sign is not a finding
     assert not over_seeds([{"mean": 0.05, "se": 0.001}, {"mean": 0.05, "se": 0.001}, {"mean": -0.001, "se": 0.001}])["exceeds_noise"]
     assert not over_seeds([{"mean": 0.05, "se": 0.001}])["exceeds_noise"]  # one seed says nothing about run-to-run noise
+
+
+def test_one_seed_verdict_names_the_only_noise_it_knows():
+    assert format_over_seeds(over_seeds([{"mean": -0.0221, "se": 0.0025}])).endswith(
+        "per seed -0.0221): one seed: beyond the per-user noise, the seed noise unknown")
+    assert format_over_seeds(over_seeds([{"mean": 0.004, "se": 0.0025}])).endswith(
+        "one seed: within the per-user noise, the seed noise unknown")
+    assert format_over_seeds(over_seeds([{"mean": 0.05, "se": 0.001}, {"mean": 0.04, "se": 0.001}])).endswith(
+        "exceeds the noise")
