@@ -34,6 +34,7 @@ class Args:
 def dataset_tables(run: dict, k: int) -> dict:
     """{"shared": ..., "seeds": {seed: {split: {method: {"sid": NDCG@k, "item": NDCG@k}}}},
     "paired": {split: {"sid" | "item": [per seed: SFT+RL - SASRec per user, paired_difference]}}} for one dataset."""
+    from bench.quality import scored_rows
     from minionerec.ranking.metrics import compute_metrics
     from minionerec.ranking.paired import load_predictions, paired_difference
     from minionerec.ranking.shared_sids import as_items, as_sids, item_of_sid, rows_by_item, sid_groups, sid_strings
@@ -57,7 +58,7 @@ def dataset_tables(run: dict, k: int) -> dict:
                          "item": ndcg(as_items([p["predict"] for p in ps], item_of), item_ids)}
                      for m, ps in rows.items()}
             if "sasrec" in r:
-                sasrec_rows = json.loads(Path(r["sasrec"]["predictions"][split]).read_text())
+                sasrec_rows = scored_rows(r, "SASRec", split)
                 if [str(p["item_id"]) for p in sasrec_rows] != item_ids:  # scored and paired row by row
                     raise SystemExit(f"error: seed {seed}: SASRec and MiniOneRec scored different {split} rows")
                 ranked = [[str(i) for i in p["predict"]] for p in sasrec_rows]

@@ -15,6 +15,7 @@ from minionerec.data.formats import DataError
 from minionerec.ranking.metrics import hit_at, ndcg_at, target_rank
 
 METRICS = {"HR": hit_at, "NDCG": ndcg_at}
+NOISE_SES = 2  # a mean difference counts only beyond this many standard errors
 
 
 def load_predictions(path) -> list[dict]:
@@ -99,14 +100,14 @@ def over_seeds(per_seed: list[dict]) -> dict:
     noise = se_users if n == 1 else max(se_seeds, se_users)
     same_sign = all(x > 0 for x in diffs) or all(x < 0 for x in diffs)
     return {"mean": mean, "se_seeds": se_seeds, "se_users": se_users, "seeds": n, "per_seed": diffs,
-            "positive_seeds": sum(x > 0 for x in diffs), "exceeds_noise": bool(n > 1 and same_sign and abs(mean) > 2 * noise)}
+            "positive_seeds": sum(x > 0 for x in diffs), "exceeds_noise": bool(n > 1 and same_sign and abs(mean) > NOISE_SES * noise)}
 
 
 def format_over_seeds(d: dict) -> str:
     """One line: mean +/- both SEs, the per-seed differences and the verdict (one seed: only the per-user noise
     is known, so the verdict says so rather than "within the noise")."""
     if d["seeds"] == 1:
-        side = "beyond" if abs(d["mean"]) > 2 * d["se_users"] else "within"
+        side = "beyond" if abs(d["mean"]) > NOISE_SES * d["se_users"] else "within"
         verdict = f"one seed: {side} the per-user noise, the seed noise unknown"
     else:
         verdict = "exceeds the noise" if d["exceeds_noise"] else "within the noise"

@@ -108,7 +108,7 @@ def build_catalogue(sid_index: dict[str, list[str]], item_meta: dict[str, dict] 
     for item_id, title in titles.items():
         if title:
             items_of_title.setdefault(title, []).append(item_id)
-    target_counts = Counter(target_counts or {})
+    target_counts = target_counts or Counter()
     groups = sid_groups({item_id: sid_string(tokens) for item_id, tokens in sid_index.items()})
     item_of_sid = representative_items(groups, target_counts)
     trie = build_sid_trie(sid_index, tokenizer, device)
