@@ -12,6 +12,7 @@ import dataclasses
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 from transformers import set_seed
@@ -19,16 +20,26 @@ from transformers import set_seed
 from minionerec.data.formats import load_info, load_item_meta, load_sid_index, load_split, sid_vocabulary
 from minionerec.data.prompts import Prompts, check_style, run_category
 from minionerec.data.rl_tasks import build_eval_dataset, build_rl_dataset
+from minionerec.data.sft_tasks import sample_rows
 from minionerec.model.lora import lora_config
-from minionerec.model.loading import best_dtype, load_model, load_tokenizer, missing_sid_tokens, sid_token_ids, training_dtype
-from minionerec.ranking.callback import ConstrainedEvalCallback, finish_training
+from minionerec.model.loading import (best_dtype, cpu_bf16, load_model, load_tokenizer, missing_sid_tokens, one_input_grads_hook,
+                                      sid_token_ids, training_dtype)
+from minionerec.ranking.callback import ConstrainedEvalCallback, finish_training, stopped
 from minionerec.rl.rewards import build_reward_funcs, check_reward_type, parse_reward_weights
 from minionerec.rl.trainer import MiniOneRecGRPOConfig, MiniOneRecGRPOTrainer, grpo_loss_options
 from minionerec.run import prelaunch, preflight
 from minionerec.run.cli import past_setup, run
-from minionerec.run.config import record_run
-from minionerec.run.resume import (NoCheckpointAtLastStep, check_resume_matches, check_resume_within, resolve_resume,
-                                    resumed_step)
+from minionerec.run.config import is_local_main, record_run
+from minionerec.run.plan import rl_plan, token_lengths
+from minionerec.run.shared_dir import check_shared_output_dir
+from minionerec.run.resume import (NoCheckpointAtLastStep, StopAfterStep, check_resume_matches, check_resume_within,
+                                    check_stop_after, resolve_resume, resumed_step)
+
+
+PER_PROCESS_BATCH = ("was per process; rl.py's batch is global now, as sft.py's: write batch_size = completions per "
+                     "optimizer step over all processes (old train_batch_size x gradient_accumulation_steps x "
+                     "processes, e.g. 64 x 2 x 8 = 1024) and micro_batch_size = completions per process per pass (old "
+                     "train_batch_size); the accumulation follows from the world size")
 
 
 @dataclass
@@ -44,10 +55,11 @@ class Args:
     wandb_project: str = ""  # --report_to wandb: the project (sets WANDB_PROJECT)
     wandb_run_name: str = ""  # the run name; "" = TRL's default
     output_dir: str = "output/rl"  # checkpoints, run_config.yaml, trainer_state.json; final_checkpoint/ at the end
-    # batch: per-process prompts x completions; global = train_batch_size x processes x accumulation
-    train_batch_size: int = 32  # completions per process per step (= prompts x num_generations)
+    sample: int = -1  # at most this many prompts of each task and rows of --eval_file (seeded), as sft.py; -1 = all
+    # batch: batch_size is global, as sft.py's; accumulation = batch_size / (micro_batch_size x world size)
+    batch_size: int = 64  # completions per optimizer step over all processes (= prompts x num_generations)
+    micro_batch_size: int = 32  # completions per process per forward / backward pass
     eval_batch_size: int = 32  # prompts per beam-search call in the in-training evaluation
-    gradient_accumulation_steps: int = 1  # batches per optimizer step
     num_generations: int = 16  # group size G: completions per prompt
     num_train_epochs: int = 1  # passes over the prompts (unless --max_steps)
     max_steps: int = -1  # > 0 overrides num_train_epochs
@@ -83,6 +95,7 @@ class Args:
     gradient_checkpointing: bool = True  # TRL's default: saves memory on real models; off is faster on tiny ones
     logging_steps: int = 1  # log rewards, KL and loss every N steps
     resume_from_checkpoint: str = ""  # a checkpoint dir, or "true" for the latest in output_dir
+    stop_after_step: int = 0  # > 0: end after this step with a checkpoint (schedule unchanged); resume continues it
     report_to: str = "none"  # none | wandb | tensorboard
     # --- configuration: GRPOConfig's own fields (same names, passed straight through), recipes, dry runs
     max_grad_norm: float = 0.3  # gradient clipping
@@ -106,25 +119,31 @@ class Args:
     keep_best: bool = False  # needs --test_during_training: final_checkpoint = the best valid NDCG@10 weights, SFT's included
     # --- prompt protocol
     prompt_style: str = "upstream"  # upstream (AkaliKong/MiniOneRec's RL prompts, byte for byte) | minionerec (docs/pipeline.md)
+    # per-process batch flags of earlier versions: an error that translates them (a recipe means one run at any size)
+    REMOVED_FLAGS: ClassVar[dict] = {name: PER_PROCESS_BATCH for name in ("train_batch_size", "gradient_accumulation_steps")}
 
 
 # rl.py flags whose GRPOConfig field has another name or another form; every other shared name passes through
-MAPPED = {"train_batch_size", "report_to", "resume_from_checkpoint", "loss_type", "epsilon_high", "reward_weights"}
+MAPPED = {"batch_size", "micro_batch_size", "sample", "report_to", "resume_from_checkpoint", "loss_type", "epsilon_high",
+          "reward_weights"}
 
 
-def grpo_config(args: Args, world_size: int) -> MiniOneRecGRPOConfig:
+def grpo_config(args: Args, world_size: int, started: int) -> MiniOneRecGRPOConfig:
     """The trainer config: the reward weights and loss options are parsed here, and TRL's own validation runs,
-    before any weights load."""
+    before any weights load. world_size: the run's processes (the accumulation follows from it); started: the
+    processes running now (a launcher's one-process pre-check has no process group to set up)."""
     grpo_fields = {f.name for f in dataclasses.fields(MiniOneRecGRPOConfig)}
     same = {f.name: getattr(args, f.name) for f in dataclasses.fields(args)
             if f.name in grpo_fields and f.name not in MAPPED}
     return MiniOneRecGRPOConfig(
         **same,
-        per_device_train_batch_size=args.train_batch_size,
+        per_device_train_batch_size=args.micro_batch_size,
+        gradient_accumulation_steps=preflight.gradient_accumulation(args.batch_size, args.micro_batch_size, world_size),
         epsilon_high=args.epsilon_high or None,
         reward_weights=parse_reward_weights(args.reward_weights, check_reward_type(args.reward_type)),
         **grpo_loss_options(args.dapo, args.gspo, args.loss_type),
         bf16=best_dtype() == torch.bfloat16,
+        use_cpu=cpu_bf16(),  # a CPU rehearsal's bf16 (transformers refuses bf16 without a GPU unless told)
         save_strategy="steps",
         log_completions=True,  # also writes output_dir/completions/*.parquet
         num_completions_to_print=1,
@@ -133,7 +152,7 @@ def grpo_config(args: Args, world_size: int) -> MiniOneRecGRPOConfig:
         dataloader_num_workers=0,
         # CPU runs (tests): without an explicit gloo backend accelerate's DeepSpeed state on CPU
         # reports one process on every rank, so each rank would silently train alone.
-        ddp_backend="gloo" if world_size > 1 and not torch.cuda.is_available() else None,
+        ddp_backend="gloo" if started > 1 and not torch.cuda.is_available() else None,
     )
 
 
@@ -161,7 +180,8 @@ def check_args(args: Args, world_size: int) -> None:
         path = getattr(args, flag)
         if reward in rewards and not (path and Path(path).is_file()):
             raise SystemExit(f"error: --reward_type {args.reward_type} needs --{flag} (an existing file), got {path!r}")
-    for flag in ("train_batch_size", "gradient_accumulation_steps", "eval_batch_size", "test_beam", "logging_steps",
+    preflight.sample_size(args.sample, "sample")
+    for flag in ("batch_size", "micro_batch_size", "eval_batch_size", "test_beam", "logging_steps",
                  "num_iterations"):  # 0 would divide by zero, or train / evaluate on nothing, silently
         preflight.at_least(getattr(args, flag), flag, 1)
     preflight.positive_finite(args.eval_step, "eval_step")  # 0 would evaluate at every step
@@ -172,13 +192,14 @@ def check_args(args: Args, world_size: int) -> None:
     preflight.one_of(args.scale_rewards, "scale_rewards", ("group", "batch", "none"))
     preflight.one_of(args.report_to, "report_to", preflight.REPORT_TO)
     preflight.output_not_input(args.output_dir, "output_dir", {}, {"model_path": args.model_path})
-    G, local = args.num_generations, args.train_batch_size * args.gradient_accumulation_steps
+    G = args.num_generations
     if G < 2:
         raise SystemExit(f"error: --num_generations must be >= 2 (GRPO compares completions), got {G}")
-    if local % G:
+    preflight.gradient_accumulation(args.batch_size, args.micro_batch_size, world_size)
+    if args.batch_size % (G * world_size):
         # Each process generates whole groups: beam search needs all G copies of a prompt together.
-        raise SystemExit(f"error: --num_generations {G} must divide train_batch_size x gradient_accumulation_steps "
-                         f"= {local} (global batch {local * world_size} over {world_size} processes)")
+        raise SystemExit(f"error: --batch_size {args.batch_size} must be a multiple of --num_generations {G} x "
+                         f"{world_size} processes (each process generates whole groups of {G})")
 
 
 def check_data(args: Args, sid_index: dict) -> None:
@@ -197,8 +218,9 @@ def load_datasets(args: Args, sid_index: dict):
     item_meta = load_item_meta(args.item_meta_path) if args.item_meta_path else None
     prompts = Prompts(args.prompt_style, run_category(args.category, args.sid_index_path))
     train_ds = build_rl_dataset(load_split(args.train_file, sid_index), sid_index, item_meta, args.title_history_sample,
-                                args.seed, args.sample_train, args.title2sid, prompts)
-    eval_ds = build_eval_dataset(load_split(args.eval_file, sid_index), prompts) if args.eval_file else None
+                                args.seed, args.sample_train, args.title2sid, prompts, args.sample)
+    eval_df = sample_rows(load_split(args.eval_file, sid_index), args.sample, args.seed) if args.eval_file else None
+    eval_ds = build_eval_dataset(eval_df, prompts) if eval_df is not None else None
     return train_ds, eval_ds
 
 
@@ -224,7 +246,7 @@ def build_trainer(args: Args, config: MiniOneRecGRPOConfig, tokenizer, sid_index
     model = load_model(args.model_path, dtype=training_dtype(config, lora=args.lora_r > 0))
     peft_config = lora_config(args.lora_r, args.lora_alpha, args.lora_dropout, args.lora_target_modules,
                               sid_token_ids(tokenizer, sid_tokens), model)
-    callbacks = [NoCheckpointAtLastStep()]  # final_checkpoint is the end-of-run save
+    callbacks = [NoCheckpointAtLastStep(), StopAfterStep(args.stop_after_step)]  # final_checkpoint: the end save
     ranking = None
     if args.test_during_training:
         ranking = ConstrainedEvalCallback(eval_ds["prompt"], eval_ds["target"], num_beams=args.test_beam,
@@ -236,6 +258,7 @@ def build_trainer(args: Args, config: MiniOneRecGRPOConfig, tokenizer, sid_index
         model=model, reward_funcs=reward_funcs, args=config, train_dataset=train_ds, processing_class=tokenizer,
         callbacks=callbacks, peft_config=peft_config, sid_index=sid_index,
     )
+    one_input_grads_hook(trainer.model)  # TRL toggles checkpointing around every rollout and scoring pass
     if ranking is not None:
         ranking.trainer = trainer  # it generates with the trainer's (wrapped) model
     return trainer, ranking
@@ -253,6 +276,7 @@ def main(args: Args):
     check_args(args, world_size)
     resume = resolve_resume(args.resume_from_checkpoint, args.output_dir)  # the newest complete checkpoint
     check_resume_within(resumed_step(resume), args.max_steps)
+    check_stop_after(args.stop_after_step, args.max_steps)
     check_resume_matches(resume, args.model_path, "model_path", "rl")
     set_seed(args.seed)
     sid_index = load_sid_index(args.sid_index_path)
@@ -267,8 +291,12 @@ def main(args: Args):
     if args.report_to == "wandb" and args.wandb_project:
         os.environ.setdefault("WANDB_PROJECT", args.wandb_project)
     # + TRL's own checks; the processes started now (a launcher's one-process pre-check has no group to set up)
-    config = preflight.checked(grpo_config, args, int(os.environ.get("WORLD_SIZE", 1)))
+    config = preflight.checked(grpo_config, args, world_size, int(os.environ.get("WORLD_SIZE", 1)))
     record_run(args, args.output_dir)  # prints each value + source; writes output_dir/run_config.yaml
+    if is_local_main():
+        print(rl_plan(len(train_ds), config.per_device_train_batch_size, config.gradient_accumulation_steps, world_size,
+                      args.num_generations, args.num_iterations, args.num_train_epochs, args.max_steps,
+                      token_lengths(tokenizer, list(train_ds["prompt"]))).line(), flush=True)
     if args.dry_run:  # every check above passed; no weights were read
         return None
 
@@ -278,9 +306,12 @@ def main(args: Args):
             print(f"[rl] prompts={len(train_ds)} world_size={config.world_size} "
                   f"distributed={trainer.accelerator.distributed_type} reward={args.reward_type} "
                   f"loss_type={config.loss_type} importance_sampling_level={config.importance_sampling_level}")
+        check_shared_output_dir(args.output_dir)  # several nodes: one output_dir they all see
         trainer.train(resume_from_checkpoint=resume)
+        if any(isinstance(c, StopAfterStep) and c.stopped for c in trainer.callback_handler.callbacks):
+            return stopped(trainer, "rl")
         tokenizer.padding_side = "right"  # as the SFT checkpoint saved it
-        finish_training(trainer, tokenizer, args.output_dir, ranking if args.keep_best else None,
+        finish_training(trainer, tokenizer, args.output_dir, ranking if args.keep_best and ranking.best else None,
                         start_dir=args.model_path, script="rl", report=lambda final: report(trainer, final))
     return trainer
 

@@ -6,13 +6,15 @@
 #   bash rl.sh                                          # every visible GPU, ZeRO-2, bf16 (the YAML's)
 #   NPROC=1 RECIPE=recipes/qwen2.5_1.5b_1gpu.yaml bash rl.sh                      # one GPU
 #   CONFIG=config/zero2_two_nodes.yaml NODE_RANK=1 MASTER_ADDR=10.0.0.1 bash rl.sh  # node 1 of the YAML's 2
-#   NNODES=2 NPROC=8 NODE_RANK=0 MASTER_ADDR=10.0.0.1 bash rl.sh                  # any YAML on 2 nodes x 8
+#   NNODES=2 NODE_RANK=0 MASTER_ADDR=10.0.0.1 bash rl.sh                          # any YAML on 2 nodes, all GPUs of each
 #   CONFIG=config/zero2_cpu.yaml RECIPE=recipes/demo.yaml bash rl.sh --max_steps 2  # CPU smoke run
+#   REHEARSE=1 RECIPE=recipes/qwen2.5_7b_lora_24gb.yaml NPROC=1 bash rl.sh        # the same run rehearsed on CPU
 # Process counts follow the convention of every launcher here: NPROC processes per node (GPUS_PER_NODE is
 # the same; default: the visible GPUs, as sft.sh), NNODES nodes (default: the YAML's num_machines); rl.sh
-# passes accelerate NNODES x NPROC. NUM_PROCESSES, accelerate's own TOTAL, still overrides. A box without
-# GPUs keeps the YAML's num_processes (the CPU YAMLs name theirs). The launch YAML and the DeepSpeed JSON it names are checked first, then rl.py's own checks
-# run once in one process (PRECHECK=0 skips that).
+# passes accelerate NNODES x NPROC. NUM_PROCESSES, accelerate's own total, may replace NPROC. A box without
+# GPUs keeps the YAML's num_processes (the CPU YAMLs name theirs). torchrun's PET_* variables are honoured
+# (python -m minionerec.run.topology). The launch YAML and the DeepSpeed JSON it names are checked first, then
+# rl.py's own checks run once in one process (PRECHECK=0 skips that). Several nodes share one OUTPUT_DIR.
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -28,46 +30,28 @@ PYTHON=${PYTHON:-$(dirname "$(command -v "$ACCELERATE" || echo python)")/python}
 
 # one line and no launch if the YAML, or the DeepSpeed JSON it names, is missing or has an unknown key
 $PYTHON -m minionerec.run.launch_config "$CONFIG"
-
-# topology overrides, each passed only when set (otherwise the launch YAML's value holds)
-topology=()
-[ -n "${NNODES:-}" ] && topology+=(--num_machines "$NNODES")
-[ -n "${NODE_RANK:-}" ] && topology+=(--machine_rank "$NODE_RANK")
-[ -n "${MASTER_ADDR:-}" ] && topology+=(--main_process_ip "$MASTER_ADDR")
-PORT=${MASTER_PORT:-${PORT:-}}
-if [ -z "$PORT" ] && [ -z "${NNODES:-}${NODE_RANK:-}" ] && ! grep -q '^main_process_port:' "$CONFIG" 2>/dev/null; then
-  PORT=$($PYTHON -m minionerec.run.distributed)  # one node, no port named anywhere: a free one (two runs may share a box)
-fi
-[ -n "$PORT" ] && topology+=(--main_process_port "$PORT")
-NPROC=${NPROC:-${GPUS_PER_NODE:-}}  # processes per node, as sft.sh and evaluate.sh take it
-if [ -n "$NPROC" ] && ! [[ "$NPROC" =~ ^[1-9][0-9]*$ ]]; then
-  echo "error: NPROC must be a positive integer, got '$NPROC'" >&2; exit 2
-fi
-if [ -z "$NPROC" ] && [ -z "${NUM_PROCESSES:-}" ]; then
-  gpus=$($PYTHON -c "import torch; print(torch.cuda.device_count())")  # honours CUDA_VISIBLE_DEVICES
-  [ "$gpus" -gt 0 ] && NPROC=$gpus  # a 1- or 4-GPU box runs, whatever the YAML's num_processes says
-fi
-if [ -n "$NPROC" ]; then
-  nodes=${NNODES:-$($PYTHON -c "import sys, yaml; print(yaml.safe_load(open(sys.argv[1])).get('num_machines', 1))" "$CONFIG")}
-  NUM_PROCESSES=${NUM_PROCESSES:-$(( nodes * NPROC ))}
-fi
-[ -n "${NUM_PROCESSES:-}" ] && topology+=(--num_processes "$NUM_PROCESSES")
-
+rehearse=${REHEARSE:-0}; [[ " $* " == *" --rehearse "* ]] && rehearse=1
+[ "$rehearse" = 1 ] && export MINIONEREC_REHEARSAL_GPUS=${REHEARSE_GPUS:-1}  # the GPUs per node a rehearsal pretends
+# NPROC NNODES NODE_RANK MASTER_ADDR MASTER_PORT WORLD from the variables and the YAML, checked against each other:
+# one count for the pre-check and the launch
+topology=$($PYTHON -m minionerec.run.topology rl "$CONFIG") || exit $?
+eval "$topology"
 $PYTHON -m minionerec.run.ds_lock  # one line, no silent hang, if an interrupted DeepSpeed JIT build left its lock
 
-TRAIN_FILE=$(ls "${DATA_DIR}"/train/"${CATEGORY}"*.csv)
-EVAL_FILE=$(ls "${DATA_DIR}"/valid/"${CATEGORY}"*.csv)
-INFO_FILE=$(ls "${DATA_DIR}"/info/"${CATEGORY}"*.txt)
-INDEX_DIR=${DATA_DIR}/index
-
-args=(--config "$RECIPE" --model_path "$MODEL_PATH" --train_file "$TRAIN_FILE" --eval_file "$EVAL_FILE"
-      --info_file "$INFO_FILE" --sid_index_path "$INDEX_DIR/$CATEGORY.index.json"
-      --item_meta_path "$INDEX_DIR/$CATEGORY.item.json" --category "$CATEGORY" --output_dir "$OUTPUT_DIR" "$@")
-# one process checks the topology variables and runs rl.py's own checks for the world about to start (flags,
-# recipe, data, tokenizer SIDs, rewards, batch sizes): bad input is one line, exit 2, before accelerate starts anything
-if [ "${PRECHECK:-1}" != 0 ]; then
-  WORLD=${NUM_PROCESSES:-$($PYTHON -c "import sys, yaml; print(yaml.safe_load(open(sys.argv[1])).get('num_processes', 1))" "$CONFIG")}
-  $PYTHON -m minionerec.run.prelaunch --nnodes "${NNODES:-1}" --node_rank "${NODE_RANK:-0}" --world_size "$WORLD" \
-      -- rl.py "${args[@]}"
+args=(--config "$RECIPE" --model_path "$MODEL_PATH" --train_file "$(ls "$DATA_DIR"/train/"$CATEGORY"*.csv)"
+      --eval_file "$(ls "$DATA_DIR"/valid/"$CATEGORY"*.csv)" --info_file "$(ls "$DATA_DIR"/info/"$CATEGORY"*.txt)"
+      --sid_index_path "$DATA_DIR/index/$CATEGORY.index.json" --item_meta_path "$DATA_DIR/index/$CATEGORY.item.json"
+      --category "$CATEGORY" --output_dir "$OUTPUT_DIR" "$@")
+# accelerate's flags override the YAML: every value resolved above, so accelerate starts what was checked
+launch=(env MINIONEREC_LAUNCH_CONFIG="$CONFIG" $ACCELERATE launch --config_file "$CONFIG" --num_machines "$NNODES"
+        --machine_rank "$NODE_RANK" --num_processes "$WORLD" --main_process_port "$MASTER_PORT")
+[ "$NNODES" -gt 1 ] && launch+=(--main_process_ip "$MASTER_ADDR")
+if [ "$rehearse" = 1 ]; then
+  export RECIPE DATA_DIR CATEGORY NPROC NNODES NODE_RANK MASTER_ADDR MASTER_PORT PYTHON CONFIG
+  exec $PYTHON -m minionerec.launch.rehearsal rl.py "${launch[@]}" -- "${args[@]}"
 fi
-MINIONEREC_LAUNCH_CONFIG="$CONFIG" ${ACCELERATE} launch --config_file "$CONFIG" "${topology[@]}" rl.py "${args[@]}"
+# one process checks the flags, recipe, data, tokenizer SIDs, rewards and batch sizes for the world about to start:
+# bad input is one line, exit 2, before accelerate starts anything
+[ "${PRECHECK:-1}" = 0 ] || $PYTHON -m minionerec.run.prelaunch --nproc "$NPROC" --nnodes "$NNODES" \
+    --node_rank "$NODE_RANK" -- rl.py "${args[@]}"
+"${launch[@]}" rl.py "${args[@]}"

@@ -24,16 +24,19 @@ from minionerec.data.packing import PackedCollator
 from minionerec.data.prompts import Prompts, check_style, run_category
 from minionerec.data.sft_tasks import TASKS, AnswerWindowCollator, build_text_dataset, sample_rows, tokenize_dataset
 from minionerec.model.lora import apply_lora, lora_config
-from minionerec.model.loading import (add_sid_tokens, best_dtype, freeze_all_but_new_rows, load_model, load_tokenizer,
-                                      missing_sid_tokens, sid_token_ids, training_dtype)
-from minionerec.ranking.callback import ConstrainedEvalCallback, finish_training
+from minionerec.model.loading import (add_sid_tokens, best_dtype, cpu_bf16, freeze_all_but_new_rows, load_model,
+                                      load_tokenizer,
+                                      missing_sid_tokens, one_input_grads_hook, sid_token_ids, training_dtype)
+from minionerec.ranking.callback import ConstrainedEvalCallback, finish_training, stopped
 from minionerec.ranking.constrained import build_sid_trie
 from minionerec.run import prelaunch, preflight
 from minionerec.run.cli import past_setup, run
-from minionerec.run.config import record_run
-from minionerec.run.launch_config import sft_deepspeed
+from minionerec.run.config import is_local_main, record_run
+from minionerec.run.launch_config import sft_deepspeed, zero_stage
+from minionerec.run.plan import sft_plan, token_lengths
+from minionerec.run.shared_dir import check_shared_output_dir
 from minionerec.run.resume import (NoCheckpointAtLastStep, check_resume_matches, check_resume_within, resolve_resume,
-                                    resumed_step, whole_run_mean_loss)
+                                    StopAfterStep, check_stop_after, resumed_step, whole_run_mean_loss)
 from minionerec.run.throughput import ThroughputCallback
 
 
@@ -51,7 +54,7 @@ class Args:
     sid_index_path: str = ""  # index.json; its tokens are added to the vocabulary
     item_meta_path: str = ""  # item.json; titles for the alignment and title tasks
     category: str = ""  # dataset name: run names and upstream prompts (d), (e); "" = --sid_index_path's file name
-    sample: int = -1  # use this many training rows (seeded); -1 = all
+    sample: int = -1  # at most this many rows of each task and of --eval_file (seeded), as upstream; -1 = all
     seed: int = 42  # data sampling and order, init of new rows (transformers.set_seed)
     # batch: batch_size is global; accumulation = batch_size / (micro_batch_size * world size)
     batch_size: int = 128  # global rows per optimizer step
@@ -97,6 +100,7 @@ class Args:
     keep_best: bool = False  # needs --test_during_training: final_checkpoint = the evaluated weights with the best NDCG@10
     logging_steps: int = 10  # log the train loss every N steps
     resume_from_checkpoint: str = ""  # a checkpoint dir, or "true" for the latest in output_dir
+    stop_after_step: int = 0  # > 0: end after this step with a checkpoint (schedule unchanged); resume continues it
     report_to: str = "none"  # none | wandb | tensorboard (wandb works offline with WANDB_MODE=offline)
     wandb_project: str = ""  # --report_to wandb: the project (sets WANDB_PROJECT)
     wandb_run_name: str = ""  # the run name; "" = sft-<category>
@@ -110,14 +114,6 @@ class Args:
     lora_target_modules: str = "all-linear"  # all-linear, or comma-separated names, e.g. q_proj,k_proj,v_proj,o_proj
     # --- prompt protocol
     prompt_style: str = "upstream"  # upstream (AkaliKong/MiniOneRec's texts, byte for byte) | minionerec (docs/pipeline.md)
-
-
-def gradient_accumulation(batch_size: int, micro_batch_size: int, world_size: int) -> int:
-    per_step = micro_batch_size * world_size
-    if batch_size % per_step:
-        raise SystemExit(f"error: --batch_size {batch_size} is not divisible by --micro_batch_size "
-                         f"{micro_batch_size} x {world_size} processes")
-    return batch_size // per_step
 
 
 def deepspeed_config(path: str) -> str | None:
@@ -173,14 +169,17 @@ def check_weights(args: Args) -> None:
         preflight.has_weights(args.base_model, "base_model")
 
 
-def check_cutoff(args: Args, tokenizer, data: SftData) -> None:
+def check_cutoff(args: Args, tokenizer, data: SftData) -> list[int]:
     """--cutoff_len against the longest answer, counting each SID token as one token, as after
-    add_sid_tokens (done on a copy: the real tokenizer gets them together with the model's rows)."""
+    add_sid_tokens (done on a copy: the real tokenizer gets them together with the model's rows).
+    Returns each training row's tokens (prompt + answer + EOS, as tokenize_dataset cuts them), for the plan."""
     probe = copy.deepcopy(tokenizer)
     probe.add_tokens(missing_sid_tokens(probe, data.sid_tokens))
     texts = [ds for ds in (data.train_text, data.eval_text) if ds is not None]
     prompts = [p for ds in texts for p in ds["prompt"]]
     preflight.cutoff_holds_answers(args.cutoff_len, probe, prompts, [r for ds in texts for r in ds["response"]])
+    rows = [p + r for p, r in zip(data.train_text["prompt"], data.train_text["response"])]
+    return [min(n + 1, args.cutoff_len) for n in token_lengths(probe, rows)]  # + EOS
 
 
 @dataclass
@@ -199,11 +198,11 @@ def load_data(args: Args, tasks: list[str]) -> SftData:
     sid_index = load_sid_index(args.sid_index_path)
     item_meta = load_item_meta(args.item_meta_path) if args.item_meta_path else None
     train_df = sample_rows(load_split(args.train_file, sid_index, item_meta), args.sample, args.seed)
-    eval_df = load_split(args.eval_file, sid_index, item_meta) if args.eval_file else None
+    eval_df = sample_rows(load_split(args.eval_file, sid_index, item_meta), args.sample, args.seed) if args.eval_file else None
     prompts = Prompts(args.prompt_style, run_category(args.category, args.sid_index_path))
     return SftData(
         sid_index=sid_index, sid_tokens=sid_vocabulary(sid_index), eval_df=eval_df, prompts=prompts,
-        train_text=build_text_dataset(tasks, train_df, sid_index, item_meta, args.seed, prompts),
+        train_text=build_text_dataset(tasks, train_df, sid_index, item_meta, args.seed, prompts, args.sample),
         eval_text=build_text_dataset(["sid_history"], eval_df, prompts=prompts) if eval_df is not None else None)
 
 
@@ -221,11 +220,13 @@ def training_arguments(args: Args, grad_accum: int, world_size: int, ds_config: 
         warmup_steps=args.warmup_steps,
         lr_scheduler_type=args.lr_scheduler_type,
         weight_decay=args.weight_decay,  # 0 under freeze_LLM (checked): zero grads must mean zero updates
-        # --gradient_checkpointing (transformers 5 renamed the field); non-reentrant, as TRL: works with
-        # LoRA's frozen inputs and ZeRO-3 without extra hooks
+        # --gradient_checkpointing (transformers 5 renamed the field); non-reentrant, except LoRA under ZeRO-3, where
+        # TRL forces reentrant checkpointing for correct training (trl#2514) and so does this run
         activation_checkpointing=args.gradient_checkpointing,
-        activation_checkpointing_kwargs={"use_reentrant": False} if args.gradient_checkpointing else None,
+        activation_checkpointing_kwargs={"use_reentrant": args.lora_r > 0 and zero_stage(ds_config) == 3}
+        if args.gradient_checkpointing else None,
         bf16=best_dtype() == torch.bfloat16,
+        use_cpu=cpu_bf16(),  # a CPU rehearsal's bf16 (transformers refuses bf16 without a GPU unless told)
         torch_compile=args.torch_compile,
         train_sampling_strategy="group_by_length" if args.group_by_length else "random",
         eval_strategy="steps" if evaluate else "no",
@@ -266,8 +267,8 @@ def build_model(args: Args, tokenizer, sid_tokens: list, training_args: Training
 
 
 def build_trainer(args: Args, model, tokenizer, data: SftData, training_args: TrainingArguments):
-    """Tokenised datasets, callbacks (early stopping, throughput, ranking curve) and the Trainer.
-    Returns (trainer, ranking callback or None, throughput callback)."""
+    """Tokenised datasets, callbacks (early stopping, throughput, ranking curve, --stop_after_step) and the Trainer.
+    Returns (trainer, ranking callback or None, throughput callback, stop callback)."""
     train_ds = tokenize_dataset(data.train_text, tokenizer, args.cutoff_len)
     eval_ds = tokenize_dataset(data.eval_text, tokenizer, args.cutoff_len) if data.eval_text is not None else None
     callbacks = ([EarlyStoppingCallback(args.early_stopping_patience)]
@@ -282,16 +283,18 @@ def build_trainer(args: Args, model, tokenizer, data: SftData, training_args: Tr
             sample=args.eval_sample, seed=args.seed, keep_best=args.keep_best, tokenizer=tokenizer,
             trie=build_sid_trie(data.sid_index, tokenizer, device=training_args.device))
         callbacks.append(ranking)
+    stop = StopAfterStep(args.stop_after_step)
     trainer = Trainer(
         model=model, args=training_args, train_dataset=train_ds, eval_dataset=eval_ds,
         # left padding + logits at the answer window only: same loss as full logits (test_collate.py);
         # packed: the same loss, gradients and steps without the padding (test_packing.py)
         data_collator=PackedCollator() if args.packing else AnswerWindowCollator(tokenizer.pad_token_id),
-        processing_class=tokenizer, callbacks=[*callbacks, NoCheckpointAtLastStep()],  # final_checkpoint: the end save
+        processing_class=tokenizer, callbacks=[*callbacks, NoCheckpointAtLastStep(), stop],  # final_checkpoint: the end save
     )
+    one_input_grads_hook(trainer.model)  # the ranking evaluation toggles checkpointing at each of its calls
     if ranking is not None:
         ranking.trainer = trainer  # it generates with the trainer's (wrapped) model
-    return trainer, ranking, throughput
+    return trainer, ranking, throughput, stop
 
 
 def report(trainer: Trainer, mean_loss: float, eval_loss: float | None, throughput: ThroughputCallback,
@@ -315,19 +318,23 @@ def main(args: Args) -> Trainer | None:
     resume = resolve_resume(args.resume_from_checkpoint, args.output_dir)  # the newest complete checkpoint
     first_step = resumed_step(resume)  # read now: save_total_limit may rotate that checkpoint away during training
     check_resume_within(first_step, args.max_steps)
+    check_stop_after(args.stop_after_step, args.max_steps)
     check_resume_matches(resume, args.base_model, "base_model", "sft")
     ds_config = deepspeed_config(args.deepspeed)
     world_size = prelaunch.world_size()  # WORLD_SIZE, or the world a launcher is about to start
-    grad_accum = gradient_accumulation(args.batch_size, args.micro_batch_size, world_size)
+    grad_accum = preflight.gradient_accumulation(args.batch_size, args.micro_batch_size, world_size)
     set_seed(args.seed)
     data = load_data(args, tasks)
     tokenizer = load_tokenizer(args.base_model)
-    check_cutoff(args, tokenizer, data)
+    lengths = check_cutoff(args, tokenizer, data)
     check_weights(args)
     if args.attn_implementation == "flex_attention" and not torch.cuda.is_available():
         raise SystemExit("error: --attn_implementation flex_attention trains on CUDA only (torch has no CPU backward "
                          "for it); use sdpa here")
     record_run(args, args.output_dir)  # prints each value + source; writes output_dir/run_config.yaml
+    if is_local_main():
+        print(sft_plan(len(data.train_text), args.micro_batch_size, grad_accum, world_size, args.num_epochs,
+                       args.max_steps, lengths).line(), flush=True)
     if args.dry_run:  # every check above passed; no weights were read
         return None
     if args.report_to == "wandb" and args.wandb_project:
@@ -341,8 +348,11 @@ def main(args: Args) -> Trainer | None:
         print(f"[sft] tasks={tasks} prompt_style={args.prompt_style} added_sid_tokens={added} "
               f"trainable_params={trainable:,} grad_accum={grad_accum} world_size={world_size} "
               f"trainer_world_size={training_args.world_size}")
-        trainer, ranking, throughput = build_trainer(args, model, tokenizer, data, training_args)
+        trainer, ranking, throughput, stop = build_trainer(args, model, tokenizer, data, training_args)
+        check_shared_output_dir(args.output_dir)  # several nodes: one output_dir they all see
         result = trainer.train(resume_from_checkpoint=resume)
+        if stop.stopped:
+            return stopped(trainer, "sft")
         # the whole run's mean loss, also after a resume (Transformers averages only this process's steps)
         mean_loss = whole_run_mean_loss(trainer.state.log_history, result.training_loss, first_step,
                                         trainer.state.global_step)

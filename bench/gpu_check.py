@@ -252,7 +252,7 @@ def main(args: Args) -> dict:
                      "--model_path", str(start), "--train_file", str(files["train"]),
                      "--sid_index_path", str(files["index"]), "--item_meta_path", str(files["items"]),
                      "--output_dir", str(rl_dir), "--max_steps", str(args.rl_steps),
-                     "--train_batch_size", str(args.rl_batch_size), "--num_generations", str(args.num_generations),
+                     "--batch_size", str(args.rl_batch_size), "--micro_batch_size", str(args.rl_batch_size), "--num_generations", str(args.num_generations),
                      "--learning_rate", "1e-6", "--beta", "0.04", "--title_history_sample", "1000",
                      "--save_steps", "100000", "--logging_steps", "1"], out / "rl.log", env)
     report["rl"] = {"wall_s": round(seconds, 1), "completions_per_step": args.rl_batch_size,

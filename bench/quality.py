@@ -269,9 +269,9 @@ def resolve(args: Args) -> Plan:
     num_beams, rl_args = scripts["evaluate"].num_beams, scripts["rl"]
     if num_beams < max(KS):
         raise SystemExit(f"error: evaluate.num_beams {num_beams} < {max(KS)}: HR@{max(KS)} needs that many beams")
-    if rl_args.num_generations < 1 or rl_args.train_batch_size % rl_args.num_generations:
-        raise SystemExit(f"error: rl.num_generations {rl_args.num_generations} must divide rl.train_batch_size "
-                         f"{rl_args.train_batch_size}")
+    if rl_args.num_generations < 1 or rl_args.batch_size % rl_args.num_generations:
+        raise SystemExit(f"error: rl.num_generations {rl_args.num_generations} must divide rl.batch_size "
+                         f"{rl_args.batch_size}")
     seeds_text = args.seeds or PRESETS[args.preset]["seeds"]
     try:
         seeds = [int(x) for x in str(seeds_text).split("+")]

@@ -3,19 +3,21 @@
 The subpackages follow the pipeline; a lower floor never imports a higher one (tests/unit/test_layers.py):
 
     run/        flags -> typed args + --help (flags), recipes + precedence (config), the one entry and
-                error path (cli), pre-flight checks (preflight), launch-YAML checks (launch_config), atomic
-                writes, resume + checkpoint policy, process groups + free ports (distributed), tokens/s and MFU
-                (throughput)
+                error path (cli), pre-flight checks (preflight), launch-YAML checks (launch_config), the
+                launchers' topology and pre-check (topology, prelaunch), plans (plan), atomic writes, resume +
+                checkpoint policy, process groups (distributed), shared output dirs (shared_dir), tokens/s, MFU
     data/       the file formats (formats), .inter files -> the layout (inter), prompt texts (prompts),
                 SFT tasks + answer-window collator (sft_tasks), RL prompt datasets (rl_tasks)
-    model/      loading a checkpoint + SID tokens (loading), LoRA (lora), the offline tiny Qwen2 (tiny),
+    model/      loading a checkpoint + SID tokens (loading), LoRA (lora), the offline tiny Qwen2 (tiny), real
+                shapes (shapes) and their memory by arithmetic (memory),
                 GGUF -> transformers directory (pretrained), the new-item alignment fine-tune (alignment)
     ranking/    SID trie + constrained beam search (constrained), HR/NDCG (metrics), offline evaluation
                 plumbing (evaluation), in-training evaluation (callback), paired comparison (paired),
                 the SASRec baseline ranker (sasrec: the `sasrec` reward and the bench baseline)
     rl/         GRPO trainer + config subclass (trainer), reward functions (rewards)
     serving/    top-K from a checkpoint (recommender), the HTTP API (app)
+    launch/     the launchers' CPU rehearsal of a GPU recipe (rehearsal, report)
 
-Floors, bottom to top: run -> data -> model -> ranking -> rl, serving. docs/architecture.md has the data
+Floors, bottom to top: run -> data -> model -> ranking -> rl, serving -> launch. docs/architecture.md has the data
 flow of one SFT and one RL step and where new pieces go.
 """

@@ -11,7 +11,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("WANDB_MODE", "disabled")
 
 from data.make_demo_data import make_demo_data  # noqa: E402  (after the environment defaults)
-from minionerec.run.distributed import free_port  # noqa: E402, F401  (the tests import it from here)
+from minionerec.run.topology import find_free_port as free_port  # noqa: E402, F401  (the tests import it from here)
 from minionerec.model.tiny import build_tiny_model  # noqa: E402
 
 CATEGORY = "Demo"

@@ -13,7 +13,7 @@ from datasets import Dataset, Features, List, Value, concatenate_datasets
 
 from minionerec.data.formats import sid_string
 from minionerec.data.prompts import UPSTREAM, Prompts
-from minionerec.data.sft_tasks import sample_rows
+from minionerec.data.sft_tasks import sample_dataset, sample_rows
 
 RL_TASKS = ("sid_history", "title2sid", "description2sid", "title_history")
 # Explicit types: catalogue rows have empty histories, which Arrow would otherwise type as null.
@@ -79,14 +79,15 @@ def task_rows(task: str, df: pd.DataFrame, sid_index: dict, item_meta: dict | No
 
 def build_rl_dataset(train_df: pd.DataFrame, sid_index: dict, item_meta: dict | None, title_history_sample: int,
                      seed: int, sample_train: bool = False, title2sid: bool = True,
-                     prompts: Prompts = UPSTREAM) -> Dataset:
+                     prompts: Prompts = UPSTREAM, sample: int = -1) -> Dataset:
     """SID history -> SID on every row, title -> SID on every item (needs item_meta; `title2sid`
     False turns it off; the upstream style adds description -> SID with it, as upstream's
     RLTitle2SidDataset does), title history -> SID on `title_history_sample` seeded rows (-1: all,
     0: off; more than the rows means all, where upstream crashes); shuffled.
 
     `sample_train` keeps the last 80% of the shuffled prompts, as upstream does when continuing from
-    an SFT model (the first 20% stand for prompts the SFT stage saw most recently).
+    an SFT model (the first 20% stand for prompts the SFT stage saw most recently). `sample` >= 0 keeps at most that
+    many seeded prompts of each task (quick runs, rehearsals).
     """
     parts = [task_rows("sid_history", train_df, sid_index, item_meta, prompts)]
     if item_meta and title2sid:
@@ -96,7 +97,8 @@ def build_rl_dataset(train_df: pd.DataFrame, sid_index: dict, item_meta: dict | 
     if title_history_sample != 0:
         parts.append(task_rows("title_history", sample_rows(train_df, title_history_sample, seed), sid_index,
                                item_meta, prompts))
-    dataset = concatenate_datasets([Dataset.from_dict(p, features=FEATURES) for p in parts]).shuffle(seed=seed)
+    dataset = concatenate_datasets([sample_dataset(Dataset.from_dict(p, features=FEATURES), sample, seed)
+                                    for p in parts]).shuffle(seed=seed)
     if sample_train:
         dataset = dataset.select(range(int(0.2 * len(dataset)), len(dataset)))
     return dataset

@@ -63,12 +63,13 @@ def task_rows(task: str, df: pd.DataFrame, sid_index: dict | None, item_meta: di
 
 
 def build_text_dataset(tasks: list[str], df: pd.DataFrame, sid_index=None, item_meta=None, seed: int = 0,
-                       prompts: Prompts = UPSTREAM) -> Dataset:
-    """All enabled tasks, concatenated and shuffled, with a `task` column for inspection."""
+                       prompts: Prompts = UPSTREAM, sample: int = -1) -> Dataset:
+    """All enabled tasks, concatenated and shuffled, with a `task` column for inspection. `sample` >= 0 keeps at most
+    that many seeded rows of each task, as upstream passes `sample` to every dataset (the catalogue's included)."""
     parts = []
     for task in tasks:
         rows = task_rows(task, df, sid_index, item_meta, prompts, seed)
-        parts.append(Dataset.from_dict({**rows, "task": [task] * len(rows["prompt"])}))
+        parts.append(sample_dataset(Dataset.from_dict({**rows, "task": [task] * len(rows["prompt"])}), sample, seed))
     return concatenate_datasets(parts).shuffle(seed=seed) if len(parts) > 1 else parts[0]
 
 
@@ -94,13 +95,25 @@ def tokenize_dataset(ds: Dataset, tokenizer, cutoff_len: int) -> Dataset:
     return ds.map(encode, batched=True, remove_columns=ds.column_names, desc="tokenising")
 
 
+def sampled_positions(n: int, sample: int, seed: int) -> list[int] | None:
+    """`sample` positions of 0..n-1 from a seeded shuffle, in order; None when every row is kept (-1, or >= n)."""
+    if sample is None or sample < 0 or sample >= n:
+        return None
+    order = list(range(n))
+    random.Random(seed).shuffle(order)
+    return sorted(order[:sample])
+
+
 def sample_rows(df: pd.DataFrame, sample: int, seed: int) -> pd.DataFrame:
     """The first `sample` rows of a seeded shuffle (-1 keeps all), as upstream's `sample` flag."""
-    if sample is None or sample < 0 or sample >= len(df):
-        return df
-    order = list(range(len(df)))
-    random.Random(seed).shuffle(order)
-    return df.iloc[sorted(order[:sample])].reset_index(drop=True)
+    keep = sampled_positions(len(df), sample, seed)
+    return df if keep is None else df.iloc[keep].reset_index(drop=True)
+
+
+def sample_dataset(ds: Dataset, sample: int, seed: int) -> Dataset:
+    """The same seeded sample of a `datasets.Dataset`'s rows."""
+    keep = sampled_positions(len(ds), sample, seed)
+    return ds if keep is None else ds.select(keep)
 
 
 # SFT batches whose logits cover only the answer window.

@@ -5,6 +5,7 @@ Importing this module also registers a padding-safe sdpa attention mask (see the
 from __future__ import annotations
 
 import contextlib
+import os
 from pathlib import Path
 
 import torch
@@ -24,11 +25,20 @@ def load_tokenizer(path):
     return tokenizer
 
 
+REHEARSAL = "MINIONEREC_REHEARSAL"  # "1" in a CPU rehearsal of a GPU run (minionerec.launch.rehearsal)
+
+
 def best_dtype(device: str | torch.device | None = None) -> torch.dtype:
-    """bf16 where the accelerator supports it, fp32 otherwise (CPU bf16 matmuls are slow)."""
-    if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
+    """bf16 where the accelerator supports it, fp32 otherwise (CPU bf16 matmuls are slow); bf16 in a rehearsal,
+    which runs on the CPU what a bf16 GPU would."""
+    if os.environ.get(REHEARSAL) == "1" or (torch.cuda.is_available() and torch.cuda.is_bf16_supported()):
         return torch.bfloat16
     return torch.float32
+
+
+def cpu_bf16() -> bool:
+    """bf16 on a machine without CUDA: only a rehearsal asks for it (TrainingArguments then needs use_cpu=True)."""
+    return best_dtype() == torch.bfloat16 and not torch.cuda.is_available()
 
 
 def training_dtype(training_args, lora: bool = False) -> torch.dtype:
@@ -143,6 +153,22 @@ def freeze_all_but_new_rows(model, first_new_row: int, stop_row: int | None = No
     for weight in weights.values():  # tied embeddings appear once
         weight.requires_grad_(True)
         weight.register_hook(keep_new_rows)
+
+
+def one_input_grads_hook(model) -> None:
+    """Make re-enabling activation checkpointing replace the input-embedding requires-grad hook instead of adding one.
+
+    transformers' `enable_input_require_grads` registers a new forward hook each time checkpointing is enabled and
+    never removes the last; TRL switches checkpointing off and on around every rollout and every scoring pass (and the
+    ranking evaluation around each of its calls), so a run gained ~2 hooks a step. One hook does the job."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model  # peft: the transformers model
+    enable = base.enable_input_require_grads
+
+    def replace_hooks():
+        base.disable_input_require_grads()
+        enable()
+
+    base.enable_input_require_grads = replace_hooks
 
 
 def autocast_master_weights(trainer, model) -> bool:

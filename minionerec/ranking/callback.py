@@ -22,6 +22,9 @@ from minionerec.ranking.metrics import compute_metrics, ks_for
 from minionerec.run.atomic import atomic_dir, atomic_write_text, replace_dir
 from minionerec.run.distributed import teardown_distributed
 
+BEST_STEP = "best_step.txt"  # in best_checkpoint/: the step whose weights it holds
+
+
 def metric_sums(ranked: list[list[str]], targets: list[str], ks) -> dict[str, float]:
     """Sums (not means) of HR@K / NDCG@K over the rows, so processes can add theirs up."""
     if not targets:  # a process may get no rows when the eval sample is smaller than the world
@@ -77,8 +80,31 @@ class ConstrainedEvalCallback(TrainerCallback):
     def on_train_begin(self, args, state, control, **kwargs):
         step = self.eval_step
         self.interval = max(1, math.ceil(step * state.max_steps) if step < 1 else int(step))
-        if self.score_start and self.trainer is not None and state.global_step == 0:
+        if state.global_step > 0:  # resumed: the curve and the best so far, as the uninterrupted run has them
+            self.restore(Path(args.output_dir), state.global_step)
+        elif self.score_start and self.trainer is not None:
             self.record(args, state.global_step, self.evaluate())  # step 0: the starting (SFT) model itself
+
+    def restore(self, output_dir: Path, step: int) -> None:
+        """Reload the evaluations up to `step` from eval_during_training.jsonl (later ones belong to the interrupted
+        run's lost steps), and the best among them when best_checkpoint holds its weights (its BEST_STEP file)."""
+        curve = output_dir / "eval_during_training.jsonl"
+        lines = curve.read_text().splitlines() if curve.is_file() else []
+        self.history = [e for e in map(json.loads, lines) if e["step"] <= step]
+        if self.trainer is not None and self.trainer.is_world_process_zero():
+            atomic_write_text(curve, "".join(json.dumps(e) + "\n" for e in self.history))
+        if not self.keep_best or not self.history:
+            return
+        best = self.history[0]
+        for entry in self.history:  # the first of equals, as record() keeps it
+            best = entry if entry[self.best_metric] > best[self.best_metric] else best
+        marker = output_dir / "best_checkpoint" / BEST_STEP
+        on_disk = int(marker.read_text()) if marker.is_file() else None
+        if best["step"] == 0 or on_disk == best["step"]:
+            self.best = best
+        else:  # the interrupted run saved a later best over it: choose among the evaluations from here on
+            print(f"warning: best_checkpoint holds step {on_disk}, not step {best['step']}, the best evaluation up to "
+                  f"the resumed step {step}; keep_best chooses among the evaluations after it", flush=True)
 
     def evaluate(self) -> dict[str, float]:
         trainer = self.trainer
@@ -130,6 +156,8 @@ class ConstrainedEvalCallback(TrainerCallback):
                 side, self.tokenizer.padding_side = self.tokenizer.padding_side, "right"  # as final_checkpoint's
                 save_final_checkpoint(self.trainer, self.tokenizer, args.output_dir, name="best_checkpoint")
                 self.tokenizer.padding_side = side
+                if self.trainer.is_world_process_zero():  # which evaluation these weights are (restore reads it)
+                    atomic_write_text(Path(args.output_dir, "best_checkpoint", BEST_STEP), str(step))
         if self.trainer.is_world_process_zero():
             with open(Path(args.output_dir, "eval_during_training.jsonl"), "a") as f:
                 f.write(json.dumps(self.history[-1]) + "\n")
@@ -147,6 +175,7 @@ def keep_best_checkpoint(guard: ConstrainedEvalCallback, model_path, output_dir,
                 shutil.copytree(model_path, tmp, dirs_exist_ok=True)
         else:
             replace_dir(Path(output_dir, "best_checkpoint"), final_dir)
+            Path(final_dir, BEST_STEP).unlink(missing_ok=True)
         choice = {"metric": guard.best_metric, "chosen_step": best["step"], "chosen": best[guard.best_metric],
                   "start": guard.history[0][guard.best_metric] if guard.score_start else None,
                   "curve": guard.history}
@@ -174,3 +203,13 @@ def finish_training(trainer, tokenizer, output_dir, best: ConstrainedEvalCallbac
         trainer.state.save_to_json(str(Path(output_dir, "trainer_state.json")))
     teardown_distributed()
     return final_dir
+
+
+def stopped(trainer, script: str):
+    """The end of a run cut by --stop_after_step: its checkpoint is written, final_checkpoint is not; the process
+    group is torn down as at a normal end. Returns the trainer."""
+    if trainer.is_world_process_zero():
+        print(f"[{script}] stopped after step {trainer.state.global_step} (--stop_after_step) with "
+              f"checkpoint-{trainer.state.global_step}; continue with --resume_from_checkpoint true", flush=True)
+    teardown_distributed()
+    return trainer

@@ -26,10 +26,12 @@ import yaml
 
 from minionerec.run import preflight
 from minionerec.run.atomic import atomic_write_text
-from minionerec.run.flags import FlagError, parse_args
+from minionerec.run.flags import FlagError, check_removed, parse_args
 
 # keys of a recipe that are not a script's section
-META_KEYS = {"description"}
+# recipe keys that are not a script's section: what it is, the real model (minionerec.model.shapes), the GPUs and the
+# memory per GPU it is sized for (the rehearsal's memory arithmetic uses them and checks the fit)
+META_KEYS = {"description", "base_model_shape", "gpu_memory_gb", "gpus"}
 # sections a recipe may hold: one per script it configures (named by the script's file; tiny = minionerec.model.tiny)
 SECTIONS = ("sft", "rl", "evaluate", "sasrec", "tiny")
 # flags about the run itself, never read from a recipe
@@ -89,8 +91,8 @@ def read_recipe(path: str) -> dict:
     return data
 
 
-def recipe_section(path: str, section: str, valid_keys) -> dict:
-    """The `section` of recipe `path`, every key checked against `valid_keys`."""
+def recipe_section(path: str, section: str, valid_keys, args_cls=None) -> dict:
+    """The `section` of recipe `path`, every key checked against `valid_keys` (and `args_cls`'s removed flags)."""
     data = read_recipe(path)
     if section not in data:
         raise ConfigError(f"{path}: no {section!r} section (it has: {', '.join(k for k in data if k in SECTIONS)})")
@@ -98,6 +100,11 @@ def recipe_section(path: str, section: str, valid_keys) -> dict:
     if not isinstance(values, dict):
         raise ConfigError(f"{path}: section {section!r} must be a mapping of key: value")
     valid = set(valid_keys) - set(RUN_FLAGS)
+    if args_cls is not None:
+        try:
+            check_removed(args_cls, values)
+        except FlagError as e:
+            raise ConfigError(f"{path}: {section}: {str(e).lstrip('-')}") from None
     for key in values:
         if key not in valid:
             raise ConfigError(f"{path}: {section}: unknown key {key!r}{nearest(key, valid)}")
@@ -112,7 +119,7 @@ def script_name(args_cls) -> str:
 def recipe_values(args_cls, recipe_path: str) -> dict:
     """The section of recipe `recipe_path` for `args_cls`'s script: keys checked against its fields, values
     type-checked as flags are (an error names the recipe)."""
-    recipe = recipe_section(recipe_path, script_name(args_cls), [f.name for f in dataclasses.fields(args_cls)])
+    recipe = recipe_section(recipe_path, script_name(args_cls), [f.name for f in dataclasses.fields(args_cls)], args_cls)
     try:
         parse_args(args_cls, recipe)
     except FlagError as e:

@@ -1,13 +1,13 @@
-"""Process-group plumbing shared by the entry scripts (torchrun / accelerate launch), and a free
-rendezvous port for the launchers: `PORT=${PORT:-$(python -m minionerec.run.distributed)}`."""
+"""Process-group plumbing shared by the entry scripts (torchrun / accelerate launch). The launchers' topology (and
+their free rendezvous port) is minionerec.run.topology."""
 from __future__ import annotations
 
 import os
-import socket
 from datetime import timedelta
 
 import torch
 import torch.distributed as dist
+
 
 
 def init_distributed() -> tuple[int, int, torch.device]:
@@ -42,18 +42,3 @@ def teardown_distributed() -> None:
     if dist.is_initialized():
         dist.barrier()
         dist.destroy_process_group()
-
-
-# The launchers print a free TCP port with `python -m minionerec.run.distributed`, so two runs on one machine
-# do not both bind the same fixed rendezvous port (EADDRINUSE). The port is free when printed; the launcher
-# binds it a moment later (the usual small race, far rarer than two jobs sharing a hard-coded port).
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("", 0))  # the kernel picks an unused ephemeral port
-        return sock.getsockname()[1]
-
-
-if __name__ == "__main__":
-    print(free_port())

@@ -71,9 +71,18 @@ def apply_aliases(args_cls, flags: dict) -> dict:
     return flags
 
 
+def check_removed(args_cls, names) -> None:
+    """`args_cls.REMOVED_FLAGS` {name: what to write instead}: a flag (or recipe key) whose meaning changed is an
+    error that says how to translate it, never silently reinterpreted."""
+    for name in names:
+        if name in getattr(args_cls, "REMOVED_FLAGS", {}):
+            raise FlagError(f"--{name} {args_cls.REMOVED_FLAGS[name]}")
+
+
 def parse_args(args_cls, flags: dict):
     """Build `args_cls` from fire's flags; unknown flags and wrong types raise FlagError."""
     flags = apply_aliases(args_cls, flags)
+    check_removed(args_cls, flags)
     fields = {f.name: f for f in dataclasses.fields(args_cls)}
     unknown = sorted(set(flags) - set(fields))
     if unknown:

@@ -100,6 +100,13 @@ def check_deepspeed_json(path: str) -> dict:
     return config
 
 
+def zero_stage(deepspeed_json: str | None) -> int:
+    """The ZeRO stage of a (checked) DeepSpeed JSON; 0 without one."""
+    if not deepspeed_json:
+        return 0
+    return int((json.loads(Path(deepspeed_json).read_text()).get("zero_optimization") or {}).get("stage", 0))
+
+
 def deepspeed_file_of(yaml_path: str, name: str) -> str:
     """A YAML's deepspeed_config_file, relative to the working directory (as accelerate reads it) or to the
     repo root above config/."""

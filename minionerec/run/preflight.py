@@ -23,6 +23,16 @@ def checked(validate, *args, context: str = ""):
         raise SystemExit(f"error: {context + ': ' if context else ''}{e}") from e
 
 
+def gradient_accumulation(batch_size: int, micro_batch_size: int, world_size: int) -> int:
+    """Micro-steps per optimizer step: a recipe's batch_size is global (rows for sft.py, completions for rl.py), so
+    the same recipe is the same run on 1, 8 or 16 processes."""
+    per_step = micro_batch_size * world_size
+    if batch_size % per_step:
+        raise SystemExit(f"error: --batch_size {batch_size} is not divisible by --micro_batch_size "
+                         f"{micro_batch_size} x {world_size} processes")
+    return batch_size // per_step
+
+
 def within_catalogue(value: int, flag: str, sid_index: dict, source: str) -> None:
     """Beam search returns distinct SIDs: --num_beams / --num_generations / --test_beam `value` needs at least that
     many in the catalogue (more would give short rankings, or groups that cannot fill, silently)."""

@@ -8,8 +8,8 @@ nothing started. The launchers call it right before they launch:
     python -m minionerec.run.prelaunch --nproc "$NPROC" --nnodes "$NNODES" --node_rank "$NODE_RANK" -- sft.py ARGS...
 
 The check is the script's `--dry_run true` (flags, recipe, files, data rows, tokenizer, batch sizes; no weights)
-with MINIONEREC_WORLD_SIZE = nproc x nnodes (or --world_size), which `world_size()` reads. It is skipped when the
-launch is itself a dry run. Standard library only: it starts before any heavy import.
+with MINIONEREC_WORLD_SIZE = nproc x nnodes (or --world_size), which `world_size()` reads; its plan line (processes,
+global batch, steps per epoch: minionerec.run.plan) is passed on. It is skipped when the launch is itself a dry run. Standard library only: it starts before any heavy import.
 """
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ import subprocess
 import sys
 
 TARGET_WORLD_SIZE = "MINIONEREC_WORLD_SIZE"
+PLAN_PREFIXES = ("[sft] plan:", "[rl] plan:")  # minionerec.run.plan's line, passed on to the launcher's output
 
 
 def world_size() -> int:
@@ -67,6 +68,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--nnodes", default="1", help="NNODES: nodes")
     parser.add_argument("--node_rank", default="0", help="NODE_RANK: this node's rank, 0 .. NNODES-1")
     parser.add_argument("--world_size", default="", help="all processes, when not NPROC x NNODES (accelerate's total)")
+    parser.add_argument("--show_config", action="store_true", help="print the dry run's whole output (the rehearsal "
+                        "reads the resolved config from it), not only its plan line")
     opts = parser.parse_args(argv[:split])
     nproc, nnodes = positive_int(opts.nproc, "NPROC"), positive_int(opts.nnodes, "NNODES")
     if not opts.node_rank.isdigit() or int(opts.node_rank) >= nnodes:
@@ -78,7 +81,10 @@ def main(argv: list[str]) -> int:
     env = {k: v for k, v in os.environ.items() if k not in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "LOCAL_WORLD_SIZE")}
     env[TARGET_WORLD_SIZE] = str(world)
     check = subprocess.run([sys.executable, script, *without_dry_run(script_args), "--dry_run", "true"], env=env,
-                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                           capture_output=True, text=True)
+    for line in check.stdout.splitlines():  # the run's plan (world, global batch, steps), before anything starts
+        if opts.show_config or line.startswith(PLAN_PREFIXES):
+            print(line, flush=True)
     if check.returncode != 0:
         errors = [line for line in check.stderr.splitlines() if line.startswith("error: ")]
         print(errors[-1] if errors else check.stderr.rstrip(), file=sys.stderr)

@@ -170,3 +170,24 @@ class NoCheckpointAtLastStep(TrainerCallback):
         if state.max_steps > 0 and state.global_step >= state.max_steps and not args.load_best_model_at_end:
             control.should_save = False
         return control
+
+
+class StopAfterStep(TrainerCallback):
+    """--stop_after_step N: end the run after optimizer step N with a checkpoint, the schedule still counting to
+    max_steps; `--resume_from_checkpoint true` continues it. For jobs under a scheduler's time limit, and the
+    rehearsal's kill-free resume. `stopped` tells the script to skip its end-of-run save."""
+
+    def __init__(self, step: int):
+        self.step, self.stopped = step, False
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step == self.step:
+            control.should_save, control.should_training_stop, self.stopped = True, True, True
+        return control
+
+
+def check_stop_after(stop_after_step: int, max_steps: int) -> None:
+    """--stop_after_step: 0 (off), or a step before the run's last (at the last step the run ends anyway)."""
+    if stop_after_step < 0 or (max_steps > 0 and stop_after_step >= max_steps):
+        raise SystemExit(f"error: --stop_after_step must be 0 (off) or a step before --max_steps {max_steps}, "
+                         f"got {stop_after_step}")

@@ -63,7 +63,7 @@ def sft_flags(data, model, out, **overrides):
 def rl_flags(data, model, out, **overrides):
     return {"model_path": model, "train_file": split_path(data, "train"), "output_dir": out,
             "sid_index_path": index_path(data), "item_meta_path": meta_path(data), "max_steps": 1,
-            "train_batch_size": 8, "num_generations": 4, **overrides}
+            "batch_size": 8, "micro_batch_size": 8, "num_generations": 4, **overrides}
 
 
 def edited_csv(tmp_path, data, edit, name="bad.csv"):
@@ -162,7 +162,7 @@ def test_sft_partial_checkpoint_named_explicitly(demo_data, tiny_model_dir, tmp_
 @pytest.mark.parametrize("overrides, message", [
     (dict(reward_type="sasrec"), r"--reward_type sasrec needs --cf_path \(an existing file\), got ''"),
     (dict(reward_type="semantic", ada_path="ADA"), r"ada\.npy: expected \[80, dim\] item embeddings, got \(7, 4\)"),
-    (dict(num_generations=96, train_batch_size=96), r"--num_generations 96 exceeds the 80 distinct SIDs"),
+    (dict(num_generations=96, batch_size=96, micro_batch_size=96), r"--num_generations 96 exceeds the 80 distinct SIDs"),
     (dict(num_train_epochs=0), r"--num_train_epochs 0 with --max_steps -1 trains nothing"),
     (dict(learning_rate="nan"), r"--learning_rate must be a finite number > 0"),
     (dict(model_path="EMPTY"), r"--model_path \S+empty: no config\.json there"),

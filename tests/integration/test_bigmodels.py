@@ -86,7 +86,7 @@ def test_rl_lora_uses_the_disabled_adapter_as_reference_and_merges(demo_data, ti
                    item_meta_path=str(demo_data / "index" / f"{CATEGORY}.item.json"),
                    # shrunk: 2 groups of G=4 per step; add_gt makes rewards vary so gradients flow; 3 steps
                    # because step 1 runs at warm-up lr 0, so step 3 is the first to see moved adapters
-                   train_batch_size=8, num_generations=4, max_steps=3, save_steps=100, learning_rate=1e-2,
+                   batch_size=8, micro_batch_size=8, num_generations=4, max_steps=3, save_steps=100, learning_rate=1e-2,
                    title_history_sample=50, add_gt=True, reward_type="ranking", beta=0.04, gradient_checkpointing=False,
                    lora_r=LORA_R, lora_alpha=8, lora_dropout=0.0)
     trainer = rl.main(args)

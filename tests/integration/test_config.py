@@ -11,7 +11,7 @@ import yaml
 import evaluate
 import rl
 import sft
-from minionerec.run.config import ConfigError, record_run, resolve_args
+from minionerec.run.config import META_KEYS, ConfigError, record_run, resolve_args
 from minionerec.rl.trainer import MiniOneRecGRPOConfig
 from minionerec.run.launch_config import check_accelerate_yaml, check_deepspeed_json
 
@@ -144,19 +144,23 @@ def test_sft_deepspeed_flag_takes_json_or_yaml_naming_one(tmp_path, monkeypatch)
 # ---- the GRPOConfig subclass -------------------------------------------------------------------
 
 def test_rl_flags_reach_grpo_config(tmp_path):
-    args = rl.Args(output_dir=str(tmp_path), train_batch_size=8, num_generations=4, max_grad_norm=0.7,
+    args = rl.Args(output_dir=str(tmp_path), batch_size=8, micro_batch_size=8, num_generations=4, max_grad_norm=0.7,
                    warmup_steps=0.1, epsilon=0.1, epsilon_high=0.28, num_iterations=2, scale_rewards="batch",
                    loss_type="dr_grpo", reward_type="rule+ranking_only", reward_weights="1+0.5", add_gt=True,
                    beam_search=True, mask_all_zero=True, learning_rate=3e-6)
-    config = rl.grpo_config(args, world_size=1)
+    config = rl.grpo_config(args, world_size=1, started=1)
     assert isinstance(config, MiniOneRecGRPOConfig)
     assert (config.max_grad_norm, config.warmup_steps, config.epsilon, config.epsilon_high) == (0.7, 0.1, 0.1, 0.28)
     assert (config.num_iterations, config.scale_rewards, config.loss_type) == (2, "batch", "dr_grpo")
     assert config.reward_weights == [1.0, 0.5] and config.learning_rate == 3e-6
     assert (config.add_gt, config.beam_search, config.mask_all_zero, config.dynamic_sampling) == (True, True, True, False)
-    assert config.per_device_train_batch_size == 8
-    assert rl.grpo_config(dataclasses.replace(args, loss_type="bnpo", epsilon_high=0.0), 1).epsilon_high is None
-    assert rl.grpo_config(dataclasses.replace(args, loss_type="", dapo=True), 1).loss_type == "dapo"
+    assert (config.per_device_train_batch_size, config.gradient_accumulation_steps) == (8, 1)
+    # the global batch: 4 processes x micro 2 x accumulation 2 = 16 completions a step, as the 1-process run's 2 x 8
+    global_16 = dataclasses.replace(args, batch_size=16, micro_batch_size=2)
+    assert rl.grpo_config(global_16, 4, 1).gradient_accumulation_steps == 2
+    assert rl.grpo_config(global_16, 1, 1).gradient_accumulation_steps == 8
+    assert rl.grpo_config(dataclasses.replace(args, loss_type="bnpo", epsilon_high=0.0), 1, 1).epsilon_high is None
+    assert rl.grpo_config(dataclasses.replace(args, loss_type="", dapo=True), 1, 1).loss_type == "dapo"
 
 
 @pytest.mark.parametrize("overrides, message", [
@@ -165,7 +169,7 @@ def test_rl_flags_reach_grpo_config(tmp_path):
     (dict(dapo=True, loss_type="bnpo"), r"--dapo true contradicts --loss_type bnpo"),
 ])
 def test_bad_grpo_options_fail_before_loading(demo_data, tiny_model_dir, tmp_path, overrides, message):
-    args = rl.Args(**{**paths_for("rl", demo_data, tiny_model_dir, tmp_path), "train_batch_size": 8,
+    args = rl.Args(**{**paths_for("rl", demo_data, tiny_model_dir, tmp_path), "batch_size": 8, "micro_batch_size": 8,
                       "num_generations": 4, **overrides})
     with pytest.raises(SystemExit, match=message):
         rl.main(args)
@@ -211,7 +215,7 @@ def test_demo_and_quality_bench_read_their_recipes():
         assert (plan.tiny.hidden_size, plan.sasrec.epochs) == (tiny.get("hidden_size", quality.script_args()["tiny"]().hidden_size),
                                                               recipe["sasrec"]["epochs"])
         # every section is a script's own (no bench section): its keys are that script's flags, nothing renamed
-        assert set(recipe) - {"description"} <= {"sft", "rl", "evaluate", "sasrec", "tiny"}
+        assert set(recipe) - META_KEYS <= {"sft", "rl", "evaluate", "sasrec", "tiny"}
         for section, values in recipe.items():
-            if section != "description":
+            if section not in META_KEYS:
                 assert values == {k: getattr(getattr(plan, section), k) for k in values}, (preset, section)

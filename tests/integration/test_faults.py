@@ -7,7 +7,6 @@ uninterrupted run's bit for bit (CPU, one thread).
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -173,12 +172,3 @@ def test_evaluate_interrupted_while_writing_keeps_the_previous_json(demo_data, t
     monkeypatch.undo()
     assert json.loads(result_json.read_text()) == [{"previous": True}]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["pred.json"]
-
-
-def test_launchers_take_a_free_port_unless_given():
-    port = int(subprocess.run([sys.executable, "-m", "minionerec.run.distributed"], cwd=ROOT, capture_output=True,
-                              text=True, check=True).stdout)
-    with socket.socket() as sock:
-        sock.bind(("", port))  # nobody holds it
-    for launcher in ("sft.sh", "rl.sh", "evaluate.sh"):
-        assert "-m minionerec.run.distributed)" in (ROOT / launcher).read_text(), launcher

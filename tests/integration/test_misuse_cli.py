@@ -55,7 +55,7 @@ def test_sft_nonsense_flags(overrides, message, demo_data, tiny_model_dir, tmp_p
 
 
 @pytest.mark.parametrize("overrides, message", [
-    (dict(train_batch_size=0), r"--train_batch_size must be >= 1, got 0"),
+    (dict(micro_batch_size=0), r"--micro_batch_size must be >= 1, got 0"),
     (dict(beam_search=False, temperature=0), r"--temperature must be a finite number > 0, got 0"),
     (dict(scale_rewards="bogus"), r"--scale_rewards must be one of group, batch, none, got 'bogus'"),
     (dict(report_to="wandbx"), r"--report_to must be one of none, wandb, tensorboard, got 'wandbx'"),

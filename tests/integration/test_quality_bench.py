@@ -50,8 +50,8 @@ def test_recipe_flag_runs_another_recipe(tmp_path):
     recipe.write_text("quality:\n  hidden_size: 32\n")
     with pytest.raises(SystemExit, match="unknown section 'quality'"):
         quality.resolve(quality.Args(preset="smoke", recipe=str(recipe)))
-    recipe.write_text("rl:\n  num_generations: 3\n  train_batch_size: 8\n")
-    with pytest.raises(SystemExit, match="rl.num_generations 3 must divide rl.train_batch_size 8"):
+    recipe.write_text("rl:\n  num_generations: 3\n  batch_size: 8\n")
+    with pytest.raises(SystemExit, match="rl.num_generations 3 must divide rl.batch_size 8"):
         quality.resolve(quality.Args(preset="smoke", recipe=str(recipe)))
 
 

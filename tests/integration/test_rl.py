@@ -23,7 +23,7 @@ def rl_args(demo_data, model_dir, output_dir, **overrides) -> rl.Args:
         info_file=str(demo_data / "info" / "Demo.txt"),
         sid_index_path=str(demo_data / "index" / "Demo.index.json"),
         item_meta_path=str(demo_data / "index" / "Demo.item.json"),
-        train_batch_size=8, num_generations=4, max_steps=2, save_steps=1, learning_rate=1e-2,
+        batch_size=8, micro_batch_size=8, num_generations=4, max_steps=2, save_steps=1, learning_rate=1e-2,
         title_history_sample=50,
     )
     return rl.Args(**{**base, **overrides})
@@ -94,10 +94,10 @@ def test_eval_metric_sums_hand_computed():
 
 
 @pytest.mark.parametrize("overrides, message", [
-    (dict(num_generations=3), r"--num_generations 3 must divide train_batch_size x gradient_accumulation_steps = 8"),
+    (dict(num_generations=3), r"--batch_size 8 must be a multiple of --num_generations 3 x 1 processes"),
     (dict(dapo=True, gspo=True), r"--dapo and --gspo are exclusive"),
     (dict(reward_type="ndcg"), r"unknown reward_type 'ndcg'; valid: rule, ranking"),
-    (dict(num_generations=1, train_batch_size=1), r"--num_generations must be >= 2"),
+    (dict(num_generations=1, batch_size=1, micro_batch_size=1), r"--num_generations must be >= 2"),
     (dict(model_path="/nonexistent"), r"--model_path must be a local model directory"),
     (dict(test_during_training=True, eval_file=""), r"--test_during_training needs --eval_file"),
     (dict(sync_ref_model=True, beta=0.0), r"--sync_ref_model needs --beta > 0"),
@@ -156,3 +156,39 @@ def test_guard_keeps_the_best_rl_step(demo_data, tiny_model_dir, tmp_path, monke
     assert any(not torch.equal(sft[k], final[k]) for k in sft)  # RL moved it...
     assert any(not torch.equal(last[k].cpu(), final[k]) for k in final if k in last)  # ...and step 3 is not kept
     assert (tmp_path / "final_checkpoint" / "tokenizer.json").is_file()
+
+
+def test_checkpointing_toggles_leave_one_input_grads_hook(two_step_run):
+    """TRL switches activation checkpointing off and on around every rollout and scoring pass, and the ranking
+    evaluation around each call; transformers added an input-embedding hook at each switch-on (1 -> 6 after 5)."""
+    trainer, _ = two_step_run
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    assert trainer.args.gradient_checkpointing
+    assert len(model.get_input_embeddings()._forward_hooks) == 1
+    for _ in range(5):
+        model.gradient_checkpointing_disable()
+        model.gradient_checkpointing_enable()
+    assert len(model.get_input_embeddings()._forward_hooks) == 1
+
+
+def test_sample_bounds_each_prompt_task_and_the_eval_rows(demo_data, tiny_model_dir, tmp_path):
+    args = rl_args(demo_data, tiny_model_dir, tmp_path, sample=6, test_during_training=True)
+    train, valid = rl.load_datasets(args, json.loads((demo_data / "index" / "Demo.index.json").read_text()))
+    assert len(valid) == 6
+    assert sorted(set(train["task"])) == ["description2sid", "sid_history", "title2sid", "title_history"]
+    assert all(list(train["task"]).count(t) == 6 for t in set(train["task"]))
+
+
+@pytest.mark.parametrize("old", ["train_batch_size", "gradient_accumulation_steps"])
+def test_per_process_batch_keys_of_old_recipes_are_one_line(old, tmp_path):
+    """A recipe means the same run on any cluster: rl.py's batch is global now, and the old per-process keys (which
+    doubled the completions a step on 16 GPUs) are refused with their translation, never reinterpreted."""
+    from minionerec.run.config import ConfigError, resolve_args
+
+    recipe = tmp_path / "old.yaml"
+    recipe.write_text(f"rl:\n  {old}: 64\n")
+    with pytest.raises(ConfigError, match=rf"old\.yaml: rl: {old} was per process; rl.py's batch is global now, as "
+                                          r"sft.py's: write batch_size = completions per optimizer step"):
+        resolve_args(rl.Args, {"config": str(recipe)})
+    with pytest.raises(ValueError, match=rf"^--{old} was per process"):
+        resolve_args(rl.Args, {old: 64})

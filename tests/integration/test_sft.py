@@ -6,6 +6,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 import sft
 from conftest import CATEGORY, base_without_sids, sft_args, split_path, weights
+from minionerec.run import preflight
 from minionerec.run.flags import FlagError, parse_args
 from minionerec.data.formats import DataError
 
@@ -55,8 +56,8 @@ def test_flag_errors():
     with pytest.raises(FlagError, match="--batch_size: expected int, got '1.5'"):
         parse_args(sft.Args, {"batch_size": "1.5"})
     with pytest.raises(SystemExit, match="--batch_size 10 is not divisible by --micro_batch_size 4 x 2 processes"):
-        sft.gradient_accumulation(10, 4, 2)
-    assert sft.gradient_accumulation(32, 4, 2) == 4
+        preflight.gradient_accumulation(10, 4, 2)
+    assert preflight.gradient_accumulation(32, 4, 2) == 4
 
 
 def test_deepspeed_takes_a_json_and_refuses_a_deepspeed_yaml(tmp_path):
@@ -147,3 +148,49 @@ def test_resume_past_save_total_limit_finishes(demo_data, tiny_model_dir, tmp_pa
     assert trainer.state.global_step == 10
     assert not (tmp_path / "checkpoint-4").exists()  # rotated away (save_total_limit 2), and the run still finished
     assert (tmp_path / "final_checkpoint" / "model.safetensors").is_file()
+
+
+def test_stop_after_step_then_resume_equals_the_uninterrupted_run(demo_data, tiny_model_dir, tmp_path, monkeypatch):
+    """--stop_after_step 2 ends with checkpoint-2 and no final_checkpoint; the resume restores the ranking curve and
+    keep_best's choice (scripted NDCG@5 peaks at step 2, before the stop), so the final weights equal an
+    uninterrupted run's (the rehearsal's kill-free resume; jobs under a scheduler's time limit)."""
+    import json
+
+    from minionerec.ranking.callback import ConstrainedEvalCallback
+
+    scores = {1: 0.20, 2: 0.30, 3: 0.25, 4: 0.22}
+    monkeypatch.setattr(ConstrainedEvalCallback, "evaluate",
+                        lambda self: {"eval_NDCG@5": scores[self.trainer.state.global_step]})
+    flags = dict(max_steps=4, test_during_training=True, eval_step=1, test_beam=5, keep_best=True)
+    sft.main(sft_args(demo_data, tiny_model_dir, tmp_path / "whole", **flags))
+    sft.main(sft_args(demo_data, tiny_model_dir, tmp_path / "cut", stop_after_step=2, **flags))
+    assert (tmp_path / "cut" / "checkpoint-2").is_dir() and not (tmp_path / "cut" / "final_checkpoint").exists()
+    sft.main(sft_args(demo_data, tiny_model_dir, tmp_path / "cut", resume_from_checkpoint="true", **flags))
+    curves = [[json.loads(line)["step"] for line in (tmp_path / run / "eval_during_training.jsonl").read_text().splitlines()]
+              for run in ("whole", "cut")]
+    assert curves == [[1, 2, 3, 4], [1, 2, 3, 4]]
+    guards = [json.loads((tmp_path / run / "guard.json").read_text())["chosen_step"] for run in ("whole", "cut")]
+    assert guards == [2, 2]
+    whole, cut = weights(tmp_path / "whole" / "final_checkpoint"), weights(tmp_path / "cut" / "final_checkpoint")
+    assert all(torch.equal(whole[k], cut[k]) for k in whole)
+    assert not (tmp_path / "cut" / "final_checkpoint" / "best_step.txt").exists()
+
+
+def test_stop_after_step_must_come_before_the_last(demo_data, tiny_model_dir, tmp_path):
+    with pytest.raises(SystemExit, match=r"--stop_after_step must be 0 \(off\) or a step before --max_steps 2, got 2"):
+        sft.main(sft_args(demo_data, tiny_model_dir, tmp_path / "out", stop_after_step=2))
+    assert not (tmp_path / "out").exists()
+
+
+def test_sample_bounds_every_task_and_the_eval_rows(demo_data, tiny_model_dir, tmp_path, capsys):
+    """Upstream passes `sample` to every dataset: the catalogue's alignment task and the eval set included (a first
+    `--sample 64` run once trained on the whole catalogue and scored the whole valid split every 5%)."""
+    from minionerec.data.sft_tasks import TASKS
+
+    args = sft_args(demo_data, tiny_model_dir, tmp_path, sample=5, dry_run=True, task_item_alignment=True,
+                    task_sid_history_title=True, batch_size=8, micro_batch_size=8, num_epochs=1, max_steps=-1)
+    data = sft.load_data(args, list(TASKS))
+    assert len(data.eval_df) == 5 and len(data.eval_text) == 5
+    assert sorted(data.train_text["task"]) == sorted([t for t in TASKS for _ in range(5)])
+    sft.main(args)
+    assert "25 rows -> 4 steps per epoch, 4 steps in all" in capsys.readouterr().out

@@ -63,32 +63,17 @@ def test_bad_launch_config_is_one_line_and_starts_nothing(tmp_path, make_config,
 
 
 @pytest.mark.parametrize("topology, expected", [
-    # the YAML's topology; only a free port, as the YAML names none (two runs may share a node)
-    ({}, ["--config_file", "config/zero2_opt.yaml", "--main_process_port", "FREE", "rl.py"]),
-    ({"NNODES": "2", "GPUS_PER_NODE": "8", "NODE_RANK": "1", "MASTER_ADDR": "10.0.0.1", "MASTER_PORT": "29600"},
-     ["--config_file", "config/zero2_opt.yaml", "--num_machines", "2", "--machine_rank", "1", "--main_process_ip",
-      "10.0.0.1", "--main_process_port", "29600", "--num_processes", "16", "rl.py"]),
-    ({"NUM_PROCESSES": "1"}, ["--config_file", "config/zero2_opt.yaml", "--main_process_port", "FREE",
-                              "--num_processes", "1", "rl.py"]),
-])
-def test_rl_sh_passes_topology_only_when_asked(demo_data, tmp_path, topology, expected):
-    assert_rl_sh_launches(demo_data, tmp_path, topology, expected)
-
-
-@pytest.mark.parametrize("topology, expected", [
-    # a 4-GPU box: every visible GPU, whatever the YAML's num_processes (8) says, as sft.sh counts them
-    ({}, ["--config_file", "config/zero2_opt.yaml", "--main_process_port", "FREE", "--num_processes", "4", "rl.py"]),
-    # the two-node YAML names its machines: 2 x the visible GPUs
+    # a 4-GPU box: every visible GPU, whatever the YAML's num_processes (8) says; one node, a free port
+    ({}, ["--config_file", "config/zero2_opt.yaml", "--num_machines", "1", "--machine_rank", "0", "--num_processes",
+          "4", "--main_process_port", "FREE", "rl.py"]),
+    # the documented node-1 command: the YAML's 2 machines x the visible GPUs, node 0's address and the YAML's port
     ({"CONFIG": "config/zero2_two_nodes.yaml", "NODE_RANK": "1", "MASTER_ADDR": "10.0.0.1"},
-     ["--config_file", "config/zero2_two_nodes.yaml", "--machine_rank", "1", "--main_process_ip", "10.0.0.1",
-      "--num_processes", "8", "rl.py"]),
-    ({"NNODES": "3"}, ["--config_file", "config/zero2_opt.yaml", "--num_machines", "3", "--num_processes", "12",
-                       "rl.py"]),
-    ({"NPROC": "2"}, ["--config_file", "config/zero2_opt.yaml", "--main_process_port", "FREE", "--num_processes", "2",
-                      "rl.py"]),
+     ["--config_file", "config/zero2_two_nodes.yaml", "--num_machines", "2", "--machine_rank", "1", "--num_processes",
+      "8", "--main_process_port", "29503", "--main_process_ip", "10.0.0.1", "rl.py"]),
 ])
-def test_rl_sh_counts_visible_gpus(demo_data, tmp_path, topology, expected):
-    """torch sees 4 GPUs (a sitecustomize patches torch.cuda.device_count in rl.sh's Python)."""
+def test_rl_sh_hands_accelerate_the_resolved_topology(demo_data, tmp_path, topology, expected):
+    """torch sees 4 GPUs (a sitecustomize patches torch.cuda.device_count in rl.sh's Python); the resolution itself is
+    tests/unit/test_topology.py's."""
     site = tmp_path / "site"
     site.mkdir()
     (site / "sitecustomize.py").write_text("import torch\ntorch.cuda.device_count = lambda: 4\n")

@@ -88,7 +88,7 @@ RL_KILLS = [("torn_state", 3)]
 @pytest.mark.slow
 def test_rl_killed_during_a_save_resumes_to_the_uninterrupted_weights(demo_data, tiny_model_dir, tmp_path):
     flags = data_flags(demo_data, "model_path", tiny_model_dir) + [
-        "--train_batch_size", "8", "--num_generations", "4", "--max_steps", "4", "--save_steps", "1",
+        "--batch_size", "8", "--micro_batch_size", "8", "--num_generations", "4", "--max_steps", "4", "--save_steps", "1",
         "--learning_rate", "1e-2", "--title_history_sample", "50", "--add_gt", "true", "--reward_type", "ranking",
         "--gradient_checkpointing", "false"]
     clean, final, warnings = kill_chain("rl.py", flags, tmp_path, RL_KILLS)

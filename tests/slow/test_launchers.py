@@ -50,9 +50,12 @@ def test_a_misspelt_flag_is_one_line_and_launches_nothing(launcher, paths, tmp_p
 @pytest.mark.parametrize("launcher", ["sft.sh", "evaluate.sh", "rl.sh"])
 @pytest.mark.parametrize("env, message", [
     ({"NPROC": "0"}, "error: NPROC must be a positive integer, got '0'"),
-    ({"NPROC": "abc"}, "error: NPROC must be a positive integer, got 'abc'"),
     ({"NPROC": "1", "NNODES": "2", "NODE_RANK": "2", "MASTER_PORT": "29999"},
      "error: NODE_RANK must be 0 .. 1 (NNODES=2), got '2'"),
+    # node 1 without node 0's address would wait for a rendezvous on its own 127.0.0.1 until a timeout
+    ({"NPROC": "1", "NNODES": "2", "NODE_RANK": "1"},
+     "error: NNODES=2 needs MASTER_ADDR: the address of node 0, the same on every node (without it each node waits "
+     "for a rendezvous on its own 127.0.0.1)"),
 ])
 def test_bad_topology_variables_are_one_line(launcher, env, message, paths, tmp_path):
     assert one_error_line(launch(launcher, {**paths, **env}, tmp_path=tmp_path)) == message
@@ -64,3 +67,10 @@ def test_a_batch_that_does_not_divide_the_world_is_reported_once(paths, tmp_path
     line = one_error_line(launch("sft.sh", {**paths, "NPROC": "3"}, "--batch_size", "10", "--micro_batch_size", "4",
                                  tmp_path=tmp_path))
     assert line == "error: --batch_size 10 is not divisible by --micro_batch_size 4 x 3 processes"
+
+
+def test_three_nodes_of_a_two_process_cpu_yaml_is_one_line(paths, tmp_path):
+    """NNODES=3 with config/zero2_cpu.yaml (2 processes in all) once ended in a torch elastic AssertionError."""
+    line = one_error_line(launch("rl.sh", {**paths, "NNODES": "3", "MASTER_ADDR": "127.0.0.1"}, tmp_path=tmp_path))
+    assert line.startswith("error: NNODES=3 does not divide num_processes 2 of config/zero2_cpu.yaml")
+    assert not (tmp_path / "started").exists()

@@ -80,7 +80,7 @@ def test_gpu_pretrained_preset_cpu_smoke(tmp_path, demo_data, demo_category):
                             intermediate_size=64, vocab_size=600, architecture="llama")
     shrink = ("sft.max_steps=4,sft.batch_size=8,sft.micro_batch_size=8,sft.eval_sample=8,sft.eval_step=0.5,"
               "sft.task_item_alignment=false,sft.task_sid_history_title=false,sft.task_title_history_title=false,"
-              "sft.task_title_history_sid=false,rl.max_steps=1,rl.train_batch_size=8,rl.num_generations=4,"
+              "sft.task_title_history_sid=false,rl.max_steps=1,rl.batch_size=8,rl.micro_batch_size=8,rl.num_generations=4,"
               "rl.eval_step=1,sasrec.epochs=1,evaluate.num_beams=20,evaluate.batch_size=8")
     result = quality.main(quality.Args(preset="gpu_pretrained", base_model=str(base), data_dir=str(demo_data),
                                        category=demo_category, set=shrink, output_dir=str(tmp_path / "q"),

@@ -99,7 +99,7 @@ def test_sft_evaluate_rl_evaluate_on_smollm2(smollm2_dir, demo_data, tmp_path):
 
     rl = run_cli(PYTHON, "rl.py", "--model_path", str(tmp_path / "sft" / "final_checkpoint"), *flags,
                  "--eval_file", str(split_path(demo_data, "valid")),
-                 "--output_dir", str(tmp_path / "rl"), "--train_batch_size", "4", "--num_generations", "4",
+                 "--output_dir", str(tmp_path / "rl"), "--batch_size", "4", "--micro_batch_size", "4", "--num_generations", "4",
                  "--max_steps", "2", "--learning_rate", "1e-5", "--reward_type", "ranking", "--add_gt", "true",
                  "--title2sid", "false", "--title_history_sample", "0", "--save_steps", "100",
                  "--gradient_checkpointing", "false", "--test_during_training", "true", "--eval_step", "1",

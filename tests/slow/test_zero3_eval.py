@@ -27,7 +27,7 @@ def test_zero3_two_processes_uneven_eval_rows(demo_data, tiny_model_dir, tmp_pat
         "OMP_NUM_THREADS": "1",
     }
     # shrunk: one group of G=4 per process and step, 2 steps, evaluation after each
-    shrunk = {"train_batch_size": 4, "gradient_accumulation_steps": 1, "num_generations": 4, "max_steps": 2,
+    shrunk = {"batch_size": 8, "micro_batch_size": 4, "num_generations": 4, "max_steps": 2,
               "save_steps": 100, "title_history_sample": 50, "test_during_training": "true", "test_beam": 4,
               "eval_sample": 9, "eval_batch_size": 4, "eval_step": 1, "add_gt": "true", "keep_best": str(keep_best).lower()}
     flags = [part for k, v in shrunk.items() for part in (f"--{k}", str(v))]

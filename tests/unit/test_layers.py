@@ -8,7 +8,7 @@ from conftest import ROOT
 
 PACKAGE = ROOT / "minionerec"
 # bottom to top (minionerec/__init__.py); rl and serving share the top floor
-FLOORS = {"run": 0, "data": 1, "model": 2, "ranking": 3, "rl": 4, "serving": 4}
+FLOORS = {"run": 0, "data": 1, "model": 2, "ranking": 3, "rl": 4, "serving": 4, "launch": 5}
 SCRIPTS = {p.stem for p in ROOT.glob("*.py")} | {"rq", "data", "bench", "tests"}
 
 
