@@ -6,7 +6,7 @@
 # Hyperparameters come from the recipe (RECIPE, section evaluate:); this script passes only paths and topology.
 #   MODEL=output/sft_Office_Products/final_checkpoint CATEGORY=Office_Products bash evaluate.sh
 #   NNODES=2 NODE_RANK=1 MASTER_ADDR=10.0.0.1 bash evaluate.sh     # second of two nodes
-#   REHEARSE=1 RECIPE=recipes/qwen2.5_7b_8gpu.yaml bash evaluate.sh   # rehearsed on CPU with a tiny model
+#   REHEARSE=1 bash evaluate.sh                                    # rehearsed on CPU with a tiny model
 # Extra evaluate.py flags after the script override the recipe: bash evaluate.sh --sample 200 --num_beams 20
 # Topology: as sft.sh (python -m minionerec.run.topology).
 # On a CPU box shared with other jobs, OMP_NUM_THREADS=1 NPROC=<free cores> is much faster than

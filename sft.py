@@ -23,7 +23,7 @@ from minionerec.data.formats import load_item_meta, load_sid_index, load_split, 
 from minionerec.data.packing import PackedCollator
 from minionerec.data.prompts import Prompts, check_style, run_category
 from minionerec.data.sft_tasks import TASKS, AnswerWindowCollator, build_text_dataset, sample_rows, tokenize_dataset
-from minionerec.model.lora import apply_lora, lora_config
+from minionerec.model.lora import apply_lora, checkpointing_kwargs, lora_config
 from minionerec.model.loading import (add_sid_tokens, best_dtype, cpu_bf16, freeze_all_but_new_rows, load_model,
                                       load_tokenizer,
                                       missing_sid_tokens, one_input_grads_hook, sid_token_ids, training_dtype)
@@ -220,10 +220,9 @@ def training_arguments(args: Args, grad_accum: int, world_size: int, ds_config: 
         warmup_steps=args.warmup_steps,
         lr_scheduler_type=args.lr_scheduler_type,
         weight_decay=args.weight_decay,  # 0 under freeze_LLM (checked): zero grads must mean zero updates
-        # --gradient_checkpointing (transformers 5 renamed the field); non-reentrant, except LoRA under ZeRO-3, where
-        # TRL forces reentrant checkpointing for correct training (trl#2514) and so does this run
+        # --gradient_checkpointing (transformers 5 renamed the field)
         activation_checkpointing=args.gradient_checkpointing,
-        activation_checkpointing_kwargs={"use_reentrant": args.lora_r > 0 and zero_stage(ds_config) == 3}
+        activation_checkpointing_kwargs=checkpointing_kwargs(args.lora_r > 0, zero_stage(ds_config))
         if args.gradient_checkpointing else None,
         bf16=best_dtype() == torch.bfloat16,
         use_cpu=cpu_bf16(),  # a CPU rehearsal's bf16 (transformers refuses bf16 without a GPU unless told)

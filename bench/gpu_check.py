@@ -47,7 +47,7 @@ from pathlib import Path
 
 from minionerec.run.cli import run
 from minionerec.data.formats import find_split
-from minionerec.run.distributed import free_port
+from minionerec.run.topology import find_free_port as free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 

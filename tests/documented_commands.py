@@ -20,6 +20,8 @@ SBATCH = ("slurm/sft.sbatch", "slurm/rl.sbatch", "slurm/evaluate.sbatch")
 PATH_VARS = {"DATA_DIR", "CATEGORY", "OUTPUT_DIR", "RESULT_JSON", "MODEL", "MODEL_PATH", "MASTER_ADDR", "MASTER_PORT"}
 # launcher defaults (a command that leaves them out runs the same as one that spells them out)
 DEFAULTS = {"RECIPE": "recipes/paper_qwen2.5_1.5b_8gpu.yaml", "CONFIG": "config/zero2_opt.yaml"}
+# what a launch YAML decides besides its topology (which the launchers pass accelerate: minionerec.run.topology)
+LAUNCH_KEYS = ("distributed_type", "deepspeed_config", "mixed_precision", "use_cpu")
 # documented commands that cannot run here, with the reason (the test fails on a command neither run nor listed)
 NOT_RUN: dict[str, str] = {}
 
@@ -59,8 +61,8 @@ class Command:
     def key(self) -> tuple:
         """Commands that run the same launcher, recipe values, launch config, processes per node, node count and flags
         are one rehearsal (paths differ only in where files are, and a model directory that is not here is replaced by
-        the recipe's stand-in either way). An sbatch command and the launcher command it runs on each node share a
-        key: the sbatch one runs, covering both."""
+        the recipe's stand-in either way; launch YAMLs with the same LAUNCH_KEYS are one, as the launchers override
+        the rest). An sbatch command and the launcher command it runs on each node share a key."""
         import yaml
 
         from minionerec.run.topology import resolve
@@ -71,13 +73,16 @@ class Command:
         section = (yaml.safe_load((ROOT / recipe).read_text()) or {}).get(launcher.removesuffix(".sh"), {}) \
             if (ROOT / recipe).is_file() else recipe
         config = env.get("CONFIG", DEFAULTS["CONFIG"]) if launcher == "rl.sh" else ""
+        launch = yaml.safe_load((ROOT / config).read_text()) if config else {}
+        launch = {k: launch.get(k) for k in LAUNCH_KEYS}
         topology = {k: v for k, v in env.items() if k in ("NPROC", "GPUS_PER_NODE", "NUM_PROCESSES")}
         topology["MASTER_ADDR"] = "127.0.0.1"
         nproc = resolve(launcher.removesuffix(".sh"), topology, str(ROOT / config) if config else "", gpus=lambda: 1,
                         free_port=lambda: 0).nproc
         model = env.get("BASE_MODEL", "")
         flags = tuple(f for f in self.flags if f != "--rehearse")
-        return (launcher, repr(section), config, nproc, self.nodes(), flags,
+        section = sorted(section.items()) if isinstance(section, dict) else section
+        return (launcher, repr(section), repr(launch), nproc, self.nodes(), flags,
                 model if model and (ROOT / model).is_dir() else "")
 
 
@@ -158,8 +163,7 @@ def sources() -> dict[str, list[str]]:
 
 
 def documented() -> dict[tuple, list[tuple[str, Command]]]:
-    """Rehearsal key -> [(where, command)] for every documented launcher command; the command to run first (an
-    sbatch one when there is one)."""
+    """Rehearsal key -> [(where, command)] for every documented launcher command, the one to run first."""
     out: dict[tuple, list[tuple[str, Command]]] = {}
     for where, lines in sources().items():
         for line in lines:
@@ -168,4 +172,12 @@ def documented() -> dict[tuple, list[tuple[str, Command]]]:
                     command = Command(command.text, (("RECIPE", where), *command.env), command.launcher,
                                       command.flags, command.sbatch_options)
                 out.setdefault(command.key(), []).append((where, command))
-    return {key: sorted(found, key=lambda wc: wc[1].launcher not in SBATCH) for key, found in out.items()}
+    return {key: sorted(found, key=first) for key, found in out.items()}
+
+
+def first(where_command: tuple[str, Command]) -> tuple:
+    """Which of a key's commands runs: a documented rl.sh command with its own NODE_RANK (the node-1 command the
+    pre-check once refused), then an sbatch one (SLURM's path as well as the launcher's), then the first found."""
+    command = where_command[1]
+    own_rank = command.launcher == "rl.sh" and "NODE_RANK" in command.variables
+    return not own_rank, command.launcher not in SBATCH

@@ -45,6 +45,12 @@ def lora_config(r: int, alpha: int, dropout: float, target_modules: str, sid_ids
                       trainable_token_indices=rows, task_type="CAUSAL_LM")
 
 
+def checkpointing_kwargs(lora: bool, zero_stage: int) -> dict:
+    """Activation checkpointing's kwargs: non-reentrant, except LoRA under ZeRO-3, where reentrant checkpointing is
+    what trains correctly (TRL's GRPOTrainer forces it there, trl#2514; sft.py does the same)."""
+    return {"use_reentrant": lora and zero_stage == 3}
+
+
 def _module_name(model, module) -> str:
     """Last component of the module's name (peft matches by suffix): embed_tokens, lm_head."""
     return next(name for name, m in model.named_modules() if m is module).rsplit(".", 1)[-1]

@@ -40,7 +40,7 @@ def test_world_sizes_1_2_4_train_the_same_global_batch_and_steps(demo_data, tiny
         plan = parse(result.stdout)
         assert (plan.world, plan.global_batch, plan.accumulation) == (world, 16, 4 // world)
         assert f"world_size={world} distributed=DistributedType.DEEPSPEED" in result.stdout
-        assert re.search(r"^  batch_size +16 +command line$", result.stdout, re.M)  # flag over recipe, shown
+        assert re.search(r"^  micro_batch_size +4 +command line$", result.stdout, re.M)  # flag over recipe, shown
         state = json.loads((out / "trainer_state.json").read_text())
         steps = sorted(out.glob("completions/completions_*.parquet"))
         logged = [pd.read_parquet(p) for p in steps]
