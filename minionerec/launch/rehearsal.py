@@ -235,15 +235,18 @@ def launch_zero3(launch_yaml: str) -> bool:
 
 
 def quick_batch(script: str, plan, values: dict) -> tuple[dict, list[str]]:
-    """REHEARSE_QUICK=1: at most QUICK_ACCUMULATION micro-steps an optimizer step (the test of every documented
-    command); the plan and the memory arithmetic keep the recipe's batch."""
-    if plan is None or plan.accumulation <= QUICK_ACCUMULATION:
+    """REHEARSE_QUICK=1 (the CI test of every documented command): QUICK_ACCUMULATION micro-steps an optimizer step,
+    and for RL one group of completions a pass; the plan and the memory arithmetic keep the recipe's batch."""
+    if plan is None:
         return {}, []
-    batch = plan.micro * plan.world * QUICK_ACCUMULATION
-    if script == "rl.py" and batch % (plan.generations * plan.world):
+    micro = min(plan.micro, plan.generations) if script == "rl.py" else plan.micro
+    batch = micro * plan.world * QUICK_ACCUMULATION
+    if batch >= plan.global_batch or (script == "rl.py" and batch % (plan.generations * plan.world)):
         return {}, []
-    return {"batch_size": batch}, [f"batch_size {plan.global_batch} -> {batch} (REHEARSE_QUICK: accumulation "
-                                   f"{plan.accumulation} -> {QUICK_ACCUMULATION}; micro batch and every option kept)"]
+    flags = {"batch_size": batch, **({"micro_batch_size": micro} if micro != plan.micro else {})}
+    return flags, [f"batch_size {plan.global_batch} -> {batch}" + (f", micro_batch_size {plan.micro} -> {micro}"
+                   if micro != plan.micro else "") + f" (REHEARSE_QUICK: accumulation {QUICK_ACCUMULATION}"
+                   + (", one group a pass" if script == "rl.py" else "") + "; every option kept)"]
 
 
 def recipe_values(recipe_path: str, script: str, pairs: list[tuple[str, str]]) -> tuple[dict, dict]:

@@ -21,6 +21,7 @@ from minionerec.ranking.constrained import constrained_beam_search
 from minionerec.ranking.metrics import compute_metrics, ks_for
 from minionerec.run.atomic import atomic_dir, atomic_write_text, replace_dir
 from minionerec.run.distributed import teardown_distributed
+from minionerec.run.throughput import peak_gpu_memory
 
 BEST_STEP = "best_step.txt"  # in best_checkpoint/: the step whose weights it holds
 
@@ -201,8 +202,18 @@ def finish_training(trainer, tokenizer, output_dir, best: ConstrainedEvalCallbac
     if writer:
         report(final_dir)
         trainer.state.save_to_json(str(Path(output_dir, "trainer_state.json")))
+        write_peak_memory(output_dir, script)
     teardown_distributed()
     return final_dir
+
+
+def write_peak_memory(output_dir, script: str) -> None:
+    """Rank 0's peak GPU memory to output_dir/gpu_memory.json and one line (nothing on a machine without CUDA)."""
+    peak = peak_gpu_memory()
+    if peak is not None:
+        atomic_write_text(Path(output_dir, "gpu_memory.json"), json.dumps(peak, indent=1))
+        print(f"[{script}] peak GPU memory of rank 0: {peak['max_allocated_gb']} GB allocated, "
+              f"{peak['max_reserved_gb']} GB reserved ({peak['device']})", flush=True)
 
 
 def stopped(trainer, script: str):

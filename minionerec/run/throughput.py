@@ -104,3 +104,13 @@ class ThroughputCallback(TrainerCallback):
         if self.output_dir and state.is_world_process_zero:
             Path(self.output_dir).mkdir(parents=True, exist_ok=True)
             Path(self.output_dir, "throughput.json").write_text(json.dumps(self.result, indent=1))
+
+
+def peak_gpu_memory() -> dict | None:
+    """This process's peak GPU memory (torch's allocator: allocated and reserved, GB), or None without CUDA. sft.py and
+    rl.py write rank 0's to output_dir/gpu_memory.json; bench/gpu_check.py sets it beside the arithmetic of
+    minionerec.model.memory."""
+    if not torch.cuda.is_available():
+        return None
+    return {"device": torch.cuda.get_device_name(), "max_allocated_gb": round(torch.cuda.max_memory_allocated() / 1e9, 2),
+            "max_reserved_gb": round(torch.cuda.max_memory_reserved() / 1e9, 2)}

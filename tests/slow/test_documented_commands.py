@@ -3,8 +3,8 @@ CPU (REHEARSE=1: the recipe end to end with a tiny stand-in model; tests/documen
 
 Several nodes run as local launches on 127.0.0.1, one per node rank, their pre-check on; an sbatch command runs its
 script with SLURM's variables faked and stand-ins for `srun` and `scontrol`. REHEARSE_QUICK=1 caps the accumulation
-at 2 micro-steps (the plan and the memory arithmetic keep the recipe's batch). Two commands run at a time: most use
-one core.
+at 2 micro-steps (the plan and the memory arithmetic keep the recipe's batch). REHEARSALS_AT_ONCE commands run at a
+time (default 2: most use one core; `make test-slow` runs 1, beside the other slow tests).
 """
 from __future__ import annotations
 
@@ -110,7 +110,7 @@ def results(request, data, tmp_path_factory) -> dict:
     selected = {item.callspec.params["key"] for item in request.session.items
                 if getattr(item, "callspec", None) and "key" in item.callspec.params}
     keys = [k for k in COMMANDS if k in selected and COMMANDS[k][0][1].text not in NOT_RUN]
-    with ThreadPoolExecutor(2) as pool:
+    with ThreadPoolExecutor(int(os.environ.get("REHEARSALS_AT_ONCE", 2))) as pool:
         futures = {k: pool.submit(run, COMMANDS[k][0][1], data, work / f"c{i}") for i, k in enumerate(keys)}
     return {k: f.result() for k, f in futures.items()}
 
