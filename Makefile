@@ -11,6 +11,9 @@ STAMP   := .venv/.installed
 TORCH   ?= torch==2.13.0
 DEMO    ?= demo_run
 
+# the slow tests of the second stream of `make test-slow` (about as long as all the others together)
+DOCS_STREAM := tests/slow/test_documented_commands.py tests/slow/test_rl_world_sizes.py
+
 PRETRAINED ?= models/SmolLM2-135M
 MINILM     ?= models/all-MiniLM-L6-v2
 PRETRAINED_STAMP := .venv/.pretrained-installed
@@ -36,9 +39,9 @@ test: $(STAMP)
 # The documented commands' rehearsals run beside the other slow tests: each stream keeps one of the 2 cores busy
 # (their output follows the others'); the tier fails when either fails.
 test-slow: $(STAMP)
-	@log=$$(mktemp); REHEARSALS_AT_ONCE=1 $(PY) -m pytest -q -x tests/slow/test_documented_commands.py > $$log 2>&1 & \
-	docs=$$!; $(PY) -m pytest -q -x tests/slow --ignore=tests/slow/test_documented_commands.py; rest=$$?; \
-	wait $$docs; status=$$?; echo "== tests/slow/test_documented_commands.py"; cat $$log; rm -f $$log; \
+	@log=$$(mktemp); REHEARSALS_AT_ONCE=1 $(PY) -m pytest -q -x $(DOCS_STREAM) > $$log 2>&1 & \
+	docs=$$!; $(PY) -m pytest -q -x tests/slow $(DOCS_STREAM:%=--ignore=%); rest=$$?; \
+	wait $$docs; status=$$?; echo "== $(DOCS_STREAM)"; cat $$log; rm -f $$log; \
 	exit $$(( rest || status ))
 
 pretrained: $(PRETRAINED)/config.json minilm

@@ -135,7 +135,8 @@ def ran(facts: dict, args: dict) -> list[str]:
                      + (", synced" if args.get("sync_ref_model") else "") + ")" if float(args.get("beta", 0)) else ""))
     dtype = json.loads((run_dir / "final_checkpoint" / "config.json").read_text()).get("dtype")
     lines.append(f"final_checkpoint saved in {dtype}")
-    lines.append(evaluate_line(facts))
+    if any(p.name.endswith("evaluate") for p in facts["phases"]):
+        lines.append(evaluate_line(facts))
     return lines
 
 
@@ -196,7 +197,7 @@ def report(facts: dict) -> str:
                  ("data", f"{env.get('CATEGORY')} ({env.get('DATA_DIR')}): {plan.rows:,} "
                           f"{'rows' if script == 'sft.py' else 'prompts'} -> {plan.steps_per_epoch:,} steps per epoch, "
                           f"{plan.total_steps:,} steps in the recipe's run; {plan.mean_tokens:.0f} tokens on average, "
-                          f"{plan.max_tokens} at most")]
+                          f"{plan.max_tokens} at most (by {facts.get('tokenizer', 'its tokenizer')})")]
     rows += [("ran", line) for line in (ran(facts, args) if not facts["dry_run"] else ["the pre-check (dry run)"])]
     rows += [("substituted", line) for line in facts["notes"]]
     rows += [("memory", line) for line in memory_lines(facts)]
