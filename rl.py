@@ -296,7 +296,7 @@ def main(args: Args):
     if is_local_main():
         print(rl_plan(len(train_ds), config.per_device_train_batch_size, config.gradient_accumulation_steps, world_size,
                       args.num_generations, args.num_iterations, args.num_train_epochs, args.max_steps,
-                      token_lengths(tokenizer, list(train_ds["prompt"]))).line(), flush=True)
+                      token_lengths(tokenizer, train_ds[:]["prompt"])).line(), flush=True)
     if args.dry_run:  # every check above passed; no weights were read
         return None
 

@@ -175,11 +175,11 @@ def check_cutoff(args: Args, tokenizer, data: SftData) -> list[int]:
     Returns each training row's tokens (prompt + answer + EOS, as tokenize_dataset cuts them), for the plan."""
     probe = copy.deepcopy(tokenizer)
     probe.add_tokens(missing_sid_tokens(probe, data.sid_tokens))
-    texts = [ds for ds in (data.train_text, data.eval_text) if ds is not None]
+    texts = [ds[:] for ds in (data.train_text, data.eval_text) if ds is not None]  # columns as lists: one query
     prompts = [p for ds in texts for p in ds["prompt"]]
     preflight.cutoff_holds_answers(args.cutoff_len, probe, prompts, [r for ds in texts for r in ds["response"]])
-    rows = [p + r for p, r in zip(data.train_text["prompt"], data.train_text["response"])]
-    return [min(n + 1, args.cutoff_len) for n in token_lengths(probe, rows)]  # + EOS
+    rows = [p + r for p, r in zip(texts[0]["prompt"], texts[0]["response"])]
+    return token_lengths(probe, rows, extra=1, cutoff=args.cutoff_len)  # + EOS
 
 
 @dataclass

@@ -24,6 +24,15 @@ DEFAULTS = {"RECIPE": "recipes/paper_qwen2.5_1.5b_8gpu.yaml", "CONFIG": "config/
 LAUNCH_KEYS = ("distributed_type", "deepspeed_config", "mixed_precision", "use_cpu")
 # documented commands that cannot run here, with the reason (the test fails on a command neither run nor listed)
 NOT_RUN: dict[str, str] = {}
+# (launcher, recipe) whose training, on CPU, is another rehearsal's code path: their rehearsal stops after the
+# pre-check (flags, recipe, data, topology, the plan and the memory arithmetic of the real run), CI's time going
+# to the distinct ones
+DRY_ONLY = {
+    ("rl.sh", "recipes/qwen2.5_7b_8gpu.yaml"): "trains as the 1-GPU RL rehearsal does (ZeRO-2 full fine-tuning, a "
+                                               "synced reference model, activation checkpointing)",
+    ("rl.sh", "recipes/qwen2.5_32b_lora_8gpu.yaml"): "trains as the 7B LoRA RL rehearsal does (LoRA under ZeRO-2: "
+                                                     "on CPU the ZeRO-3 YAML is replaced, peft needing CUDA there)",
+}
 
 
 @dataclass(frozen=True)
@@ -53,6 +62,10 @@ class Command:
         if config and "two_nodes" in config:
             return 2
         return 1
+
+    def dry_only(self) -> str:
+        """The reason this command's rehearsal stops after its pre-check (DRY_ONLY), or ''."""
+        return DRY_ONLY.get((self.launches(), self.variables.get("RECIPE", DEFAULTS["RECIPE"])), "")
 
     def launches(self) -> str:
         """The launcher it runs (an sbatch script runs its stage's launcher on every node)."""

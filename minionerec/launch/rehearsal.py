@@ -296,13 +296,13 @@ def rehearse(script: str, launch: list[str], argv: list[str], env: dict) -> dict
              "tokenizer": tokenizer_source,
              "logs": logs, "env": env, "meta": meta, "phases": [check], "dry_run": dry,
              "plan": plans.parse(check.output)}
+    resolved = resolved_config(check.output)
+    facts.update(resolved=resolved, launch_yaml=env.get("CONFIG", ""))  # the real run's, for the memory lines
     if dry:
         return facts
-    resolved = resolved_config(check.output)
     flags, more = substitutions(script, resolved, facts["plan"])
     if script != "evaluate.py":
         flags["max_steps"] = STEPS  # after the pre-check, whose plan is the real run's
-    facts.update(resolved=resolved, launch_yaml=env.get("CONFIG", ""))  # the real run's, for the memory lines
     launch, cpu_only = lora_zero3(script, launch, resolved, env, flags)
     notes += cpu_only
     if env.get("REHEARSE_QUICK") == "1":

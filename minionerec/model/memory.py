@@ -78,7 +78,7 @@ def estimate(shape: Shape, run: Run) -> dict[str, float]:
     if run.offload_params and run.zero_stage == 3:
         weights = 0.0
     reference = BF16 * p / (w if run.zero_stage == 3 else 1) if run.reference else 0.0
-    buckets = BF16 * run.bucket_elements if run.zero_stage >= 2 else 0.0
+    buckets = BF16 * min(run.bucket_elements, t) if run.zero_stage >= 2 else 0.0  # no bigger than the gradients
     per_token = layer_activation_bytes(shape)
     tokens = run.micro * run.tokens
     if run.checkpointing:  # each layer keeps its input; one layer at a time recomputes the rest

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from conftest import free_port
-from documented_commands import NOT_RUN, PATH_VARS, SBATCH, Command, documented
+from documented_commands import DRY_ONLY, NOT_RUN, PATH_VARS, SBATCH, Command, documented
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
@@ -76,6 +76,9 @@ def run(command: Command, data: Path, work: Path) -> tuple[int, str]:
 
 def launch(command: Command, data: Path, work: Path) -> tuple[int, str]:
     work.mkdir(parents=True)
+    if command.dry_only():
+        command = Command(command.text, command.env, command.launcher, (*command.flags, "--dry_run", "true"),
+                          command.sbatch_options)
     env = environment(command, data, work)
     nodes = command.nodes()
     if command.launcher in SBATCH:
@@ -100,6 +103,8 @@ def launch(command: Command, data: Path, work: Path) -> tuple[int, str]:
                               stderr=subprocess.STDOUT, text=True, env={**env, "NODE_RANK": str(rank)} if nodes > 1
                               else env) for rank in range(nodes)]
     outputs = [p.communicate(timeout=900)[0] for p in procs]
+    if command.launches() == "rl.sh" and nodes > 1:  # accelerate's multi-node DeepSpeed launch writes ./.deepspeed_env
+        (ROOT / ".deepspeed_env").unlink(missing_ok=True)
     return max(p.returncode for p in procs), "\n".join(outputs)
 
 
@@ -122,15 +127,18 @@ def test_documented_command_runs_as_written(key, results):
         pytest.skip(NOT_RUN[command.text])
     code, output = results[key]
     assert code == 0, f"{where}: {command.text}\n{output[-4000:]}"
-    dry = "--dry_run" in command.flags
-    assert ("== rehearsal of" in output) != dry or dry, output[-3000:]
-    assert "[rehearsal] 1-precheck: ok" in output, output[-3000:]
+    assert "[rehearsal] 1-precheck: ok" in output and "== rehearsal of" in output, output[-3000:]
+    if "--dry_run" not in command.flags and not command.dry_only():
+        assert "[rehearsal] 3-resume-to-step-4: ok" in output or command.launches() == "evaluate.sh", output[-3000:]
 
 
 def test_every_command_is_run_or_listed():
-    """NOT_RUN names documented commands only, and the node-1 rl.sh command (the pre-check once refused it) is run."""
+    """NOT_RUN and DRY_ONLY name documented commands only, and the node-1 rl.sh command (the pre-check once refused
+    it) runs."""
     texts = {c.text for found in COMMANDS.values() for _, c in found}
     assert set(NOT_RUN) <= texts, set(NOT_RUN) - texts
+    assert all(any(c.dry_only() == reason for found in COMMANDS.values() for _, c in found)
+               for reason in DRY_ONLY.values())
     node1 = [c for found in COMMANDS.values() for _, c in found
              if c.launcher == "rl.sh" and dict(c.env).get("NODE_RANK") == "1" and "two_nodes" in dict(c.env)["CONFIG"]]
     assert node1 and node1[0].nodes() == 2

@@ -47,15 +47,18 @@ def test_a_misspelt_flag_is_one_line_and_launches_nothing(launcher, paths, tmp_p
     assert not (tmp_path / "out").exists() and not (tmp_path / "started").exists()
 
 
-@pytest.mark.parametrize("launcher", ["sft.sh", "evaluate.sh", "rl.sh"])
-@pytest.mark.parametrize("env, message", [
-    ({"NPROC": "0"}, "error: NPROC must be a positive integer, got '0'"),
-    ({"NPROC": "1", "NNODES": "2", "NODE_RANK": "2", "MASTER_PORT": "29999"},
+NO_ADDR = ("error: NNODES=2 needs MASTER_ADDR: the address of node 0, the same on every node (without it each node "
+           "waits for a rendezvous on its own 127.0.0.1)")
+
+
+# every launcher runs the one resolver (its cases: tests/unit/test_topology.py); node 1 without node 0's address
+# would wait for a rendezvous on its own 127.0.0.1 until a timeout, in each launcher
+@pytest.mark.parametrize("launcher, env, message", [
+    ("sft.sh", {"NPROC": "0"}, "error: NPROC must be a positive integer, got '0'"),
+    ("evaluate.sh", {"NPROC": "1", "NNODES": "2", "NODE_RANK": "2", "MASTER_PORT": "29999"},
      "error: NODE_RANK must be 0 .. 1 (NNODES=2), got '2'"),
-    # node 1 without node 0's address would wait for a rendezvous on its own 127.0.0.1 until a timeout
-    ({"NPROC": "1", "NNODES": "2", "NODE_RANK": "1"},
-     "error: NNODES=2 needs MASTER_ADDR: the address of node 0, the same on every node (without it each node waits "
-     "for a rendezvous on its own 127.0.0.1)"),
+    *[(launcher, {"NPROC": "1", "NNODES": "2", "NODE_RANK": "1"}, NO_ADDR)
+      for launcher in ("sft.sh", "evaluate.sh", "rl.sh")],
 ])
 def test_bad_topology_variables_are_one_line(launcher, env, message, paths, tmp_path):
     assert one_error_line(launch(launcher, {**paths, **env}, tmp_path=tmp_path)) == message
