@@ -11,8 +11,10 @@ STAMP   := .venv/.installed
 TORCH   ?= torch==2.13.0
 DEMO    ?= demo_run
 
-# the slow tests of the second stream of `make test-slow` (about as long as all the others together)
-DOCS_STREAM := tests/slow/test_documented_commands.py tests/slow/test_rl_world_sizes.py
+# the slow tests of the second stream of `make test-slow`, about as long as all the others together (the canary alone
+# is ~10 minutes of the first)
+SECOND_STREAM := tests/slow/test_documented_commands.py tests/slow/test_rl_world_sizes.py \
+                 tests/slow/test_gpu_check_smoke.py tests/slow/test_kill_and_resume.py tests/slow/test_zero3_eval.py
 
 PRETRAINED ?= models/SmolLM2-135M
 MINILM     ?= models/all-MiniLM-L6-v2
@@ -39,9 +41,9 @@ test: $(STAMP)
 # The documented commands' rehearsals run beside the other slow tests: each stream keeps one of the 2 cores busy
 # (their output follows the others'); the tier fails when either fails.
 test-slow: $(STAMP)
-	@log=$$(mktemp); REHEARSALS_AT_ONCE=1 $(PY) -m pytest -q -x $(DOCS_STREAM) > $$log 2>&1 & \
-	docs=$$!; $(PY) -m pytest -q -x tests/slow $(DOCS_STREAM:%=--ignore=%); rest=$$?; \
-	wait $$docs; status=$$?; echo "== $(DOCS_STREAM)"; cat $$log; rm -f $$log; \
+	@log=$$(mktemp); REHEARSALS_AT_ONCE=1 $(PY) -m pytest -q -x $(SECOND_STREAM) > $$log 2>&1 & \
+	second=$$!; $(PY) -m pytest -q -x tests/slow $(SECOND_STREAM:%=--ignore=%); rest=$$?; \
+	wait $$second; status=$$?; echo "== $(SECOND_STREAM)"; cat $$log; rm -f $$log; \
 	exit $$(( rest || status ))
 
 pretrained: $(PRETRAINED)/config.json minilm

@@ -24,15 +24,32 @@ DEFAULTS = {"RECIPE": "recipes/paper_qwen2.5_1.5b_8gpu.yaml", "CONFIG": "config/
 LAUNCH_KEYS = ("distributed_type", "deepspeed_config", "mixed_precision", "use_cpu")
 # documented commands that cannot run here, with the reason (the test fails on a command neither run nor listed)
 NOT_RUN: dict[str, str] = {}
-# (launcher, recipe) whose training, on CPU, is another rehearsal's code path: their rehearsal stops after the
-# pre-check (flags, recipe, data, topology, the plan and the memory arithmetic of the real run), CI's time going
-# to the distinct ones
-DRY_ONLY = {
-    ("rl.sh", "recipes/qwen2.5_7b_8gpu.yaml"): "trains as the 1-GPU RL rehearsal does (ZeRO-2 full fine-tuning, a "
-                                               "synced reference model, activation checkpointing)",
-    ("rl.sh", "recipes/qwen2.5_32b_lora_8gpu.yaml"): "trains as the 7B LoRA RL rehearsal does (LoRA under ZeRO-2: "
-                                                     "on CPU the ZeRO-3 YAML is replaced, peft needing CUDA there)",
-}
+# documented commands whose training, on CPU, is another test's code path: their rehearsal stops after the pre-check
+# (flags, recipe, data, topology, the plan and the memory arithmetic of the real run), CI's time going to the distinct
+# ones. Each entry: what the command matches (launcher, recipe, nodes, its flags or VAR=value assignments), the reason.
+PAPER = DEFAULTS["RECIPE"]
+TWO_NODE_RL = "the two-node rl.sh rehearsal of the paper recipe (ZeRO-2 full fine-tuning, a synced reference model, "
+DRY_ONLY: list[tuple[dict, str]] = [
+    ({"launcher": "sft.sh", "recipe": PAPER, "nodes": 1},
+     "trains as the sbatch slurm/sft.sbatch rehearsal (this recipe through sft.sh on each of two nodes) does"),
+    ({"launcher": "sft.sh", "BASE_MODEL": "models/SmolLM2-135M"},
+     "trains as the sbatch slurm/sft.sbatch rehearsal (the same recipe values) does, with the model "
+     "tests/slow/test_smollm2.py fine-tunes for real (sft.py, rl.py, evaluate.py)"),
+    ({"launcher": "rl.sh", "recipe": PAPER, "nodes": 1}, f"trains as {TWO_NODE_RL}evaluation during training) does"),
+    ({"launcher": "rl.sh", "recipe": "recipes/qwen2.5_1.5b_1gpu.yaml"},
+     f"trains as {TWO_NODE_RL}the same RL values; this recipe leaves out the evaluation during training) does"),
+    ({"launcher": "rl.sh", "recipe": "recipes/qwen2.5_7b_8gpu.yaml"},
+     f"trains as {TWO_NODE_RL}one node fewer) does, with the activation checkpointing of the 7B LoRA RL rehearsal"),
+    ({"launcher": "rl.sh", "recipe": "recipes/qwen2.5_32b_lora_8gpu.yaml"},
+     "trains as the 7B LoRA RL rehearsal does (LoRA under ZeRO-2: on CPU the ZeRO-3 YAML is replaced, peft needing "
+     "CUDA there)"),
+    ({"launcher": "rl.sh", "recipe": "recipes/demo.yaml", "CONFIG": "config/zero2_cpu.yaml"},
+     "trains as tests/slow/test_rl_world_sizes.py does (this recipe and launch YAML through rl.sh at 1, 2 and 4 "
+     "processes)"),
+    ({"launcher": "evaluate.sh", "nodes": 1},
+     "evaluates as the sbatch slurm/evaluate.sbatch rehearsal (evaluate.sh on each of two nodes) does; "
+     "tests/slow/test_evaluate_processes.py runs evaluate.sh with 1 and 2 processes"),
+]
 
 
 @dataclass(frozen=True)
@@ -65,7 +82,9 @@ class Command:
 
     def dry_only(self) -> str:
         """The reason this command's rehearsal stops after its pre-check (DRY_ONLY), or ''."""
-        return DRY_ONLY.get((self.launches(), self.variables.get("RECIPE", DEFAULTS["RECIPE"])), "")
+        facts = {**self.variables, "launcher": self.launches(), "recipe": self.variables.get("RECIPE", PAPER),
+                 "nodes": self.nodes(), "flags": self.flags}
+        return next((why for when, why in DRY_ONLY if all(facts.get(k) == v for k, v in when.items())), "")
 
     def launches(self) -> str:
         """The launcher it runs (an sbatch script runs its stage's launcher on every node)."""

@@ -137,6 +137,9 @@ def main(args: Args) -> None:
           f"({summary['parameters'] / 1e6:.1f}M parameters, vocabulary {summary['vocab_size']:,}, "
           f"tokenizer {summary['tokenizer_size']:,}, {'tied' if summary['tied'] else 'untied'} embeddings, "
           f"{summary['dtype']}){check} in {time.perf_counter() - start:.0f} s")
+    if summary.get("max_abs_logit_diff", 0) != 0:  # same weights, same dtype, same CPU ops: exactly equal
+        raise SystemExit(f"error: {args.output_dir} reloads with logits {summary['max_abs_logit_diff']:.3g} away from "
+                         "the dequantized GGUF's (0 expected): the copy lost or changed weights")
 
 
 if __name__ == "__main__":

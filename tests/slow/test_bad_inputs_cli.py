@@ -1,4 +1,5 @@
-"""The real thing: a subprocess per script, exit code 2, one line, no traceback (sft.py's is in test_sft_torchrun.py)."""
+"""The real thing: a subprocess per script, exit code 2, one line, no traceback (sft.py, rl.py, evaluate.py: through
+their launchers, test_launchers.py)."""
 import os
 import subprocess
 import sys

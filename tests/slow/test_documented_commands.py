@@ -76,7 +76,7 @@ def run(command: Command, data: Path, work: Path) -> tuple[int, str]:
 
 def launch(command: Command, data: Path, work: Path) -> tuple[int, str]:
     work.mkdir(parents=True)
-    if command.dry_only():
+    if command.dry_only() and "--dry_run" not in command.flags:
         command = Command(command.text, command.env, command.launcher, (*command.flags, "--dry_run", "true"),
                           command.sbatch_options)
     env = environment(command, data, work)
@@ -137,8 +137,8 @@ def test_every_command_is_run_or_listed():
     it) runs."""
     texts = {c.text for found in COMMANDS.values() for _, c in found}
     assert set(NOT_RUN) <= texts, set(NOT_RUN) - texts
-    assert all(any(c.dry_only() == reason for found in COMMANDS.values() for _, c in found)
-               for reason in DRY_ONLY.values())
+    assert all(any(c.dry_only() == reason for found in COMMANDS.values() for _, c in found[:1])
+               for _, reason in DRY_ONLY)  # each entry matches the command a rehearsal runs
     node1 = [c for found in COMMANDS.values() for _, c in found
              if c.launcher == "rl.sh" and dict(c.env).get("NODE_RANK") == "1" and "two_nodes" in dict(c.env)["CONFIG"]]
     assert node1 and node1[0].nodes() == 2

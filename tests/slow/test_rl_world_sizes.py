@@ -26,7 +26,8 @@ def launch(world: int, demo_data: Path, model_dir: Path, out: Path) -> subproces
     env = {k: v for k, v in os.environ.items() if k not in ("NPROC", "NNODES", "NODE_RANK", "NUM_PROCESSES")}
     env.update(ACCELERATE=str(Path(sys.executable).parent / "accelerate"), PYTHON=sys.executable,
                CONFIG="config/zero2_cpu.yaml", NPROC=str(world), RECIPE="recipes/demo.yaml", DATA_DIR=str(demo_data),
-               CATEGORY="Demo", MODEL_PATH=str(model_dir), OUTPUT_DIR=str(out), OMP_NUM_THREADS="1")
+               CATEGORY="Demo", MODEL_PATH=str(model_dir), OUTPUT_DIR=str(out), OMP_NUM_THREADS="1",
+               PRECHECK="0")  # rl.py prints the plan itself; the documented commands' rehearsals run the pre-check
     return subprocess.run(["bash", "rl.sh", *FLAGS], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
 
 
