@@ -9,7 +9,6 @@ Writes `output_dir/final_checkpoint` (model + tokenizer), loadable with AutoMode
 from __future__ import annotations
 
 import copy
-import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -299,10 +298,11 @@ def build_trainer(args: Args, model, tokenizer, data: SftData, training_args: Tr
 def report(trainer: Trainer, mean_loss: float, eval_loss: float | None, throughput: ThroughputCallback,
            final_dir: Path) -> None:
     """The end-of-run summary lines (main process)."""
-    first_loss = next((h["loss"] for h in trainer.state.log_history if "loss" in h), math.nan)
+    logged = [h["loss"] for h in trainer.state.log_history if "loss" in h]  # none when steps < logging_steps
+    first_part = f" first_train_loss={logged[0]:.4f}" if logged else ""
     eval_part = f" eval_loss={eval_loss:.4f}" if eval_loss is not None else ""
-    print(f"[sft] done: steps={trainer.state.global_step} first_train_loss={first_loss:.4f} "
-          f"mean_train_loss={mean_loss:.4f}{eval_part} -> {final_dir}")
+    print(f"[sft] done: steps={trainer.state.global_step}{first_part} mean_train_loss={mean_loss:.4f}{eval_part} "
+          f"-> {final_dir}")
     if throughput.result:
         mfu = throughput.result["mfu"]
         print(f"[sft] throughput: {throughput.result['tokens_per_s']:,.0f} tokens/s over "
