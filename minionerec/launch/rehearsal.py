@@ -47,6 +47,7 @@ from minionerec.run.launch_config import deepspeed_file_of, sft_deepspeed, zero_
 
 STEPS, STOP = 4, 2  # optimizer steps of a rehearsal; the step after which the first launch stops with a checkpoint
 EVAL_ROWS = 16  # valid rows of an in-training ranking evaluation, test users of evaluate.sh
+EVAL_LOSS_ROWS = 64  # valid rows of SFT's in-training eval loss (the whole split: ~1 min a pass on CPU for Industrial)
 QUICK_ACCUMULATION = 2  # REHEARSE_QUICK=1: micro-steps per optimizer step
 REHEARSAL = "MINIONEREC_REHEARSAL"  # in every phase's environment: bf16 as on a bf16 GPU (model.loading.REHEARSAL)
 MODEL_FLAG = {"sft.py": "base_model", "rl.py": "model_path", "evaluate.py": "base_model"}
@@ -185,10 +186,20 @@ def resolved_config(text: str) -> dict:
     return values
 
 
-def substitutions(script: str, values: dict, plan) -> tuple[dict, list[str]]:
+def substitutions(script: str, values: dict, plan, out: Path) -> tuple[dict, list[str]]:
     """Flags that make the recipe a CPU rehearsal (`values`: the script's resolved flags; `plan`: the real run's), and
-    a line for each."""
+    a line for each; files they need are written under `out`."""
     flags, notes = {}, []
+    if script == "sft.py" and values.get("eval_file"):
+        import pandas as pd
+
+        rows = pd.read_csv(values["eval_file"], dtype=str, keep_default_na=False)  # the values as written
+        if len(rows) > EVAL_LOSS_ROWS:
+            flags["eval_file"] = out / "eval_rows.csv"
+            tmp = out / f".eval_rows.{os.getpid()}.csv"  # every node writes the same rows: each one whole, atomically
+            rows.head(EVAL_LOSS_ROWS).to_csv(tmp, index=False)
+            os.replace(tmp, flags["eval_file"])
+            notes.append(f"eval_file: its first {EVAL_LOSS_ROWS} of {len(rows):,} rows for the eval loss")
     if script != "evaluate.py":
         total = f"{plan.total_steps:,} steps" if plan is not None else "the recipe's steps"
         notes.append(f"{total} -> {STEPS} (stopped after {STOP} with a checkpoint, then resumed)")
@@ -300,7 +311,7 @@ def rehearse(script: str, launch: list[str], argv: list[str], env: dict) -> dict
     facts.update(resolved=resolved, launch_yaml=env.get("CONFIG", ""))  # the real run's, for the memory lines
     if dry:
         return facts
-    flags, more = substitutions(script, resolved, facts["plan"])
+    flags, more = substitutions(script, resolved, facts["plan"], out)
     if script != "evaluate.py":
         flags["max_steps"] = STEPS  # after the pre-check, whose plan is the real run's
     launch, cpu_only = lora_zero3(script, launch, resolved, env, flags)
