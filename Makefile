@@ -38,8 +38,8 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q -x tests/unit tests/integration
 
-# The documented commands' rehearsals run beside the other slow tests: each stream keeps one of the 2 cores busy
-# (their output follows the others'); the tier fails when either fails.
+# SECOND_STREAM (the documented commands' rehearsals and a few more) runs beside the other slow tests: each stream
+# keeps one of the 2 cores busy (its output follows the others'); the tier fails when either fails.
 test-slow: $(STAMP)
 	@log=$$(mktemp); REHEARSALS_AT_ONCE=1 $(PY) -m pytest -q -x $(SECOND_STREAM) > $$log 2>&1 & \
 	second=$$!; $(PY) -m pytest -q -x tests/slow $(SECOND_STREAM:%=--ignore=%); rest=$$?; \

@@ -28,18 +28,18 @@ NOT_RUN: dict[str, str] = {}
 # (flags, recipe, data, topology, the plan and the memory arithmetic of the real run), CI's time going to the distinct
 # ones. Each entry: what the command matches (launcher, recipe, nodes, its flags or VAR=value assignments), the reason.
 PAPER = DEFAULTS["RECIPE"]
-TWO_NODE_RL = "the two-node rl.sh rehearsal of the paper recipe (ZeRO-2 full fine-tuning, a synced reference model, "
+TWO_NODE_RL = "the two-node rl.sh rehearsal of the paper recipe (ZeRO-2 full fine-tuning, a synced reference model)"
 DRY_ONLY: list[tuple[dict, str]] = [
     ({"launcher": "sft.sh", "recipe": PAPER, "nodes": 1},
      "trains as the sbatch slurm/sft.sbatch rehearsal (this recipe through sft.sh on each of two nodes) does"),
     ({"launcher": "sft.sh", "BASE_MODEL": "models/SmolLM2-135M"},
      "trains as the sbatch slurm/sft.sbatch rehearsal (the same recipe values) does, with the model "
      "tests/slow/test_smollm2.py fine-tunes for real (sft.py, rl.py, evaluate.py)"),
-    ({"launcher": "rl.sh", "recipe": PAPER, "nodes": 1}, f"trains as {TWO_NODE_RL}evaluation during training) does"),
+    ({"launcher": "rl.sh", "recipe": PAPER, "nodes": 1}, f"trains as {TWO_NODE_RL} does, on one node fewer"),
     ({"launcher": "rl.sh", "recipe": "recipes/qwen2.5_1.5b_1gpu.yaml"},
-     f"trains as {TWO_NODE_RL}the same RL values; this recipe leaves out the evaluation during training) does"),
+     f"trains as {TWO_NODE_RL} does: the same RL values, bar its evaluation during training"),
     ({"launcher": "rl.sh", "recipe": "recipes/qwen2.5_7b_8gpu.yaml"},
-     f"trains as {TWO_NODE_RL}one node fewer) does, with the activation checkpointing of the 7B LoRA RL rehearsal"),
+     f"trains as {TWO_NODE_RL} does, with the activation checkpointing of the 7B LoRA RL rehearsal"),
     ({"launcher": "rl.sh", "recipe": "recipes/qwen2.5_32b_lora_8gpu.yaml"},
      "trains as the 7B LoRA RL rehearsal does (LoRA under ZeRO-2: on CPU the ZeRO-3 YAML is replaced, peft needing "
      "CUDA there)"),

@@ -42,6 +42,7 @@ from pathlib import Path
 from minionerec.launch import report as reporting
 from minionerec.model.shapes import DEFAULT, Shape, named_shape, shape_of_config
 from minionerec.run import plan as plans
+from minionerec.run.atomic import atomic_path
 from minionerec.run.config import read_recipe
 from minionerec.run.launch_config import deepspeed_file_of, sft_deepspeed, zero_stage
 
@@ -196,9 +197,8 @@ def substitutions(script: str, values: dict, plan, out: Path) -> tuple[dict, lis
         rows = pd.read_csv(values["eval_file"], dtype=str, keep_default_na=False)  # the values as written
         if len(rows) > EVAL_LOSS_ROWS:
             flags["eval_file"] = out / "eval_rows.csv"
-            tmp = out / f".eval_rows.{os.getpid()}.csv"  # every node writes the same rows: each one whole, atomically
-            rows.head(EVAL_LOSS_ROWS).to_csv(tmp, index=False)
-            os.replace(tmp, flags["eval_file"])
+            with atomic_path(flags["eval_file"]) as tmp:  # every node writes the same rows, each file whole
+                rows.head(EVAL_LOSS_ROWS).to_csv(tmp, index=False)
             notes.append(f"eval_file: its first {EVAL_LOSS_ROWS} of {len(rows):,} rows for the eval loss")
     if script != "evaluate.py":
         total = f"{plan.total_steps:,} steps" if plan is not None else "the recipe's steps"

@@ -19,7 +19,8 @@ def test_sft_eval_loss_runs_on_the_first_rows_of_the_eval_file_as_written(tmp_pa
 
 
 def test_a_small_eval_file_and_rl_are_left_alone(tmp_path):
-    valid = tmp_path / "valid.csv"
-    pd.DataFrame({"user_id": range(EVAL_LOSS_ROWS)}).to_csv(valid, index=False)
-    assert "eval_file" not in substitutions("sft.py", {"eval_file": str(valid)}, None, tmp_path)[0]
-    assert "eval_file" not in substitutions("rl.py", {"eval_file": str(valid) * 2}, None, tmp_path)[0]
+    small, large = tmp_path / "small.csv", tmp_path / "large.csv"
+    pd.DataFrame({"user_id": range(EVAL_LOSS_ROWS)}).to_csv(small, index=False)
+    pd.DataFrame({"user_id": range(EVAL_LOSS_ROWS + 1)}).to_csv(large, index=False)
+    assert "eval_file" not in substitutions("sft.py", {"eval_file": str(small)}, None, tmp_path)[0]
+    assert "eval_file" not in substitutions("rl.py", {"eval_file": str(large)}, None, tmp_path)[0]  # RL: eval_sample
