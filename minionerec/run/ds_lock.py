@@ -83,9 +83,13 @@ def message(stale: list[Path]) -> str:
 
 
 def main(argv: list[str]) -> int:
+    if argv[:1] in (["-h"], ["--help"]):
+        print(__doc__)
+        return 0
     if argv:
-        print(__doc__, file=sys.stdout if argv[0] in ("-h", "--help") else sys.stderr)
-        return 0 if argv[0] in ("-h", "--help") else 2
+        print(f"error: python -m minionerec.run.ds_lock takes no arguments (got {' '.join(argv)}); "
+              "see --help", file=sys.stderr)
+        return 2
     stale = stale_locks()
     if stale:
         print(message(stale), file=sys.stderr)

@@ -94,3 +94,12 @@ def test_rl_sh_stops_on_a_stale_lock_before_launching(tmp_path):
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert len(lines) == 1 and lines[0].startswith("error: stale DeepSpeed JIT lock "), proc.stderr[-2000:]
     assert not (tmp_path / "started").exists()
+
+
+def test_an_unknown_argument_is_one_error_line_and_help_is_the_docstring(capsys):
+    assert ds_lock.main(["--bogus", "1"]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.splitlines() == [
+        "error: python -m minionerec.run.ds_lock takes no arguments (got --bogus 1); see --help"]
+    assert ds_lock.main(["--help"]) == 0
+    assert capsys.readouterr().out.strip() == ds_lock.__doc__.strip()
