@@ -43,11 +43,22 @@ def as_sids(ranked_items: list[list[str]], sid_of: dict[str, str]) -> list[list[
     return [list(dict.fromkeys(sid_of[item] for item in row)) for row in ranked_items]
 
 
-def train_target_counts(train_path) -> Counter:
-    """item id -> how many train rows have it as the next item (DataError names a bad file)."""
-    from minionerec.data.formats import load_split
+def train_target_counts(train_path, sid_of: dict[str, str] | None = None) -> Counter:
+    """item id -> how many train rows have it as the next item (DataError names a bad file).
 
-    return Counter(str(i) for i in load_split(train_path)["item_id"])
+    With `sid_of` (item id -> SID string of the index the counts are for), each row's next item must carry the
+    index's SID: another dataset's train split (whose item ids may well be the same numbers) or one made with
+    another index would otherwise count the wrong items, without a word."""
+    from minionerec.data.formats import DataError, load_split
+
+    split = load_split(train_path)
+    if sid_of is not None:
+        for row, (item, sid) in enumerate(zip(split["item_id"], split["item_sid"]), start=2):  # row 1: header
+            if sid_of.get(item) != sid:
+                in_index = f"SID {sid_of[item]} in the index" if item in sid_of else "no entry in the index"
+                raise DataError(f"{train_path}: row {row}: next item {item} has SID {sid} here but {in_index}: "
+                                "give the train split made with this index (not another dataset's)")
+    return Counter(str(i) for i in split["item_id"])
 
 
 def item_of_sid(sid_of: dict[str, str], train_path: str) -> dict[str, str]:

@@ -119,7 +119,8 @@ def load_catalogue(sid_index_path, item_meta_path, tokenizer, device=None, train
     """index.json (+ optional item.json, train CSV) -> Catalogue; DataError/ValueError name the file."""
     sid_index = load_sid_index(sid_index_path)
     item_meta = load_item_meta(item_meta_path) if item_meta_path else None
-    target_counts = train_target_counts(train_path) if train_path else None
+    sid_of = {item_id: sid_string(tokens) for item_id, tokens in sid_index.items()}
+    target_counts = train_target_counts(train_path, sid_of) if train_path else None
     try:
         return build_catalogue(sid_index, item_meta, tokenizer, device, str(sid_index_path), target_counts)
     except ValueError as e:

@@ -2,18 +2,18 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
 import recommend
 from minionerec.serving.recommender import history_prompt
 from minionerec.ranking.constrained import exact_rank
-from minionerec.data.formats import load_item_meta, load_sid_index, sid_string
+from minionerec.data.formats import load_item_meta, load_sid_index, load_split, sid_string, write_split
 from minionerec.model.loading import load_model, load_tokenizer
 from minionerec.serving.app import load_reload_catalogue
 from minionerec.serving.recommender import Recommender, load_catalogue
 from minionerec.ranking.shared_sids import train_target_counts
-
 
 
 def test_exhaustive_beams_give_the_exact_top_k_with_log_probability_scores(paths, tmp_path):
@@ -103,6 +103,10 @@ def test_a_shared_sid_shows_its_most_frequent_train_target(paths, demo_data, dem
     shared = sid_string(index[earlier])
     shared_index = tmp_path / "shared.index.json"
     shared_index.write_text(json.dumps(index))
+    train = load_split(train_path)  # the train split made with this index: `frequent` rows carry the shared SID
+    train.loc[train["item_id"] == frequent, "item_sid"] = shared
+    train_path = tmp_path / "train.csv"
+    write_split(train, train_path)
 
     tokenizer = load_tokenizer(paths["base_model"])
     assert load_catalogue(shared_index, "", tokenizer).item_of_sid[shared] == earlier
@@ -117,3 +121,18 @@ def test_a_shared_sid_shows_its_most_frequent_train_target(paths, demo_data, dem
         [ranked] = recommend.main(recommend.Args(**flags, train_path=train, history="1", k=distinct, num_beams=distinct))
         [rec] = [r for r in ranked if r.sid == shared]
         assert rec.item_id == shown
+
+
+def test_a_train_split_of_another_index_is_one_line(paths, demo_data, demo_category, tmp_path):
+    """--train_path of another dataset (item ids are often the same numbers) would count the wrong items: each
+    row's next item must carry this index's SID."""
+    train = load_split(demo_data / "train" / f"{demo_category}.csv")
+    first_target = train["item_id"].iloc[0]
+    other = next(sid for sid in train["item_sid"] if sid != train["item_sid"].iloc[0])
+    train.loc[0, "item_sid"] = other
+    foreign = tmp_path / "other_train.csv"
+    write_split(train, foreign)
+    with pytest.raises(SystemExit, match=rf"^error: .*other_train.csv: row 2: next item {first_target} has SID "
+                                         rf"{re.escape(other)} here but SID .* in the index: give the train split "
+                                         r"made with this index"):
+        recommend.main(recommend.Args(**paths, train_path=str(foreign), history="1"))
