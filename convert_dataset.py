@@ -34,6 +34,7 @@ class Args:
     output_dir: str = ""  # MiniOneRec layout is written here
     reindex: bool = False  # instead: rewrite the CSVs of --data_dir with --sid_index_path (rq/reindex.py)
     data_dir: str = ""  # --reindex only: an existing MiniOneRec dataset (train/valid/test/info/index)
+    allow_repeated_rows: bool = False  # keep .inter rows that repeat an earlier row exactly (refused by default)
 
 
 def main(args: Args) -> None:
@@ -53,7 +54,8 @@ def main(args: Args) -> None:
         if not getattr(args, flag):
             raise SystemExit(f"error: --{flag} is required")
     preflight.writable_dir(args.output_dir, "output_dir")
-    counts = convert(args.inter_dir, args.category, args.item_meta_path, args.sid_index_path, args.output_dir)
+    counts = convert(args.inter_dir, args.category, args.item_meta_path, args.sid_index_path, args.output_dir,
+                     args.allow_repeated_rows)
     print(json.dumps({"output_dir": args.output_dir, "rows": counts}))
 
 

@@ -19,8 +19,12 @@ SPLITS = ("train", "valid", "test")
 INTER_HEADER = ["user_id:token", "item_id_list:token_seq", "item_id:token"]
 
 
-def read_inter(path) -> list[tuple[str, list[str], str]]:
-    """(user_id, history item ids, target item id) per line of an .inter TSV."""
+def read_inter(path, allow_repeated_rows: bool = False) -> list[tuple[str, list[str], str]]:
+    """(user_id, history item ids, target item id) per line of an .inter TSV.
+
+    A row that repeats an earlier one exactly (same user, history and target) cannot come from one pass over a
+    user's interactions, whose histories grow: it is a copied or concatenated file, and would train twice. It is
+    refused unless `allow_repeated_rows` (then kept, with a warning)."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: file not found")
@@ -35,10 +39,20 @@ def read_inter(path) -> list[tuple[str, list[str], str]]:
             rows.append((parts[0], parts[1].split(), parts[2]))
     if not rows:
         raise DataError(f"{path}: no data rows")
-    repeated = len(rows) - len({(user, tuple(history), item) for user, history, item in rows})
-    if repeated:  # kept (the preprocessing may mean them), but never silently: each trains as a separate row
-        print(f"warning: {path}: {repeated} interaction row(s) repeat an earlier row exactly (same user, history "
-              "and target); they are kept", file=sys.stderr)
+    first_line: dict[tuple, int] = {}  # (user, history, target) -> the line it first appears on
+    repeats = []  # (line, the earlier line it repeats)
+    for lineno, (user, history, item) in enumerate(rows, 2):
+        earlier = first_line.setdefault((user, tuple(history), item), lineno)
+        if earlier != lineno:
+            repeats.append((lineno, earlier))
+    if repeats and not allow_repeated_rows:
+        line, original = repeats[0]
+        raise DataError(f"{path}: {len(repeats):,} of {len(rows):,} rows repeat an earlier row exactly (same user, "
+                        f"history and target; line {line} repeats line {original}): a file copied twice? Remove "
+                        "them, or give --allow_repeated_rows true to train on every copy")
+    if repeats:
+        print(f"warning: {path}: {len(repeats):,} interaction row(s) repeat an earlier row exactly (same user, "
+              "history and target); kept (--allow_repeated_rows)", file=sys.stderr)
     return rows
 
 
@@ -68,13 +82,14 @@ def rows_to_frame(rows, item_meta: dict, sid_index: dict, source) -> pd.DataFram
     return pd.DataFrame.from_records(records)
 
 
-def convert(inter_dir, category, item_meta_path, sid_index_path, output_dir) -> dict[str, int]:
+def convert(inter_dir, category, item_meta_path, sid_index_path, output_dir,
+            allow_repeated_rows: bool = False) -> dict[str, int]:
     """Validate everything first, then write; returns rows per split."""
     item_meta, sid_index = load_item_meta(item_meta_path), load_sid_index(sid_index_path)
     frames = {}
     for split in SPLITS:
         path = Path(inter_dir, f"{category}.{split}.inter")
-        frames[split] = rows_to_frame(read_inter(path), item_meta, sid_index, path)
+        frames[split] = rows_to_frame(read_inter(path, allow_repeated_rows), item_meta, sid_index, path)
     out = Path(output_dir)
     for split, frame in frames.items():
         write_split(frame, out / split / f"{category}.csv")

@@ -3,6 +3,7 @@ input. Each is now one `error:` line, exit code 2, before any weights load and b
 from __future__ import annotations
 
 import json
+import shutil
 import re
 
 import pandas as pd
@@ -144,11 +145,17 @@ def test_resume_true_without_a_checkpoint_starts_fresh_and_past_max_steps_is_ref
         check_resume_within(10, 10)
 
 
-def test_repeated_interactions_are_kept_with_a_warning(tmp_path, capsys):
-    rows = [("u1", ["1"], "2"), ("u1", ["1"], "2"), ("u2", ["3"], "1")]
-    write_inter(rows, tmp_path / f"{CATEGORY}.train.inter")
-    assert read_inter(tmp_path / f"{CATEGORY}.train.inter") == rows
-    assert "1 interaction row(s) repeat an earlier row exactly" in capsys.readouterr().err
+def test_repeated_interactions_are_refused_unless_allowed(tmp_path, capsys):
+    """A file whose every line appears twice would convert to twice the train rows: one line, nothing written;
+    --allow_repeated_rows true keeps every copy, with a warning."""
+    rows = [("u1", ["1"], "2"), ("u2", ["3"], "1")] * 2
+    path = tmp_path / f"{CATEGORY}.train.inter"
+    write_inter(rows, path)
+    with pytest.raises(DataError, match=r"train.inter: 2 of 4 rows repeat an earlier row exactly \(same user, "
+                                        r"history and target; line 4 repeats line 2\): a file copied twice\?"):
+        read_inter(path)
+    assert read_inter(path, allow_repeated_rows=True) == rows
+    assert "2 interaction row(s) repeat an earlier row exactly" in capsys.readouterr().err
 
 
 def test_resume_refuses_the_other_scripts_checkpoint_and_another_model_shape(tiny_model_dir, tmp_path):
@@ -190,3 +197,18 @@ def test_a_failed_final_save_leaves_no_temporary_directory(tmp_path):
     with pytest.raises(OSError, match="No space left"):
         save_final_checkpoint(trainer, tokenizer=None, output_dir=tmp_path)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_convert_dataset_of_a_doubled_file_is_one_line_and_writes_nothing(monkeypatch, capsys, demo_data, tmp_path):
+    import convert_dataset
+
+    raw = tmp_path / "raw"
+    shutil.copytree(demo_data / "raw", raw)
+    train = raw / f"{CATEGORY}.train.inter"
+    write_inter(read_inter(train) * 2, train)  # every interaction line twice
+    flags = dict(inter_dir=raw, category=CATEGORY, item_meta_path=raw / f"{CATEGORY}.item.json",
+                 sid_index_path=raw / f"{CATEGORY}.index.json", output_dir=tmp_path / "out")
+    error = cli_error(monkeypatch, capsys, convert_dataset, **flags)
+    assert re.match(r"error: .*train.inter: [\d,]+ of [\d,]+ rows repeat an earlier row exactly .* give "
+                    r"--allow_repeated_rows true to train on every copy$", error), error
+    assert not (tmp_path / "out").exists()
