@@ -4,7 +4,7 @@ seeds and users.
     python -m bench.compare_seeds --a bench/out/run_a --b bench/out/run_b [--metric NDCG --k 10]
     python -m bench.compare_seeds --a out/a_s1,out/a_s2 --b out/b_s1,out/b_s2   # one run per seed
 
-Each run is a bench/quality.py output directory (one dataset, or one subdirectory per dataset), or several joined
+Each run is a quality-bench output directory (one dataset, or one subdirectory per dataset), or several joined
 with commas, which are read as one run: a 2-core box trains one seed per bench call, two calls at a time. For every
 seed both runs trained, the per-user difference of their predictions on the same rows (minionerec.ranking.paired);
 then minionerec.ranking.paired.over_seeds says whether the mean difference exceeds both the run-to-run (seed) noise
@@ -20,7 +20,7 @@ from pathlib import Path
 
 @dataclass
 class Args:
-    """B - A for two bench/quality.py runs, paired over their common seeds and users."""
+    """B - A for two quality-bench runs, paired over their common seeds and users."""
 
     a: str = ""  # bench output directory (results.json inside), or several joined with commas: one run
     b: str = ""  # the other one, same datasets and rows
@@ -38,7 +38,7 @@ def load_runs(paths: str, name: str) -> dict[str, dict]:
     for path in paths.split(","):
         results = Path(path) / "results.json"
         if not results.is_file():
-            raise SystemExit(f"error: --{name} {path}: no results.json (a bench/quality.py output directory)")
+            raise SystemExit(f"error: --{name} {path}: no results.json (a quality-bench output directory)")
         data = json.loads(results.read_text())
         for category, run in ({data["category"]: data} if "category" in data else data).items():
             seeds = merged.setdefault(category, {"seeds": {}, "data": run.get("data")})["seeds"]  # data: the first

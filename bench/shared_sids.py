@@ -6,7 +6,7 @@
 By SID is how MiniOneRec is scored (and upstream's protocol): a SID shared by several items is one target. By item
 is how SASRec is scored. To put both on one footing this prints, per dataset, seed and split, each method both ways:
 MiniOneRec's SIDs written as items (each SID as the item of its group most often a train target, as a server must
-show one: minionerec.ranking.shared_sids), SASRec's items written as SIDs (bench/quality.py's "SASRec by SID"); then
+show one: minionerec.ranking.shared_sids), SASRec's items written as SIDs (the quality bench's "SASRec by SID"); then
 the means over seeds, SFT+RL / SASRec both ways, and SFT+RL - SASRec per user both ways, paired over seeds and users
 (minionerec.ranking.paired.over_seeds). It reads the runs' predictions only: nothing is retrained.
 """
@@ -24,7 +24,7 @@ LLM_METHODS = ("MiniOneRec SFT", "MiniOneRec SFT+RL")
 
 @dataclass
 class Args:
-    """NDCG@k by SID and by item for every method of bench/quality.py runs."""
+    """NDCG@k by SID and by item for every method of quality-bench runs."""
 
     runs: str = ""  # bench output directory (results.json inside), or several joined with commas: one run
     k: int = 10  # cutoff: NDCG@k
@@ -34,7 +34,7 @@ class Args:
 def dataset_tables(run: dict, k: int) -> dict:
     """{"shared": ..., "seeds": {seed: {split: {method: {"sid": NDCG@k, "item": NDCG@k}}}},
     "paired": {split: {"sid" | "item": [per seed: SFT+RL - SASRec per user, paired_difference]}}} for one dataset."""
-    from bench.quality import scored_rows
+    from bench.quality.aggregate import scored_rows
     from minionerec.ranking.metrics import compute_metrics
     from minionerec.ranking.paired import load_predictions, paired_difference
     from minionerec.ranking.shared_sids import as_items, as_sids, item_of_sid, rows_by_item, sid_groups, sid_strings

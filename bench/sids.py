@@ -1,4 +1,4 @@
-"""The quality bench's SID stage: which Semantic IDs a dataset trains on (bench/quality.py --sids).
+"""The quality bench's SID stage: which Semantic IDs a dataset trains on (`python -m bench.quality --sids`).
 
 `release` is the dataset's own index.json, as given. `<encoder>+<quantiser>` (tfidf+rqkmeans, minilm+rqkmeans, ...)
 builds an index from the items' title + description: rq.text2emb embeds them (ENCODERS: the method and local model),
@@ -6,9 +6,9 @@ an rq quantiser turns the vectors into `--sid_shape` codes (3x256 by default; co
 and rq.reindex rewrites the dataset's splits with it into <out>/sids/<candidate>/, a MiniOneRec-layout data
 directory the bench reads like any other (same rows and item ids, new SIDs). The embeddings are cached per dataset
 and encoder in <out>/sids/embeddings/<encoder>/, so two quantisers of one encoder embed once. `auto` builds every
-`--sid_candidates` entry; bench/quality.py trains SFT on each and keeps the best on valid by item. Each candidate's report
-is rq.index.sid_stats of its index. A catalogue whose text rq.text2emb would refuse (an item with an empty title and
-description) keeps the release SIDs, with a note saying why.
+`--sid_candidates` entry; bench/quality/sid_choice.py trains SFT on each and keeps the best on valid by item. Each
+candidate's report is rq.index.sid_stats of its index. A catalogue whose text rq.text2emb would refuse (an item with an
+empty title and description) keeps the release SIDs, with a note saying why.
 """
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""bench/quality.py end to end on the demo fixture with the smoke preset (shrunk further with --set: 8 SFT steps,
+"""bench/quality/ end to end on the demo fixture with the smoke preset (shrunk further with --set: 8 SFT steps,
 1 GRPO step, 2 SASRec epochs; 40 eval rows) so the whole four-method run fits in well under a minute."""
 import json
 import math
@@ -8,6 +8,9 @@ import pytest
 import yaml
 
 from bench import quality
+from bench.quality.aggregate import paired_methods, paired_ndcg10
+from bench.quality.plan import METHODS, ROOT, arms, data_paths, method_order, sids_of
+from bench.quality.sid_choice import dataset_sids
 
 
 def test_unknown_preset_fails_early(tmp_path):
@@ -23,7 +26,7 @@ def test_bad_seeds_fail_early(tmp_path, seeds, message):
 
 
 def test_set_overrides_the_recipe_by_the_scripts_flag_names(tmp_path):
-    recipe = yaml.safe_load((quality.ROOT / "recipes" / "quality_smoke.yaml").read_text())
+    recipe = yaml.safe_load((ROOT / "recipes" / "quality_smoke.yaml").read_text())
     plan = quality.resolve(quality.Args(preset="smoke", set="sft.learning_rate=1e-3, rl.beta=0,tiny.hidden_size=64,"
                                                           "rl.lora_target_modules=q_proj,v_proj"))
     assert (plan.sft.learning_rate, plan.rl.beta, plan.tiny.hidden_size) == (1e-3, 0.0, 64)  # typed by parse_args
@@ -62,7 +65,7 @@ def test_paired_ndcg10_hand_computed(tmp_path):
     rl = tmp_path / "rl.json"
     sft.write_text(json.dumps(rows([["a", "x"], ["x", "y"], ["x", "y", "c"]])))
     rl.write_text(json.dumps(rows([["x", "a"], ["b"], ["x", "y", "c"]])))
-    d = quality.paired_ndcg10(sft, rl)
+    d = paired_ndcg10(sft, rl)
     diffs = [1 / math.log2(3) - 1.0, 1.0, 0.0]
     mean = sum(diffs) / 3
     assert d["mean"] == pytest.approx(mean)
@@ -166,11 +169,11 @@ def test_compare_seeds_needs_bench_outputs(tmp_path):
 def test_scratch_arm_runs_beside_a_pretrained_base_model_only(tmp_path):
     plan = lambda **kw: quality.resolve(quality.Args(**kw))  # noqa: E731
     assert not plan(preset="smoke").scratch_arm  # a tiny model per seed: from scratch already
-    assert quality.method_order(plan(preset="smoke")) == list(quality.METHODS)
+    assert method_order(plan(preset="smoke")) == list(METHODS)
     pretrained = plan(preset="gpu_pretrained")
     assert pretrained.scratch_arm and pretrained.record()["scratch_arm"] is True
-    assert [a.name for a in quality.arms(pretrained)] == ["MiniOneRec", "scratch"]  # the main arm trains first
-    assert quality.method_order(pretrained) == ["popularity", "SASRec", "SASRec by SID", "scratch SFT", "scratch SFT+RL",
+    assert [a.name for a in arms(pretrained)] == ["MiniOneRec", "scratch"]  # the main arm trains first
+    assert method_order(pretrained) == ["popularity", "SASRec", "SASRec by SID", "scratch SFT", "scratch SFT+RL",
                                                 "MiniOneRec SFT", "MiniOneRec SFT+RL"]
     assert plan(preset="smoke", base_model=str(tmp_path)).scratch_arm  # any base model directory
     assert not plan(preset="gpu_pretrained", scratch_arm="off").scratch_arm
@@ -189,11 +192,11 @@ def test_paired_methods_scores_sasrec_on_item_ids(tmp_path):
                                {"item_id": 3, "item_sid": "t", "predict": ["x"]}]))
     sasrec.write_text(json.dumps([{"item_id": "2", "predict": ["1", "2"]}, {"item_id": "3", "predict": ["3"]}]))
     run = {"predictions": {"MiniOneRec SFT+RL": {"test": str(llm)}}, "sasrec": {"predictions": {"test": str(sasrec)}}}
-    d = quality.paired_methods(run, "SASRec", "MiniOneRec SFT+RL", "test")
+    d = paired_methods(run, "SASRec", "MiniOneRec SFT+RL", "test")
     assert (d["a"], d["b"]) == (pytest.approx((1 / math.log2(3) + 1) / 2), 0.5)  # SASRec: item 2 at rank 1, not 0
     sasrec.write_text(json.dumps([{"item_id": "3", "predict": ["3"]}, {"item_id": "2", "predict": ["2"]}]))
     with pytest.raises(SystemExit, match="scored different test rows"):
-        quality.paired_methods(run, "SASRec", "MiniOneRec SFT+RL", "test")
+        paired_methods(run, "SASRec", "MiniOneRec SFT+RL", "test")
 
 
 @pytest.mark.parametrize("flags, message", [
@@ -248,7 +251,7 @@ def test_presets_choose_their_sids_and_flags_override_them(minilm_dir):
     """The cpu preset chooses SIDs per dataset on valid (release vs TF-IDF: bench/RESULTS.md); the others train on
     the release; --sids and --sid_candidates win over the preset's."""
     def plan(**flags):
-        p = quality.sids_of(quality.Args(**flags))
+        p = sids_of(quality.Args(**flags))
         return p.mode, [c.name for c in p.candidates]
 
     assert plan(preset="cpu") == ("auto", ["release", "tfidf+rqkmeans"])
@@ -270,17 +273,17 @@ def test_one_sid_candidate_is_built_reindexed_and_reported(tmp_path, demo_data, 
     args = quality.Args(data_dir=str(demo_data), category=demo_category, preset="smoke", sids="tfidf+rqkmeans",
                         sid_shape="3x16")
     sid_plan = sids.parse(args.sids, args.sid_candidates, args.sid_shape)
-    data_dir, record, trained = quality.dataset_sids(args, quality.resolve(args), sid_plan, demo_category, tmp_path)
+    data_dir, record, trained = dataset_sids(args, quality.resolve(args), sid_plan, demo_category, tmp_path)
     assert trained is None  # one candidate: nothing trained to choose
     assert data_dir == str(tmp_path / "sids" / "tfidf+rqkmeans") == record["data_dir"]
     assert record["chosen"] == "tfidf+rqkmeans" and record["mode"] == "one" and record["note"] is None
     stats = record["candidates"]["tfidf+rqkmeans"]["stats"]
     assert stats["collision_groups"] == 0 and len(stats["codes_used"]) == 3 and max(stats["codes_used"]) <= 16
     assert "ndcg10" not in record["candidates"]["tfidf+rqkmeans"]  # one candidate: nothing to choose, no SFT
-    paths = quality.data_paths(data_dir, demo_category)
+    paths = data_paths(data_dir, demo_category)
     index = load_sid_index(paths["index"])
     for split in ("train", "valid", "test"):
-        old, new = pd.read_csv(quality.data_paths(str(demo_data), demo_category)[split]), pd.read_csv(paths[split])
+        old, new = pd.read_csv(data_paths(str(demo_data), demo_category)[split]), pd.read_csv(paths[split])
         assert list(old["item_id"]) == list(new["item_id"])
         assert list(new["item_sid"]) == ["".join(index[str(i)]) for i in new["item_id"]]
     assert "== Demo: SID candidates\n" in capsys.readouterr().out
@@ -320,7 +323,7 @@ def test_items_without_text_keep_the_release_sids(tmp_path, demo_data, demo_cate
     meta_path.write_text(json.dumps(meta))
     args = quality.Args(data_dir=str(data), category=demo_category, preset="smoke", sids="tfidf+rqkmeans",
                         sid_shape="3x16")
-    data_dir, record, _ = quality.dataset_sids(args, quality.resolve(args), sids.parse(args.sids, "", args.sid_shape),
+    data_dir, record, _ = dataset_sids(args, quality.resolve(args), sids.parse(args.sids, "", args.sid_shape),
                                             demo_category, tmp_path / "out")
     assert data_dir == str(data) and record["chosen"] == "release" and list(record["candidates"]) == ["release"]
     note = f"no usable item text (item {first} has an empty title and description (1 of 80 items)): keeping the " \

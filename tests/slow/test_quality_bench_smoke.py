@@ -1,4 +1,4 @@
-"""bench/quality.py end to end on the demo fixture with the smoke preset (shrunk further: 8 SFT steps,
+"""bench/quality/ end to end on the demo fixture with the smoke preset (shrunk further: 8 SFT steps,
 1 GRPO step, 40 eval rows, 2 SASRec epochs): all four methods scored, per-seed files, plots."""
 import json
 from pathlib import Path
@@ -7,6 +7,7 @@ import pytest
 import yaml
 
 from bench import quality
+from bench.quality.plan import ARM_PAIRS, KS, METHODS
 
 
 def test_smoke_preset_scores_all_methods_and_plots(demo_data, demo_category, tmp_path):
@@ -21,12 +22,12 @@ def test_smoke_preset_scores_all_methods_and_plots(demo_data, demo_category, tmp
     assert knobs["tiny"]["hidden_size"] == 32 and knobs["seeds"] == [42, 1] and knobs["eval_sample"] == 40
     assert list(saved["seeds"]) == ["42", "1"]  # the smoke preset's two training seeds, each a full run
     for seed, run in saved["seeds"].items():
-        assert set(run["metrics"]) == set(quality.METHODS)
+        assert set(run["metrics"]) == set(METHODS)
         for method, splits in run["metrics"].items():
             for split in ("valid", "test"):
                 m = splits[split]
                 assert m["users"] == 40, (seed, method, split)
-                for k in quality.KS:
+                for k in KS:
                     assert 0.0 <= m[f"NDCG@{k}"] <= m[f"HR@{k}"] <= 1.0, (seed, method, split, k)
         # reference curves: SFT train loss + valid NDCG@10, RL reward + valid NDCG@10 (the guard's, step 0 = SFT)
         import csv
@@ -55,7 +56,7 @@ def test_smoke_preset_scores_all_methods_and_plots(demo_data, demo_category, tmp
     assert sft["42"] != sft["1"] and sft["42"]["users"] == sft["1"]["users"]
     # over seeds: per-seed values, their mean and spread, and RL - SFT paired over seeds and users
     agg = saved["over_seeds"]
-    for method in quality.METHODS:
+    for method in METHODS:
         d = agg["ndcg10"][method]["valid"]
         values = [saved["seeds"][s]["metrics"][method]["valid"]["NDCG@10"] for s in ("42", "1")]
         assert d["per_seed"] == values and d["mean"] == pytest.approx(sum(values) / 2)
@@ -119,8 +120,8 @@ def test_smoke_preset_with_a_pretrained_base_model_adds_the_scratch_arm(tmp_path
         assert from_scratch == {"scratch": {"value": True, "source": "command line"},
                                 "main": {"value": False, "source": "default"}}
     agg = saved["over_seeds"]
-    assert list(agg["pretrained_vs_scratch"]) == [label for label, _, _ in quality.ARM_PAIRS]
-    for label, a, b in quality.ARM_PAIRS:  # per seed, the paired mean is the table's difference (SASRec on item ids)
+    assert list(agg["pretrained_vs_scratch"]) == [label for label, _, _ in ARM_PAIRS]
+    for label, a, b in ARM_PAIRS:  # per seed, the paired mean is the table's difference (SASRec on item ids)
         for split in ("valid", "test"):
             d = agg["pretrained_vs_scratch"][label][split]
             assert d["seeds"] == 2 and d["per_seed"] == pytest.approx(
