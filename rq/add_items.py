@@ -19,6 +19,10 @@ unique, non-empty JSON strings; the embeddings numeric; outputs writable, distin
 new), every output is staged to a temporary sibling, and only when all are complete are they renamed
 onto their targets (a failed rename puts back the ones already renamed). A failure leaves every input
 and output as it was, so the same command can simply be rerun.
+
+One writer at a time: each output's lock (minionerec.run.file_lock) is held from reading the old index to the last
+rename, so a second run extending the same index meanwhile is refused in one line naming the first (see rq/README.md);
+holding them, the run removes the temporaries a killed run left beside its outputs.
 """
 from __future__ import annotations
 
@@ -35,6 +39,7 @@ import numpy as np
 
 from minionerec.run.atomic import settle
 from minionerec.run.cli import run
+from minionerec.run.file_lock import locked
 from minionerec.run.preflight import model_dir, writable_dir
 from minionerec.data.formats import DataError, load_item_meta, load_sid_index, sid_vocabulary
 from rq.common import ids_path, load_embeddings
@@ -141,20 +146,13 @@ def check_new_ids(ids, source) -> list[str]:
 
 
 def read_new_embeddings(path) -> tuple[list[str], np.ndarray]:
-    """rq.common.load_embeddings after the checks it lacks: the ids (check_new_ids) and a numeric array."""
-    path, ids_file = Path(path), ids_path(path)
-    if path.is_file() and ids_file.is_file():
+    """rq.common.load_embeddings after the check of the ids it lacks (check_new_ids: flat, unique strings)."""
+    ids_file = ids_path(path)
+    if Path(path).is_file() and ids_file.is_file():
         try:
             check_new_ids(json.loads(ids_file.read_text(encoding="utf-8")), ids_file)
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise SystemExit(f"error: {ids_file}: invalid JSON ({e})") from None
-        try:  # header only (memory-mapped): the dtype before the data is read
-            dtype = np.load(path, mmap_mode="r", allow_pickle=False).dtype
-        except (ValueError, OSError, EOFError) as e:
-            raise SystemExit(f"error: {path}: not a readable .npy array ({' '.join(str(e).split())})") from None
-        if not (np.issubdtype(dtype, np.integer) or np.issubdtype(dtype, np.floating)):
-            raise SystemExit(f"error: {path}: embeddings have dtype {dtype}, expected numbers (float32 from "
-                             "rq/text2emb.py)")
     return load_embeddings(path)
 
 
@@ -176,6 +174,15 @@ def unique_keys(path) -> None:
     nested = next((k for k in repeated[:-1] if k is not None), None)
     if nested is not None:
         raise DataError(f"{path}: an item's entry names {nested!r} more than once")
+
+
+def saved_encoder(path: Path):
+    """The encoder rq.rqvae / rq.rqkmeans_plus saved beside the index (None for the k-means methods)."""
+    if not path.is_file():
+        return None
+    from rq.rqvae import load_encoder  # torch: imported only for the indexes that need it
+
+    return load_encoder(path)
 
 
 def frozen_sids(index: dict[str, list[str]], new_ids: list[str], x: np.ndarray, codebooks: list[np.ndarray],
@@ -228,15 +235,17 @@ class Staged:
         self.outputs: list[tuple[Path, Path]] = []  # (temporary sibling, target)
         self.created: list[Path] = []  # parent directories made for the outputs, deepest last
 
-    def _parent(self, target: Path) -> None:
-        missing = [p for p in [target.parent, *target.parent.parents] if not p.exists()]
-        for p in reversed(missing):
-            p.mkdir()
-            self.created.append(p)
+    def parents(self, targets) -> None:
+        """Create the targets' missing parent directories (removed again by `discard`)."""
+        for target in map(Path, targets):
+            missing = [p for p in [target.parent, *target.parent.parents] if not p.exists()]
+            for p in reversed(missing):
+                p.mkdir()
+                self.created.append(p)
 
     def file(self, target, text: str) -> None:
         target = Path(target)
-        self._parent(target)
+        self.parents([target])
         fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
         self.outputs.append((Path(tmp), target))
         with os.fdopen(fd, "w", encoding="utf-8") as f:
@@ -245,7 +254,7 @@ class Staged:
 
     def directory(self, target) -> Path:
         target = Path(target)
-        self._parent(target)
+        self.parents([target])
         tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
         self.outputs.append((tmp, target))
         settle(tmp)
@@ -305,6 +314,20 @@ class Staged:
 
 def main(args: Args) -> dict[str, list[str]]:
     check_args(args)
+    outputs = [path for path in (args.output_path or args.sid_index_path, args.output_item_meta_path,
+                                 args.output_model) if path]
+    staged = Staged()
+    try:  # all or nothing: staged first, renamed together (the index last), every path put back on a failure
+        staged.parents(outputs)  # the lock files sit beside the outputs
+        with locked(*outputs):  # from reading the old index to the last rename: no lost update, see rq/README.md
+            return add(args, staged)
+    except BaseException:
+        staged.discard()
+        raise
+
+
+def add(args: Args, staged: Staged) -> dict[str, list[str]]:
+    """Read the index and the new items, give them SIDs, stage and commit every output."""
     codebooks_file = Path(args.codebooks_path or codebooks_path(args.sid_index_path))
     encoder_file = Path(args.encoder_path or index_sibling(args.sid_index_path, ".encoder.pt"))
     try:
@@ -315,7 +338,8 @@ def main(args: Args) -> dict[str, list[str]]:
                 unique_keys(path)
         new_meta = load_item_meta(args.new_items_path) if args.new_items_path else {}
         meta = load_item_meta(args.item_meta_path) if args.item_meta_path else {}
-    except (DataError, FileNotFoundError) as e:
+        encode = saved_encoder(encoder_file)
+    except (ValueError, FileNotFoundError) as e:  # DataError included: each names its file
         raise SystemExit(f"error: {e}") from None
     new_ids, x = read_new_embeddings(args.embedding_path)
     missing_titles = [i for i in new_ids if new_meta and i not in new_meta]
@@ -325,11 +349,6 @@ def main(args: Args) -> dict[str, list[str]]:
     if known and args.output_item_meta_path:
         raise SystemExit(f"error: {args.item_meta_path}: new item {known[0]} is already there (its entry would be "
                          f"replaced by --new_items_path's)")
-    encode = None
-    if encoder_file.is_file():
-        from rq.rqvae import load_encoder
-
-        encode = load_encoder(encoder_file)
     try:
         new_index = frozen_sids(index, new_ids, x, codebooks, mode, encode)
     except (ValueError, CollisionError) as e:
@@ -337,18 +356,12 @@ def main(args: Args) -> dict[str, list[str]]:
     extended = {**index, **new_index}
 
     output_path = args.output_path or args.sid_index_path
-    staged = Staged()
-    try:  # all or nothing: staged first, renamed together (the index last), every path put back on a failure
-        model_line = extend_model(args, extended, new_index, new_meta, staged) if args.base_model else \
-            "model unchanged"
-        if args.output_item_meta_path:
-            staged.file(args.output_item_meta_path,
-                        json.dumps({**meta, **{i: new_meta[i] for i in new_ids}}, indent=1, ensure_ascii=False))
-        staged.file(output_path, json.dumps(extended))
-        staged.commit()
-    except BaseException:
-        staged.discard()
-        raise
+    model_line = extend_model(args, extended, new_index, new_meta, staged) if args.base_model else "model unchanged"
+    if args.output_item_meta_path:
+        staged.file(args.output_item_meta_path,
+                    json.dumps({**meta, **{i: new_meta[i] for i in new_ids}}, indent=1, ensure_ascii=False))
+    staged.file(output_path, json.dumps(extended))
+    staged.commit()
     print(f"[add_items] {len(new_ids)} new items ({mode}, codebooks {codebooks_file.name}"
           f"{', encoder ' + encoder_file.name if encode else ''}): {len(index)} -> {len(extended)} items -> "
           f"{output_path}; {model_line}", flush=True)

@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from minionerec.run.cli import run
 from rq.common import QuantArgs, check_common, load_embeddings, parse_sizes
-from rq.index import finish, make_unique
+from rq.index import finish, make_unique, writing_index
 
 
 @dataclass
@@ -79,10 +79,14 @@ def main(args: Args) -> np.ndarray:
         bounds = size_bounds(len(x), sizes, args.size_min, args.size_max)
     except ValueError as e:
         raise SystemExit(f"error: --size_min/--size_max: {e}") from None
+    if args.max_iter < 1 or args.n_init < 1:
+        raise SystemExit(f"error: --max_iter and --n_init must be >= 1, got {args.max_iter} and {args.n_init}")
     print("cluster size bounds per level:", bounds, flush=True)
-    codebooks, codes, residuals = balanced_residual_kmeans(x, sizes, bounds, args.seed, args.max_iter, args.n_init)
-    return finish("balanced_rqkmeans", item_ids, codes, args.output_path, args.collision, residuals,
-                  codebooks, sizes, x=x)
+    with writing_index(args.output_path):  # no rq.add_items on this index until its files are written
+        codebooks, codes, residuals = balanced_residual_kmeans(x, sizes, bounds, args.seed, args.max_iter,
+                                                               args.n_init)
+        return finish("balanced_rqkmeans", item_ids, codes, args.output_path, args.collision, residuals,
+                      codebooks, sizes, x=x)
 
 
 if __name__ == "__main__":

@@ -4,12 +4,14 @@ from __future__ import annotations
 import json
 import math
 import random
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from minionerec.run.atomic import atomic_path, atomic_write_text
+from minionerec.run.preflight import writable_dir
 
 
 @dataclass
@@ -22,6 +24,12 @@ class QuantArgs:
     codebook_size: str = "256"  # one size for every level, or one per level: "256,256,256"
     collision: str = "reassign"  # reassign (keep L levels) | append (add a disambiguation level)
     seed: int = 0  # level l's k-means uses seed + l; rqvae/rqkmeans_plus also seed torch (init, batch order)
+
+
+def reason(error: BaseException) -> str:
+    """'KeyError: 110' on one short line: why a file could not be read, for an error that names the file."""
+    message = " ".join(str(error).split())[:200]
+    return f"{type(error).__name__}: {message}" if message else type(error).__name__
 
 
 def ids_path(embedding_path) -> Path:
@@ -40,17 +48,28 @@ def save_embeddings(item_ids: list[str], embeddings: np.ndarray, path) -> Path:
 
 
 def load_embeddings(path) -> tuple[list[str], np.ndarray]:
-    """(item ids, embeddings [N, D] float32); fails in one line when the pair does not match."""
+    """(item ids, embeddings [N, D] float32); a missing, unreadable or mismatched pair is one line naming the file."""
     path = Path(path)
     if not path.is_file():
         raise SystemExit(f"error: {path}: embedding file not found")
     ids_file = ids_path(path)
     if not ids_file.is_file():
         raise SystemExit(f"error: {ids_file}: item-id file missing (rq/text2emb.py writes it beside the .npy)")
-    embeddings = np.load(path)
-    item_ids = json.loads(ids_file.read_text())
-    if embeddings.ndim != 2 or len(item_ids) != len(embeddings):
-        raise SystemExit(f"error: {path}: shape {embeddings.shape} does not match {len(item_ids)} item ids")
+    try:  # the header first (memory-mapped): a wrong file is refused before its data is read; never a pickle
+        dtype = np.load(path, mmap_mode="r", allow_pickle=False).dtype
+        if not (np.issubdtype(dtype, np.integer) or np.issubdtype(dtype, np.floating)):
+            raise SystemExit(f"error: {path}: embeddings have dtype {dtype}, expected numbers (float32 from "
+                             "rq/text2emb.py)")
+        embeddings = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError, AttributeError, zipfile.BadZipFile) as e:  # .npz: no dtype / no zip
+        raise SystemExit(f"error: {path}: not a readable .npy array ({' '.join(str(e).split())})") from None
+    try:
+        item_ids = json.loads(ids_file.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise SystemExit(f"error: {ids_file}: invalid JSON ({e})") from None
+    if not isinstance(item_ids, list) or embeddings.ndim != 2 or len(item_ids) != len(embeddings):
+        count = f"{len(item_ids)} item ids" if isinstance(item_ids, list) else "no JSON list of item ids"
+        raise SystemExit(f"error: {path}: shape {embeddings.shape} does not match {count} in {ids_file}")
     if not np.isfinite(embeddings).all():
         raise SystemExit(f"error: {path}: embeddings contain NaN or inf")
     return [str(i) for i in item_ids], embeddings.astype(np.float32)
@@ -82,6 +101,9 @@ def check_common(args: QuantArgs, n_items: int) -> list[int]:
     """Validate the shared flags before any clustering; returns the per-level sizes."""
     if not args.embedding_path or not args.output_path:
         raise SystemExit("error: --embedding_path and --output_path are required")
+    if Path(args.output_path).is_dir():
+        raise SystemExit(f"error: --output_path {args.output_path}: is a directory, not a file")
+    writable_dir(str(Path(args.output_path).parent), "output_path")
     if not 1 <= args.levels <= 25:
         raise SystemExit(f"error: --levels must be in 1..25, got {args.levels}")
     if args.collision not in ("reassign", "append"):

@@ -19,8 +19,11 @@ length. Two modes:
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import re
+import zipfile
 from collections import defaultdict
 from pathlib import Path
 
@@ -28,6 +31,8 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 
 from minionerec.run.atomic import atomic_path
+from minionerec.run.file_lock import locked
+from rq.common import reason
 
 LEVEL_LETTERS = "abcdefghijklmnopqrstuvwxyz"
 COLLISION_MODES = ("reassign", "append")
@@ -249,8 +254,10 @@ def load_index_codes(path) -> tuple[list[str], np.ndarray]:
 
 
 def finish(name: str, item_ids: list[str], codes: np.ndarray, output_path, mode: str = "reassign",
-           residuals=None, codebooks=None, sizes: list[int] | None = None, x=None, decode=None) -> np.ndarray:
-    """make_unique + print the report + write the index; returns the final codes.
+           residuals=None, codebooks=None, sizes: list[int] | None = None, x=None, decode=None,
+           write_encoder=None) -> np.ndarray:
+    """make_unique + print the report + write the index, its codebooks and (`write_encoder()`) its encoder; returns
+    the final codes.
 
     With the embeddings `x` (and the model's `decode` for RQ-VAE-style methods) the report also gives
     the reconstruction error of the final codes, so methods can be compared on fidelity, not only usage.
@@ -263,6 +270,10 @@ def finish(name: str, item_ids: list[str], codes: np.ndarray, output_path, mode:
     write_index(item_ids, final, output_path)
     if codebooks is not None:  # rq/add_items.py gives new items SIDs with these codebooks frozen
         save_codebooks(output_path, codebooks, mode)
+    if write_encoder is not None:
+        write_encoder()
+    else:  # an earlier rqvae / rqkmeans_plus run's: add_items would map new items through it into these codebooks
+        index_sibling(output_path, ".encoder.pt").unlink(missing_ok=True)
     print(f"wrote {output_path}", flush=True)
     return final
 
@@ -272,6 +283,20 @@ def index_sibling(index_path, suffix: str) -> Path:
     name = Path(index_path).name
     stem = name[: -len(".index.json")] if name.endswith(".index.json") else Path(name).stem
     return Path(index_path).with_name(f"{stem}{suffix}")
+
+
+def index_files(index_path) -> tuple[Path, Path, Path]:
+    """What a quantiser run writes together: X.index.json, X.codebooks.npz and (rqvae, rqkmeans_plus) X.encoder.pt."""
+    return Path(index_path), codebooks_path(index_path), index_sibling(index_path, ".encoder.pt")
+
+
+@contextlib.contextmanager
+def writing_index(index_path):
+    """A quantiser run's lock on its outputs (see minionerec.run.file_lock), parents created: rq.add_items extending
+    the index meanwhile would write the old SIDs next to the new codebooks."""
+    Path(index_path).parent.mkdir(parents=True, exist_ok=True)
+    with locked(*index_files(index_path)):
+        yield
 
 
 def codebooks_path(index_path) -> Path:
@@ -289,14 +314,23 @@ def save_codebooks(index_path, codebooks: list[np.ndarray], mode: str) -> Path:
 
 
 def load_codebooks(path) -> tuple[list[np.ndarray], str]:
-    """(codebooks L x [K_l, D] float64, collision mode) from save_codebooks' file."""
+    """(codebooks L x [K_l, D] float64, collision mode) from save_codebooks' file; anything else (truncated, another
+    .npz, not a zip) is a ValueError naming the file."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: codebooks not found (rq/ writes them beside the index since this version; "
                                 "re-run the quantiser to get them)")
-    with np.load(path) as data:
-        levels = sorted((k for k in data.files if k.startswith("level_")), key=lambda k: int(k[6:]))
-        return [data[k].astype(np.float64) for k in levels], str(data["collision"])
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            levels = sorted((k for k in data.files if re.fullmatch(r"level_\d+", k)), key=lambda k: int(k[6:]))
+            codebooks, mode = [data[k].astype(np.float64) for k in levels], str(data["collision"])
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
+        raise ValueError(f"{path}: not a codebooks file an rq/ quantiser wrote ({reason(e)})") from None
+    if (not codebooks or mode not in COLLISION_MODES or any(cb.ndim != 2 or not len(cb) for cb in codebooks)
+            or len({cb.shape[1] for cb in codebooks}) != 1):
+        raise ValueError(f"{path}: not a codebooks file an rq/ quantiser wrote (levels "
+                         f"{[list(cb.shape) for cb in codebooks]}, collision mode {mode!r})")
+    return codebooks, mode
 
 
 def quantize_frozen(x: np.ndarray, codebooks: list[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:

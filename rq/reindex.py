@@ -4,8 +4,9 @@ Reads `<data_dir>/{train,valid,test}/<Category>*.csv` and `<data_dir>/index/<Cat
 replaces `history_item_sid` / `item_sid` from the new index by item id (titles, ids and row order are
 untouched), regenerates `info/<Category>*.txt`, and copies the new index.json and item.json into
 `<output_dir>/index/`. File names are kept (e.g. `Industrial_and_Scientific_5_2016-10-2018-11.csv`).
-Every item id of every split must be in the new index; all is checked before anything is written.
-Used by `convert_dataset.py --reindex true`.
+Every item id of every split must be in the new index; all is checked before anything is written. The writes hold
+the lock of every output file (minionerec.run.file_lock): a second reindex or an rq.add_items on this dataset's
+index meanwhile is refused. Used by `convert_dataset.py --reindex true`.
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import shutil
 from pathlib import Path
 
 from minionerec.run.atomic import atomic_path
+from minionerec.run.file_lock import locked
 from minionerec.data.formats import (DataError, find_split, load_item_meta, load_sid_index, load_split, sid_string,
                              write_info, write_split)
 
@@ -49,14 +51,19 @@ def reindex(data_dir, category: str, sid_index_path, output_dir) -> dict[str, in
     missing_meta = [i for i in index if i not in meta]
     if missing_meta:
         raise DataError(f"{meta_path}: item {missing_meta[0]} of the new index has no title")
-    for split, (name, df) in frames.items():
-        write_split(df, out / split / name)
-    for name in info_names:
-        write_info(index, meta, out / "info" / name)
-    (out / "index").mkdir(parents=True, exist_ok=True)
-    for src, dst in ((Path(sid_index_path), out / "index" / f"{category}.index.json"),
-                     (meta_path, out / "index" / f"{category}.item.json")):
-        if src.resolve() != dst.resolve():
-            with atomic_path(dst) as tmp:
-                shutil.copyfile(src, tmp)
+    copies = {out / "index" / f"{category}.index.json": Path(sid_index_path),
+              out / "index" / f"{category}.item.json": meta_path}
+    splits = {out / split / name: df for split, (name, df) in frames.items()}
+    infos = [out / "info" / name for name in info_names]
+    for path in [*splits, *infos, *copies]:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    with locked(*splits, *infos, *copies):  # one writer per dataset: never one run's train next to another's test
+        for path, df in splits.items():
+            write_split(df, path)
+        for path in infos:
+            write_info(index, meta, path)
+        for dst, src in copies.items():
+            if src.resolve() != dst.resolve():
+                with atomic_path(dst) as tmp:
+                    shutil.copyfile(src, tmp)
     return {split: len(df) for split, (_, df) in frames.items()}

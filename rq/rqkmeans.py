@@ -15,7 +15,7 @@ import numpy as np
 
 from minionerec.run.cli import run
 from rq.common import QuantArgs, check_common, load_embeddings, parse_sizes
-from rq.index import finish, make_unique
+from rq.index import finish, make_unique, writing_index
 
 
 @dataclass
@@ -70,8 +70,12 @@ def main(args: Args) -> np.ndarray:
         check_device(args.device)
     except ValueError as e:
         raise SystemExit(f"error: --device: {e}") from None
-    codebooks, codes, residuals = residual_kmeans(x, sizes, args.seed, args.niter, args.device)
-    return finish("rqkmeans", item_ids, codes, args.output_path, args.collision, residuals, codebooks, sizes, x=x)
+    if args.niter < 1:
+        raise SystemExit(f"error: --niter must be >= 1 (k-means iterations per level), got {args.niter}")
+    with writing_index(args.output_path):  # no rq.add_items on this index until its files are written
+        codebooks, codes, residuals = residual_kmeans(x, sizes, args.seed, args.niter, args.device)
+        return finish("rqkmeans", item_ids, codes, args.output_path, args.collision, residuals, codebooks, sizes,
+                      x=x)
 
 
 if __name__ == "__main__":

@@ -18,9 +18,10 @@ import torch
 
 from minionerec.run.cli import run
 from rq.common import check_common, load_embeddings, parse_sizes, seed_everything
-from rq.index import finish, make_unique
+from rq.index import finish, make_unique, writing_index
 from rq.rqkmeans import residual_kmeans
-from rq.rqvae import RQVAE, codes_for, decoder_fn, parse_hidden, resolve_device, save_encoder, train
+from rq.rqvae import (RQVAE, check_training, codes_for, decoder_fn, parse_hidden, resolve_device, save_encoder,
+                      train)
 from rq.rqvae import Args as RQVAEArgs
 
 
@@ -60,16 +61,17 @@ def main(args: Args) -> np.ndarray:
     seed_everything(args.seed)
     item_ids, x_np = load_embeddings(args.embedding_path)
     sizes = check_common(args, len(x_np))
+    check_training(args)
     device, hidden = resolve_device(args.device), parse_hidden(args.hidden)
-    x = torch.as_tensor(x_np, device=device)
-    model = build(x, sizes, hidden, args.beta, args.seed, args.niter)
-    train(model, x, args.epochs, args.batch_size, args.lr, args.seed, args.reset_dead, args.ckpt_dir,
-          args.save_every, args.resume)
-    codes, residuals, codebooks = codes_for(model, x)
-    final = finish("rqkmeans_plus", item_ids, codes, args.output_path, args.collision, residuals, codebooks, sizes,
-                   x=x_np, decode=decoder_fn(model))
-    save_encoder(args.output_path, model)
-    return final
+    with writing_index(args.output_path):  # no rq.add_items on this index until all three files are written
+        x = torch.as_tensor(x_np, device=device)
+        model = build(x, sizes, hidden, args.beta, args.seed, args.niter)
+        train(model, x, args.epochs, args.batch_size, args.lr, args.seed, args.reset_dead, args.ckpt_dir,
+              args.save_every, args.resume)
+        codes, residuals, codebooks = codes_for(model, x)
+        return finish("rqkmeans_plus", item_ids, codes, args.output_path, args.collision, residuals, codebooks,
+                      sizes, x=x_np, decode=decoder_fn(model),
+                      write_encoder=lambda: save_encoder(args.output_path, model))
 
 
 if __name__ == "__main__":

@@ -25,8 +25,8 @@ from tqdm import tqdm
 
 from minionerec.run.atomic import atomic_path
 from minionerec.run.cli import run
-from rq.common import QuantArgs, check_common, load_embeddings, parse_int_list, seed_everything
-from rq.index import finish, index_sibling
+from rq.common import QuantArgs, check_common, load_embeddings, parse_int_list, reason, seed_everything
+from rq.index import finish, index_sibling, writing_index
 from rq.rqkmeans import residual_kmeans
 
 
@@ -161,7 +161,10 @@ def train(model: RQVAE, x: torch.Tensor, epochs: int, batch_size: int = 1024, lr
     if resume:
         if ckpt is None or not ckpt.is_file():
             raise SystemExit(f"error: --resume: no checkpoint at {ckpt or '(set --ckpt_dir)'}")
-        state = torch.load(ckpt, map_location=x.device, weights_only=True)  # tensors only, no pickled code
+        try:
+            state = load_saved(ckpt, "an rq training checkpoint", ("model", "optimizer", "generator", "epoch"))
+        except ValueError as e:
+            raise SystemExit(f"error: --resume: {e}") from None
         try:
             model.load_state_dict(state["model"])
         except RuntimeError as e:
@@ -228,16 +231,37 @@ def save_encoder(index_path, model: RQVAE) -> Path:
     return path
 
 
+def load_saved(path, what: str, keys: tuple[str, ...]) -> dict:
+    """torch.load of a dict rq wrote (tensors only, no pickled code); a truncated, corrupt or foreign file is a
+    ValueError naming it and `what` it should be."""
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - torch raises RuntimeError, UnpicklingError, EOFError, ... by damage
+        raise ValueError(f"{path}: not {what} ({reason(e)})") from None
+    missing = [key for key in keys if not isinstance(saved, dict) or key not in saved]
+    if missing:
+        raise ValueError(f"{path}: not {what} (no {missing[0]!r} entry)")
+    return saved
+
+
 def load_encoder(path):
-    """numpy [M, D] -> numpy latents [M, e_dim], with the encoder save_encoder wrote (tensors only)."""
-    saved = torch.load(path, map_location="cpu", weights_only=True)
-    config = saved["config"]
-    encoder = RQVAE(config["in_dim"], config["hidden"], config["e_dim"], [1], residual=config["residual"]).encoder
-    encoder.load_state_dict(saved["encoder"])
+    """numpy [M, D] -> numpy latents [M, e_dim], with the encoder save_encoder wrote; ValueError for a bad file or
+    embeddings of another width."""
+    what = "an encoder rq.rqvae / rq.rqkmeans_plus wrote"
+    saved = load_saved(path, what, ("config", "encoder"))
+    try:
+        config = saved["config"]
+        encoder = RQVAE(config["in_dim"], config["hidden"], config["e_dim"], [1], residual=config["residual"]).encoder
+        encoder.load_state_dict(saved["encoder"])
+    except (KeyError, TypeError, RuntimeError) as e:
+        raise ValueError(f"{path}: not {what} ({reason(e)})") from None
     encoder.eval()
 
     @torch.no_grad()
     def encode(x: np.ndarray) -> np.ndarray:
+        if x.shape[1] != config["in_dim"]:
+            raise ValueError(f"new embeddings have dimension {x.shape[1]}, the encoder {path} takes "
+                             f"{config['in_dim']}: embed the new items with the catalogue's embedding model")
         return encoder(torch.as_tensor(np.asarray(x, dtype=np.float32))).numpy()
 
     return encode
@@ -261,22 +285,35 @@ def parse_hidden(value) -> list[int]:
         raise SystemExit(f"error: --hidden: expected comma-separated widths, got {value!r}") from None
 
 
+def check_training(args: Args) -> None:
+    """The training flags rqvae and rqkmeans_plus share, before any k-means or epoch."""
+    if args.epochs < 0 or args.batch_size < 1 or args.save_every < 1:
+        raise SystemExit(f"error: --epochs must be >= 0, --batch_size and --save_every >= 1; got {args.epochs}, "
+                         f"{args.batch_size}, {args.save_every}")
+    if not (args.lr > 0 and args.beta >= 0):
+        raise SystemExit(f"error: --lr must be > 0 and --beta >= 0, got {args.lr} and {args.beta}")
+    if (args.resume or args.save_every != Args.save_every) and not args.ckpt_dir:
+        raise SystemExit("error: --resume and --save_every need --ckpt_dir (where the checkpoints are)")
+
+
 def main(args: Args) -> np.ndarray:
     seed_everything(args.seed)
     item_ids, x_np = load_embeddings(args.embedding_path)
     sizes = check_common(args, len(x_np))
+    check_training(args)
+    if args.e_dim < 1:
+        raise SystemExit(f"error: --e_dim must be >= 1 (the latent / codeword width), got {args.e_dim}")
     device, hidden = resolve_device(args.device), parse_hidden(args.hidden)
-    x = torch.as_tensor(x_np, device=device)
-    model = RQVAE(x.shape[1], hidden, args.e_dim, sizes, args.beta).to(device)
-    if not args.resume:
-        kmeans_init(model, x, sizes, args.seed)
-    train(model, x, args.epochs, args.batch_size, args.lr, args.seed, args.reset_dead, args.ckpt_dir,
-          args.save_every, args.resume)
-    codes, residuals, codebooks = codes_for(model, x)
-    final = finish("rqvae", item_ids, codes, args.output_path, args.collision, residuals, codebooks, sizes,
-                   x=x_np, decode=decoder_fn(model))
-    save_encoder(args.output_path, model)
-    return final
+    with writing_index(args.output_path):  # no rq.add_items on this index until all three files are written
+        x = torch.as_tensor(x_np, device=device)
+        model = RQVAE(x.shape[1], hidden, args.e_dim, sizes, args.beta).to(device)
+        if not args.resume:
+            kmeans_init(model, x, sizes, args.seed)
+        train(model, x, args.epochs, args.batch_size, args.lr, args.seed, args.reset_dead, args.ckpt_dir,
+              args.save_every, args.resume)
+        codes, residuals, codebooks = codes_for(model, x)
+        return finish("rqvae", item_ids, codes, args.output_path, args.collision, residuals, codebooks, sizes,
+                      x=x_np, decode=decoder_fn(model), write_encoder=lambda: save_encoder(args.output_path, model))
 
 
 if __name__ == "__main__":

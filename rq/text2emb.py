@@ -14,6 +14,9 @@ each printing its throughput (`[text2emb] N items in S s: R items/s (method, dev
 - `tfidf`: offline fallback with no model: TF-IDF (uni+bigrams) -> TruncatedSVD -> L2 normalise. The fit
   is saved beside the output (`X.tfidf.joblib`); `--tfidf_fit X.tfidf.joblib` embeds new items with it.
 
+A flag only another method reads (METHOD_FLAGS) is a one-line error when set, never ignored; every flag and the
+output path are checked before item.json is read or anything is written.
+
     python -m rq.text2emb --item_meta_path Cat.item.json --output_path Cat.emb.npy --model_path /models/qwen3-emb
     python -m rq.text2emb --item_meta_path Cat.item.json --output_path Cat.emb.npy \
         --model_path models/all-MiniLM-L6-v2 --fields title+brand+categories+description
@@ -35,8 +38,9 @@ import numpy as np
 
 from minionerec.run.atomic import atomic_path
 from minionerec.run.cli import run
+from minionerec.run.preflight import writable_dir
 from minionerec.data.formats import DataError, load_item_meta
-from rq.common import ids_path, save_embeddings
+from rq.common import ids_path, reason, save_embeddings
 
 _TAG = re.compile(r"<[^>]+>")
 METHODS = ("sentence_transformers", "causal_lm", "tfidf")
@@ -58,10 +62,22 @@ class Args:
     device: str = ""  # "" = cuda when available, else cpu
     dim: int = 256  # tfidf only: SVD components
     seed: int = 0  # tfidf only: SVD seed
-    tfidf_fit: str = ""  # tfidf only: embed with this saved fit (X.tfidf.joblib; new items for rq/add_items.py)
+    tfidf_fit: str = ""  # tfidf only: embed with this saved fit (X.tfidf.joblib, a pickle: only your own; new items)
 
 
 DEFAULT_FIELDS = tuple(Args.fields.split("+"))
+# flags only some methods read: under another method a value other than the default is an error, not ignored
+METHOD_FLAGS = {
+    "model_path": ("sentence_transformers", "causal_lm"),
+    "pooling": ("sentence_transformers",),
+    "batch_size": ("sentence_transformers", "causal_lm"),
+    "max_length": ("sentence_transformers", "causal_lm"),
+    "normalize": ("sentence_transformers", "causal_lm"),  # tfidf always L2-normalises
+    "device": ("sentence_transformers", "causal_lm"),
+    "dim": ("tfidf",),
+    "seed": ("tfidf",),
+    "tfidf_fit": ("tfidf",),
+}
 
 
 def _flatten(value) -> str:
@@ -129,6 +145,24 @@ def tfidf_embeddings(texts: list[str], dim: int = 256, seed: int = 0) -> np.ndar
 def tfidf_fit_path(embedding_path) -> Path:
     """X.npy -> X.tfidf.joblib: the fit that made X, for embedding new items in the same space."""
     return Path(embedding_path).with_suffix(".tfidf.joblib")
+
+
+def load_tfidf_fit(path):
+    """The pipeline `--method tfidf` saved (fit_tfidf's); anything else is one line naming --tfidf_fit and the file.
+    A pickle: load only fits you wrote yourself."""
+    import joblib
+    from sklearn.pipeline import Pipeline
+
+    if not Path(path).is_file():
+        raise SystemExit(f"error: --tfidf_fit file not found: {path}")
+    what = f"error: --tfidf_fit {path}: not a TF-IDF fit saved by rq.text2emb --method tfidf"
+    try:
+        fit = joblib.load(path)
+    except Exception as e:  # noqa: BLE001 - a damaged pickle raises KeyError, EOFError, UnpicklingError, ...
+        raise SystemExit(f"{what} ({reason(e)})") from None
+    if not isinstance(fit, Pipeline) or [name for name, _ in fit.steps] != ["tfidf", "svd", "l2"]:
+        raise SystemExit(f"{what} (it holds a {type(fit).__name__})")
+    return fit
 
 
 def load_sentence_model(model_path: str, pooling: str, max_length: int, device: str | None):
@@ -201,14 +235,14 @@ def causal_lm_embeddings(texts: list[str], model_path: str, batch_size: int = 64
     return np.concatenate(gather_object([part])).astype(np.float32)  # shards in process order == item order
 
 
-def embed(args: Args, texts: list[str]) -> np.ndarray:
-    """texts -> [N, D] with args.method (tfidf also saves its fit beside the output)."""
-    if args.method == "tfidf" and args.tfidf_fit:  # a pickle: load only fits you wrote yourself
-        import joblib
-
-        if not Path(args.tfidf_fit).is_file():
-            raise SystemExit(f"error: --tfidf_fit file not found: {args.tfidf_fit}")
-        return joblib.load(args.tfidf_fit).transform(texts).astype(np.float32)
+def embed(args: Args, texts: list[str], fit=None) -> np.ndarray:
+    """texts -> [N, D] with args.method: with a saved tfidf `fit`, its transform; a new tfidf fit is saved beside
+    the output."""
+    if fit is not None:
+        try:
+            return fit.transform(texts).astype(np.float32)
+        except (ValueError, AttributeError) as e:  # e.g. NotFittedError: a pipeline saved before it was fitted
+            raise SystemExit(f"error: --tfidf_fit {args.tfidf_fit}: cannot embed with it ({reason(e)})") from None
     if args.method == "tfidf":
         import joblib
 
@@ -238,15 +272,49 @@ def throughput_line(method: str, n: int, seconds: float, device: str = "") -> st
     return f"[text2emb] {n:,} items in {seconds:.1f} s: {rate_text} items/s ({method}, {device})"
 
 
-def main(args: Args) -> Path | None:
+def check_args(args: Args) -> None:
+    """Every flag, before item.json is read or anything is written."""
     if not args.item_meta_path or not args.output_path:
         raise SystemExit("error: --item_meta_path and --output_path are required")
     if args.method not in METHODS:
         raise SystemExit(f"error: --method must be one of {', '.join(METHODS)}, got {args.method!r}")
     if args.pooling not in ("mean", "lasttoken"):
         raise SystemExit(f"error: --pooling must be mean or lasttoken, got {args.pooling!r}")
+    if args.dim < 1:
+        raise SystemExit(f"error: --dim must be an integer >= 1 (the SVD components of --method tfidf), got {args.dim}")
+    if args.batch_size < 1 or args.max_length < 1:
+        raise SystemExit(f"error: --batch_size and --max_length must be integers >= 1, got {args.batch_size} and "
+                         f"{args.max_length}")
+    for flag, methods in METHOD_FLAGS.items():
+        if getattr(args, flag) != getattr(Args, flag) and args.method not in methods:
+            raise SystemExit(f"error: --{flag} applies to --method {' or '.join(methods)} only, not to --method "
+                             f"{args.method}; drop it or change --method")
+    if args.tfidf_fit and (args.dim != Args.dim or args.seed != Args.seed):
+        raise SystemExit("error: --dim and --seed make a new TF-IDF fit; with --tfidf_fit the saved fit is used "
+                         "as it is: drop them")
     if args.method in ("sentence_transformers", "causal_lm") and not args.model_path:
         raise SystemExit("error: --model_path (a local model directory) is required, or use --method tfidf")
+    check_output(args)
+
+
+def check_output(args: Args) -> None:
+    """--output_path (and the .ids.json and .tfidf.joblib beside it) can be written and is no input."""
+    if Path(args.output_path).is_dir():
+        raise SystemExit(f"error: --output_path {args.output_path}: is a directory, not a file")
+    writable_dir(str(Path(args.output_path).parent), "output_path")
+    outputs = [Path(args.output_path), ids_path(args.output_path)]
+    if args.method == "tfidf" and not args.tfidf_fit:  # a new fit is saved
+        outputs.append(tfidf_fit_path(args.output_path))
+    for flag in ("item_meta_path", "tfidf_fit"):
+        path = getattr(args, flag)
+        if path and Path(path).resolve() in {p.resolve() for p in outputs}:
+            raise SystemExit(f"error: --output_path {args.output_path} would overwrite --{flag} {path} (or write "
+                             "beside it under its name); choose another path")
+
+
+def main(args: Args) -> Path | None:
+    check_args(args)
+    fit = load_tfidf_fit(args.tfidf_fit) if args.tfidf_fit else None
     try:
         meta = load_item_meta(args.item_meta_path)
     except DataError as e:
@@ -259,7 +327,7 @@ def main(args: Args) -> Path | None:
         raise SystemExit(f"error: {args.item_meta_path}: item {empty[0]} has an empty {' and '.join(fields)} "
                          f"({len(empty)} item(s) in all)")
     start = time.perf_counter()
-    embeddings = embed(args, texts)
+    embeddings = embed(args, texts, fit)
     if args.method != "tfidf":
         from accelerate import PartialState
 

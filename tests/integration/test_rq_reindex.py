@@ -3,6 +3,8 @@ import json
 import shutil
 import subprocess
 import sys
+import tempfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,6 +12,7 @@ import pytest
 from conftest import CATEGORY, ROOT
 from convert_dataset import Args, main
 from minionerec.data.formats import DataError, load_info, load_sid_index, load_split, sid_string
+from minionerec.run.file_lock import LockHeld, locked
 from rq.index import write_index
 from rq.reindex import reindex
 
@@ -58,3 +61,22 @@ def test_item_missing_from_new_index_fails_before_writing(demo_data, new_index, 
     assert not (tmp_path / "out").exists()
     with pytest.raises(SystemExit, match="--data_dir is required with --reindex"):
         main(Args(reindex=True, category=CATEGORY, sid_index_path=str(new_index), output_dir=str(tmp_path)))
+
+
+def test_reindex_while_another_run_writes_the_dataset_is_refused_and_then_cleans_up(demo_data, new_index, tmp_path):
+    """Another writer (here: rq.add_items' lock on the dataset's index) holds one output: reindexing the dataset in
+    place is refused before any file is written. The next run removes what a killed run left (`.NAME.XXXXXXXX.tmp`
+    beside its outputs), and nothing else."""
+    data = shutil.copytree(demo_data, tmp_path / "data")
+    index_json = data / "index" / f"{CATEGORY}.index.json"
+    stale = Path(tempfile.mkstemp(prefix=f".{CATEGORY}.csv.", suffix=".tmp", dir=data / "train")[1])
+    kept = Path(tempfile.mkstemp(prefix=".notes.txt.", suffix=".tmp", dir=data / "train")[1])
+    before = {p: p.read_bytes() for p in sorted(data.rglob("*")) if p.is_file()}
+    with locked(index_json):
+        with pytest.raises(LockHeld, match=f"{index_json} is being written by pid"):
+            reindex(data, CATEGORY, new_index, data)
+        assert {p: p.read_bytes() for p in sorted(data.rglob("*")) if p.is_file() and p.suffix != ".lock"} == before
+    reindex(data, CATEGORY, new_index, data)
+    assert not stale.exists() and kept.exists()
+    assert load_sid_index(index_json) == load_sid_index(new_index)
+    assert not [p for p in data.rglob(".*") if p != kept]  # no lock file or temporary left

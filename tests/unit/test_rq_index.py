@@ -117,3 +117,25 @@ def test_embeddings_round_trip_with_ids_and_bad_sizes_fail(tmp_path):
     assert parse_sizes((8, 4), 2) == [8, 4] and parse_sizes("16", 3) == [16, 16, 16]
     with pytest.raises(ValueError, match="need 3 positive sizes"):
         parse_sizes("8,4", 3)
+
+
+def test_a_damaged_embedding_pair_is_one_line_naming_the_file(tmp_path):
+    path = save_embeddings(["7", "3"], np.eye(2), tmp_path / "e.npy")
+    (tmp_path / "e.ids.json").write_text('["7", "3"')
+    with pytest.raises(SystemExit, match=r"^error: .*e.ids.json: invalid JSON"):
+        load_embeddings(path)
+    (tmp_path / "e.ids.json").write_text('{"7": 0, "3": 1}')
+    with pytest.raises(SystemExit, match=r"e.npy: shape \(2, 2\) does not match no JSON list of item ids in .*ids"):
+        load_embeddings(path)
+    (tmp_path / "e.ids.json").write_text('["7", "3"]')
+    np.savez(tmp_path / "z.npz", x=np.eye(2))
+    (tmp_path / "z.npz").rename(path)  # an .npz under the .npy's name
+    with pytest.raises(SystemExit, match=r"e.npy: not a readable .npy array"):
+        load_embeddings(path)
+    path.write_bytes(path.read_bytes()[:20])
+    with pytest.raises(SystemExit, match=r"e.npy: not a readable .npy array"):
+        load_embeddings(path)
+    np.save(path, np.eye(2))
+    path.write_bytes(path.read_bytes()[:-8])  # a cut .npy
+    with pytest.raises(SystemExit, match=r"e.npy: not a readable .npy array"):
+        load_embeddings(path)

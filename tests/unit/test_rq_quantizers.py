@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from minionerec.data.formats import load_sid_index
+from minionerec.run.file_lock import LockHeld, locked
 from rq import balanced_rqkmeans, rqkmeans, rqkmeans_plus, rqvae
 from rq.common import save_embeddings
 from rq.index import collision_groups
@@ -107,6 +108,60 @@ def test_bad_flags_are_one_line_errors(embedding_path, tmp_path):
         rqkmeans.main(rqkmeans.Args(**{**common(embedding_path, tmp_path), "embedding_path": str(tmp_path / "no.npy")}))
     with pytest.raises(SystemExit, match="--e_dim does not apply to RQ-Kmeans"):
         rqkmeans_plus.main(rqkmeans_plus.Args(**common(embedding_path, tmp_path, e_dim=8)))
+    with pytest.raises(SystemExit, match="--output_path .*: is a directory, not a file"):
+        rqkmeans.main(rqkmeans.Args(**{**common(embedding_path, tmp_path), "output_path": str(tmp_path)}))
+    with pytest.raises(SystemExit, match="--niter must be >= 1"):
+        rqkmeans.main(rqkmeans.Args(**common(embedding_path, tmp_path, niter=0)))
+    with pytest.raises(SystemExit, match="--max_iter and --n_init must be >= 1"):
+        balanced_rqkmeans.main(balanced_rqkmeans.Args(**common(embedding_path, tmp_path, n_init=0)))
+
+
+@pytest.mark.parametrize("flags, message", [
+    (dict(save_every=0, ckpt_dir="ck"), "--batch_size and --save_every >= 1; got 1, 1024, 0"),
+    (dict(save_every=5), "--resume and --save_every need --ckpt_dir"),
+    (dict(resume=True), "--resume and --save_every need --ckpt_dir"),
+    (dict(batch_size=0), "--batch_size and --save_every >= 1"),
+    (dict(lr=0.0), "--lr must be > 0"),
+    (dict(e_dim=0), "--e_dim must be >= 1"),
+])
+def test_rqvae_training_flags_are_checked_before_training(embedding_path, tmp_path, flags, message):
+    with pytest.raises(SystemExit, match=message):
+        rqvae.main(rqvae.Args(**common(embedding_path, tmp_path, hidden="32", epochs=1, **flags)))
+    assert not (tmp_path / "x.index.json").exists()
+
+
+def test_a_damaged_checkpoint_is_one_line_on_resume(embedding_path, tmp_path):
+    (tmp_path / "ck").mkdir()
+    (tmp_path / "ck" / "last.pt").write_bytes(b"PK\x03\x04 cut short")
+    with pytest.raises(SystemExit, match=r"^error: --resume: .*last.pt: not an rq training checkpoint \("):
+        rqvae.main(rqvae.Args(**common(embedding_path, tmp_path, hidden="32", e_dim=8, epochs=1, resume=True,
+                                       ckpt_dir=str(tmp_path / "ck"))))
+    torch.save({"model": {}}, tmp_path / "ck" / "last.pt")
+    with pytest.raises(SystemExit, match="not an rq training checkpoint \\(no 'optimizer' entry\\)"):
+        rqvae.main(rqvae.Args(**common(embedding_path, tmp_path, hidden="32", e_dim=8, epochs=1, resume=True,
+                                       ckpt_dir=str(tmp_path / "ck"))))
+    assert not (tmp_path / "x.index.json").exists()
+
+
+def test_a_quantiser_does_not_write_an_index_another_run_is_writing(embedding_path, tmp_path):
+    """rq.add_items extending x.index.json holds its lock: a quantiser replacing it meanwhile would leave the old
+    SIDs beside new codebooks. Refused before any clustering; afterwards the run goes through."""
+    (tmp_path / "x.index.json").write_text("{}")
+    with locked(tmp_path / "x.index.json"):
+        with pytest.raises(LockHeld, match="x.index.json is being written by pid"):
+            rqkmeans.main(rqkmeans.Args(**common(embedding_path, tmp_path)))
+    assert (tmp_path / "x.index.json").read_text() == "{}" and not (tmp_path / "x.codebooks.npz").exists()
+    rqkmeans.main(rqkmeans.Args(**common(embedding_path, tmp_path)))
+    assert_unique_fixed_length(tmp_path / "x.index.json", 3)
+
+
+def test_an_earlier_runs_encoder_is_removed_with_the_index_it_belonged_to(embedding_path, tmp_path):
+    """rq.add_items maps new items through X.encoder.pt when it exists: after rqvae, an rqkmeans index on the same
+    path must not keep rqvae's encoder (new items would be encoded into the wrong space)."""
+    rqvae.main(rqvae.Args(**common(embedding_path, tmp_path, hidden="32", e_dim=8, epochs=1)))
+    assert (tmp_path / "x.encoder.pt").is_file()
+    rqkmeans.main(rqkmeans.Args(**common(embedding_path, tmp_path)))
+    assert not (tmp_path / "x.encoder.pt").exists() and (tmp_path / "x.codebooks.npz").is_file()
 
 
 def test_clustered_data_with_big_prefix_groups_still_gets_l_level_sids():

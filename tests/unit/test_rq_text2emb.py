@@ -3,12 +3,14 @@ the MiniLM package (rq/minilm.py), never downloaded; the real all-MiniLM-L6-v2 w
 import importlib.metadata
 import json
 import re
+import sys
 import zipfile
 
 import numpy as np
 import pytest
 
 from conftest import CATEGORY, ROOT
+from minionerec.run import cli
 from rq import minilm
 from rq.text2emb import Args, item_text, main
 
@@ -201,3 +203,84 @@ def test_causal_lm_mean_pools_the_real_tokens(demo_data, tiny_model_dir, tmp_pat
     with torch.no_grad():
         hidden = AutoModel.from_pretrained(tiny_model_dir)(**tokenizer(texts[1:], return_tensors="pt")).last_hidden_state
     assert np.allclose(padded[1], hidden[0].mean(0).numpy(), atol=1e-5)
+
+
+def cli_error(monkeypatch, capsys, **flags) -> str:
+    """`python -m rq.text2emb --flag=value ...` through cli.run: exit code 2 and one `error:` line, returned."""
+    monkeypatch.setattr(sys, "argv", ["rq/text2emb.py", *[f"--{k}={v}" for k, v in flags.items()]])
+    with pytest.raises(SystemExit) as exit_info:
+        cli.run(main, Args)
+    assert exit_info.value.code == cli.SETUP_EXIT_CODE
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(err) == 1 and err[0].startswith("error: "), err
+    return err[0]
+
+
+@pytest.fixture
+def fitted(demo_data, tmp_path):
+    """A catalogue embedded with tfidf (its fit saved beside it), then snapshot of the directory."""
+    main(Args(item_meta_path=str(meta_path(demo_data)), output_path=str(tmp_path / "Cat.emb.npy"), method="tfidf",
+              dim=8))
+    return tmp_path / "Cat.emb.tfidf.joblib"
+
+
+def files(directory):
+    return {p.name: p.read_bytes() for p in sorted(directory.iterdir())}
+
+
+@pytest.mark.parametrize("damage, why", [
+    ("corrupt", r"\((KeyError|UnpicklingError|ValueError|EOFError)"),  # random bytes: the tester's `KeyError: 110`
+    ("truncated", r"\(EOFError\)"),
+    ("a dict", r"\(it holds a dict\)"),
+    ("an .npy", r"\("),
+])
+def test_a_bad_tfidf_fit_is_one_line_naming_the_flag_and_file(demo_data, fitted, tmp_path, monkeypatch, capsys,
+                                                              damage, why):
+    import joblib
+
+    bad = tmp_path / "bad.joblib"
+    if damage == "corrupt":
+        bad.write_bytes(np.random.default_rng(0).bytes(300))
+    elif damage == "truncated":
+        bad.write_bytes(fitted.read_bytes()[:500])
+    elif damage == "a dict":
+        joblib.dump({"tfidf": None}, bad)
+    else:
+        np.save(tmp_path / "x.npy", np.eye(3))
+        (tmp_path / "x.npy").rename(bad)
+    before = files(tmp_path)
+    line = cli_error(monkeypatch, capsys, item_meta_path=meta_path(demo_data), output_path=tmp_path / "Cat.emb.npy",
+                     method="tfidf", tfidf_fit=bad)
+    assert re.match(rf"error: --tfidf_fit {bad}: not a TF-IDF fit saved by rq.text2emb --method tfidf {why}", line)
+    assert files(tmp_path) == before  # the earlier embeddings and fit intact, nothing new
+
+
+@pytest.mark.parametrize("flags, message", [
+    (dict(method="causal_lm", model_path="m", tfidf_fit="FIT"),
+     "error: --tfidf_fit applies to --method tfidf only, not to --method causal_lm; drop it or change --method"),
+    (dict(method="sentence_transformers", model_path="m", tfidf_fit="FIT"),
+     "error: --tfidf_fit applies to --method tfidf only, not to --method sentence_transformers"),
+    (dict(method="tfidf", dim=0), "error: --dim must be an integer >= 1 (the SVD components of --method tfidf), got 0"),
+    (dict(method="tfidf", dim=-3), "error: --dim must be an integer >= 1 (the SVD components of --method tfidf), got "
+                                   "-3"),
+    (dict(method="tfidf", pooling="lasttoken"), "error: --pooling applies to --method sentence_transformers only"),
+    (dict(method="tfidf", normalize="false"), "error: --normalize applies to --method sentence_transformers or "
+                                              "causal_lm only, not to --method tfidf"),
+    (dict(method="tfidf", model_path="m"), "error: --model_path applies to --method sentence_transformers or "
+                                           "causal_lm only"),
+    (dict(method="causal_lm", model_path="m", dim=64), "error: --dim applies to --method tfidf only"),
+    (dict(method="tfidf", tfidf_fit="FIT", dim=64), "error: --dim and --seed make a new TF-IDF fit; with --tfidf_fit"),
+    (dict(method="tfidf", batch_size=0), "error: --batch_size and --max_length must be integers >= 1, got 0 and 256"),
+    (dict(method="tfidf", output_path="DIR"), "error: --output_path DIR: is a directory, not a file"),
+    (dict(method="tfidf", output_path="META"), "error: --output_path META would overwrite --item_meta_path META"),
+])
+def test_contradictory_or_invalid_flags_are_one_line_before_anything_is_written(demo_data, fitted, tmp_path,
+                                                                                monkeypatch, capsys, flags, message):
+    paths = {"FIT": str(fitted), "DIR": str(tmp_path), "META": str(tmp_path / "Cat.item.json")}
+    (tmp_path / "Cat.item.json").write_bytes(meta_path(demo_data).read_bytes())
+    flags = {"item_meta_path": paths["META"], "output_path": tmp_path / "Cat.emb.npy",
+             **{k: paths.get(v, v) for k, v in flags.items()}}
+    message = message.replace("DIR", paths["DIR"]).replace("META", paths["META"])
+    before = files(tmp_path)
+    assert cli_error(monkeypatch, capsys, **flags).startswith(message)
+    assert files(tmp_path) == before
