@@ -68,8 +68,9 @@ def check_args(args: Args) -> None:
     preflight.sample_size(args.sample, "sample")
     for flag in ("test_file", "sid_index_path", "info_file", "train_file"):
         path = getattr(args, flag)
-        if path and not Path(path).is_file():
-            raise SystemExit(f"error: --{flag} file not found: {path}")
+        problem = preflight.file_problem(path) if path else None
+        if problem:
+            raise SystemExit(f"error: --{flag} {problem}: {path}")
     if not args.test_file:
         raise SystemExit("error: --test_file is required")
     if not (args.sid_index_path or args.info_file):
@@ -112,7 +113,8 @@ def main(args: Args) -> dict | None:
         teardown_distributed()
         return None
     dtype = best_dtype() if args.dtype == "auto" else getattr(torch, args.dtype)
-    with past_setup():  # from here on an error is a bug or a runtime failure: it keeps its traceback
+    # from here on an error is a bug or a runtime failure: it keeps its traceback (a full disk: one line)
+    with past_setup(Path(args.result_json).parent):
         model = load_model(args.base_model, dtype=dtype, device=device).eval()  # straight onto the device
         trie = trie.to(device)
 

@@ -21,7 +21,7 @@ from minionerec.data.formats import load_info, load_item_meta, load_sid_index, l
 from minionerec.data.prompts import Prompts, check_style, run_category
 from minionerec.data.rl_tasks import build_eval_dataset, build_rl_dataset
 from minionerec.data.sft_tasks import sample_rows
-from minionerec.model.lora import lora_config
+from minionerec.model.lora import check_target_modules, lora_config
 from minionerec.model.loading import (best_dtype, cpu_bf16, load_model, load_tokenizer, missing_sid_tokens, one_input_grads_hook,
                                       sid_token_ids, training_dtype)
 from minionerec.ranking.callback import ConstrainedEvalCallback, finish_training, stopped
@@ -33,7 +33,7 @@ from minionerec.run.config import is_local_main, record_run
 from minionerec.run.plan import rl_plan, token_lengths
 from minionerec.run.shared_dir import check_shared_output_dir
 from minionerec.run.resume import (NoCheckpointAtLastStep, StopAfterStep, check_resume_matches, check_resume_within,
-                                    check_stop_after, resolve_resume, resumed_step)
+                                    check_stop_after, no_partial_checkpoint, resolve_resume, resumed_step)
 
 
 PER_PROCESS_BATCH = ("was per process; rl.py's batch is global now, as sft.py's: write batch_size = completions per "
@@ -186,11 +186,12 @@ def check_args(args: Args, world_size: int) -> None:
         preflight.at_least(getattr(args, flag), flag, 1)
     preflight.positive_finite(args.eval_step, "eval_step")  # 0 would evaluate at every step
     preflight.steps(args.save_steps, "save_steps")
+    preflight.warmup(args.warmup_steps)
     preflight.at_least(args.beta, "beta", 0)  # a negative KL weight rewards drifting from the reference
     if not args.beam_search:
         preflight.positive_finite(args.temperature, "temperature")  # sampling divides the logits by it
     preflight.one_of(args.scale_rewards, "scale_rewards", ("group", "batch", "none"))
-    preflight.one_of(args.report_to, "report_to", preflight.REPORT_TO)
+    preflight.report_to(args.report_to)
     preflight.output_not_input(args.output_dir, "output_dir", {}, {"model_path": args.model_path})
     G = args.num_generations
     if G < 2:
@@ -200,6 +201,8 @@ def check_args(args: Args, world_size: int) -> None:
         # Each process generates whole groups: beam search needs all G copies of a prompt together.
         raise SystemExit(f"error: --batch_size {args.batch_size} must be a multiple of --num_generations {G} x "
                          f"{world_size} processes (each process generates whole groups of {G})")
+    if args.lora_r:
+        check_target_modules(args.lora_target_modules, args.model_path)
 
 
 def check_data(args: Args, sid_index: dict) -> None:
@@ -300,14 +303,16 @@ def main(args: Args):
     if args.dry_run:  # every check above passed; no weights were read
         return None
 
-    with past_setup():  # from here on an error is a bug or a runtime failure: it keeps its traceback
+    # from here on an error is a bug or a runtime failure: it keeps its traceback (a full disk: one line)
+    with past_setup(args.output_dir):
         trainer, ranking = build_trainer(args, config, tokenizer, sid_index, sid_tokens, reward_funcs, train_ds, eval_ds)
         if trainer.is_world_process_zero():
             print(f"[rl] prompts={len(train_ds)} world_size={config.world_size} "
                   f"distributed={trainer.accelerator.distributed_type} reward={args.reward_type} "
                   f"loss_type={config.loss_type} importance_sampling_level={config.importance_sampling_level}")
         check_shared_output_dir(args.output_dir)  # several nodes: one output_dir they all see
-        trainer.train(resume_from_checkpoint=resume)
+        with no_partial_checkpoint(trainer):
+            trainer.train(resume_from_checkpoint=resume)
         if any(isinstance(c, StopAfterStep) and c.stopped for c in trainer.callback_handler.callbacks):
             return stopped(trainer, "rl")
         tokenizer.padding_side = "right"  # as the SFT checkpoint saved it

@@ -22,7 +22,7 @@ from minionerec.data.formats import load_item_meta, load_sid_index, load_split, 
 from minionerec.data.packing import PackedCollator
 from minionerec.data.prompts import Prompts, check_style, run_category
 from minionerec.data.sft_tasks import TASKS, AnswerWindowCollator, build_text_dataset, sample_rows, tokenize_dataset
-from minionerec.model.lora import apply_lora, checkpointing_kwargs, lora_config
+from minionerec.model.lora import apply_lora, check_target_modules, checkpointing_kwargs, lora_config
 from minionerec.model.loading import (add_sid_tokens, best_dtype, cpu_bf16, freeze_all_but_new_rows, load_model,
                                       load_tokenizer,
                                       missing_sid_tokens, one_input_grads_hook, sid_token_ids, training_dtype)
@@ -35,7 +35,8 @@ from minionerec.run.launch_config import sft_deepspeed, zero_stage
 from minionerec.run.plan import sft_plan, token_lengths
 from minionerec.run.shared_dir import check_shared_output_dir
 from minionerec.run.resume import (NoCheckpointAtLastStep, check_resume_matches, check_resume_within, resolve_resume,
-                                    StopAfterStep, check_stop_after, resumed_step, whole_run_mean_loss)
+                                    StopAfterStep, check_stop_after, no_partial_checkpoint, resumed_step,
+                                    whole_run_mean_loss)
 from minionerec.run.throughput import ThroughputCallback
 
 
@@ -157,9 +158,14 @@ def check_paths(args: Args, tasks: list[str]) -> None:
         preflight.at_least(getattr(args, flag), flag, 1)
     for flag in ("eval_steps", "save_steps"):
         preflight.steps(getattr(args, flag), flag)
+    preflight.warmup(args.warmup_steps)
+    if args.early_stopping_patience > 0 and args.eval_file:
+        preflight.best_model_saves(args.eval_steps, args.save_steps)
     preflight.positive_finite(args.eval_step, "eval_step")
-    preflight.one_of(args.report_to, "report_to", preflight.REPORT_TO)
+    preflight.report_to(args.report_to)
     preflight.output_not_input(args.output_dir, "output_dir", {}, {"base_model": args.base_model})
+    if args.lora_r:
+        check_target_modules(args.lora_target_modules, args.base_model)
 
 
 def check_weights(args: Args) -> None:
@@ -340,7 +346,8 @@ def main(args: Args) -> Trainer | None:
         os.environ.setdefault("WANDB_PROJECT", args.wandb_project)
     training_args = training_arguments(args, grad_accum, world_size, ds_config, evaluate=data.eval_df is not None)
 
-    with past_setup():  # from here on an error is a bug or a runtime failure: it keeps its traceback
+    # from here on an error is a bug or a runtime failure: it keeps its traceback (a full disk: one line)
+    with past_setup(args.output_dir):
         model, added = build_model(args, tokenizer, data.sid_tokens, training_args)
         # ZeRO-3 leaves each rank an empty placeholder per parameter: ds_numel is the full size
         trainable = sum(getattr(p, "ds_numel", p.numel()) for p in model.parameters() if p.requires_grad)
@@ -349,7 +356,8 @@ def main(args: Args) -> Trainer | None:
               f"trainer_world_size={training_args.world_size}")
         trainer, ranking, throughput, stop = build_trainer(args, model, tokenizer, data, training_args)
         check_shared_output_dir(args.output_dir)  # several nodes: one output_dir they all see
-        result = trainer.train(resume_from_checkpoint=resume)
+        with no_partial_checkpoint(trainer):
+            result = trainer.train(resume_from_checkpoint=resume)
         if stop.stopped:
             return stopped(trainer, "sft")
         # the whole run's mean loss, also after a resume (Transformers averages only this process's steps)

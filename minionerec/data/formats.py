@@ -14,6 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 from minionerec.run.atomic import atomic_path
+from minionerec.run.preflight import file_problem
 
 SPLIT_COLUMNS = [
     "user_id",
@@ -56,10 +57,9 @@ def sid_vocabulary(sid_index: dict[str, list[str]]) -> list[str]:
 
 def _existing(path) -> Path:
     path = Path(path)
-    if path.is_dir():
-        raise DataError(f"{path}: is a directory, not a file")
-    if not path.is_file():
-        raise DataError(f"{path}: file not found")
+    problem = file_problem(path)
+    if problem:
+        raise DataError(f"{path}: {problem}")
     if path.stat().st_size == 0:
         raise DataError(f"{path}: file is empty")
     return path

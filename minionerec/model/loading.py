@@ -204,32 +204,34 @@ def save_final_checkpoint(trainer, tokenizer, output_dir, name: str = "final_che
     Atomic: the writer saves into a sibling directory named after its process, then renames it onto
     final_checkpoint, so a kill never leaves a half-written one. The writer is the process that
     transformers lets write weights: `args.should_save` and global rank 0 (on CPU torchrun every
-    process has should_save, but only rank 0 gets weights; the others' partial copies are dropped)."""
+    process has should_save, but only rank 0 gets weights; the others' partial copies are dropped). A full disk
+    is a DiskFullError naming final_checkpoint."""
     import os
     import shutil
     import socket
 
     import torch.distributed as dist
 
-    from minionerec.run.atomic import replace_dir
+    from minionerec.run.atomic import naming_disk_full, replace_dir
 
     final_dir = Path(output_dir, name)
     tmp_dir = Path(output_dir, f".{name}.{socket.gethostname()}-{os.getpid()}.tmp")
-    try:
-        model = trainer.accelerator.unwrap_model(trainer.model)
-        writer = trainer.args.should_save and (not dist.is_initialized() or dist.get_rank() == 0)
-        if is_lora_model(model):
-            save_merged(trainer, tmp_dir)  # a plain model, adapters merged in
-        elif autocast_master_weights(trainer, model):
+    with naming_disk_full(final_dir):
+        try:
+            model = trainer.accelerator.unwrap_model(trainer.model)
+            writer = trainer.args.should_save and (not dist.is_initialized() or dist.get_rank() == 0)
+            if is_lora_model(model):
+                save_merged(trainer, tmp_dir)  # a plain model, adapters merged in
+            elif autocast_master_weights(trainer, model):
+                if writer:
+                    save_in_dtype(model, tmp_dir, torch.bfloat16)
+            else:
+                trainer.save_model(tmp_dir)
             if writer:
-                save_in_dtype(model, tmp_dir, torch.bfloat16)
-        else:
-            trainer.save_model(tmp_dir)
-        if writer:
-            tokenizer.save_pretrained(tmp_dir)
-            replace_dir(tmp_dir, final_dir)
-    finally:  # a failed save (disk full, ...) leaves no partial copy behind; after the rename there is none
-        shutil.rmtree(tmp_dir, ignore_errors=True)
+                tokenizer.save_pretrained(tmp_dir)
+                replace_dir(tmp_dir, final_dir)
+        finally:  # a failed save (disk full, ...) leaves no partial copy behind; after the rename there is none
+            shutil.rmtree(tmp_dir, ignore_errors=True)
     return final_dir
 
 

@@ -15,26 +15,44 @@ from pathlib import Path
 from transformers.integrations import is_deepspeed_zero3_enabled
 
 
-def lora_config(r: int, alpha: int, dropout: float, target_modules: str, sid_ids: list[int], model):
-    """A peft LoraConfig, or None when r == 0 (LoRA off). Unknown module names: SystemExit("error: ...").
+def target_names(target_modules: str) -> str | list[str]:
+    """--lora_target_modules as peft takes it: "all-linear" (every linear layer but the LM head) or the list of
+    comma-separated module names (e.g. "q_proj,v_proj" -> ["q_proj", "v_proj"])."""
+    names = target_modules.strip()
+    if not names:
+        raise SystemExit("error: --lora_target_modules is empty; use all-linear or names such as q_proj,v_proj")
+    return names if names == "all-linear" else [n.strip() for n in names.split(",") if n.strip()]
 
-    target_modules: "all-linear" (every linear layer but the LM head) or comma-separated module
-    names (e.g. "q_proj,v_proj"). sid_ids: rows of the SID tokens in the embedding / LM head.
+
+def check_target_modules(target_modules: str, model_dir) -> None:
+    """Before any weights are read: every named module is in the architecture of `model_dir`, built from its
+    config.json on the meta device (no weights, no memory; seconds even at 7B)."""
+    targets = target_names(target_modules)
+    if targets == "all-linear":
+        return
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(model_dir))
+    present = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
+    unknown = [t for t in targets if t not in present]
+    if unknown:
+        raise SystemExit(f"error: --lora_target_modules: {unknown} not in the model (e.g. q_proj, k_proj, v_proj, "
+                         f"o_proj, gate_proj, up_proj, down_proj)")
+
+
+def lora_config(r: int, alpha: int, dropout: float, target_modules: str, sid_ids: list[int], model):
+    """A peft LoraConfig, or None when r == 0 (LoRA off). The names were checked before the weights loaded
+    (check_target_modules).
+
+    target_modules: see target_names. sid_ids: rows of the SID tokens in the embedding / LM head.
     """
     if r <= 0:
         return None
     from peft import LoraConfig
 
-    names = target_modules.strip()
-    if not names:
-        raise SystemExit("error: --lora_target_modules is empty; use all-linear or names such as q_proj,v_proj")
-    targets = names if names == "all-linear" else [n.strip() for n in names.split(",") if n.strip()]
-    if not isinstance(targets, str):
-        present = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
-        unknown = [t for t in targets if t not in present]
-        if unknown:
-            raise SystemExit(f"error: --lora_target_modules: {unknown} not in the model (e.g. q_proj, k_proj, v_proj, "
-                             f"o_proj, gate_proj, up_proj, down_proj)")
+    targets = target_names(target_modules)
     tied = model.get_output_embeddings() is None or (
         model.get_output_embeddings().weight is model.get_input_embeddings().weight)
     embed_name = _module_name(model, model.get_input_embeddings())

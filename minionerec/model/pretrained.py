@@ -20,8 +20,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
+from minionerec.run import preflight
 from minionerec.run.atomic import atomic_dir
 from minionerec.run.cli import run
 
@@ -64,6 +66,44 @@ def check_gguf_reader() -> None:
     if importlib.util.find_spec("gguf") is None:
         raise SystemExit(f"error: the gguf package (transformers' GGUF reader) is not installed; install it with: "
                          f"{INSTALL}")
+
+
+def gguf_data_end(path: Path) -> int:
+    """Where the GGUF's tensor data ends, by its header and tensor table (offsets and shapes, not the data)."""
+    from gguf import GGML_QUANT_SIZES, GGMLQuantizationType, GGUFReader
+
+    class TensorTable(GGUFReader):
+        def _build_tensors(self, start_offs, fields):  # instead of mapping each tensor's data: where it ends
+            self.data_end = start_offs
+            for field in fields:
+                _, _, _, dims, raw_type, offset = field.parts
+                block_size, type_size = GGML_QUANT_SIZES[GGMLQuantizationType(raw_type[0])]
+                n_bytes = int(np.prod(dims)) * type_size // block_size
+                self.data_end = max(self.data_end, start_offs + int(offset[0]) + n_bytes)
+
+    return TensorTable(path).data_end
+
+
+def check_gguf(path: Path) -> None:
+    """A cut-short GGUF (an interrupted download or copy) fails only in the conversion, with a numpy reshape error
+    that says nothing of the file: compare its size with what its tensor table needs, first."""
+    size = path.stat().st_size
+    try:
+        needed = gguf_data_end(path)
+    except (ValueError, IndexError, KeyError) as e:  # the header or the table itself is cut short or garbled
+        raise SystemExit(f"error: --gguf {path}: not a readable GGUF file ({size:,} bytes; {e})") from None
+    if size < needed:
+        raise SystemExit(f"error: --gguf {path}: truncated: {size:,} bytes, its tensor table needs {needed:,} "
+                         "(an interrupted download or copy?)")
+
+
+def check_replaceable(output_dir: str) -> None:
+    """--output_dir is replaced whole: refuse a directory holding anything but a model (`--output_dir models`,
+    meant as the parent folder, would delete every model in it)."""
+    out = Path(output_dir)
+    if out.is_dir() and any(out.iterdir()) and not (out / "config.json").is_file():
+        raise SystemExit(f"error: --output_dir {output_dir}: holds other files and no config.json (not a model "
+                         "directory), and it would be replaced whole; name a new directory, or a model to overwrite")
 
 
 def strip_quantization(config) -> None:
@@ -129,12 +169,15 @@ def main(args: Args) -> None:
         raise SystemExit(f"error: --dtype must be one of {', '.join(DTYPES)}, got {args.dtype!r}")
     if not args.output_dir:
         raise SystemExit("error: --output_dir is required")
+    preflight.writable_dir(args.output_dir, "output_dir")  # a file there: one line now, not after the conversion
+    check_replaceable(args.output_dir)
     check_gguf_reader()
     source = Path(args.gguf) if args.gguf else packaged_gguf()
     if not source.is_file():
         raise SystemExit(f"error: --gguf {args.gguf}: no such file")
     if Path(args.output_dir).resolve() == source.parent.resolve():
         raise SystemExit("error: --output_dir must not be the GGUF's own folder")
+    check_gguf(source)
     start = time.perf_counter()
     summary = convert(source, args.output_dir, DTYPES[args.dtype], check=args.check)
     check = f", reload max |logit diff| {summary['max_abs_logit_diff']:.3g}" if "max_abs_logit_diff" in summary else ""

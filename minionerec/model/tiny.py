@@ -16,6 +16,7 @@ from transformers import (AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM, P
                           Qwen2ForCausalLM)
 
 from minionerec.data import prompts
+from minionerec.run import preflight
 from minionerec.run.cli import run
 from minionerec.data.formats import load_item_meta, load_sid_index, sid_vocabulary
 
@@ -103,6 +104,7 @@ def main(args: Args) -> None:
     for flag in ("output_dir", "sid_index_path", "item_meta_path"):
         if not getattr(args, flag):
             raise SystemExit(f"error: --{flag} is required")
+    preflight.writable_dir(args.output_dir, "output_dir")  # before the tokenizer is trained
     out = build_tiny_model(**vars(args))
     n_params = sum(p.numel() for p in AutoModelForCausalLM.from_pretrained(out).parameters())
     name = "Qwen2" if args.architecture == "qwen2" else "Llama"

@@ -19,7 +19,7 @@ from trl.models import unwrap_model_for_generation
 from minionerec.model.loading import save_final_checkpoint
 from minionerec.ranking.constrained import constrained_beam_search
 from minionerec.ranking.metrics import compute_metrics, ks_for
-from minionerec.run.atomic import atomic_dir, atomic_write_text, replace_dir
+from minionerec.run.atomic import atomic_dir, atomic_path, atomic_write_text, replace_dir
 from minionerec.run.distributed import teardown_distributed
 from minionerec.run.throughput import peak_gpu_memory
 
@@ -93,7 +93,7 @@ class ConstrainedEvalCallback(TrainerCallback):
         lines = curve.read_text().splitlines() if curve.is_file() else []
         self.history = [e for e in map(json.loads, lines) if e["step"] <= step]
         if self.trainer is not None and self.trainer.is_world_process_zero():
-            atomic_write_text(curve, "".join(json.dumps(e) + "\n" for e in self.history))
+            write_curve(curve, self.history)
         if not self.keep_best or not self.history:
             return
         best = self.history[0]
@@ -159,9 +159,13 @@ class ConstrainedEvalCallback(TrainerCallback):
                 self.tokenizer.padding_side = side
                 if self.trainer.is_world_process_zero():  # which evaluation these weights are (restore reads it)
                     atomic_write_text(Path(args.output_dir, "best_checkpoint", BEST_STEP), str(step))
-        if self.trainer.is_world_process_zero():
-            with open(Path(args.output_dir, "eval_during_training.jsonl"), "a") as f:
-                f.write(json.dumps(self.history[-1]) + "\n")
+        if self.trainer.is_world_process_zero():  # rewritten whole, not appended: a full disk keeps the old curve
+            write_curve(Path(args.output_dir, "eval_during_training.jsonl"), self.history)
+
+
+def write_curve(path: Path, history: list[dict]) -> None:
+    """eval_during_training.jsonl: one evaluation a line (a few hundred at most), written atomically."""
+    atomic_write_text(path, "".join(json.dumps(e) + "\n" for e in history))
 
 
 def keep_best_checkpoint(guard: ConstrainedEvalCallback, model_path, output_dir, writer: bool, script: str = "rl") -> Path:
@@ -201,7 +205,8 @@ def finish_training(trainer, tokenizer, output_dir, best: ConstrainedEvalCallbac
         final_dir = save_final_checkpoint(trainer, tokenizer, output_dir)
     if writer:
         report(final_dir)
-        trainer.state.save_to_json(str(Path(output_dir, "trainer_state.json")))
+        with atomic_path(Path(output_dir, "trainer_state.json")) as tmp:
+            trainer.state.save_to_json(str(tmp))
         write_peak_memory(output_dir, script)
     teardown_distributed()
     return final_dir

@@ -192,10 +192,12 @@ def build_reward_funcs(reward_type: str, num_generations: int, sid_index: dict[s
         elif name == "semantic":
             if not ada_path or not Path(ada_path).is_file():
                 raise ValueError(f"reward_type semantic needs --ada_path (an .npy of item embeddings), got {ada_path!r}")
-            embeddings = np.load(ada_path)
-            if embeddings.ndim != 2 or embeddings.shape[0] != len(sid_index):
-                raise ValueError(f"{ada_path}: expected [{len(sid_index)}, dim] item embeddings, got {embeddings.shape}")
-            bound.update(item_embeddings=embeddings, sid_to_row=sid_to_row, item_to_row=item_to_row)
+            # mapped, not read: a file of the wrong shape (another catalogue's, GBs) fails before its data is read
+            embeddings = np.load(ada_path, mmap_mode="r", allow_pickle=False)
+            if not isinstance(embeddings, np.ndarray) or embeddings.ndim != 2 or embeddings.shape[0] != len(sid_index):
+                got = embeddings.shape if isinstance(embeddings, np.ndarray) else "an .npz archive"
+                raise ValueError(f"{ada_path}: expected [{len(sid_index)}, dim] item embeddings, got {got}")
+            bound.update(item_embeddings=np.array(embeddings), sid_to_row=sid_to_row, item_to_row=item_to_row)
         elif name == "sasrec":
             if not cf_path:
                 raise ValueError("reward_type sasrec needs --cf_path (a SASRec checkpoint)")

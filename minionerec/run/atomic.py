@@ -3,15 +3,83 @@
 `os.replace` within one directory is atomic on POSIX: a reader (or a crash) sees the old file or the
 new one, never a mix. Each writer gets its own uniquely named temporary file, so two runs writing
 the same path concurrently leave one complete result (the last rename wins), never an interleaving.
+
+A write that finds no room (a full disk, a quota, a file size limit) removes its temporary and raises a
+DiskFullError whose message names the target and the free space: minionerec.run.cli prints it as one line.
 """
 from __future__ import annotations
 
 import contextlib
 import errno
 import os
+import resource
 import shutil
 import tempfile
 from pathlib import Path
+
+# a write that found no room: the disk is full, the quota is spent, or a file grew past the size limit (EFBIG:
+# `ulimit -f`, whose SIGXFSZ signal Python ignores, or the file system's largest file)
+NO_ROOM = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+# safetensors raises its own SafetensorError (not an OSError) quoting the OS message; torch.save's zip writer only
+# notices that fewer bytes reached the file than it wrote
+TORCH_SHORT_WRITE = ("PytorchStreamWriter failed writing", "unexpected pos")
+
+
+class DiskFullError(OSError):
+    """A write found no room; the message is the one line to show (target, reason, free space)."""
+
+
+def no_room_reason(error: BaseException) -> str | None:
+    """Why `error`, or an error it was raised from, is a write that found no room (the OS's words), else None."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, OSError) and error.errno in NO_ROOM:
+            return os.strerror(error.errno)
+        if type(error).__name__ == "SafetensorError":
+            words = [os.strerror(e) for e in NO_ROOM if os.strerror(e) in str(error)]
+            if words:
+                return words[0]
+        if isinstance(error, RuntimeError) and any(t in str(error) for t in TORCH_SHORT_WRITE):
+            return "torch.save wrote fewer bytes than it meant to"
+        error = error.__cause__ or error.__context__
+    return None
+
+
+def disk_full_message(path, reason: str, intact: bool = True) -> str:
+    """`writing PATH failed: the disk is full (REASON; 1.2 GB free on /mnt[, file size limit ...])[: old ...]`."""
+    where = Path(path).absolute()
+    while not where.exists():  # the free space of the directory the write went to
+        where = where.parent
+    mount = where.resolve()
+    while not os.path.ismount(mount):
+        mount = mount.parent
+    limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    limit_part = "" if limit == resource.RLIM_INFINITY else f", file size limit {_size(limit)} (ulimit -f)"
+    return (f"writing {path} failed: the disk is full ({reason}; {_size(shutil.disk_usage(where).free)} free on "
+            f"{mount}{limit_part})" + (": old outputs are intact" if intact else ""))
+
+
+def _size(n: int) -> str:
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("KB", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{n} bytes"
+
+
+@contextlib.contextmanager
+def naming_disk_full(path, intact: bool = True):
+    """Inside the block, a write that finds no room becomes a DiskFullError naming `path`; `intact`: the
+    message adds that the old outputs are intact (the writer cleaned up after itself)."""
+    try:
+        yield
+    except DiskFullError:
+        raise
+    except Exception as e:
+        reason = no_room_reason(e)
+        if reason is None:
+            raise
+        raise DiskFullError(disk_full_message(path, reason, intact)) from e
 
 _UMASK = os.umask(0o022)  # read once (os.umask can only be read by setting it), then restored
 os.umask(_UMASK)
@@ -37,17 +105,18 @@ def atomic_path(path):
     kill the target is untouched; on an exception the temporary file is removed.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        yield Path(tmp)
-        settle(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    with naming_disk_full(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+        try:
+            yield Path(tmp)
+            settle(tmp)
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
 
 
 def atomic_write_text(path, text: str, encoding: str = "utf-8") -> Path:
@@ -61,15 +130,16 @@ def atomic_write_text(path, text: str, encoding: str = "utf-8") -> Path:
 def atomic_dir(path):
     """Yield a temporary sibling directory; it replaces `path` (see replace_dir) when the block succeeds."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
-    try:
-        yield tmp
-        settle(tmp)
-        replace_dir(tmp, path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    with naming_disk_full(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+        try:
+            yield tmp
+            settle(tmp)
+            replace_dir(tmp, path)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
 
 
 def replace_dir(src, dst) -> None:

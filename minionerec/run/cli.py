@@ -2,6 +2,7 @@
 
 Flags and the recipe are resolved (minionerec.run.config), then main runs. Errors while flags, files and
 data are checked print one `error: ...` line and exit with code 2; MINIONEREC_TRACEBACK=1 keeps the traceback.
+So does a write that finds no room (minionerec.run.atomic.DiskFullError), at any point of a run.
 """
 from __future__ import annotations
 
@@ -13,23 +14,29 @@ import traceback
 import fire
 import yaml
 
+from minionerec.run.atomic import DiskFullError, naming_disk_full
 from minionerec.run.config import resolve_args
 from minionerec.run.flags import usage
 
 # Setup errors: raised while flags, files and data are checked. Each becomes one `error: ...` line and exit
 # code 2 (DataError, CheckpointError, rq's CollisionError and json.JSONDecodeError are ValueErrors; a bad gzip
 # is an OSError or EOFError). Raised inside `past_setup()` (model loading, training) they are bugs or runtime
-# failures and keep their traceback. MINIONEREC_TRACEBACK=1 prints the traceback of every error, then its line.
+# failures and keep their traceback, except a full disk (DiskFullError, an OSError): one line there too.
+# MINIONEREC_TRACEBACK=1 prints the traceback of every error, then its line.
 SETUP_ERRORS = (ValueError, OSError, EOFError, yaml.YAMLError)
 SETUP_EXIT_CODE = 2
 
 
 @contextlib.contextmanager
-def past_setup():
+def past_setup(output=None):
     """Wrap what runs after every check has passed: its errors keep their traceback (marked on the exception
-    itself, so nothing is remembered between runs)."""
+    itself, so nothing is remembered between runs). A write that finds no room stays one line: the atomic writers
+    name their target; any other (a Trainer's log, TRL's completions) names `output`, the run's output directory."""
     try:
-        yield
+        with naming_disk_full(output, intact=False) if output else contextlib.nullcontext():
+            yield
+    except DiskFullError:
+        raise
     except SETUP_ERRORS as e:
         e.past_setup = True
         raise

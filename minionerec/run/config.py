@@ -36,6 +36,8 @@ META_KEYS = {"description", "base_model_shape", "gpu_memory_gb", "gpus"}
 SECTIONS = ("sft", "rl", "evaluate", "sasrec", "tiny")
 # flags about the run itself, never read from a recipe
 RUN_FLAGS = ("config", "dry_run")
+# a recipe or launch YAML is a few KB; a bigger file is a data file named by mistake
+MAX_YAML_BYTES = 1_000_000
 # what torchrun / accelerate launch put in each process's environment (accelerate's from the launch YAML)
 LAUNCH_ENV = ("WORLD_SIZE", "LOCAL_WORLD_SIZE", "RANK", "LOCAL_RANK", "GROUP_RANK", "MASTER_ADDR", "MASTER_PORT",
               "MINIONEREC_LAUNCH_CONFIG", "ACCELERATE_USE_DEEPSPEED", "ACCELERATE_DEEPSPEED_ZERO_STAGE",
@@ -69,8 +71,14 @@ class UniqueKeyLoader(yaml.SafeLoader):
 
 
 def read_yaml(path: str, what: str) -> dict:
-    if not Path(path).is_file():
+    problem = preflight.file_problem(path)
+    if problem == "file not found":
         raise ConfigError(f"{what} not found: {path}")
+    if problem:
+        raise ConfigError(f"{what} {path}: {problem}")
+    size = Path(path).stat().st_size
+    if size > MAX_YAML_BYTES:  # read whole and parsed: a data file named by mistake would take minutes
+        raise ConfigError(f"{what} {path}: {size:,} bytes, too big for a {what} (at most {MAX_YAML_BYTES:,})")
     try:
         data = yaml.load(Path(path).read_text(), Loader=UniqueKeyLoader)  # noqa: S506 (a SafeLoader subclass)
     except yaml.YAMLError as e:

@@ -51,6 +51,8 @@ def _convert(value, kind, name: str):
             raise FlagError(f"--{name}: expected {kind.__name__}, got {value!r}") from None
         return number
     if kind is str:
+        if isinstance(value, tuple):  # fire reads `--lora_target_modules q_proj,v_proj` as ('q_proj', 'v_proj')
+            return ",".join(map(str, value))
         return value if isinstance(value, str) else str(value)
     return value
 

@@ -50,6 +50,17 @@ def model_dir(path: str, flag: str) -> None:
         raise SystemExit(f"error: --{flag} {path}: no config.json there (not a saved model directory)")
 
 
+def file_problem(path) -> str | None:
+    """Why `path` cannot be read as an input file (a few words), or None. Only a regular file passes: a FIFO or a
+    device (a mistyped /dev/stdin, a named pipe) would block a reader, or never end."""
+    path = Path(path)
+    if path.is_dir():
+        return "is a directory, not a file"
+    if path.is_file():
+        return None
+    return "not a regular file (a FIFO, socket or device)" if path.exists() else "file not found"
+
+
 def has_weights(path: str, flag: str) -> None:
     """The model directory holds weight files (a folder with config.json alone fails only at from_pretrained)."""
     if not any(any(Path(path).glob(pattern)) for pattern in WEIGHT_PATTERNS):
@@ -131,6 +142,36 @@ def steps(value, flag: str) -> None:
             or (value >= 1 and value != int(value))):
         raise SystemExit(f"error: --{flag} must be a step count >= 1 or a fraction of all steps in (0, 1), "
                          f"got {value!r}")
+
+
+def warmup(value, flag: str = "warmup_steps") -> None:
+    """A warmup length: a step count >= 0, or a fraction of all steps in (0, 1) (transformers refuses a negative one
+    only when the TrainingArguments are built, and takes nan)."""
+    if (isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0
+            or (value >= 1 and value != int(value))):
+        raise SystemExit(f"error: --{flag} must be a step count >= 0 or a fraction of all steps in (0, 1), "
+                         f"got {value!r}")
+
+
+def best_model_saves(eval_steps: float, save_steps: float) -> None:
+    """sft.py --early_stopping_patience restores the best evaluated weights at the end, so each evaluation needs its
+    checkpoint: --save_steps a multiple of --eval_steps (transformers' rule, which it applies only when the
+    TrainingArguments are built, after run_config.yaml is written)."""
+    if (eval_steps < 1) != (save_steps < 1) or round(save_steps * 1e6) % round(eval_steps * 1e6):
+        raise SystemExit(f"error: --early_stopping_patience needs --save_steps a multiple of --eval_steps (both step "
+                         f"counts or both fractions), got --save_steps {save_steps} and --eval_steps {eval_steps}")
+
+
+def report_to(value) -> None:
+    """--report_to of sft.py / rl.py: a service this project pins whose package is installed (the Trainer finds a
+    missing one only once the weights have loaded)."""
+    one_of(value, "report_to", REPORT_TO)
+    from transformers.integrations import is_tensorboard_available, is_wandb_available
+
+    installed = {"wandb": is_wandb_available, "tensorboard": is_tensorboard_available}
+    if value in installed and not installed[value]():
+        raise SystemExit(f"error: --report_to {value}: the {value} package is not installed (pip install {value}, "
+                         "or --report_to none)")
 
 
 def one_of(value, flag: str, choices) -> None:

@@ -10,12 +10,16 @@ trainer_state.json parses and names step N, and its weights are there.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import re
+import shutil
 import sys
 from pathlib import Path
 
 from transformers import TrainerCallback
+
+from minionerec.run.atomic import DiskFullError, disk_full_message, no_room_reason
 
 TRAINER_STATE = "trainer_state.json"
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
@@ -184,6 +188,23 @@ class StopAfterStep(TrainerCallback):
         if state.global_step == self.step:
             control.should_save, control.should_training_stop, self.stopped = True, True, True
         return control
+
+
+@contextlib.contextmanager
+def no_partial_checkpoint(trainer):
+    """Around trainer.train: a checkpoint save that finds no room (a full disk) removes its half-written
+    checkpoint-N (resume would skip it; it only holds space) and ends as one line naming it (DiskFullError).
+    The Trainer writes checkpoint-N in place, not through minionerec.run.atomic."""
+    try:
+        yield
+    except Exception as e:
+        partial = Path(trainer.args.output_dir, f"checkpoint-{trainer.state.global_step}")
+        reason = no_room_reason(e)
+        if reason is None or not partial.is_dir() or incomplete_reason(partial) is None:
+            raise
+        if trainer.is_world_process_zero():
+            shutil.rmtree(partial, ignore_errors=True)
+        raise DiskFullError(disk_full_message(partial, reason)) from e
 
 
 def check_stop_after(stop_after_step: int, max_steps: int) -> None:

@@ -23,6 +23,8 @@ from pathlib import Path
 import torch
 from transformers import TrainerCallback
 
+from minionerec.run.atomic import atomic_write_text
+
 # Dense bf16 tensor-core peaks (no sparsity), FLOP/s, by a substring of torch.cuda.get_device_name().
 PEAK_BF16_FLOPS = {"H200": 989e12, "H100": 989e12, "H800": 989e12, "A100": 312e12, "A800": 312e12,
                    "L40S": 362e12, "A10G": 70e12, "4090": 165e12, "3090": 71e12}
@@ -102,8 +104,7 @@ class ThroughputCallback(TrainerCallback):
             "mfu": round(per_gpu_flops / peak, 4) if peak else None,
         }
         if self.output_dir and state.is_world_process_zero:
-            Path(self.output_dir).mkdir(parents=True, exist_ok=True)
-            Path(self.output_dir, "throughput.json").write_text(json.dumps(self.result, indent=1))
+            atomic_write_text(Path(self.output_dir, "throughput.json"), json.dumps(self.result, indent=1))
 
 
 def peak_gpu_memory() -> dict | None:

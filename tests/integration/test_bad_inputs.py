@@ -6,7 +6,9 @@ minus the interpreter start-up, ~4 s each); `test_scripts_print_one_line_in_a_su
 each script once for real.
 """
 import gzip
+import importlib.util
 import json
+import os
 import re
 import shutil
 import sys
@@ -22,6 +24,7 @@ import sasrec
 import sft
 from conftest import CATEGORY, split_path
 from data import amazon18_data_process
+from minionerec.model import tiny
 from minionerec.run import preflight
 from minionerec.run import cli
 from rq import rqkmeans, text2emb
@@ -133,14 +136,29 @@ def test_sft_bad_data_one_line(case, message, demo_data, tiny_model_dir, tmp_pat
     (dict(cutoff_len=5), r"--cutoff_len 5 cannot hold the longest answer \(\d+ tokens with EOS\) plus the prompt"),
     (dict(base_model="EMPTY"), r"--base_model \S+empty: no config\.json there"),
     (dict(deepspeed="BADYAML"), r"--deepspeed \S+ds\.yaml: invalid YAML \(.* at line \d+\)"),
+    # issue 37: each of these wrote run_config.yaml first, or (LoRA) read the weights first
+    (dict(warmup_steps=-1), r"--warmup_steps must be a step count >= 0 or a fraction of all steps in \(0, 1\), got -1"),
+    (dict(lora_r=4, lora_target_modules="q_proj,qq_proj"), r"--lora_target_modules: \['qq_proj'\] not in the model"),
+    (dict(eval_file="VALID", early_stopping_patience=2, eval_steps=3, save_steps=5),
+     r"--early_stopping_patience needs --save_steps a multiple of --eval_steps .* got --save_steps 5\.0"),
+    pytest.param(dict(report_to="tensorboard"), r"--report_to tensorboard: the tensorboard package is not installed",
+                 marks=pytest.mark.skipif(importlib.util.find_spec("tensorboard") is not None,
+                                          reason="tensorboard is installed")),
+    # a named pipe or a device is refused by name, never read (a reader would block on it)
+    (dict(train_file="FIFO"), r"fifo: not a regular file \(a FIFO, socket or device\)$"),
+    (dict(config="FIFO"), r"recipe \S+fifo: not a regular file \(a FIFO, socket or device\)$"),
+    (dict(config="BIGYAML"), r"recipe \S+big\.yaml: 1,200,000 bytes, too big for a recipe \(at most 1,000,000\)"),
 ])
 def test_sft_bad_flags_one_line(overrides, message, demo_data, tiny_model_dir, tmp_path, monkeypatch, capsys):
     (tmp_path / "file").write_text("x")
     (tmp_path / "empty").mkdir()
     (tmp_path / "ds.yaml").write_text("zero_optimization:\n  stage: [2\n")
+    os.mkfifo(tmp_path / "fifo")
+    (tmp_path / "big.yaml").write_text("#" * 1_199_999 + "\n")  # a data file named as the recipe by mistake
     out = tmp_path / "out"
     subst = {"FILE": str(tmp_path / "file"), "OUT": str(out), "EMPTY": str(tmp_path / "empty"),
-             "BADYAML": str(tmp_path / "ds.yaml")}
+             "BADYAML": str(tmp_path / "ds.yaml"), "FIFO": str(tmp_path / "fifo"),
+             "BIGYAML": str(tmp_path / "big.yaml"), "VALID": str(split_path(demo_data, "valid"))}
     overrides = {k: next((v.replace(a, b) for a, b in subst.items() if isinstance(v, str) and a in v), v)
                  for k, v in overrides.items()}
     line = cli_error(monkeypatch, capsys, sft, **sft_flags(demo_data, tiny_model_dir, out, **overrides))
@@ -166,14 +184,18 @@ def test_sft_partial_checkpoint_named_explicitly(demo_data, tiny_model_dir, tmp_
     (dict(num_train_epochs=0), r"--num_train_epochs 0 with --max_steps -1 trains nothing"),
     (dict(learning_rate="nan"), r"--learning_rate must be a finite number > 0"),
     (dict(model_path="EMPTY"), r"--model_path \S+empty: no config\.json there"),
+    (dict(warmup_steps=-1), r"--warmup_steps must be a step count >= 0 or a fraction of all steps in \(0, 1\), got -1"),
+    (dict(lora_r=4, lora_target_modules="q_proj,qq_proj"), r"--lora_target_modules: \['qq_proj'\] not in the model"),
+    (dict(reward_type="semantic", ada_path="NPZ"), r"ada\.npz: expected \[80, dim\] item embeddings, got an \.npz archive"),
 ])
 def test_rl_bad_flags_one_line(overrides, message, demo_data, tiny_model_dir, tmp_path, monkeypatch, capsys):
     np.save(tmp_path / "ada.npy", np.zeros((7, 4), dtype=np.float32))
+    np.savez(tmp_path / "ada.npz", embeddings=np.zeros((80, 4), dtype=np.float32))
     (tmp_path / "empty").mkdir()
     out = tmp_path / "out"
     if "max_steps" not in overrides and "num_train_epochs" in overrides:
         overrides["max_steps"] = -1
-    subst = {"ADA": str(tmp_path / "ada.npy"), "EMPTY": str(tmp_path / "empty")}
+    subst = {"ADA": str(tmp_path / "ada.npy"), "NPZ": str(tmp_path / "ada.npz"), "EMPTY": str(tmp_path / "empty")}
     overrides = {k: subst.get(v, v) if isinstance(v, str) else v for k, v in overrides.items()}
     line = cli_error(monkeypatch, capsys, rl, **rl_flags(demo_data, tiny_model_dir, out, **overrides))
     assert re.search(message, line), line
@@ -186,12 +208,32 @@ def test_rl_bad_csv_one_line(demo_data, tiny_model_dir, tmp_path, monkeypatch, c
     assert "bad.csv: row 2: SID" in line and "is not in the SID index" in line
 
 
+def test_lora_target_modules_as_a_comma_list_on_the_command_line(demo_data, tiny_model_dir, tmp_path, monkeypatch,
+                                                                 capsys):
+    """fire reads `--lora_target_modules q_proj,v_proj` as a tuple: the flag is the comma list again, and its names
+    pass the check (it reached the check as "('q_proj', 'v_proj')" and was refused)."""
+    flags = sft_flags(demo_data, tiny_model_dir, tmp_path / "out", lora_r=4, dry_run="true")
+    argv = [f"--{k}={v}" for k, v in flags.items()] + ["--lora_target_modules", "q_proj,v_proj"]
+    monkeypatch.setattr(sys, "argv", ["sft.py", *argv])
+    cli.run(sft.main, sft.Args)
+    assert re.search(r"lora_target_modules +'q_proj,v_proj' +command line", capsys.readouterr().out)
+
+
 # --- evaluate.py
 def test_evaluate_more_beams_than_catalogue(demo_data, tiny_model_dir, tmp_path, monkeypatch, capsys):
     out = tmp_path / "eval" / "p.json"
     line = cli_error(monkeypatch, capsys, evaluate, base_model=tiny_model_dir, test_file=split_path(demo_data, "test"),
                      sid_index_path=index_path(demo_data), result_json=out, num_beams=81)
     assert line.startswith("error: --num_beams 81 exceeds the 80 distinct SIDs of the catalogue")
+    assert not out.parent.exists()
+
+
+def test_evaluate_refuses_a_fifo(demo_data, tiny_model_dir, tmp_path, monkeypatch, capsys):
+    os.mkfifo(tmp_path / "fifo")
+    out = tmp_path / "eval" / "p.json"
+    line = cli_error(monkeypatch, capsys, evaluate, base_model=tiny_model_dir, test_file=tmp_path / "fifo",
+                     sid_index_path=index_path(demo_data), result_json=out)
+    assert line == f"error: --test_file not a regular file (a FIFO, socket or device): {tmp_path / 'fifo'}"
     assert not out.parent.exists()
 
 
@@ -240,6 +282,14 @@ def test_text2emb_empty_text(demo_data, tmp_path, monkeypatch, capsys):
                      output_path=tmp_path / "e.npy", method="tfidf")
     assert line.endswith(f"item.json: item {first} has an empty title and description (1 item(s) in all)")
     assert not (tmp_path / "e.npy").exists()
+
+
+def test_tiny_model_output_dir_is_a_file(demo_data, tmp_path, monkeypatch, capsys):
+    (tmp_path / "file").write_text("keep")
+    line = cli_error(monkeypatch, capsys, tiny, output_dir=tmp_path / "file", sid_index_path=index_path(demo_data),
+                     item_meta_path=meta_path(demo_data))
+    assert line == f"error: --output_dir {tmp_path / 'file'}: exists and is not a directory"
+    assert (tmp_path / "file").read_text() == "keep"
 
 
 def test_sasrec_bad_csv(demo_data, tmp_path, monkeypatch, capsys):

@@ -1,7 +1,11 @@
-"""minionerec.run.atomic: a failed write leaves the old file (or nothing) and no temporary behind."""
+"""minionerec.run.atomic: a failed write leaves the old file (or nothing) and no temporary behind; a full disk is
+one error naming the target and the free space."""
+import errno
+import re
+
 import pytest
 
-from minionerec.run.atomic import atomic_dir, atomic_path, atomic_write_text
+from minionerec.run.atomic import DiskFullError, atomic_dir, atomic_path, atomic_write_text, no_room_reason
 
 
 def test_file_is_replaced_only_on_success(tmp_path):
@@ -25,3 +29,46 @@ def test_directory_appears_only_on_success(tmp_path):
     with atomic_dir(tmp_path / "model") as tmp:
         (tmp / "config.json").write_text("{}")
     assert [p.name for p in tmp_path.iterdir()] == ["model"] and (tmp_path / "model" / "config.json").is_file()
+
+
+class SafetensorError(Exception):
+    """What safetensors raises (its own class, not an OSError), matched by name."""
+
+
+@pytest.mark.parametrize("error, reason", [
+    (OSError(errno.ENOSPC, "No space left on device"), "No space left on device"),
+    (OSError(errno.EDQUOT, "Disk quota exceeded"), "Disk quota exceeded"),
+    (OSError(errno.EFBIG, "File too large"), "File too large"),  # `ulimit -f`: Python ignores SIGXFSZ
+    (SafetensorError("Error while serializing: I/O error: File too large (os error 27)"), "File too large"),
+    (RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 204416 vs 204304"),  # torch.save
+     "torch.save wrote fewer bytes than it meant to"),
+])
+def test_a_full_disk_is_one_line_naming_the_target_and_the_free_space(error, reason, tmp_path):
+    target = tmp_path / "pred.json"
+    atomic_write_text(target, "old")
+    with pytest.raises(DiskFullError) as e, atomic_path(target) as tmp:
+        tmp.write_text("half")
+        raise error
+    message = str(e.value)
+    assert re.fullmatch(rf"writing {target} failed: the disk is full \({re.escape(reason)}; [\d.]+ [KMG]?B free on "
+                        r"/\S*(, file size limit .*)?\): old outputs are intact", message), message
+    assert target.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["pred.json"]
+    with pytest.raises(DiskFullError, match=rf"^writing {tmp_path / 'model'} failed: the disk is full"):
+        with atomic_dir(tmp_path / "model") as tmp:
+            (tmp / "config.json").write_text("{}")
+            raise error
+    assert [p.name for p in tmp_path.iterdir()] == ["pred.json"]
+
+
+def test_other_errors_are_not_a_full_disk(tmp_path):
+    assert no_room_reason(ValueError("File too large")) is None  # only safetensors' own error is read as text
+    assert no_room_reason(OSError(errno.EACCES, "Permission denied")) is None
+    try:  # a library's own error raised from the OS's
+        try:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        except OSError as cause:
+            raise RuntimeError("save failed") from cause
+    except RuntimeError as wrapped:
+        assert no_room_reason(wrapped) == "No space left on device"
+    with pytest.raises(PermissionError), atomic_path(tmp_path / "x") as tmp:
+        raise PermissionError(errno.EACCES, "Permission denied", str(tmp))
