@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from minionerec.model.pretrained import packaged_file
+from minionerec.run import preflight
 from minionerec.run.atomic import atomic_dir
 from minionerec.run.cli import run
 
@@ -69,6 +70,7 @@ def check(model_dir) -> dict:
 def main(args: Args) -> dict:
     if not args.output_dir:
         raise SystemExit("error: --output_dir is required")
+    preflight.replaceable_model_dir(args.output_dir, "output_dir")
     source = Path(args.zip_path) if args.zip_path else packaged_file(PACKAGE, PACKAGE_ZIP, "all-MiniLM-L6-v2")
     if not source.is_file():
         raise SystemExit(f"error: --zip_path {args.zip_path}: no such file")

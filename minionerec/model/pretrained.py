@@ -97,15 +97,6 @@ def check_gguf(path: Path) -> None:
                          "(an interrupted download or copy?)")
 
 
-def check_replaceable(output_dir: str) -> None:
-    """--output_dir is replaced whole: refuse a directory holding anything but a model (`--output_dir models`,
-    meant as the parent folder, would delete every model in it)."""
-    out = Path(output_dir)
-    if out.is_dir() and any(out.iterdir()) and not (out / "config.json").is_file():
-        raise SystemExit(f"error: --output_dir {output_dir}: holds other files and no config.json (not a model "
-                         "directory), and it would be replaced whole; name a new directory, or a model to overwrite")
-
-
 def strip_quantization(config) -> None:
     """Drop every trace of the GGUF quantization from a config (in place)."""
     for key in ("quantization_config", "gguf_file"):
@@ -169,8 +160,7 @@ def main(args: Args) -> None:
         raise SystemExit(f"error: --dtype must be one of {', '.join(DTYPES)}, got {args.dtype!r}")
     if not args.output_dir:
         raise SystemExit("error: --output_dir is required")
-    preflight.writable_dir(args.output_dir, "output_dir")  # a file there: one line now, not after the conversion
-    check_replaceable(args.output_dir)
+    preflight.replaceable_model_dir(args.output_dir, "output_dir")  # one line now, not after the conversion
     check_gguf_reader()
     source = Path(args.gguf) if args.gguf else packaged_gguf()
     if not source.is_file():

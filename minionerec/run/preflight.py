@@ -61,6 +61,16 @@ def file_problem(path) -> str | None:
     return "not a regular file (a FIFO, socket or device)" if path.exists() else "file not found"
 
 
+def replaceable_model_dir(path: str, flag: str) -> None:
+    """`path` is a model directory a writer may replace whole: writable, and empty or already a model (a
+    config.json). `--output_dir models`, meant as the parent folder, would otherwise delete every model in it."""
+    writable_dir(path, flag)
+    out = Path(path)
+    if out.is_dir() and any(out.iterdir()) and not (out / "config.json").is_file():
+        raise SystemExit(f"error: --{flag} {path}: holds other files and no config.json (not a model directory), "
+                         "and it would be replaced whole; name a new directory, or a model to overwrite")
+
+
 def has_weights(path: str, flag: str) -> None:
     """The model directory holds weight files (a folder with config.json alone fails only at from_pretrained)."""
     if not any(any(Path(path).glob(pattern)) for pattern in WEIGHT_PATTERNS):

@@ -284,3 +284,12 @@ def test_contradictory_or_invalid_flags_are_one_line_before_anything_is_written(
     before = files(tmp_path)
     assert cli_error(monkeypatch, capsys, **flags).startswith(message)
     assert files(tmp_path) == before
+
+
+def test_minilm_output_dir_holding_other_models_is_refused(tmp_path):
+    """rq.minilm replaces --output_dir whole: `--output_dir models` (the parent folder) would delete every model
+    in it, so it is refused before anything is unpacked."""
+    (tmp_path / "models" / "SmolLM2-135M").mkdir(parents=True)
+    with pytest.raises(SystemExit, match=r"^error: --output_dir \S+models: holds other files and no config\.json"):
+        minilm.main(minilm.Args(output_dir=str(tmp_path / "models"), zip_path=str(tmp_path / "none.zip")))
+    assert (tmp_path / "models" / "SmolLM2-135M").is_dir()
