@@ -7,6 +7,7 @@
     GET  /health             catalogue size, beam limit, batching and refusal counters
     POST /catalogue/reload   {"sid_index_path": "...", "item_meta_path": "..."}: swap the catalogue atomically
                              (only with --allow_reload and --reload_token_file; paths under --data_root)
+    GET  /docs, /redoc, /openapi.json   the API's description, only with --api_docs true
 
 Concurrent requests are batched into one constrained beam search (up to --max_batch_size, waiting at
 most --max_wait_ms for company). Every error is JSON `{"error": ..., "field": ...}`: bad input (unknown
@@ -18,10 +19,13 @@ from __future__ import annotations
 
 import ipaddress
 import math
+import os
 import socket
+import stat
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NoReturn
 
 from transformers import set_seed
 
@@ -33,6 +37,7 @@ from minionerec.serving.recommender import check_model_and_catalogue
 MAX_NUM_BEAMS = 1000  # a sane ceiling: each request decodes num_beams sequences (100000 took 13.9 GB and 120 s)
 MAX_BATCH_SIZE = 256
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
+MAX_TOKEN_FILE_BYTES = 4096  # a token is one short line: a larger file is the wrong file
 
 
 @dataclass
@@ -67,20 +72,35 @@ class Args:
     allow_reload: bool = False  # enable POST /catalogue/reload (needs --reload_token_file)
     reload_token_file: str = ""  # file holding the bearer token /catalogue/reload requires
     data_root: str = ""  # /catalogue/reload loads files only under this directory; "" = the directory of --sid_index_path
+    api_docs: bool = False  # serve /docs, /redoc and /openapi.json (behind --api_token_file when it is set)
 
 
 def read_token(path: str, flag: str) -> str:
-    """A bearer token from a file (kept off the command line, where `ps` shows it): one line, >= 16 printable
-    ASCII characters without spaces. The token itself is never printed."""
+    """A bearer token from a file (kept off the command line, where `ps` shows it): a regular file of at most
+    MAX_TOKEN_FILE_BYTES that only its owner can write (sshd's StrictModes rule: whoever can write it can
+    choose the token), holding one line of >= 16 printable ASCII characters without spaces. The token itself
+    is never printed."""
+    def refuse(why: str) -> NoReturn:
+        raise SystemExit(f"error: --{flag} {path}: {why}")
+
+    try:  # O_NONBLOCK: opening a FIFO that nobody writes would otherwise hang start-up
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
+    except OSError as e:
+        refuse(f"cannot read it ({e.strerror})")
     try:
-        text = Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise SystemExit(f"error: --{flag} {path}: cannot read it ({getattr(e, 'strerror', None) or 'not UTF-8'})") \
-            from None
-    token = text.strip()
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):  # a FIFO, device or directory: a read would block, never end or fail
+            refuse("not a regular file")
+        if mode & 0o022:
+            refuse(f"group or others can write it (mode {stat.S_IMODE(mode):04o}); fix it with: chmod go-w {path}")
+        data = os.read(fd, MAX_TOKEN_FILE_BYTES + 1)
+    finally:
+        os.close(fd)
+    if len(data) > MAX_TOKEN_FILE_BYTES:
+        refuse(f"larger than {MAX_TOKEN_FILE_BYTES} bytes (a token file holds one line)")
+    token = data.decode("utf-8", errors="replace").strip()
     if len(token) < 16 or not all(33 <= ord(c) < 127 for c in token):
-        raise SystemExit(f"error: --{flag} {path}: the token must be one line of at least 16 printable ASCII "
-                         "characters without spaces")
+        refuse("the token must be one line of at least 16 printable ASCII characters without spaces")
     return token
 
 
@@ -154,7 +174,8 @@ def main(args: Args) -> None:
                     max_body_bytes=args.max_body_bytes, max_history_items=args.max_history_items,
                     read_timeout_s=args.read_timeout_s)
     access = Access(api_token=tokens["api_token"], reload_token=tokens.get("reload_token", ""),
-                    data_root=args.data_root or str(Path(args.sid_index_path).resolve().parent))
+                    data_root=args.data_root or str(Path(args.sid_index_path).resolve().parent),
+                    api_docs=args.api_docs)
     set_seed(args.seed)
     try:
         recommender = Recommender.load(args.base_model, args.sid_index_path, args.item_meta_path, args.num_beams,

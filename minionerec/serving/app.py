@@ -10,18 +10,21 @@ thread between batches, so the tokenizer is never used by two threads at once.
 
 Limits and access (`Limits`, `Access`), enforced before any work is done for a request:
 
-* an ASGI guard in front of the app checks the bearer token (every endpoint when `api_token` is set;
-  `/catalogue/reload` always, with its own `reload_token`), admits at most `max_batch_size + max_queue`
-  `/recommend` requests at once (more: 503 + Retry-After, before their body is read), and reads the body
-  itself: at most `max_body_bytes` (413) within `read_timeout_s` (408);
+* an ASGI guard in front of the app refuses request headers over MAX_HEADER_BYTES (431), checks the bearer
+  token (every endpoint when `api_token` is set; `/catalogue/reload` always, with its own `reload_token`),
+  admits at most `max_batch_size + max_queue` `/recommend` requests at once (more: 503 + Retry-After, before
+  their body is read), and reads the body itself: at most `max_body_bytes` (413) within `read_timeout_s` (408);
 * bodies are parsed strictly (pydantic strict mode, JSON only: `true` and `12.0` are not item ids, `"5"`
   is not an int) and resolved against the catalogue in a worker thread, never on the event loop;
 * a `/recommend` whose client disconnects while queued is dropped before decoding; one not answered
   within `request_timeout_s` gets a 503;
-* `/catalogue/reload` exists only when a reload token is configured, and loads files only under
-  `data_root`; its errors name the field and the kind of problem, never a server path or file contents;
+* `/catalogue/reload` exists only when a reload token is configured, and loads regular files of at most
+  MAX_CATALOGUE_FILE_BYTES only under `data_root`; its errors name the field and the kind of problem, never a
+  server path or file contents;
+* /docs, /redoc and /openapi.json exist only with `Access.api_docs` (and then need the API token like the rest);
 * `guarded_h11` (the uvicorn protocol of `server_config`) closes connections that do not deliver their
-  request headers within `read_timeout_s`, and refuses connections beyond `max_connections`.
+  request headers within `read_timeout_s`, and holds at most `max_connections`: a connection beyond them
+  replaces the least recently active idle one (no request in flight), so idle sockets cannot lock clients out.
 
 Every error, from the guard, the routes or FastAPI itself (404, 405), is `{"error": message, "field": name
 or null}`.
@@ -46,12 +49,14 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, StringConstraints,
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from minionerec.data.formats import load_item_meta, load_sid_index, sid_string
-from minionerec.serving.recommender import Catalogue, Recommender, RequestError, build_catalogue
+from minionerec.serving.recommender import (MAX_CATALOGUE_FILE_BYTES, Catalogue, Recommender, RequestError,
+                                             build_catalogue)
 
 RECOMMEND_PATH = "/recommend"
 RELOAD_PATH = "/catalogue/reload"
 MAX_ENTRY_CHARS = 4096  # one history entry (an item id or a title)
 MAX_PATH_CHARS = 4096  # a reload path
+MAX_HEADER_BYTES = 16 * 1024  # a request's line and headers together (the guard answers 431 above it)
 
 
 @dataclass
@@ -108,30 +113,42 @@ class BatchQueue:
         batches = math.ceil(max(waiting, 1) / self.max_batch_size)
         return int(min(60, max(1, math.ceil(batches * self.mean_batch_s))))
 
-    async def _collect(self) -> list[_Pending]:
+    async def _take(self, deadline: float | None) -> _Pending | None:
+        """The next queued submission still waiting for its answer, or None at loop time `deadline` (None: wait
+        as long as it takes). Abandoned ones (future done: the client left or timed out) are counted in `dropped`
+        and skipped here, so they are never decoded and never take a live request's place in a batch."""
         loop = asyncio.get_running_loop()
-        batch = [await self._queue.get()]
-        deadline = loop.time() + self.max_wait_s
-        while len(batch) < self.max_batch_size:
-            remaining = deadline - loop.time()
+        while True:
             try:
-                batch.append(self._queue.get_nowait() if remaining <= 0 else
-                             await asyncio.wait_for(self._queue.get(), remaining))
+                if deadline is None:
+                    pending = await self._queue.get()
+                elif deadline <= loop.time():
+                    pending = self._queue.get_nowait()
+                else:
+                    pending = await asyncio.wait_for(self._queue.get(), deadline - loop.time())
             except (asyncio.QueueEmpty, asyncio.TimeoutError):
-                break
+                return None
+            if not pending.future.done():
+                return pending
+            self.dropped += 1
+
+    async def _collect(self) -> list[_Pending]:
+        """The first live submission, then the live ones that arrive within max_wait_s (at most max_batch_size)."""
+        batch = [await self._take(None)]
+        deadline = asyncio.get_running_loop().time() + self.max_wait_s
+        while len(batch) < self.max_batch_size and (pending := await self._take(deadline)):
+            batch.append(pending)
         return batch
 
     async def _worker(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            collected = await self._collect()
-            batch = [p for p in collected if not p.future.done()]  # done: client gave up or timed out
-            self.dropped += len(collected) - len(batch)
             groups: dict[int, list[_Pending]] = {}
-            for pending in batch:  # a reload between two arrivals splits the batch by catalogue
+            for pending in await self._collect():  # a reload between two arrivals splits the batch by catalogue
                 groups.setdefault(id(pending.catalogue), []).append(pending)
-            for group in groups.values():
-                group = [p for p in group if not p.future.done()]  # a client may leave while another group decodes
+            for collected in groups.values():
+                group = [p for p in collected if not p.future.done()]  # a client may leave while another group decodes
+                self.dropped += len(collected) - len(group)
                 if not group:
                     continue
                 self.stats["batches"] += 1
@@ -176,11 +193,13 @@ class Limits:
 @dataclass(frozen=True)
 class Access:
     """Who may call what: `api_token` ("" = anyone) guards every endpoint; `/catalogue/reload` exists only
-    with a `reload_token` (its bearer token) and loads files only under `data_root`."""
+    with a `reload_token` (its bearer token) and loads files only under `data_root`; /docs, /redoc and
+    /openapi.json exist only with `api_docs` (they describe every endpoint: closed unless asked for)."""
 
     api_token: str = ""
     reload_token: str = ""  # "" = no /catalogue/reload endpoint
     data_root: str = ""  # reload paths resolve under here (required with a reload token)
+    api_docs: bool = False  # serve /docs, /redoc and /openapi.json (behind api_token like every endpoint)
 
     def __post_init__(self):
         if self.reload_token and not self.data_root:
@@ -312,8 +331,14 @@ def _bearer(headers) -> bytes:
     return b""
 
 
+def _head_bytes(scope) -> int:
+    """Size of the request line and headers: method, target and each "name: value\r\n"."""
+    target = len(scope["method"]) + len(scope["raw_path"]) + len(scope["query_string"])
+    return target + sum(len(name) + len(value) + 4 for name, value in scope["headers"])
+
+
 class _Guard:
-    """ASGI middleware: token, admission of /recommend, body size and read time, before the app runs."""
+    """ASGI middleware: header size, token, admission of /recommend, body size and read time, before the app runs."""
 
     def __init__(self, app, queue: BatchQueue, limits: Limits, access: Access, counters: dict):
         self.app, self.queue, self.limits, self.access, self.counters = app, queue, limits, access, counters
@@ -323,6 +348,10 @@ class _Guard:
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
+        if _head_bytes(scope) > MAX_HEADER_BYTES:  # h11 caps only headers that arrive in several reads
+            self.counters["too_large"] += 1
+            return await _send_error(send, 431, f"headers: larger than the server's limit of {MAX_HEADER_BYTES} "
+                                                "bytes", "headers", close=True)
         path = scope["path"]
         required = self.access.reload_token if path == RELOAD_PATH and self.access.reload_token \
             else self.access.api_token
@@ -387,9 +416,10 @@ async def _unless_client_leaves(receive, work):
 # ---------------------------------------------------------------- catalogue reload
 
 def confined(root: Path, given: str, field: str) -> Path:
-    """`given` (relative to `root`, or absolute) as an existing file under `root`, symlinks resolved; every
-    failure (missing, outside, a directory, unreadable, a bad name) is the same RequestError, so the answer
-    reveals nothing about the filesystem."""
+    """`given` (relative to `root`, or absolute) as an existing regular file under `root`, symlinks resolved;
+    every failure (missing, outside, a directory or FIFO, unreadable, a bad name) is the same RequestError, so
+    the answer reveals nothing about the filesystem. A file under `root` over MAX_CATALOGUE_FILE_BYTES is refused
+    before it is read."""
     not_found = RequestError(field, f"{field}: file not found under the server's data root")
     if not given or "\x00" in given:
         raise not_found
@@ -397,8 +427,11 @@ def confined(root: Path, given: str, field: str) -> Path:
         path = (root / given).resolve(strict=True)
         if not path.is_relative_to(root) or not path.is_file():
             raise not_found
+        too_large = path.stat().st_size > MAX_CATALOGUE_FILE_BYTES
     except (OSError, ValueError, RuntimeError):
         raise not_found from None
+    if too_large:
+        raise RequestError(field, f"{field}: larger than the server's limit of {MAX_CATALOGUE_FILE_BYTES >> 30} GiB")
     return path
 
 
@@ -469,7 +502,8 @@ def create_app(recommender: Recommender, max_batch_size: int = 8, max_wait_s: fl
         yield
         await queue.stop()
 
-    app = FastAPI(title="MiniOneRec", lifespan=lifespan)
+    closed_docs = {} if access.api_docs else dict(docs_url=None, redoc_url=None, openapi_url=None)
+    app = FastAPI(title="MiniOneRec", lifespan=lifespan, **closed_docs)
     app.state.queue, app.state.counters = queue, counters
 
     @app.exception_handler(RequestError)
@@ -548,20 +582,25 @@ def create_app(recommender: Recommender, max_batch_size: int = 8, max_wait_s: fl
 
 def guarded_h11(read_timeout_s: float, max_connections: int):
     """uvicorn's h11 protocol, plus: request headers must arrive within `read_timeout_s` of the connection
-    opening (or of a kept-alive request's first byte), else the connection is closed; connections beyond
-    `max_connections` are closed at once. (uvicorn itself times out only idle keep-alive connections.)"""
+    opening (or of a kept-alive request's first byte), else the connection is closed; at most `max_connections`
+    are open: a new one beyond them closes the least recently active idle one (no request in flight), or itself
+    when every connection has a request in flight. (uvicorn itself times out only idle keep-alive connections.)"""
     import h11
     from uvicorn.protocols.http.h11_impl import H11Protocol
 
     class GuardedH11Protocol(H11Protocol):
         _header_timer = None
+        _last_active = 0.0  # loop time of the connection's opening or last received bytes
 
         def connection_made(self, transport):
             super().connection_made(transport)
-            if len(self.connections) > max_connections:
-                self.transport.close()
-                return
+            self._last_active = self.loop.time()
             self._arm()
+            open_now = [c for c in self.connections if not c.transport.is_closing()]
+            if len(open_now) > max_connections:
+                # closing the newcomer instead would let a few hundred idle sockets lock every client out
+                idle = [c for c in open_now if c is not self and c.conn.their_state is h11.IDLE]
+                min(idle, key=lambda c: c._last_active, default=self).transport.close()
 
         def _arm(self):
             self._disarm()
@@ -578,6 +617,7 @@ def guarded_h11(read_timeout_s: float, max_connections: int):
                 self.transport.close()
 
         def data_received(self, data):
+            self._last_active = self.loop.time()
             if self._header_timer is None and self.conn.their_state is h11.IDLE:
                 self._arm()  # the first byte of a request on a kept-alive connection
             super().data_received(data)
@@ -592,12 +632,11 @@ def guarded_h11(read_timeout_s: float, max_connections: int):
 
 
 def server_config(app, host: str = "127.0.0.1", port: int = 8000, log_level: str = "warning",
-                  keep_alive_s: int = 5, read_timeout_s: float = 10.0, max_connections: int = 256,
-                  max_header_bytes: int = 16 * 1024):
+                  keep_alive_s: int = 5, read_timeout_s: float = 10.0, max_connections: int = 256):
     """The uvicorn.Config serve.py runs: h11 with header read timeout and connection cap, keep-alive timeout,
-    header size limit (larger headers: 400)."""
+    header size limit (headers still arriving past MAX_HEADER_BYTES: h11's 400; complete ones: the guard's 431)."""
     import uvicorn
 
     return uvicorn.Config(app, host=host, port=port, log_level=log_level, http=guarded_h11(read_timeout_s,
                           max_connections), timeout_keep_alive=keep_alive_s,
-                          h11_max_incomplete_event_size=max_header_bytes, server_header=False)
+                          h11_max_incomplete_event_size=MAX_HEADER_BYTES, server_header=False)

@@ -20,6 +20,11 @@ from minionerec.ranking.constrained import SIDTrie, build_sid_trie, constrained_
 from minionerec.ranking.shared_sids import representative_items, sid_groups, train_target_counts
 from minionerec.data.formats import DataError, load_item_meta, load_sid_index, sid_string
 from minionerec.model.loading import best_dtype, load_model, load_tokenizer
+from minionerec.run import preflight
+
+# index.json, item.json and the train CSV are read whole into memory (at start-up, and on /catalogue/reload): 1 GiB
+# is far above the release catalogues (a few MB) and keeps a wrongly named file from exhausting the server's memory
+MAX_CATALOGUE_FILE_BYTES = 1 << 30
 
 
 class RequestError(ValueError):
@@ -37,6 +42,15 @@ def history_prompt(history_sids: list[str], prompt_style: str = "upstream") -> s
     return Prompts(prompt_style).eval_prompt(history_sids)
 
 
+def catalogue_file_problem(path) -> str | None:
+    """Why `path` cannot be read whole as a catalogue file (a few words), or None: preflight.file_problem's
+    reasons (only a regular file passes), or larger than MAX_CATALOGUE_FILE_BYTES."""
+    problem = preflight.file_problem(path)
+    if problem is None and Path(path).stat().st_size > MAX_CATALOGUE_FILE_BYTES:
+        return f"larger than the {MAX_CATALOGUE_FILE_BYTES >> 30} GiB limit of files read whole"
+    return problem
+
+
 def check_model_and_catalogue(args) -> None:
     """recommend.py's and serve.py's shared flags, before anything loads: --base_model, --sid_index_path,
     --item_meta_path, --train_path, --prompt_style (a ValueError is one line, exit 2, via minionerec.run.cli)."""
@@ -47,8 +61,10 @@ def check_model_and_catalogue(args) -> None:
         raise SystemExit("error: --sid_index_path is required")
     for flag in ("sid_index_path", "item_meta_path", "train_path"):
         path = getattr(args, flag)
-        if path and not Path(path).is_file():
+        if path and not Path(path).exists():
             raise SystemExit(f"error: --{flag} file not found: {path}")
+        if path and (problem := catalogue_file_problem(path)):
+            raise SystemExit(f"error: --{flag} {path}: {problem}")
 
 
 @dataclass(frozen=True)

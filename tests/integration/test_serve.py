@@ -40,6 +40,7 @@ def server(demo_data, demo_category, tiny_model_dir, index_path, tmp_path_factor
     port = free_port()
     token_file = tmp_path_factory.mktemp("serve_token") / "reload.token"
     token_file.write_text(RELOAD_TOKEN + "\n")
+    token_file.chmod(0o600)  # serve.py refuses a token file others can write (the umask may allow it)
     # max_wait 300 ms: requests fired together in the test reliably share a batch; the reload endpoint is on,
     # for files anywhere under pytest's temporary root (the tests' tmp_path), behind a token the client sends
     cmd = [sys.executable, str(ROOT / "serve.py"), "--base_model", str(tiny_model_dir),
