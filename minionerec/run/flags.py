@@ -96,8 +96,16 @@ def parse_args(args_cls, flags: dict):
 def body_lines(cls) -> list[str]:
     """A dataclass's own source lines below its header and docstring: fields (name: type = default  # meaning)
     and section comments."""
-    lines = inspect.getsource(cls).splitlines()[1:]
-    return [line.strip() for line in lines if line.strip() and not line.strip().startswith(('"""', "@", "class "))]
+    body = inspect.getsource(cls).split(":", 1)[1]  # below `class Args(...):`
+    body = body.split('"""', 2)[2] if body.lstrip().startswith('"""') else body  # below the docstring, whole
+    return [line.strip() for line in body.splitlines() if line.strip() and not line.strip().startswith("@")]
+
+
+def command() -> str:
+    """How this process was started, as the user typed it: `sft.py`, or `-m bench.quality` for a module run with
+    -m (whose sys.argv[0] is the path of its file, .../bench/quality/__main__.py)."""
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    return f"-m {spec.name.removesuffix('.__main__')}" if spec is not None and spec.name else sys.argv[0]
 
 
 def usage(args_cls) -> str:
@@ -111,5 +119,5 @@ def usage(args_cls) -> str:
             inherited.update({line.split(":")[0]: line for line in body_lines(base) if not line.startswith("#")})
     lines = [inherited[f.name] for f in dataclasses.fields(args_cls) if f.name in inherited and f.name not in own_names]
     doc = (args_cls.__doc__ or "").strip()
-    return f"usage: python {sys.argv[0]} --flag value ...\n{doc}\n\nflags (name: type = default  # meaning):\n  " + \
+    return f"usage: python {command()} --flag value ...\n{doc}\n\nflags (name: type = default  # meaning):\n  " + \
         "\n  ".join(lines + own)

@@ -13,7 +13,7 @@ from minionerec.run.flags import usage
 MODULES = ["sft", "rl", "evaluate", "sasrec", "recommend", "serve", "compare", "convert_dataset",
            "minionerec.model.tiny", "minionerec.model.pretrained", "rq.text2emb", "rq.rqkmeans", "rq.balanced_rqkmeans", "rq.rqkmeans_plus",
            "rq.rqvae", "rq.add_items", "rq.report", "rq.minilm", "data.make_demo_data", "data.amazon18_data_process",
-           "data.amazon23_data_process", "bench.compare_seeds"]
+           "data.amazon23_data_process", "bench.compare_seeds", "bench.quality"]
 
 
 def help_texts(args_cls) -> dict[str, str]:
@@ -39,3 +39,16 @@ def test_every_flag_has_help(name):
     shown = usage(args_cls)
     missing = [f for f in fields if not re.search(rf"^\s*{f}\s*:", shown, re.M)]
     assert not missing, f"{name}: --help does not list: {', '.join(missing)}"
+
+
+def test_help_shows_the_docstring_once_and_the_command_as_typed():
+    """A two-line Args docstring is the description, not a flag line; `python -m bench.quality --help` names the
+    module, not the path of its __main__.py."""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "bench.quality", "--help"], capture_output=True, text=True,
+                         check=True).stdout
+    assert out.startswith("usage: python -m bench.quality --flag value ...\n")
+    flags = out.split("flags (name: type = default  # meaning):\n", 1)[1].splitlines()
+    assert all(re.match(r"  (\w+\s*:|#)", line) for line in flags), [f for f in flags if not re.match(r"  (\w+\s*:|#)", f)]
