@@ -167,7 +167,8 @@ def check_args(args: Args) -> dict:
 
 def main(args: Args) -> None:
     tokens = check_args(args)
-    from minionerec.serving.app import Access, Limits, create_app, server_config
+    from minionerec.serving.app import create_app
+    from minionerec.serving.guard import Access, Limits, server_config
     from minionerec.serving.recommender import Recommender
 
     limits = Limits(max_queue=args.max_queue, request_timeout_s=args.request_timeout_s,

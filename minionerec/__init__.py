@@ -4,8 +4,9 @@ The subpackages follow the pipeline; a lower floor never imports a higher one (t
 
     run/        flags -> typed args + --help (flags), recipes + precedence (config), the one entry and
                 error path (cli), pre-flight checks (preflight), launch-YAML checks (launch_config), the
-                launchers' topology and pre-check (topology, prelaunch), plans (plan), atomic writes, resume +
-                checkpoint policy, process groups (distributed), shared output dirs (shared_dir), tokens/s, MFU
+                launchers' topology and pre-check (topology, prelaunch), plans (plan), atomic writes and multi-file
+                commits (atomic), one writer per file (file_lock), resume + checkpoint policy, process groups
+                (distributed), shared output dirs (shared_dir), stale DeepSpeed JIT locks (ds_lock), tokens/s, MFU
     data/       the file formats (formats), .inter files -> the layout (inter), prompt texts (prompts),
                 SFT tasks + answer-window collator (sft_tasks), RL prompt datasets (rl_tasks)
     model/      loading a checkpoint + SID tokens (loading), LoRA (lora), the offline tiny Qwen2 (tiny), real
@@ -15,7 +16,8 @@ The subpackages follow the pipeline; a lower floor never imports a higher one (t
                 plumbing (evaluation), in-training evaluation (callback), paired comparison (paired),
                 the SASRec baseline ranker (sasrec: the `sasrec` reward and the bench baseline)
     rl/         GRPO trainer + config subclass (trainer), reward functions (rewards)
-    serving/    top-K from a checkpoint (recommender), the HTTP API (app)
+    serving/    top-K from a checkpoint (recommender), request batching (queue), HTTP limits and the server
+                (guard), catalogue reload (reload), the routes (app)
     launch/     the launchers' CPU rehearsal of a GPU recipe (rehearsal, report)
 
 Floors, bottom to top: run -> data -> model -> ranking -> rl, serving -> launch. docs/architecture.md has the data

@@ -26,18 +26,14 @@ holding them, the run removes the temporaries a killed run left beside its outpu
 """
 from __future__ import annotations
 
-import contextlib
-import errno
 import json
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from minionerec.run.atomic import settle
+from minionerec.run.atomic import Staged
 from minionerec.run.cli import run
 from minionerec.run.file_lock import locked
 from minionerec.run.preflight import model_dir, writable_dir
@@ -200,7 +196,7 @@ def frozen_sids(index: dict[str, list[str]], new_ids: list[str], x: np.ndarray, 
     return dict(zip(new_ids, codes_to_sids(final)))
 
 
-def extend_model(args: Args, extended: dict[str, list[str]], new_index: dict, new_meta: dict, staged: "Staged") -> str:
+def extend_model(args: Args, extended: dict[str, list[str]], new_index: dict, new_meta: dict, staged: Staged) -> str:
     """Load the model, add the missing SID tokens, optionally align, save it to a staged directory (renamed onto
     --output_model with the other outputs); returns a log line."""
     import torch
@@ -226,97 +222,11 @@ def _rename(src, dst) -> None:
     os.replace(src, dst)  # one name for the tests to fail on purpose
 
 
-class Staged:
-    """Outputs written to temporary siblings, then renamed onto their targets together (`commit`). Until the commit
-    nothing a user sees changes; a failed commit puts back what it already renamed, and `discard` removes every
-    temporary file, directory, backup and directory it created."""
-
-    def __init__(self):
-        self.outputs: list[tuple[Path, Path]] = []  # (temporary sibling, target)
-        self.created: list[Path] = []  # parent directories made for the outputs, deepest last
-
-    def parents(self, targets) -> None:
-        """Create the targets' missing parent directories (removed again by `discard`)."""
-        for target in map(Path, targets):
-            missing = [p for p in [target.parent, *target.parent.parents] if not p.exists()]
-            for p in reversed(missing):
-                p.mkdir()
-                self.created.append(p)
-
-    def file(self, target, text: str) -> None:
-        target = Path(target)
-        self.parents([target])
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-        self.outputs.append((Path(tmp), target))
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        settle(tmp)
-
-    def directory(self, target) -> Path:
-        target = Path(target)
-        self.parents([target])
-        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
-        self.outputs.append((tmp, target))
-        settle(tmp)
-        return tmp
-
-    def commit(self) -> None:
-        done: list[tuple[Path, Path | None]] = []  # (target, backup of what it held before, or None)
-        try:
-            for tmp, target in self.outputs:
-                backup = None
-                if tmp.is_dir():
-                    if target.exists():  # appeared since the checks: never replaced
-                        raise FileExistsError(errno.EEXIST, "appeared while adding items; nothing was written",
-                                              str(target))
-                elif target.exists():  # kept (as a hard link) until every rename succeeded
-                    backup = Path(tempfile.mktemp(prefix=f".{target.name}.", suffix=".bak", dir=target.parent))
-                    try:
-                        os.link(target, backup)
-                    except OSError:  # no hard links on this filesystem
-                        shutil.copy2(target, backup)
-                try:
-                    _rename(tmp, target)
-                except BaseException:
-                    if backup is not None:
-                        backup.unlink()
-                    raise
-                done.append((target, backup))
-        except BaseException:
-            for target, backup in reversed(done):
-                with contextlib.suppress(OSError):
-                    if backup is not None:
-                        os.replace(backup, target)
-                    elif target.is_dir():
-                        shutil.rmtree(target)
-                    else:
-                        target.unlink()
-            self.discard()
-            raise
-        for _, backup in done:
-            if backup is not None:
-                with contextlib.suppress(OSError):
-                    backup.unlink()
-        self.outputs, self.created = [], []
-
-    def discard(self) -> None:
-        for tmp, _ in self.outputs:
-            if tmp.is_dir():
-                shutil.rmtree(tmp, ignore_errors=True)
-            else:
-                with contextlib.suppress(FileNotFoundError):
-                    tmp.unlink()
-        for directory in reversed(self.created):
-            with contextlib.suppress(OSError):
-                directory.rmdir()
-        self.outputs, self.created = [], []
-
-
 def main(args: Args) -> dict[str, list[str]]:
     check_args(args)
     outputs = [path for path in (args.output_path or args.sid_index_path, args.output_item_meta_path,
                                  args.output_model) if path]
-    staged = Staged()
+    staged = Staged("adding items", _rename)  # _rename looked up now: a test may have replaced it
     try:  # all or nothing: staged first, renamed together (the index last), every path put back on a failure
         staged.parents(outputs)  # the lock files sit beside the outputs
         with locked(*outputs):  # from reading the old index to the last rename: no lost update, see rq/README.md

@@ -4,6 +4,9 @@
 new one, never a mix. Each writer gets its own uniquely named temporary file, so two runs writing
 the same path concurrently leave one complete result (the last rename wins), never an interleaving.
 
+Several outputs that belong together (an index, its item.json and a model) are `Staged`: each written to its
+temporary sibling, then all renamed at once; a failed rename puts back the ones already renamed.
+
 A write that finds no room (a full disk, a quota, a file size limit) removes its temporary and raises a
 DiskFullError whose message names the target and the free space: minionerec.run.cli prints it as one line.
 """
@@ -164,3 +167,94 @@ def replace_dir(src, dst) -> None:
             os.rename(dst, aside / dst.name)
     for aside in set_aside:
         shutil.rmtree(aside, ignore_errors=True)
+
+
+class Staged:
+    """Several outputs, all or nothing: each written to a temporary sibling, then renamed onto their targets together
+    (`commit`). Until the commit nothing a user sees changes; a failed commit puts back what it already renamed (a
+    replaced file from its `.NAME.XXXXXXXX.bak` hard link), and `discard` removes every temporary file, directory,
+    backup and directory it created. A staged directory never replaces one: its target must still be absent.
+
+    `doing` names the work in the error of a target directory that appeared meanwhile; `rename(src, dst)` puts one
+    output in place (os.replace; a caller's seam for tests that fail a rename on purpose)."""
+
+    def __init__(self, doing: str = "writing", rename=os.replace):
+        self.doing, self.rename = doing, rename
+        self.outputs: list[tuple[Path, Path]] = []  # (temporary sibling, target)
+        self.created: list[Path] = []  # parent directories made for the outputs, deepest last
+
+    def parents(self, targets) -> None:
+        """Create the targets' missing parent directories (removed again by `discard`)."""
+        for target in map(Path, targets):
+            missing = [p for p in [target.parent, *target.parent.parents] if not p.exists()]
+            for p in reversed(missing):
+                p.mkdir()
+                self.created.append(p)
+
+    def file(self, target, text: str) -> None:
+        target = Path(target)
+        self.parents([target])
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+        self.outputs.append((Path(tmp), target))
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        settle(tmp)
+
+    def directory(self, target) -> Path:
+        target = Path(target)
+        self.parents([target])
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+        self.outputs.append((tmp, target))
+        settle(tmp)
+        return tmp
+
+    def commit(self) -> None:
+        done: list[tuple[Path, Path | None]] = []  # (target, backup of what it held before, or None)
+        try:
+            for tmp, target in self.outputs:
+                backup = None
+                if tmp.is_dir():
+                    if target.exists():  # appeared since the checks: never replaced
+                        raise FileExistsError(errno.EEXIST, f"appeared while {self.doing}; nothing was written",
+                                              str(target))
+                elif target.exists():  # kept (as a hard link) until every rename succeeded
+                    backup = Path(tempfile.mktemp(prefix=f".{target.name}.", suffix=".bak", dir=target.parent))
+                    try:
+                        os.link(target, backup)
+                    except OSError:  # no hard links on this filesystem
+                        shutil.copy2(target, backup)
+                try:
+                    self.rename(tmp, target)
+                except BaseException:
+                    if backup is not None:
+                        backup.unlink()
+                    raise
+                done.append((target, backup))
+        except BaseException:
+            for target, backup in reversed(done):
+                with contextlib.suppress(OSError):
+                    if backup is not None:
+                        os.replace(backup, target)
+                    elif target.is_dir():
+                        shutil.rmtree(target)
+                    else:
+                        target.unlink()
+            self.discard()
+            raise
+        for _, backup in done:
+            if backup is not None:
+                with contextlib.suppress(OSError):
+                    backup.unlink()
+        self.outputs, self.created = [], []
+
+    def discard(self) -> None:
+        for tmp, _ in self.outputs:
+            if tmp.is_dir():
+                shutil.rmtree(tmp, ignore_errors=True)
+            else:
+                with contextlib.suppress(FileNotFoundError):
+                    tmp.unlink()
+        for directory in reversed(self.created):
+            with contextlib.suppress(OSError):
+                directory.rmdir()
+        self.outputs, self.created = [], []

@@ -11,7 +11,7 @@ and a refused run changed nothing, so it can simply be rerun.
 
 The kernel drops a flock when its process dies, so a killed writer never blocks the next run. Its temporary
 siblings would stay forever, though; once a run holds a file's lock no live writer can be using them, so it removes
-them (`.NAME.XXXXXXXX.tmp`, minionerec.run.atomic's and rq.add_items' naming, and add_items' `.NAME.XXXXXXXX.bak`
+them (`.NAME.XXXXXXXX.tmp`, minionerec.run.atomic's naming, and its Staged `.NAME.XXXXXXXX.bak`
 backups; nothing else). The lock file is removed on release, while still locked: a run that opened it just before
 notices that the path no longer names the file it locked and starts over on a fresh one.
 """

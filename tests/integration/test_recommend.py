@@ -11,7 +11,7 @@ from minionerec.serving.recommender import history_prompt
 from minionerec.ranking.constrained import exact_rank
 from minionerec.data.formats import load_item_meta, load_sid_index, load_split, sid_string, write_split
 from minionerec.model.loading import load_model, load_tokenizer
-from minionerec.serving.app import load_reload_catalogue
+from minionerec.serving.reload import load_reload_catalogue
 from minionerec.serving.recommender import Recommender, load_catalogue
 from minionerec.ranking.shared_sids import train_target_counts
 

@@ -22,7 +22,7 @@ import evaluate
 import serve
 from conftest import free_port
 from minionerec.data.formats import load_sid_index, sid_string
-from minionerec.serving.app import BatchQueue
+from minionerec.serving.queue import BatchQueue
 
 ROOT = Path(__file__).resolve().parents[2]
 NUM_BEAMS = 10

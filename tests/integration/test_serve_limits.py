@@ -15,7 +15,7 @@ import time
 
 import httpx
 
-from minionerec.serving.app import Access, Limits
+from minionerec.serving.guard import Access, Limits
 from minionerec.serving.recommender import MAX_CATALOGUE_FILE_BYTES, Catalogue
 import test_serve_misuse as harness
 from test_serve_misuse import API_TOKEN, TIMEOUT, assert_error, in_thread, post, wait_for

@@ -1,7 +1,7 @@
 """serve.py under misuse (issues 22, 37): access control, limits, strict input, flag checks (connection-level
 limits: test_serve_limits.py).
 
-The HTTP tests run the real app behind the real uvicorn server (serving.app.server_config) in a thread of
+The HTTP tests run the real app behind the real uvicorn server (serving.guard.server_config) in a thread of
 this process, on a free port, with the tiny model's tokenizer and catalogue but a fake decoder (`decode`),
 which a test can hold (`gate`) to fill the queue. Each request has a timeout, so a hung server fails a test.
 """
@@ -26,7 +26,8 @@ import serve
 from conftest import ROOT, free_port
 from minionerec.data.formats import load_sid_index
 from minionerec.model.loading import load_tokenizer
-from minionerec.serving.app import Access, Limits, create_app, server_config
+from minionerec.serving.app import create_app
+from minionerec.serving.guard import Access, Limits, server_config
 from minionerec.serving.recommender import (MAX_CATALOGUE_FILE_BYTES, Catalogue, Recommendation, Recommender,
                                             load_catalogue)
 

@@ -1,11 +1,13 @@
 """minionerec.run.atomic: a failed write leaves the old file (or nothing) and no temporary behind; a full disk is
-one error naming the target and the free space."""
+one error naming the target and the free space; staged outputs appear together or not at all."""
 import errno
+import os
 import re
+from pathlib import Path
 
 import pytest
 
-from minionerec.run.atomic import DiskFullError, atomic_dir, atomic_path, atomic_write_text, no_room_reason
+from minionerec.run.atomic import DiskFullError, Staged, atomic_dir, atomic_path, atomic_write_text, no_room_reason
 
 
 def test_file_is_replaced_only_on_success(tmp_path):
@@ -72,3 +74,26 @@ def test_other_errors_are_not_a_full_disk(tmp_path):
         assert no_room_reason(wrapped) == "No space left on device"
     with pytest.raises(PermissionError), atomic_path(tmp_path / "x") as tmp:
         raise PermissionError(errno.EACCES, "Permission denied", str(tmp))
+
+
+def test_staged_outputs_appear_together_or_not_at_all(tmp_path):
+    """The second rename fails: the first output is put back byte for byte, and nothing staged is left behind."""
+    (tmp_path / "a.json").write_text("old a")
+
+    def failing(src, dst):
+        if Path(dst).name == "b.json":
+            raise OSError(errno.ENOSPC, "No space left on device")
+        os.replace(src, dst)
+
+    staged = Staged("testing", failing)
+    staged.file(tmp_path / "a.json", "new a")
+    staged.file(tmp_path / "sub" / "b.json", "new b")
+    with pytest.raises(OSError, match="No space left"):
+        staged.commit()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.json"] and (tmp_path / "a.json").read_text() == "old a"
+    staged = Staged()
+    staged.file(tmp_path / "a.json", "new a")
+    (staged.directory(tmp_path / "model") / "config.json").write_text("{}")
+    staged.commit()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.json", "model"]
+    assert (tmp_path / "a.json").read_text() == "new a" and (tmp_path / "model" / "config.json").is_file()
