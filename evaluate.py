@@ -27,13 +27,14 @@ from minionerec.ranking.evaluation import (auto_batch_size, make_batches, popula
 from minionerec.ranking.metrics import DEFAULT_KS, compute_metrics, format_table, ks_for
 from minionerec.run import preflight
 from minionerec.run.atomic import atomic_write_text
-from minionerec.run.cli import past_setup, run
+from minionerec.run.args import RecipeArgs
+from minionerec.run.cli import after_checks, run
 from minionerec.run.config import record_run
 from minionerec.run.distributed import gather_to_rank0, init_distributed, teardown_distributed
 
 
 @dataclass
-class Args:
+class Args(RecipeArgs):
     """Evaluate a checkpoint by constrained beam search over every catalogue SID."""
 
     base_model: str = ""  # model directory (sft.py's final_checkpoint, or any checkpoint with the SID tokens)
@@ -50,9 +51,6 @@ class Args:
     sample: int = -1  # evaluate the first N test rows; -1 = all
     seed: int = 42  # seeds Python, NumPy and torch (beam search itself is deterministic)
     dtype: str = "auto"  # auto (bf16 on GPUs that support it, else fp32) | float32 | bfloat16 | float16
-    # --- configuration
-    config: str = ""  # recipe YAML (recipes/*.yaml, section evaluate:); precedence: defaults < recipe < command line
-    dry_run: bool = False  # check flags, recipe, files, data rows, tokenizer SIDs, result_json's directory; no weights
     # --- prompt protocol
     prompt_style: str = "upstream"  # upstream (EvalSidDataset's prompt, byte for byte) | minionerec (SFT task a's)
     # upstream evaluate.py's flag names; None: accepted and unused (upstream ignores --K too)
@@ -114,7 +112,7 @@ def main(args: Args) -> dict | None:
         return None
     dtype = best_dtype() if args.dtype == "auto" else getattr(torch, args.dtype)
     # from here on an error is a bug or a runtime failure: it keeps its traceback (a full disk: one line)
-    with past_setup(Path(args.result_json).parent):
+    with after_checks(Path(args.result_json).parent):
         model = load_model(args.base_model, dtype=dtype, device=device).eval()  # straight onto the device
         trie = trie.to(device)
 

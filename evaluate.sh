@@ -26,7 +26,7 @@ rehearse=${REHEARSE:-0}; [[ " $* " == *" --rehearse "* ]] && rehearse=1
 topology=$($PYTHON -m minionerec.run.topology evaluate) || exit $?
 eval "$topology"
 
-args=(--config "$RECIPE" --base_model "$MODEL" --test_file "$(ls "$DATA_DIR"/test/"$CATEGORY"*.csv)"
+args=(--recipe "$RECIPE" --base_model "$MODEL" --test_file "$(ls "$DATA_DIR"/test/"$CATEGORY"*.csv)"
       --train_file "$(ls "$DATA_DIR"/train/"$CATEGORY"*.csv)" --sid_index_path "$DATA_DIR/index/$CATEGORY.index.json"
       --result_json "$RESULT_JSON" --category "$CATEGORY" "$@")
 launch=($PYTHON -m torch.distributed.run --nnodes "$NNODES" --node_rank "$NODE_RANK" --nproc_per_node "$NPROC"

@@ -21,19 +21,21 @@ from minionerec.data.formats import load_info, load_item_meta, load_sid_index, l
 from minionerec.data.prompts import Prompts, check_style, run_category
 from minionerec.data.rl_tasks import build_eval_dataset, build_rl_dataset
 from minionerec.data.sft_tasks import sample_rows
-from minionerec.model.lora import check_target_modules, lora_config
-from minionerec.model.loading import (best_dtype, cpu_bf16, load_model, load_tokenizer, missing_sid_tokens, one_input_grads_hook,
-                                      sid_token_ids, training_dtype)
-from minionerec.ranking.callback import ConstrainedEvalCallback, finish_training, stopped
-from minionerec.rl.rewards import build_reward_funcs, check_reward_type, parse_reward_weights
+from minionerec.model.lora import check_lora, lora_config
+from minionerec.model.loading import (best_dtype, cpu_bf16, load_model, load_tokenizer, missing_sid_tokens, sid_token_ids,
+                                      training_dtype)
+from minionerec.model.saving import finish_training, stopped
+from minionerec.ranking.callback import attach, ranking_callback
+from minionerec.rl.rewards import build_reward_funcs, check_reward_type, parse_reward_weights, reward_files
 from minionerec.rl.trainer import MiniOneRecGRPOConfig, MiniOneRecGRPOTrainer, grpo_loss_options
 from minionerec.run import prelaunch, preflight
-from minionerec.run.cli import past_setup, run
+from minionerec.run.args import LoraArgs, RankingEvalArgs, RecipeArgs, RunArgs, report_options, set_wandb_project
+from minionerec.run.cli import after_checks, run
 from minionerec.run.config import is_local_main, record_run
+from minionerec.run.distributed import cpu_ddp_backend
 from minionerec.run.plan import rl_plan, token_lengths
 from minionerec.run.shared_dir import check_shared_output_dir
-from minionerec.run.resume import (NoCheckpointAtLastStep, StopAfterStep, check_resume_matches, check_resume_within,
-                                    check_stop_after, no_partial_checkpoint, resolve_resume, resumed_step)
+from minionerec.run.resume import NoCheckpointAtLastStep, StopAfterStep, no_partial_checkpoint, resume_point
 
 
 PER_PROCESS_BATCH = ("was per process; rl.py's batch is global now, as sft.py's: write batch_size = completions per "
@@ -43,26 +45,17 @@ PER_PROCESS_BATCH = ("was per process; rl.py's batch is global now, as sft.py's:
 
 
 @dataclass
-class Args:
+class Args(RunArgs, RankingEvalArgs, LoraArgs, RecipeArgs):
     """GRPO on SID next-item prediction with constrained beam search rollouts."""
 
     model_path: str = ""  # SFT checkpoint directory (model + tokenizer holding the SID tokens)
-    seed: int = 42  # prompt sampling and order, rollouts (transformers.set_seed)
-    train_file: str = ""  # train CSV in the MiniOneRec format
-    eval_file: str = ""  # valid CSV; used by --test_during_training
     info_file: str = ""  # optional info txt; checked against the SID index
-    category: str = ""  # dataset name: run names and upstream prompts' category; "" = --sid_index_path's file name
-    wandb_project: str = ""  # --report_to wandb: the project (sets WANDB_PROJECT)
-    wandb_run_name: str = ""  # the run name; "" = TRL's default
     output_dir: str = "output/rl"  # checkpoints, run_config.yaml, trainer_state.json; final_checkpoint/ at the end
-    sample: int = -1  # at most this many prompts of each task and rows of --eval_file (seeded), as sft.py; -1 = all
     # batch: batch_size is global, as sft.py's; accumulation = batch_size / (micro_batch_size x world size)
     batch_size: int = 64  # completions per optimizer step over all processes (= prompts x num_generations)
     micro_batch_size: int = 32  # completions per process per forward / backward pass
-    eval_batch_size: int = 32  # prompts per beam-search call in the in-training evaluation
     num_generations: int = 16  # group size G: completions per prompt
     num_train_epochs: int = 1  # passes over the prompts (unless --max_steps)
-    max_steps: int = -1  # > 0 overrides num_train_epochs
     learning_rate: float = 1e-6  # AdamW peak learning rate
     beta: float = 0.04  # KL weight to the reference model (0 = no reference model)
     sync_ref_model: bool = False  # TRL: move the reference towards the policy every 512 steps
@@ -76,49 +69,26 @@ class Args:
     reward_type: str = "rule"  # rule | ranking | ranking_only | semantic | sasrec, or several joined by "+"
     dapo: bool = False  # TRL loss_type="dapo": average over all tokens of the batch (or give --loss_type)
     gspo: bool = False  # TRL importance_sampling_level="sequence"
-    ada_path: str = ""  # semantic reward: .npy item embeddings [n_items, D], index.json order
-    cf_path: str = ""  # sasrec reward: checkpoint written by minionerec.ranking.sasrec.save_sasrec
+    item_embeddings_path: str = ""  # semantic reward: .npy item embeddings [n_items, D], index.json order
+    sasrec_path: str = ""  # sasrec reward: sasrec.py's sasrec.pt (minionerec.ranking.sasrec.save_sasrec)
     # data
-    sid_index_path: str = ""  # index.json: the closed set of valid SIDs
-    item_meta_path: str = ""  # item.json: titles for the title -> SID and title history tasks
     sample_train: bool = False  # keep the last 80% of the shuffled prompts (upstream)
     title2sid: bool = True  # title -> SID prompts for every item (off when SFT never trained titles)
     title_history_sample: int = 10000  # title history -> SID rows (-1: all, 0: task off)
-    # in-training evaluation (constrained beam search on eval_file)
-    test_during_training: bool = False  # valid HR@K / NDCG@K by constrained beam search every --eval_step
-    eval_step: float = 0.199  # evaluate every N steps; < 1: a fraction of all steps
-    test_beam: int = 20  # beams = ranked list length for HR@K / NDCG@K
-    eval_sample: int = 500  # eval rows used per in-training evaluation (-1: all)
+    # in-training ranking evaluation: upstream's interval (~5 evaluations a run)
+    rank_eval_every: float = 0.199  # evaluate every N steps; < 1: a fraction of all steps
     # checkpoints, logging
     save_steps: float = 0.1  # < 1: a fraction of all steps
-    save_total_limit: int = 2  # each RL checkpoint holds weights + optimizer state (~16 bytes/parameter)
     gradient_checkpointing: bool = True  # TRL's default: saves memory on real models; off is faster on tiny ones
     logging_steps: int = 1  # log rewards, KL and loss every N steps
-    resume_from_checkpoint: str = ""  # a checkpoint dir, or "true" for the latest in output_dir
-    stop_after_step: int = 0  # > 0: end after this step with a checkpoint (schedule unchanged); resume continues it
-    report_to: str = "none"  # none | wandb | tensorboard
-    # --- configuration: GRPOConfig's own fields (same names, passed straight through), recipes, dry runs
+    # --- GRPOConfig's own fields (same names, passed straight through)
     max_grad_norm: float = 0.3  # gradient clipping
-    warmup_steps: float = 0.03  # < 1: a fraction of all steps (warmup ratio); >= 1: a step count
-    lr_scheduler_type: str = "cosine"  # any transformers schedule: cosine, linear, constant_with_warmup, ...
     epsilon: float = 0.2  # clip range of the importance ratio
     epsilon_high: float = 0.0  # upper clip (DAPO's clip-higher, e.g. 0.28); 0 = epsilon
     num_iterations: int = 1  # optimisation passes over each generated batch (GRPO's mu)
     scale_rewards: str = "group"  # group | batch | none: the std that normalises advantages
     loss_type: str = ""  # grpo | dapo | dr_grpo | bnpo | ... (TRL); "" = grpo, or dapo with --dapo true
     reward_weights: str = ""  # "+"-joined weights, one per reward function of --reward_type; "" = 1 each
-    config: str = ""  # recipe YAML (recipes/*.yaml, section rl:); precedence: defaults < recipe < command line
-    dry_run: bool = False  # check flags, recipe, files, data rows, tokenizer SIDs, batch sizes, output_dir; no weights
-
-    # --- LoRA (peft): adapters on the linear layers + the SID rows; reference = the model with adapters disabled
-    lora_r: int = 0  # adapter rank; 0 = off (full fine-tuning)
-    lora_alpha: int = 32  # scale alpha / r of the adapter update
-    lora_dropout: float = 0.05  # dropout on the adapter input
-    lora_target_modules: str = "all-linear"  # all-linear, or comma-separated names, e.g. q_proj,k_proj,v_proj,o_proj
-    # --- RL regression guard
-    keep_best: bool = False  # needs --test_during_training: final_checkpoint = the best valid NDCG@10 weights, SFT's included
-    # --- prompt protocol
-    prompt_style: str = "upstream"  # upstream (AkaliKong/MiniOneRec's RL prompts, byte for byte) | minionerec (docs/pipeline.md)
     # per-process batch flags of earlier versions: an error that translates them (a recipe means one run at any size)
     REMOVED_FLAGS: ClassVar[dict] = {name: PER_PROCESS_BATCH for name in ("train_batch_size", "gradient_accumulation_steps")}
 
@@ -147,12 +117,9 @@ def grpo_config(args: Args, world_size: int, started: int) -> MiniOneRecGRPOConf
         save_strategy="steps",
         log_completions=True,  # also writes output_dir/completions/*.parquet
         num_completions_to_print=1,
-        report_to=[] if args.report_to == "none" else [args.report_to],
-        run_name=args.wandb_run_name or f"rl-{args.category or 'minionerec'}",
+        **report_options(args, "rl"),
         dataloader_num_workers=0,
-        # CPU runs (tests): without an explicit gloo backend accelerate's DeepSpeed state on CPU
-        # reports one process on every rank, so each rank would silently train alone.
-        ddp_backend="gloo" if started > 1 and not torch.cuda.is_available() else None,
+        ddp_backend=cpu_ddp_backend(started),
     )
 
 
@@ -168,23 +135,19 @@ def check_args(args: Args, world_size: int) -> None:
             raise SystemExit(f"error: --{flag} is required")
     if args.sync_ref_model and args.beta == 0:
         raise SystemExit("error: --sync_ref_model needs --beta > 0 (with beta 0 there is no reference model)")
-    if args.lora_r < 0:
-        raise SystemExit(f"error: --lora_r must be >= 0 (0 = off), got {args.lora_r}")
-    if args.lora_r and args.sync_ref_model:
+    if args.lora_r > 0 and args.sync_ref_model:
         raise SystemExit("error: --lora_r > 0 needs --sync_ref_model false (the paper recipes set it true): the LoRA reference "
                          "is the base model with adapters disabled, fixed by construction")
-    preflight.ranking_eval_flags(args.test_during_training, args.eval_file, args.keep_best, args.lora_r)
+    preflight.ranking_eval_flags(args)
     preflight.checked(check_style, args.prompt_style)
-    rewards = preflight.checked(check_reward_type, args.reward_type)
-    for reward, flag in (("sasrec", "cf_path"), ("semantic", "ada_path")):
-        path = getattr(args, flag)
-        if reward in rewards and not (path and Path(path).is_file()):
+    preflight.checked(check_reward_type, args.reward_type)
+    for flag, path in reward_files(args).items():  # the files the registry's entries read (rewards.REWARDS)
+        if not (path and Path(path).is_file()):
             raise SystemExit(f"error: --reward_type {args.reward_type} needs --{flag} (an existing file), got {path!r}")
     preflight.sample_size(args.sample, "sample")
-    for flag in ("batch_size", "micro_batch_size", "eval_batch_size", "test_beam", "logging_steps",
+    for flag in ("batch_size", "micro_batch_size", "logging_steps",
                  "num_iterations"):  # 0 would divide by zero, or train / evaluate on nothing, silently
         preflight.at_least(getattr(args, flag), flag, 1)
-    preflight.positive_finite(args.eval_step, "eval_step")  # 0 would evaluate at every step
     preflight.steps(args.save_steps, "save_steps")
     preflight.warmup(args.warmup_steps)
     preflight.at_least(args.beta, "beta", 0)  # a negative KL weight rewards drifting from the reference
@@ -201,15 +164,14 @@ def check_args(args: Args, world_size: int) -> None:
         # Each process generates whole groups: beam search needs all G copies of a prompt together.
         raise SystemExit(f"error: --batch_size {args.batch_size} must be a multiple of --num_generations {G} x "
                          f"{world_size} processes (each process generates whole groups of {G})")
-    if args.lora_r:
-        check_target_modules(args.lora_target_modules, args.model_path)
+    check_lora(args, args.model_path)
 
 
 def check_data(args: Args, sid_index: dict) -> None:
-    """The catalogue holds a group of G (and --test_beam) distinct SIDs; --info_file names no SID outside it."""
+    """The catalogue holds a group of G (and --rank_eval_beams) distinct SIDs; --info_file names no SID outside it."""
     preflight.within_catalogue(args.num_generations, "num_generations", sid_index, args.sid_index_path)
-    if args.test_during_training:
-        preflight.within_catalogue(args.test_beam, "test_beam", sid_index, args.sid_index_path)
+    if args.rank_eval_on_valid:
+        preflight.within_catalogue(args.rank_eval_beams, "rank_eval_beams", sid_index, args.sid_index_path)
     if args.info_file:
         unknown = {sid for sid, _, _ in load_info(args.info_file)} - {"".join(s) for s in sid_index.values()}
         if unknown:
@@ -240,31 +202,27 @@ def load_sft_tokenizer(args: Args, sid_tokens: list):
 
 def build_trainer(args: Args, config: MiniOneRecGRPOConfig, tokenizer, sid_index: dict, sid_tokens: list,
                   reward_funcs, train_ds, eval_ds):
-    """Policy (+ LoRA), the in-training evaluation and TRL's trainer. Returns (trainer, ranking callback or None).
+    """Policy (+ LoRA), the in-training evaluation and TRL's trainer. Returns (trainer, ranking callback or None,
+    stop callback).
 
     The model loads after the config: under ZeRO-3 its DeepSpeed config makes from_pretrained partition the weights
     (policy here, reference in TRL). With beta > 0 and no LoRA, TRL reloads the reference model from
     model.config._name_or_path in the policy's dtype: keep it a directory. With LoRA the reference is the same
     model with its adapters disabled (TRL's peft path): no second copy."""
     model = load_model(args.model_path, dtype=training_dtype(config, lora=args.lora_r > 0))
-    peft_config = lora_config(args.lora_r, args.lora_alpha, args.lora_dropout, args.lora_target_modules,
-                              sid_token_ids(tokenizer, sid_tokens), model)
-    callbacks = [NoCheckpointAtLastStep(), StopAfterStep(args.stop_after_step)]  # final_checkpoint: the end save
+    peft_config = lora_config(args, sid_token_ids(tokenizer, sid_tokens), model)
+    stop = StopAfterStep(args.stop_after_step)
+    callbacks = [NoCheckpointAtLastStep(), stop]  # final_checkpoint: the end save
     ranking = None
-    if args.test_during_training:
-        ranking = ConstrainedEvalCallback(eval_ds["prompt"], eval_ds["target"], num_beams=args.test_beam,
-                                          eval_step=args.eval_step, batch_size=args.eval_batch_size,
-                                          sample=args.eval_sample, seed=args.seed, keep_best=args.keep_best,
-                                          score_start=args.keep_best, tokenizer=tokenizer)
+    if args.rank_eval_on_valid:  # the guard (--keep_best) scores the SFT weights at step 0 too
+        ranking = ranking_callback(args, eval_ds["prompt"], eval_ds["target"], tokenizer, score_start=args.keep_best)
         callbacks.append(ranking)
     trainer = MiniOneRecGRPOTrainer(
         model=model, reward_funcs=reward_funcs, args=config, train_dataset=train_ds, processing_class=tokenizer,
         callbacks=callbacks, peft_config=peft_config, sid_index=sid_index,
     )
-    one_input_grads_hook(trainer.model)  # TRL toggles checkpointing around every rollout and scoring pass
-    if ranking is not None:
-        ranking.trainer = trainer  # it generates with the trainer's (wrapped) model
-    return trainer, ranking
+    attach(trainer, ranking)
+    return trainer, ranking, stop
 
 
 def report(trainer, final_dir) -> None:
@@ -277,10 +235,7 @@ def main(args: Args):
     # checks and data: bad input fails here, before any weights load
     world_size = prelaunch.world_size()  # WORLD_SIZE, or the world a launcher is about to start
     check_args(args, world_size)
-    resume = resolve_resume(args.resume_from_checkpoint, args.output_dir)  # the newest complete checkpoint
-    check_resume_within(resumed_step(resume), args.max_steps)
-    check_stop_after(args.stop_after_step, args.max_steps)
-    check_resume_matches(resume, args.model_path, "model_path", "rl")
+    resume, _ = resume_point(args, "model_path", "rl")  # the newest complete checkpoint
     set_seed(args.seed)
     sid_index = load_sid_index(args.sid_index_path)
     sid_tokens = sid_vocabulary(sid_index)
@@ -288,11 +243,11 @@ def main(args: Args):
     train_ds, eval_ds = load_datasets(args, sid_index)
     tokenizer = load_sft_tokenizer(args, sid_tokens)
     preflight.has_weights(args.model_path, "model_path")
-    # before the model: a wrong --ada_path / --cf_path (rows != catalogue items) fails in seconds
-    reward_funcs, _ = build_reward_funcs(args.reward_type, args.num_generations, sid_index, tokenizer,
-                                         args.ada_path, args.cf_path)
-    if args.report_to == "wandb" and args.wandb_project:
-        os.environ.setdefault("WANDB_PROJECT", args.wandb_project)
+    # before the model: a reward file of another catalogue (rows != items) fails in seconds; the weights are
+    # --reward_weights, in the config
+    reward_funcs = build_reward_funcs(args.reward_type, args.num_generations, sid_index, tokenizer,
+                                      **reward_files(args))
+    set_wandb_project(args)
     # + TRL's own checks; the processes started now (a launcher's one-process pre-check has no group to set up)
     config = preflight.checked(grpo_config, args, world_size, int(os.environ.get("WORLD_SIZE", 1)))
     record_run(args, args.output_dir)  # prints each value + source; writes output_dir/run_config.yaml
@@ -304,8 +259,9 @@ def main(args: Args):
         return None
 
     # from here on an error is a bug or a runtime failure: it keeps its traceback (a full disk: one line)
-    with past_setup(args.output_dir):
-        trainer, ranking = build_trainer(args, config, tokenizer, sid_index, sid_tokens, reward_funcs, train_ds, eval_ds)
+    with after_checks(args.output_dir):
+        trainer, ranking, stop = build_trainer(args, config, tokenizer, sid_index, sid_tokens, reward_funcs, train_ds,
+                                               eval_ds)
         if trainer.is_world_process_zero():
             print(f"[rl] prompts={len(train_ds)} world_size={config.world_size} "
                   f"distributed={trainer.accelerator.distributed_type} reward={args.reward_type} "
@@ -313,11 +269,11 @@ def main(args: Args):
         check_shared_output_dir(args.output_dir)  # several nodes: one output_dir they all see
         with no_partial_checkpoint(trainer):
             trainer.train(resume_from_checkpoint=resume)
-        if any(isinstance(c, StopAfterStep) and c.stopped for c in trainer.callback_handler.callbacks):
+        if stop.stopped:
             return stopped(trainer, "rl")
         tokenizer.padding_side = "right"  # as the SFT checkpoint saved it
-        finish_training(trainer, tokenizer, args.output_dir, ranking if args.keep_best and ranking.best else None,
-                        start_dir=args.model_path, script="rl", report=lambda final: report(trainer, final))
+        finish_training(trainer, tokenizer, args.output_dir, ranking, start_dir=args.model_path, script="rl",
+                        report=lambda final: report(trainer, final))
     return trainer
 
 

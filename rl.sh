@@ -38,7 +38,7 @@ topology=$($PYTHON -m minionerec.run.topology rl "$CONFIG") || exit $?
 eval "$topology"
 $PYTHON -m minionerec.run.ds_lock  # one line, no silent hang, if an interrupted DeepSpeed JIT build left its lock
 
-args=(--config "$RECIPE" --model_path "$MODEL_PATH" --train_file "$(ls "$DATA_DIR"/train/"$CATEGORY"*.csv)"
+args=(--recipe "$RECIPE" --model_path "$MODEL_PATH" --train_file "$(ls "$DATA_DIR"/train/"$CATEGORY"*.csv)"
       --eval_file "$(ls "$DATA_DIR"/valid/"$CATEGORY"*.csv)" --info_file "$(ls "$DATA_DIR"/info/"$CATEGORY"*.txt)"
       --sid_index_path "$DATA_DIR/index/$CATEGORY.index.json" --item_meta_path "$DATA_DIR/index/$CATEGORY.item.json"
       --category "$CATEGORY" --output_dir "$OUTPUT_DIR" "$@")

@@ -7,7 +7,7 @@ Each CSV row is one example: its item history -> its target item, learnt with fu
 cross-entropy over every catalogue item. Training stops early on valid NDCG@10 (the best epoch is
 kept); test is then scored with the shared metrics code (minionerec/ranking/metrics.py) on the top-50 items
 of `forward_eval`, excluding nothing. Items are rows of the catalogue (index.json order), as the RL
-`sasrec` reward expects, so `output_dir/sasrec.pt` is the `--cf_path` of rl.py. Also writes
+`sasrec` reward expects, so `output_dir/sasrec.pt` is the `--sasrec_path` of rl.py. Also writes
 `output_dir/metrics.json` (per-epoch valid curve, best valid and test metrics).
 """
 from __future__ import annotations
@@ -40,7 +40,7 @@ class Args:
     test_file: str = ""  # test CSV: scored once, with the best-valid weights
     sid_index_path: str = ""  # index.json: the catalogue, item rows in file order (one of this or --info_file)
     info_file: str = ""  # info txt (sid<TAB>title<TAB>item_id), if no --sid_index_path; must list index.json's order
-    output_dir: str = "output/sasrec"  # writes sasrec.pt (rl.py --cf_path) and metrics.json
+    output_dir: str = "output/sasrec"  # writes sasrec.pt (rl.py --sasrec_path) and metrics.json
     hidden_size: int = 128  # item / position embedding width (tuned on valid, Industrial: 64 -> 128)
     num_blocks: int = 2  # self-attention blocks
     num_heads: int = 1  # attention heads per block
@@ -139,7 +139,7 @@ def main(args: Args) -> dict:
     metrics_path = Path(args.output_dir) / "metrics.json"
     atomic_write_text(metrics_path, json.dumps(result, indent=1))
     print(f"[sasrec] best valid NDCG@10 {best:.4f} at epoch {best_epoch}/{len(curve)} ({train_seconds:.0f}s); "
-          f"model -> {cf_path} (rl.py --cf_path); metrics -> {metrics_path}")
+          f"model -> {cf_path} (rl.py --sasrec_path); metrics -> {metrics_path}")
     print(format_table(rows, DEFAULT_KS))
     return result
 

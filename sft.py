@@ -9,7 +9,6 @@ Writes `output_dir/final_checkpoint` (model + tokenizer), loadable with AutoMode
 from __future__ import annotations
 
 import copy
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,20 +21,21 @@ from minionerec.data.formats import load_item_meta, load_sid_index, load_split, 
 from minionerec.data.packing import PackedCollator
 from minionerec.data.prompts import Prompts, check_style, run_category
 from minionerec.data.sft_tasks import TASKS, AnswerWindowCollator, build_text_dataset, sample_rows, tokenize_dataset
-from minionerec.model.lora import apply_lora, check_target_modules, checkpointing_kwargs, lora_config
+from minionerec.model.lora import apply_lora, check_lora, checkpointing_kwargs, lora_config
 from minionerec.model.loading import (add_sid_tokens, best_dtype, cpu_bf16, freeze_all_but_new_rows, load_model,
-                                      load_tokenizer,
-                                      missing_sid_tokens, one_input_grads_hook, sid_token_ids, training_dtype)
-from minionerec.ranking.callback import ConstrainedEvalCallback, finish_training, stopped
+                                      load_tokenizer, missing_sid_tokens, sid_token_ids, training_dtype)
+from minionerec.model.saving import finish_training, stopped
+from minionerec.ranking.callback import attach, ranking_callback
 from minionerec.ranking.constrained import build_sid_trie
 from minionerec.run import prelaunch, preflight
-from minionerec.run.cli import past_setup, run
+from minionerec.run.args import LoraArgs, RankingEvalArgs, RecipeArgs, RunArgs, report_options, set_wandb_project
+from minionerec.run.cli import after_checks, run
 from minionerec.run.config import is_local_main, record_run
+from minionerec.run.distributed import cpu_ddp_backend
 from minionerec.run.launch_config import sft_deepspeed, zero_stage
 from minionerec.run.plan import sft_plan, token_lengths
 from minionerec.run.shared_dir import check_shared_output_dir
-from minionerec.run.resume import (NoCheckpointAtLastStep, check_resume_matches, check_resume_within, resolve_resume,
-                                    StopAfterStep, check_stop_after, no_partial_checkpoint, resumed_step,
+from minionerec.run.resume import (NoCheckpointAtLastStep, StopAfterStep, no_partial_checkpoint, resume_point,
                                     whole_run_mean_loss)
 from minionerec.run.throughput import ThroughputCallback
 
@@ -44,27 +44,17 @@ ATTENTION = ("sdpa", "flex_attention", "eager")
 
 
 @dataclass
-class Args:
+class Args(RunArgs, RankingEvalArgs, LoraArgs, RecipeArgs):
     """Supervised fine-tuning of a causal LM on SID next-item prediction and alignment tasks."""
 
     base_model: str = ""  # local model directory (a Qwen2/Llama checkpoint, minionerec.model.pretrained or .tiny output)
-    train_file: str = ""  # train CSV in the MiniOneRec format
-    eval_file: str = ""  # valid CSV; empty disables evaluation
     output_dir: str = "output/sft"  # checkpoints, run_config.yaml, trainer_state.json; final_checkpoint/ at the end
-    sid_index_path: str = ""  # index.json; its tokens are added to the vocabulary
-    item_meta_path: str = ""  # item.json; titles for the alignment and title tasks
-    category: str = ""  # dataset name: run names and upstream prompts (d), (e); "" = --sid_index_path's file name
-    sample: int = -1  # at most this many rows of each task and of --eval_file (seeded), as upstream; -1 = all
-    seed: int = 42  # data sampling and order, init of new rows (transformers.set_seed)
     # batch: batch_size is global; accumulation = batch_size / (micro_batch_size * world size)
     batch_size: int = 128  # global rows per optimizer step
     micro_batch_size: int = 4  # rows per process per forward pass
     num_epochs: int = 10  # passes over the training rows (unless --max_steps)
-    max_steps: int = -1  # > 0 overrides num_epochs (smoke tests, small budgets)
     learning_rate: float = 3e-4  # AdamW peak learning rate
-    warmup_steps: float = 0.03  # < 1: a fraction of all steps; >= 1: a step count
-    lr_scheduler_type: str = "cosine"  # any transformers schedule: cosine, linear, constant_with_warmup, ...
-    weight_decay: float = 0.0  # AdamW's decoupled decay (not with --freeze_LLM, whose frozen rows must not move)
+    weight_decay: float = 0.0  # AdamW's decoupled decay (not with --train_only_new_tokens, whose frozen rows must not move)
     cutoff_len: int = 512  # longer sequences keep their end (the answer)
     # batches of similar length: ~1.03 padded tokens per real token instead of ~1.39, but each batch is then
     # mostly one task: on the demo, valid NDCG@10 0.1298 grouped vs 0.1702 random after 400 steps
@@ -81,7 +71,7 @@ class Args:
     task_title_history_title: bool = True  # (d) title history -> next title
     task_title_history_sid: bool = True  # (e) title history -> next SID
     # model
-    freeze_LLM: bool = False  # train only the new SID embedding rows
+    train_only_new_tokens: bool = False  # train only the new SID tokens' rows of the embedding and LM head
     train_from_scratch: bool = False  # base_model's architecture, random weights
     # activations recomputed in the backward pass (as rl.py's flag; transformers' default here is off)
     gradient_checkpointing: bool = False  # saves memory on real models (7B recipes); off is faster on tiny ones
@@ -89,31 +79,8 @@ class Args:
     # evaluation, checkpoints, logging
     eval_steps: float = 200  # eval loss on --eval_file every N steps; < 1: a fraction of all steps
     save_steps: float = 200  # checkpoint every N steps (weights + optimizer state); < 1: a fraction of all steps
-    save_total_limit: int = 2  # checkpoints kept in output_dir (the oldest go first)
     early_stopping_patience: int = 0  # evaluations without improvement before stopping; 0 = off
-    # ranking curve: valid HR@K / NDCG@K by constrained beam search during training (as rl.py's flags)
-    test_during_training: bool = False  # needs --eval_file; logged to trainer_state.json and eval_during_training.jsonl
-    eval_step: float = 0.1  # evaluate every N steps; < 1: a fraction of all steps
-    test_beam: int = 20  # beams = ranked list length for HR@K / NDCG@K
-    eval_sample: int = 500  # eval rows per evaluation, a fixed seeded sample (-1: all)
-    eval_batch_size: int = 32  # prompts per beam-search call
-    keep_best: bool = False  # needs --test_during_training: final_checkpoint = the evaluated weights with the best NDCG@10
     logging_steps: int = 10  # log the train loss every N steps
-    resume_from_checkpoint: str = ""  # a checkpoint dir, or "true" for the latest in output_dir
-    stop_after_step: int = 0  # > 0: end after this step with a checkpoint (schedule unchanged); resume continues it
-    report_to: str = "none"  # none | wandb | tensorboard (wandb works offline with WANDB_MODE=offline)
-    wandb_project: str = ""  # --report_to wandb: the project (sets WANDB_PROJECT)
-    wandb_run_name: str = ""  # the run name; "" = sft-<category>
-    # --- configuration
-    config: str = ""  # recipe YAML (recipes/*.yaml, section sft:); precedence: defaults < recipe < command line
-    dry_run: bool = False  # check flags, recipe, files, data rows, tokenizer, batch sizes, output_dir; no weights
-    # --- LoRA (peft): adapters on the linear layers + the SID rows of embedding and LM head; merged at the end
-    lora_r: int = 0  # adapter rank; 0 = off (full fine-tuning)
-    lora_alpha: int = 32  # scale alpha / r of the adapter update
-    lora_dropout: float = 0.05  # dropout on the adapter input
-    lora_target_modules: str = "all-linear"  # all-linear, or comma-separated names, e.g. q_proj,k_proj,v_proj,o_proj
-    # --- prompt protocol
-    prompt_style: str = "upstream"  # upstream (AkaliKong/MiniOneRec's texts, byte for byte) | minionerec (docs/pipeline.md)
 
 
 def deepspeed_config(path: str) -> str | None:
@@ -121,8 +88,8 @@ def deepspeed_config(path: str) -> str | None:
     return preflight.checked(sft_deepspeed, path)
 
 
-def check_paths(args: Args, tasks: list[str]) -> None:
-    """Fail before loading anything heavy."""
+def check_args(args: Args, tasks: list[str]) -> None:
+    """Every flag, file path and combination that needs no data rows and no weights: fail before loading anything."""
     preflight.model_dir(args.base_model, "base_model")
     preflight.writable_dir(args.output_dir, "output_dir")
     preflight.sample_size(args.sample, "sample")
@@ -130,7 +97,7 @@ def check_paths(args: Args, tasks: list[str]) -> None:
     preflight.trains_something(args.num_epochs, "num_epochs", args.max_steps)
     if not args.train_file:
         raise SystemExit("error: --train_file is required")
-    preflight.ranking_eval_flags(args.test_during_training, args.eval_file, args.keep_best, args.lora_r)
+    preflight.ranking_eval_flags(args)
     if not tasks:
         raise SystemExit("error: every --task_* switch is off; enable at least one task")
     if not args.sid_index_path:
@@ -141,31 +108,27 @@ def check_paths(args: Args, tasks: list[str]) -> None:
     if args.lr_scheduler_type not in schedules:
         raise SystemExit(f"error: --lr_scheduler_type {args.lr_scheduler_type!r} is not a transformers schedule; "
                          f"choose from {', '.join(schedules)}")
-    if args.weight_decay < 0 or (args.weight_decay and args.freeze_LLM):
-        raise SystemExit(f"error: --weight_decay must be >= 0, and 0 with --freeze_LLM (decay would move the frozen "
-                         f"rows), got {args.weight_decay}")
-    if args.lora_r < 0:
-        raise SystemExit(f"error: --lora_r must be >= 0 (0 = off), got {args.lora_r}")
-    if args.lora_r and (args.freeze_LLM or args.train_from_scratch):
-        raise SystemExit("error: --lora_r > 0 excludes --freeze_LLM and --train_from_scratch (LoRA adapts a trained base)")
+    if args.weight_decay < 0 or (args.weight_decay and args.train_only_new_tokens):
+        raise SystemExit(f"error: --weight_decay must be >= 0, and 0 with --train_only_new_tokens (decay would move the "
+                         f"frozen rows), got {args.weight_decay}")
+    if args.lora_r > 0 and (args.train_only_new_tokens or args.train_from_scratch):
+        raise SystemExit("error: --lora_r > 0 excludes --train_only_new_tokens and --train_from_scratch (LoRA adapts a "
+                         "trained base)")
     preflight.one_of(args.attn_implementation, "attn_implementation", ATTENTION)
     if args.packing and args.group_by_length:
         raise SystemExit("error: --group_by_length only saves padding, which --packing has none of; "
                          "set one of them")
     preflight.checked(check_style, args.prompt_style)
-    for flag in ("batch_size", "micro_batch_size", "logging_steps", "test_beam",
-                 "eval_batch_size"):  # 0 would divide by zero, or log every step, silently
+    for flag in ("batch_size", "micro_batch_size", "logging_steps"):  # 0 would divide by zero, or log every step
         preflight.at_least(getattr(args, flag), flag, 1)
     for flag in ("eval_steps", "save_steps"):
         preflight.steps(getattr(args, flag), flag)
     preflight.warmup(args.warmup_steps)
     if args.early_stopping_patience > 0 and args.eval_file:
         preflight.best_model_saves(args.eval_steps, args.save_steps)
-    preflight.positive_finite(args.eval_step, "eval_step")
     preflight.report_to(args.report_to)
     preflight.output_not_input(args.output_dir, "output_dir", {}, {"base_model": args.base_model})
-    if args.lora_r:
-        check_target_modules(args.lora_target_modules, args.base_model)
+    check_lora(args, args.base_model)
 
 
 def check_weights(args: Args) -> None:
@@ -224,7 +187,7 @@ def training_arguments(args: Args, grad_accum: int, world_size: int, ds_config: 
         learning_rate=args.learning_rate,
         warmup_steps=args.warmup_steps,
         lr_scheduler_type=args.lr_scheduler_type,
-        weight_decay=args.weight_decay,  # 0 under freeze_LLM (checked): zero grads must mean zero updates
+        weight_decay=args.weight_decay,  # 0 under train_only_new_tokens (checked): zero grads must mean zero updates
         # --gradient_checkpointing (transformers 5 renamed the field)
         activation_checkpointing=args.gradient_checkpointing,
         activation_checkpointing_kwargs=checkpointing_kwargs(args.lora_r > 0, zero_stage(ds_config))
@@ -241,17 +204,14 @@ def training_arguments(args: Args, grad_accum: int, world_size: int, ds_config: 
         load_best_model_at_end=args.early_stopping_patience > 0 and evaluate,
         metric_for_best_model="eval_loss",
         logging_steps=args.logging_steps,
-        report_to=[] if args.report_to == "none" else [args.report_to],
-        run_name=args.wandb_run_name or f"sft-{args.category or 'minionerec'}",
+        **report_options(args, "sft"),
         deepspeed=ds_config,
         ddp_find_unused_parameters=False,
         seed=args.seed,
         dataloader_num_workers=0,
         dataloader_pin_memory=torch.cuda.is_available(),
         logging_nan_inf_filter=False,  # a NaN loss must show in the logs (the filter also syncs every step)
-        # CPU torchrun: without an explicit gloo backend the Trainer sees a world of one on every rank,
-        # so each process would train alone on all the data (as rl.py, which sets the same)
-        ddp_backend="gloo" if world_size > 1 and not torch.cuda.is_available() else None,
+        ddp_backend=cpu_ddp_backend(world_size),
     )
 
 
@@ -261,12 +221,11 @@ def build_model(args: Args, tokenizer, sid_tokens: list, training_args: Training
                        from_scratch=args.train_from_scratch, attn_implementation=args.attn_implementation)
     old_vocab = model.get_input_embeddings().weight.shape[0]
     added = add_sid_tokens(model, tokenizer, sid_tokens)
-    if args.freeze_LLM:
+    if args.train_only_new_tokens:
         freeze_all_but_new_rows(model, first_new_row=len(tokenizer) - added if added else old_vocab,
                                 stop_row=len(tokenizer))
     if args.lora_r > 0:
-        model = apply_lora(model, lora_config(args.lora_r, args.lora_alpha, args.lora_dropout, args.lora_target_modules,
-                                              sid_token_ids(tokenizer, sid_tokens), model))
+        model = apply_lora(model, lora_config(args, sid_token_ids(tokenizer, sid_tokens), model))
     return model, added
 
 
@@ -280,12 +239,10 @@ def build_trainer(args: Args, model, tokenizer, data: SftData, training_args: Tr
     throughput = ThroughputCallback(model, output_dir=args.output_dir)
     callbacks.append(throughput)
     ranking = None
-    if args.test_during_training:
-        ranking = ConstrainedEvalCallback(
-            [data.prompts.eval_prompt(h) for h in data.eval_df["history_item_sid"]], list(data.eval_df["item_sid"]),
-            num_beams=args.test_beam, eval_step=args.eval_step, batch_size=args.eval_batch_size,
-            sample=args.eval_sample, seed=args.seed, keep_best=args.keep_best, tokenizer=tokenizer,
-            trie=build_sid_trie(data.sid_index, tokenizer, device=training_args.device))
+    if args.rank_eval_on_valid:
+        prompts = [data.prompts.eval_prompt(h) for h in data.eval_df["history_item_sid"]]
+        ranking = ranking_callback(args, prompts, list(data.eval_df["item_sid"]), tokenizer,
+                                   trie=build_sid_trie(data.sid_index, tokenizer, device=training_args.device))
         callbacks.append(ranking)
     stop = StopAfterStep(args.stop_after_step)
     trainer = Trainer(
@@ -295,9 +252,7 @@ def build_trainer(args: Args, model, tokenizer, data: SftData, training_args: Tr
         data_collator=PackedCollator() if args.packing else AnswerWindowCollator(tokenizer.pad_token_id),
         processing_class=tokenizer, callbacks=[*callbacks, NoCheckpointAtLastStep(), stop],  # final_checkpoint: the end save
     )
-    one_input_grads_hook(trainer.model)  # the ranking evaluation toggles checkpointing at each of its calls
-    if ranking is not None:
-        ranking.trainer = trainer  # it generates with the trainer's (wrapped) model
+    attach(trainer, ranking)
     return trainer, ranking, throughput, stop
 
 
@@ -319,12 +274,8 @@ def report(trainer: Trainer, mean_loss: float, eval_loss: float | None, throughp
 def main(args: Args) -> Trainer | None:
     # checks and data: bad input fails here, before any weights load
     tasks = [t for t in TASKS if getattr(args, f"task_{t}")]
-    check_paths(args, tasks)
-    resume = resolve_resume(args.resume_from_checkpoint, args.output_dir)  # the newest complete checkpoint
-    first_step = resumed_step(resume)  # read now: save_total_limit may rotate that checkpoint away during training
-    check_resume_within(first_step, args.max_steps)
-    check_stop_after(args.stop_after_step, args.max_steps)
-    check_resume_matches(resume, args.base_model, "base_model", "sft")
+    check_args(args, tasks)
+    resume, first_step = resume_point(args, "base_model", "sft")  # the newest complete checkpoint, and its step
     ds_config = deepspeed_config(args.deepspeed)
     world_size = prelaunch.world_size()  # WORLD_SIZE, or the world a launcher is about to start
     grad_accum = preflight.gradient_accumulation(args.batch_size, args.micro_batch_size, world_size)
@@ -342,12 +293,11 @@ def main(args: Args) -> Trainer | None:
                        args.max_steps, lengths).line(), flush=True)
     if args.dry_run:  # every check above passed; no weights were read
         return None
-    if args.report_to == "wandb" and args.wandb_project:
-        os.environ.setdefault("WANDB_PROJECT", args.wandb_project)
+    set_wandb_project(args)
     training_args = training_arguments(args, grad_accum, world_size, ds_config, evaluate=data.eval_df is not None)
 
     # from here on an error is a bug or a runtime failure: it keeps its traceback (a full disk: one line)
-    with past_setup(args.output_dir):
+    with after_checks(args.output_dir):
         model, added = build_model(args, tokenizer, data.sid_tokens, training_args)
         # ZeRO-3 leaves each rank an empty placeholder per parameter: ds_numel is the full size
         trainable = sum(getattr(p, "ds_numel", p.numel()) for p in model.parameters() if p.requires_grad)
@@ -364,8 +314,8 @@ def main(args: Args) -> Trainer | None:
         mean_loss = whole_run_mean_loss(trainer.state.log_history, result.training_loss, first_step,
                                         trainer.state.global_step)
         eval_loss = trainer.evaluate()["eval_loss"] if data.eval_df is not None else None  # collective: all ranks
-        best = ranking if args.keep_best and ranking.best is not None else None  # early stopping on the ranking curve
-        finish_training(trainer, tokenizer, args.output_dir, best, start_dir=None, script="sft",
+        # --keep_best: early stopping on the ranking curve
+        finish_training(trainer, tokenizer, args.output_dir, ranking, start_dir=None, script="sft",
                         report=lambda final: report(trainer, mean_loss, eval_loss, throughput, final))
     return trainer
 

@@ -26,7 +26,7 @@ rehearse=${REHEARSE:-0}; [[ " $* " == *" --rehearse "* ]] && rehearse=1
 topology=$($PYTHON -m minionerec.run.topology sft) || exit $?
 eval "$topology"
 
-args=(--config "$RECIPE" --base_model "$BASE_MODEL" --train_file "$(ls "$DATA_DIR"/train/"$CATEGORY"*.csv)"
+args=(--recipe "$RECIPE" --base_model "$BASE_MODEL" --train_file "$(ls "$DATA_DIR"/train/"$CATEGORY"*.csv)"
       --eval_file "$(ls "$DATA_DIR"/valid/"$CATEGORY"*.csv)" --sid_index_path "$DATA_DIR/index/$CATEGORY.index.json"
       --item_meta_path "$DATA_DIR/index/$CATEGORY.item.json" --output_dir "$OUTPUT_DIR" --category "$CATEGORY" "$@")
 launch=($PYTHON -m torch.distributed.run --nnodes "$NNODES" --node_rank "$NODE_RANK" --nproc_per_node "$NPROC"

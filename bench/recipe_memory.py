@@ -136,7 +136,7 @@ def main(args: Args) -> list[dict]:
         rl_out = launch("rl.sh", {**common, "MODEL_PATH": str(sft_dir / "final_checkpoint"), "OUTPUT_DIR": str(rl_dir),
                                   "CONFIG": "config/zero2_opt.yaml"},
                         ["--max_steps", str(steps), "--sample", str(args.sample), "--save_steps", "1000",
-                         "--test_during_training", "false", "--keep_best", "false"], out / name / "rl.log")
+                         "--rank_eval_on_valid", "false", "--keep_best", "false"], out / name / "rl.log")
         for stage, output, run_dir, yaml_path in (("sft", sft_out, sft_dir, ""),
                                                    ("rl", rl_out, rl_dir, "config/zero2_opt.yaml")):
             estimate_gb = arithmetic(f"{stage}.py", output, run_dir, recipe, meta, shape, index, yaml_path)

@@ -2,13 +2,14 @@
 
 `release` is the dataset's own index.json, as given. `<encoder>+<quantiser>` (tfidf+rqkmeans, minilm+rqkmeans, ...)
 builds an index from the items' title + description: rq.text2emb embeds them (ENCODERS: the method and local model),
-an rq quantiser turns the vectors into `--sid_shape` codes (3x256 by default; collisions re-assigned, rq's default),
-and rq.reindex rewrites the dataset's splits with it into <out>/sids/<candidate>/, a MiniOneRec-layout data
-directory the bench reads like any other (same rows and item ids, new SIDs). The embeddings are cached per dataset
-and encoder in <out>/sids/embeddings/<encoder>/, so two quantisers of one encoder embed once. `auto` builds every
-`--sid_candidates` entry; bench/quality/sid_choice.py trains SFT on each and keeps the best on valid by item. Each
-candidate's report is rq.index.sid_stats of its index. A catalogue whose text rq.text2emb would refuse (an item with an
-empty title and description) keeps the release SIDs, with a note saying why.
+an rq quantiser (the registry rq.QUANTISERS names them) turns the vectors into `--sid_shape` codes (3x256 by
+default; collisions re-assigned, rq's default), and rq.reindex rewrites the dataset's splits with it into
+<out>/sids/<candidate>/, a MiniOneRec-layout data directory the bench reads like any other (same rows and item ids,
+new SIDs). The embeddings are cached per dataset and encoder in <out>/sids/embeddings/<encoder>/, so two quantisers
+of one encoder embed once. `auto` builds every `--sid_candidates` entry; bench/quality/sid_choice.py trains SFT on
+each and keeps the best on valid by item. Each candidate's report is rq.index.sid_stats of its index. A catalogue
+whose text rq.text2emb would refuse (an item with an empty title and description) keeps the release SIDs, with a
+note saying why.
 """
 from __future__ import annotations
 
@@ -19,6 +20,8 @@ import importlib
 from dataclasses import dataclass
 from pathlib import Path
 
+from rq import QUANTISERS  # the quantiser registry: name -> module
+
 ROOT = Path(__file__).resolve().parents[1]
 RELEASE = "release"
 CANDIDATES = "release,tfidf+rqkmeans,minilm+rqkmeans"  # what --sids auto compares unless told
@@ -26,8 +29,8 @@ CANDIDATES = "release,tfidf+rqkmeans,minilm+rqkmeans"  # what --sids auto compar
 ENCODERS = {"tfidf": ("tfidf", "", ""),
             "minilm": ("sentence_transformers", "models/all-MiniLM-L6-v2", "make minilm"),
             "smollm2": ("causal_lm", "models/SmolLM2-135M", "make pretrained")}
-QUANTISERS = ("rqkmeans", "balanced_rqkmeans", "rqkmeans_plus", "rqvae")  # rq.<name>, run with its own defaults
-QUANTISER_SEED = 0  # rq's default: a candidate's SIDs are the same for every training seed
+QUANTISER_SEED = 0  # rq's default: a candidate's SIDs are the same for every training seed (other flags: each
+# quantiser's own defaults)
 
 
 @dataclass(frozen=True)
@@ -163,9 +166,9 @@ def build(candidate: Candidate, plan: SidPlan, data_dir: str, category: str, sid
     meta_path = Path(data_dir) / "index" / f"{category}.item.json"
     emb = embeddings(candidate.encoder, meta_path, sid_dir / "embeddings")
     index_path = out / "index" / f"{category}.index.json"  # where reindex puts the index: it is not copied again
-    quantiser = importlib.import_module(f"rq.{candidate.quantiser}")
-    print(f"[sids] {candidate.name}: rq.{candidate.quantiser} {plan.levels}x{plan.codebook_size} -> {index_path}",
-          flush=True)
+    module = QUANTISERS[candidate.quantiser]
+    quantiser = importlib.import_module(module)
+    print(f"[sids] {candidate.name}: {module} {plan.levels}x{plan.codebook_size} -> {index_path}", flush=True)
     quantiser.main(quantiser.Args(embedding_path=str(emb), output_path=str(index_path), levels=plan.levels,
                                   codebook_size=str(plan.codebook_size), seed=QUANTISER_SEED))
     reindex(data_dir, category, index_path, out)

@@ -2,14 +2,16 @@
 
 The subpackages follow the pipeline; a lower floor never imports a higher one (tests/unit/test_layers.py):
 
-    run/        flags -> typed args + --help (flags), recipes + precedence (config), the one entry and
+    run/        flags -> typed args + --help and the renamed flags (flags), the flag groups sft.py and rl.py
+                share (args), recipes + precedence (config), the one entry and
                 error path (cli), pre-flight checks (preflight), launch-YAML checks (launch_config), the
                 launchers' topology and pre-check (topology, prelaunch), plans (plan), atomic writes and multi-file
                 commits (atomic), one writer per file (file_lock), resume + checkpoint policy, process groups
                 (distributed), shared output dirs (shared_dir), stale DeepSpeed JIT locks (ds_lock), tokens/s, MFU
     data/       the file formats (formats), .inter files -> the layout (inter), prompt texts (prompts),
                 SFT tasks + answer-window collator (sft_tasks), RL prompt datasets (rl_tasks)
-    model/      loading a checkpoint + SID tokens (loading), LoRA (lora), the offline tiny Qwen2 (tiny), real
+    model/      loading a checkpoint + SID tokens (loading), final_checkpoint and the end of a training run
+                (saving), LoRA (lora), the offline tiny Qwen2 (tiny), real
                 shapes (shapes) and their memory by arithmetic (memory),
                 GGUF -> transformers directory (pretrained), the new-item alignment fine-tune (alignment)
     ranking/    SID trie + constrained beam search (constrained), HR/NDCG (metrics), offline evaluation

@@ -35,10 +35,10 @@ PRESETS = {
 # SASRec on the CPU): a recipe or --set giving one is an error, not a value silently replaced.
 BENCH_SETS = {
     "sft": ("base_model", "train_file", "eval_file", "output_dir", "sid_index_path", "item_meta_path", "category",
-            "seed", "save_steps", "eval_steps", "logging_steps", "test_beam"),
+            "seed", "save_steps", "eval_steps", "logging_steps", "rank_eval_beams"),
     "rl": ("model_path", "train_file", "eval_file", "output_dir", "sid_index_path", "item_meta_path", "category",
-           "seed", "cf_path", "title2sid", "gradient_checkpointing", "save_steps", "logging_steps", "eval_sample",
-           "test_beam"),
+           "seed", "sasrec_path", "title2sid", "gradient_checkpointing", "save_steps", "logging_steps", "eval_sample",
+           "rank_eval_beams"),
     "evaluate": ("base_model", "test_file", "sid_index_path", "result_json", "seed", "dtype"),
     "tiny": ("output_dir", "sid_index_path", "item_meta_path", "seed"),
     "sasrec": ("train_file", "eval_file", "test_file", "sid_index_path", "output_dir", "seed", "device"),
@@ -167,8 +167,10 @@ def check_key(section: str, key: str, cls, where: str) -> None:
 
 def parse_set(text: str, classes: dict) -> dict[str, dict[str, str]]:
     """--set "sft.learning_rate=1e-3,rl.beta=0" -> {section: {flag: value}}; a value may hold commas
-    (rl.lora_target_modules=q_proj,v_proj): items split only before the next `section.flag=`."""
+    (rl.lora_target_modules=q_proj,v_proj): items split only before the next `section.flag=`. A renamed flag's old
+    name (minionerec.run.flags.RENAMED_FLAGS) gives its new one, with a warning."""
     from minionerec.run.config import nearest
+    from minionerec.run.flags import rename_deprecated
 
     out = {section: {} for section in classes}
     for item in re.split(r",(?=\s*\w+\.\w+\s*=)", text) if text.strip() else []:
@@ -179,6 +181,7 @@ def parse_set(text: str, classes: dict) -> dict[str, dict[str, str]]:
         if section not in classes:
             raise SystemExit(f"error: --set: unknown section {section!r}{nearest(section, classes)}; "
                              f"sections: {', '.join(classes)}")
+        (flag, _), = rename_deprecated(classes[section], {flag: ""}, where=f"--set {section}.", dashes="").items()
         check_key(section, flag, classes[section], "--set")
         if flag in out[section]:
             raise SystemExit(f"error: --set: {section}.{flag} is given twice")

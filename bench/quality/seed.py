@@ -11,8 +11,8 @@ from pathlib import Path
 from bench.quality.aggregate import paired_ndcg10, summarise
 from bench.quality.plan import MAIN, SAMPLE_SEED, Arm, Args, Plan, arms, method_order
 from bench.quality.report import plot, print_summary, print_tables, write_curves
-from bench.quality.stages import (Stage, base_model, kept_sft, prediction_paths, run_eval, run_rl, run_sasrec,
-                                  run_sft)
+from bench.quality.stages import (Stage, base_model, final_is_sft_weights, prediction_paths, run_eval, run_rl,
+                                  run_sasrec, run_sft)
 
 
 def run_seed(args: Args, plan: Plan, paths: dict, category: str, splits: dict, popularity: dict, out_dir: Path,
@@ -92,11 +92,12 @@ def run_rl_stages(plan: Plan, arm: Arm, paths: dict, category: str, splits: dict
                   info: dict, sft_dir: str, out_dir: Path, seed: int) -> dict:
     """GRPO from the SFT checkpoint (guarded when keep_best), then its final checkpoint scored on valid and test."""
     sft_method, rl_method = arm.methods
-    cf_path = info["SASRec"]["cf_path"] if "sasrec" in plan.rl.reward_type.split("+") else ""
+    # sasrec.py's metrics.json names its checkpoint "cf_path"
+    sasrec_path = info["SASRec"]["cf_path"] if "sasrec" in plan.rl.reward_type.split("+") else ""
     run_dir = out_dir / "rl"
     with Stage(arm.stage("RL (GRPO)")):
-        curves["RL"], guard = run_rl(plan, paths, category, sft_dir, run_dir, seed, cf_path, splits["valid"])
-    if kept_sft(guard):  # final_checkpoint is a copy of the SFT weights: SFT's scores are its scores
+        curves["RL"], guard = run_rl(plan, paths, category, sft_dir, run_dir, seed, sasrec_path, splits["valid"])
+    if final_is_sft_weights(guard):  # final_checkpoint is a copy of the SFT weights: SFT's scores are its scores
         rl_eval_dir, metrics[rl_method] = out_dir / "eval_sft", metrics[sft_method]
     else:
         rl_eval_dir = out_dir / "eval_rl"

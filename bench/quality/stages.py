@@ -98,7 +98,7 @@ def base_model(plan: Plan, paths: dict, out_dir: Path, seed: int) -> Path:
 
 def run_sft(plan: Plan, paths: dict, category: str, base: Path, out_dir: Path, seed: int) -> dict:
     """sft.py with the recipe's flags; its valid-NDCG@10 curve (a seeded sample of the full valid split) when the
-    recipe sets test_during_training (with keep_best: early stopping on the curve, the best evaluated step is the
+    recipe sets rank_eval_on_valid (with keep_best: early stopping on the curve, the best evaluated step is the
     SFT model). Returns the curves: train loss per logging step, valid NDCG@10 per eval."""
     import sft
 
@@ -107,7 +107,7 @@ def run_sft(plan: Plan, paths: dict, category: str, base: Path, out_dir: Path, s
         s, base_model=str(base), train_file=paths["train"], output_dir=str(out_dir / "sft"),
         sid_index_path=paths["index"], item_meta_path=paths["item"], category=category, seed=seed,
         save_steps=10 ** 9, logging_steps=max(1, s.max_steps // 50),
-        eval_file=paths["valid"] if s.test_during_training else "", test_beam=plan.evaluate.num_beams,
+        eval_file=paths["valid"] if s.rank_eval_on_valid else "", rank_eval_beams=plan.evaluate.num_beams,
         eval_steps=10 ** 9))  # no periodic valid-loss passes (sft.py still reports the final one): the curve ranks
     curves = {"train_loss": curve(trainer.state.log_history, "loss"),
               "valid_NDCG@10": ranking_curve(out_dir / "sft")}
@@ -134,10 +134,10 @@ def prediction_paths(eval_dir: Path, splits: dict) -> dict[str, str]:
 
 
 def run_rl(plan: Plan, paths: dict, category: str, sft_dir: str, run_dir: Path, seed: int,
-           cf_path: str, valid_rows: str) -> tuple[dict, dict | None]:
-    """rl.py (the recipe's flags) from the SFT checkpoint; with test_during_training and keep_best its guard scores
-    `valid_rows` (the bench's valid CSV) at step 0 (SFT) and every eval_step, and keeps the best. Returns the curves
-    and the guard's choice (guard.json, or None)."""
+           sasrec_path: str, valid_rows: str) -> tuple[dict, dict | None]:
+    """rl.py (the recipe's flags) from the SFT checkpoint; with rank_eval_on_valid and keep_best its guard scores
+    `valid_rows` (the bench's valid CSV) at step 0 (SFT) and at every rank_eval_every, and keeps the best. Returns
+    the curves and the guard's choice (guard.json, or None)."""
     import rl
 
     r = plan.rl
@@ -145,18 +145,18 @@ def run_rl(plan: Plan, paths: dict, category: str, sft_dir: str, run_dir: Path, 
         r, model_path=sft_dir, train_file=paths["train"], sid_index_path=paths["index"],
         item_meta_path=paths["item"], output_dir=str(run_dir), category=category, seed=seed,
         # RL prompts only in the tasks SFT taught: title -> SID needs the item-alignment task
-        title2sid=plan.sft.task_item_alignment, cf_path=cf_path,
+        title2sid=plan.sft.task_item_alignment, sasrec_path=sasrec_path,
         gradient_checkpointing=False,  # models this small: recomputation costs time and saves nothing that matters
         save_steps=10 ** 9, logging_steps=max(1, r.max_steps // 50),
         # the guard scores exactly the valid rows of the bench's table: SFT+RL >= SFT there by construction
-        eval_file=valid_rows if r.test_during_training else "", eval_sample=-1, test_beam=plan.evaluate.num_beams))
+        eval_file=valid_rows if r.rank_eval_on_valid else "", eval_sample=-1, rank_eval_beams=plan.evaluate.num_beams))
     curves = {"reward": curve(trainer.state.log_history, "reward"), "valid_NDCG@10": ranking_curve(run_dir)}
     del trainer
     guard = run_dir / "guard.json"
     return curves, json.loads(guard.read_text()) if guard.is_file() else None
 
 
-def kept_sft(guard: dict | None) -> bool:
+def final_is_sft_weights(guard: dict | None) -> bool:
     """True when rl.py's guard wrote the SFT weights as final_checkpoint (no RL evaluation beat step 0)."""
     return guard is not None and guard["chosen_step"] == 0
 
@@ -166,7 +166,7 @@ def curve(log_history: list[dict], key: str) -> list[list[float]]:
 
 
 def ranking_curve(run_dir: Path) -> list[list[float]]:
-    """[step, valid NDCG@10] from a run's eval_during_training.jsonl (sft.py / rl.py --test_during_training)."""
+    """[step, valid NDCG@10] from a run's eval_during_training.jsonl (sft.py / rl.py --rank_eval_on_valid)."""
     path = run_dir / "eval_during_training.jsonl"
     if not path.is_file():
         return []

@@ -44,6 +44,7 @@ from minionerec.model.shapes import DEFAULT, Shape, named_shape, shape_of_config
 from minionerec.run import plan as plans
 from minionerec.run.atomic import atomic_path
 from minionerec.run.config import read_recipe
+from minionerec.run.flags import RENAMED_FLAGS
 from minionerec.run.launch_config import deepspeed_file_of, sft_deepspeed, zero_stage
 
 STEPS, STOP = 4, 2  # optimizer steps of a rehearsal; the step after which the first launch stops with a checkpoint
@@ -53,7 +54,7 @@ QUICK_ACCUMULATION = 2  # REHEARSE_QUICK=1: micro-steps per optimizer step
 REHEARSAL = "MINIONEREC_REHEARSAL"  # in every phase's environment: bf16 as on a bf16 GPU (model.loading.REHEARSAL)
 MODEL_FLAG = {"sft.py": "base_model", "rl.py": "model_path", "evaluate.py": "base_model"}
 # step-count intervals that must fire within STEPS steps (fractions of the run scale by themselves)
-INTERVALS = {"eval_steps": STOP, "save_steps": STOP, "eval_step": STOP, "logging_steps": 1}
+INTERVALS = {"eval_steps": STOP, "save_steps": STOP, "rank_eval_every": STOP, "logging_steps": 1}
 ZERO2_YAML = "config/zero2_opt.yaml"  # a ZeRO-3 launch's stand-in where ZeRO-3 cannot run on CPU
 TINY = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1)
 
@@ -78,6 +79,15 @@ def flag_pairs(argv: list[str]) -> list[tuple[str, str]]:
         pairs.append((name, value))
         i += 1
     return pairs
+
+
+def new_names(pairs: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """`pairs` with each renamed flag's old name (minionerec.run.flags.RENAMED_FLAGS) replaced by its new one, warned
+    as the script warns: the rehearsal's substitutions set flags by their new names."""
+    for name, _ in pairs:
+        if name in RENAMED_FLAGS:
+            print(f"warning: --{name} is deprecated; use --{RENAMED_FLAGS[name]}", file=sys.stderr)
+    return [(RENAMED_FLAGS.get(name, name), value) for name, value in pairs]
 
 
 def as_argv(pairs: list[tuple[str, str]]) -> list[str]:
@@ -207,7 +217,7 @@ def substitutions(script: str, values: dict, plan, out: Path) -> tuple[dict, lis
             if name in values and values[name] >= 1 and values[name] != value:
                 flags[name] = value
                 notes.append(f"{name} {values[name]} -> {value} (to fire within {STEPS} steps)")
-        if values.get("test_during_training") and not 0 <= values.get("eval_sample", 0) <= EVAL_ROWS:
+        if values.get("rank_eval_on_valid") and not 0 <= values.get("eval_sample", 0) <= EVAL_ROWS:
             flags["eval_sample"] = EVAL_ROWS
             notes.append(f"eval_sample {values['eval_sample']} -> {EVAL_ROWS} valid rows per ranking evaluation")
         if values.get("report_to", "none") != "none":
@@ -270,8 +280,8 @@ def recipe_values(recipe_path: str, script: str, pairs: list[tuple[str, str]]) -
 
 def rehearse(script: str, launch: list[str], argv: list[str], env: dict) -> dict:
     """Run the phases of `script` through `launch`; returns what the report shows."""
-    pairs = [(n, v) for n, v in flag_pairs(argv) if n != "rehearse"]
-    meta, values = recipe_values(dict(pairs).get("config", ""), script, pairs)
+    pairs = new_names([(n, v) for n, v in flag_pairs(argv) if n != "rehearse"])
+    meta, values = recipe_values(dict(pairs).get("recipe", ""), script, pairs)
     node = int(env.get("NODE_RANK", 0))
     out = Path(env.get("REHEARSAL_DIR") or f"output/rehearsal/{Path(script).stem}")
     run_dir, logs = out / "run", out / f"logs_node{node}"

@@ -68,11 +68,12 @@ def memory_run(facts: dict) -> Run | None:
     index = load_sid_index(facts["values"]["sid_index_path"])
     depth = len(next(iter(index.values()))) + 2  # SID tokens + "\n" + EOS
     rl = facts["script"] == "rl.py"
-    beams = int(args.get("eval_batch_size", 0)) * int(args.get("test_beam", 0)) if args.get("test_during_training") \
-        else 0
+    beams = (int(args.get("eval_batch_size", 0)) * int(args.get("rank_eval_beams", 0))
+             if args.get("rank_eval_on_valid") else 0)
     return Run(world=world, zero_stage=stage, offload_optimizer=offload_opt, offload_params=offload_par,
                lora_r=int(args.get("lora_r", 0)), lora_targets=7 if targets == "all-linear" else len(targets.split(",")),
-               freeze_llm=bool(args.get("freeze_LLM", False)), sid_tokens=len(sid_vocabulary(index)),
+               train_only_new_tokens=bool(args.get("train_only_new_tokens", False)),
+               sid_tokens=len(sid_vocabulary(index)),
                reference=rl and float(args.get("beta", 0)) > 0 and not int(args.get("lora_r", 0)),
                checkpointing=bool(args.get("gradient_checkpointing", False)), micro=plan.micro,
                tokens=plan.max_tokens + (depth if rl else 0), logit_positions=depth + 1,
@@ -105,7 +106,8 @@ def ran(facts: dict, args: dict) -> list[str]:
                      "final_checkpoint merged (no adapter weights left)")
     if args.get("gradient_checkpointing"):
         lines.append("activation checkpointing")
-    for flag, text in (("packing", "packing"), ("group_by_length", "group_by_length"), ("freeze_LLM", "freeze_LLM"),
+    for flag, text in (("packing", "packing"), ("group_by_length", "group_by_length"),
+                       ("train_only_new_tokens", "train_only_new_tokens"),
                        ("torch_compile", "torch.compile")):
         if args.get(flag):
             lines.append(text)
@@ -118,11 +120,11 @@ def ran(facts: dict, args: dict) -> list[str]:
                      + (f"; early stopping (patience {patience}) and the best eval loss's weights at the end"
                         if patience else ""))
     curve = run_dir / "eval_during_training.jsonl"
-    if args.get("test_during_training"):
+    if args.get("rank_eval_on_valid"):
         if not curve.is_file():
-            raise OutputMissing("test_during_training is on but eval_during_training.jsonl is missing")
+            raise OutputMissing("rank_eval_on_valid is on but eval_during_training.jsonl is missing")
         steps = [json.loads(line)["step"] for line in curve.read_text().splitlines()]
-        lines.append(f"valid ranking (constrained beam search, {args.get('test_beam')} beams) at steps "
+        lines.append(f"valid ranking (constrained beam search, {args.get('rank_eval_beams')} beams) at steps "
                      f"{', '.join(map(str, steps))}, kept across the resume")
     if args.get("keep_best"):
         lines.append("keep_best: final_checkpoint = the best evaluated weights" + (
@@ -203,7 +205,7 @@ def report(facts: dict) -> str:
     rows += [("memory", line) for line in memory_lines(facts)]
     rows.append(("outputs", f"{facts['run_dir'].parent} (phase logs: {facts['logs']})"))
     width = max(len(k) for k, _ in rows)
-    title = f"== rehearsal of {script}: {args.get('config') or 'no recipe'}"
+    title = f"== rehearsal of {script}: {args.get('recipe') or 'no recipe'}"
     description = facts["meta"].get("description")
     return "\n".join([title + (f" ({description})" if description else "")] +
                      [f"  {k:<{width}}  {v}" for k, v in rows])

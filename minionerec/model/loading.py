@@ -6,14 +6,11 @@ from __future__ import annotations
 
 import contextlib
 import os
-from pathlib import Path
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 from transformers.integrations import is_deepspeed_zero3_enabled
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
-
-from minionerec.model.lora import is_lora_model, save_merged
 
 VOCAB_MULTIPLE = 64  # embedding / LM-head rows are padded to this: aligned GEMMs for the [tokens, vocab] head
 
@@ -169,70 +166,6 @@ def one_input_grads_hook(model) -> None:
         enable()
 
     base.enable_input_require_grads = replace_hooks
-
-
-def autocast_master_weights(trainer, model) -> bool:
-    """True when the weights are fp32 master copies of a bf16 run: DDP or one device with autocast (DeepSpeed and
-    LoRA runs load bf16 weights, see training_dtype). Every rank holds the whole model then."""
-    return (trainer.args.bf16 and model.dtype == torch.float32
-            and not trainer.is_deepspeed_enabled and not trainer.is_fsdp_enabled)
-
-
-def save_in_dtype(model, out_dir: Path, dtype: torch.dtype) -> None:
-    """save_pretrained with every floating tensor cast to `dtype` on the CPU (the live weights stay as they are:
-    training may go on), and config.json's dtype saying so. A bf16 run's checkpoint is then bf16 like upstream's
-    (1.5B: 3.1 GB instead of 6.2 GB), not its fp32 master copy."""
-    import json
-
-    state, seen = {}, set()
-    for key, tensor in model.state_dict().items():
-        if tensor.data_ptr() in seen:  # a tied copy (lm_head = embed_tokens): saved once, as save_pretrained does
-            continue
-        seen.add(tensor.data_ptr())
-        state[key] = tensor.detach().to("cpu", dtype) if tensor.is_floating_point() else tensor.detach().cpu()
-    model.save_pretrained(out_dir, state_dict=state)
-    config_path = Path(out_dir, "config.json")
-    config = json.loads(config_path.read_text())
-    config["dtype"] = str(dtype).split(".")[1]  # save_pretrained writes the live weights' dtype
-    config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
-
-
-def save_final_checkpoint(trainer, tokenizer, output_dir, name: str = "final_checkpoint") -> Path:
-    """Write output_dir/NAME (model + tokenizer; LoRA merged). Every rank must call it:
-    under DeepSpeed/DDP the weights are gathered and rank 0 writes them.
-
-    Atomic: the writer saves into a sibling directory named after its process, then renames it onto
-    final_checkpoint, so a kill never leaves a half-written one. The writer is the process that
-    transformers lets write weights: `args.should_save` and global rank 0 (on CPU torchrun every
-    process has should_save, but only rank 0 gets weights; the others' partial copies are dropped). A full disk
-    is a DiskFullError naming final_checkpoint."""
-    import os
-    import shutil
-    import socket
-
-    import torch.distributed as dist
-
-    from minionerec.run.atomic import naming_disk_full, replace_dir
-
-    final_dir = Path(output_dir, name)
-    tmp_dir = Path(output_dir, f".{name}.{socket.gethostname()}-{os.getpid()}.tmp")
-    with naming_disk_full(final_dir):
-        try:
-            model = trainer.accelerator.unwrap_model(trainer.model)
-            writer = trainer.args.should_save and (not dist.is_initialized() or dist.get_rank() == 0)
-            if is_lora_model(model):
-                save_merged(trainer, tmp_dir)  # a plain model, adapters merged in
-            elif autocast_master_weights(trainer, model):
-                if writer:
-                    save_in_dtype(model, tmp_dir, torch.bfloat16)
-            else:
-                trainer.save_model(tmp_dir)
-            if writer:
-                tokenizer.save_pretrained(tmp_dir)
-                replace_dir(tmp_dir, final_dir)
-        finally:  # a failed save (disk full, ...) leaves no partial copy behind; after the rename there is none
-            shutil.rmtree(tmp_dir, ignore_errors=True)
-    return final_dir
 
 
 # Left padding without NaN gradients: no query row of an sdpa attention mask is ever fully masked.

@@ -42,24 +42,33 @@ def check_target_modules(target_modules: str, model_dir) -> None:
                          f"o_proj, gate_proj, up_proj, down_proj)")
 
 
-def lora_config(r: int, alpha: int, dropout: float, target_modules: str, sid_ids: list[int], model):
-    """A peft LoraConfig, or None when r == 0 (LoRA off). The names were checked before the weights loaded
-    (check_target_modules).
+def check_lora(args, model_dir) -> None:
+    """The LoRA flags (minionerec.run.args.LoraArgs) of sft.py / rl.py, before any weights are read: --lora_r >= 0
+    (0 = off) and, with LoRA on, --lora_target_modules present in `model_dir`'s architecture."""
+    if args.lora_r < 0:
+        raise SystemExit(f"error: --lora_r must be >= 0 (0 = off), got {args.lora_r}")
+    if args.lora_r:
+        check_target_modules(args.lora_target_modules, model_dir)
 
-    target_modules: see target_names. sid_ids: rows of the SID tokens in the embedding / LM head.
+
+def lora_config(args, sid_ids: list[int], model):
+    """A peft LoraConfig from the LoRA flags (minionerec.run.args.LoraArgs), or None when --lora_r is 0 (LoRA off).
+    The names were checked before the weights loaded (check_lora).
+
+    sid_ids: rows of the SID tokens in the embedding / LM head.
     """
-    if r <= 0:
+    if args.lora_r <= 0:
         return None
     from peft import LoraConfig
 
-    targets = target_names(target_modules)
+    targets = target_names(args.lora_target_modules)
     tied = model.get_output_embeddings() is None or (
         model.get_output_embeddings().weight is model.get_input_embeddings().weight)
     embed_name = _module_name(model, model.get_input_embeddings())
     rows = {embed_name: list(sid_ids)}
     if not tied:
         rows[_module_name(model, model.get_output_embeddings())] = list(sid_ids)
-    return LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=targets,
+    return LoraConfig(r=args.lora_r, lora_alpha=args.lora_alpha, lora_dropout=args.lora_dropout, target_modules=targets,
                       trainable_token_indices=rows, task_type="CAUSAL_LM")
 
 

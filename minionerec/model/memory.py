@@ -33,8 +33,8 @@ class Run:
     offload_params: bool = False
     lora_r: int = 0
     lora_targets: int = 7  # linear layers per decoder layer with adapters (all-linear: q k v o gate up down)
-    freeze_llm: bool = False
-    sid_tokens: int = 768  # trainable embedding (and LM head) rows under LoRA / --freeze_LLM
+    train_only_new_tokens: bool = False  # sft.py --train_only_new_tokens: only the SID rows train
+    sid_tokens: int = 768  # trainable embedding (and LM head) rows under LoRA / --train_only_new_tokens
     reference: bool = False  # GRPO beta > 0 without LoRA: a second bf16 copy
     checkpointing: bool = False
     micro: int = 1  # sequences per forward / backward pass
@@ -52,7 +52,7 @@ def trainable(shape: Shape, run: Run) -> int:
     if run.lora_r:
         adapters = shape.num_layers * sum(a + b for a, b in shape.linear_shapes()[: run.lora_targets]) * run.lora_r
         return adapters + sid_rows
-    return sid_rows if run.freeze_llm else shape.parameters
+    return sid_rows if run.train_only_new_tokens else shape.parameters
 
 
 def layer_activation_bytes(shape: Shape) -> int:

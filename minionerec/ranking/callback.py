@@ -9,21 +9,17 @@ from __future__ import annotations
 import json
 import math
 import random
-import shutil
 from pathlib import Path
 
 import torch
 from transformers import TrainerCallback
 from trl.models import unwrap_model_for_generation
 
-from minionerec.model.loading import save_final_checkpoint
+from minionerec.model.loading import one_input_grads_hook
+from minionerec.model.saving import BEST_STEP, save_final_checkpoint
 from minionerec.ranking.constrained import constrained_beam_search
 from minionerec.ranking.metrics import compute_metrics, ks_for
-from minionerec.run.atomic import atomic_dir, atomic_path, atomic_write_text, replace_dir
-from minionerec.run.distributed import teardown_distributed
-from minionerec.run.throughput import peak_gpu_memory
-
-BEST_STEP = "best_step.txt"  # in best_checkpoint/: the step whose weights it holds
+from minionerec.run.atomic import atomic_write_text
 
 
 def metric_sums(ranked: list[list[str]], targets: list[str], ks) -> dict[str, float]:
@@ -46,7 +42,7 @@ def generation_model(trainer):
 
 
 class ConstrainedEvalCallback(TrainerCallback):
-    """Every `eval_step` steps (< 1: that fraction of all steps), rank `sample` eval rows with
+    """Every `every` steps (< 1: that fraction of all steps), rank `sample` eval rows with
     `num_beams` constrained beams and log eval_HR@K / eval_NDCG@K with the training metrics.
 
     Rows are split over processes (row i on process i % world) and the hit sums all-reduced; every
@@ -57,11 +53,11 @@ class ConstrainedEvalCallback(TrainerCallback):
     evaluation; with score_start (the RL regression guard) the starting (SFT) weights are scored
     before the first step and count as step 0. The metrics are all-reduced, so every process takes the
     same decision and joins the same (collective) save. sft.py / rl.py then write the best as
-    final_checkpoint (`keep_best_checkpoint`): early stopping on the ranking metric for SFT, as SASRec
-    early-stops on valid, and "never worse than SFT" for RL.
+    final_checkpoint (minionerec.model.saving.finish_training): early stopping on the ranking metric for SFT, as
+    SASRec early-stops on valid, and "never worse than SFT" for RL.
     """
 
-    def __init__(self, prompts: list[str], targets: list[str], num_beams: int, eval_step: float, batch_size: int,
+    def __init__(self, prompts: list[str], targets: list[str], num_beams: int, every: float, batch_size: int,
                  sample: int = -1, seed: int = 0, keep_best: bool = False, score_start: bool = False, tokenizer=None,
                  trie=None):
         rows = list(range(len(prompts)))
@@ -69,7 +65,7 @@ class ConstrainedEvalCallback(TrainerCallback):
             rows = sorted(random.Random(seed).sample(rows, sample))
         self.prompts = [prompts[i] for i in rows]
         self.targets = [targets[i] for i in rows]
-        self.num_beams, self.eval_step, self.batch_size, self.trie = num_beams, eval_step, batch_size, trie
+        self.num_beams, self.every, self.batch_size, self.trie = num_beams, every, batch_size, trie
         self.ks = ks_for(num_beams)  # K in 1, 3, 5, 10, 20, 50 up to the list length
         self.trainer = None
         self.interval = None
@@ -79,7 +75,7 @@ class ConstrainedEvalCallback(TrainerCallback):
         self.best: dict | None = None  # the history entry of the best weights so far
 
     def on_train_begin(self, args, state, control, **kwargs):
-        step = self.eval_step
+        step = self.every
         self.interval = max(1, math.ceil(step * state.max_steps) if step < 1 else int(step))
         if state.global_step > 0:  # resumed: the curve and the best so far, as the uninterrupted run has them
             self.restore(Path(args.output_dir), state.global_step)
@@ -168,64 +164,20 @@ def write_curve(path: Path, history: list[dict]) -> None:
     atomic_write_text(path, "".join(json.dumps(e) + "\n" for e in history))
 
 
-def keep_best_checkpoint(guard: ConstrainedEvalCallback, model_path, output_dir, writer: bool, script: str = "rl") -> Path:
-    """The best evaluated weights become final_checkpoint: best_checkpoint, or a copy of the starting
-    checkpoint (`model_path`) when no evaluation beat step 0 (RL's guard scores it; SFT's early stopping
-    does not). The curve and the choice go to guard.json; `writer` (the main process) does the file work."""
-    final_dir = Path(output_dir, "final_checkpoint")
-    best = guard.best
-    if writer:
-        if best["step"] == 0:
-            with atomic_dir(final_dir) as tmp:
-                shutil.copytree(model_path, tmp, dirs_exist_ok=True)
-        else:
-            replace_dir(Path(output_dir, "best_checkpoint"), final_dir)
-            Path(final_dir, BEST_STEP).unlink(missing_ok=True)
-        choice = {"metric": guard.best_metric, "chosen_step": best["step"], "chosen": best[guard.best_metric],
-                  "start": guard.history[0][guard.best_metric] if guard.score_start else None,
-                  "curve": guard.history}
-        atomic_write_text(Path(output_dir, "guard.json"), json.dumps(choice, indent=1))
-        start = f"at step 0 (the starting weights) {choice['start']:.4f}, " if guard.score_start else ""
-        kept = "the starting weights" if best["step"] == 0 else f"step {best['step']}"
-        print(f"[{script}] keep_best: valid {guard.best_metric} {start}best {choice['chosen']:.4f} at step "
-              f"{best['step']} of {guard.history[-1]['step']} evaluated -> final_checkpoint = {kept}")
-    return final_dir
+def ranking_callback(args, prompts: list[str], targets: list[str], tokenizer, trie=None,
+                     score_start: bool = False) -> ConstrainedEvalCallback:
+    """The in-training ranking evaluation of sft.py / rl.py from their shared flags (minionerec.run.args.
+    RankingEvalArgs) over the valid rows' `prompts` and target SIDs. Add it to the trainer's callbacks, then call
+    `attach` once the trainer is built."""
+    return ConstrainedEvalCallback(prompts, targets, num_beams=args.rank_eval_beams, every=args.rank_eval_every,
+                                   batch_size=args.eval_batch_size, sample=args.eval_sample, seed=args.seed,
+                                   keep_best=args.keep_best, score_start=score_start, tokenizer=tokenizer, trie=trie)
 
 
-def finish_training(trainer, tokenizer, output_dir, best: ConstrainedEvalCallback | None, start_dir, script: str,
-                    report) -> Path:
-    """The end of a run, shared by sft.py and rl.py: final_checkpoint = the best evaluated weights (`best`, under
-    --keep_best; `start_dir` = the starting checkpoint, kept when step 0 scored best) or the last ones; then, on
-    the main process, `report(final_dir)` and trainer_state.json (losses / rewards per step); then the process
-    group is torn down, explicitly, after every output is written (avoids rare exit-time aborts)."""
-    writer = trainer.is_world_process_zero()
-    if best is not None:
-        final_dir = keep_best_checkpoint(best, start_dir, output_dir, writer, script)
-    else:
-        final_dir = save_final_checkpoint(trainer, tokenizer, output_dir)
-    if writer:
-        report(final_dir)
-        with atomic_path(Path(output_dir, "trainer_state.json")) as tmp:
-            trainer.state.save_to_json(str(tmp))
-        write_peak_memory(output_dir, script)
-    teardown_distributed()
-    return final_dir
-
-
-def write_peak_memory(output_dir, script: str) -> None:
-    """Rank 0's peak GPU memory to output_dir/gpu_memory.json and one line (nothing on a machine without CUDA)."""
-    peak = peak_gpu_memory()
-    if peak is not None:
-        atomic_write_text(Path(output_dir, "gpu_memory.json"), json.dumps(peak, indent=1))
-        print(f"[{script}] peak GPU memory of rank 0: {peak['max_allocated_gb']} GB allocated, "
-              f"{peak['max_reserved_gb']} GB reserved ({peak['device']})", flush=True)
-
-
-def stopped(trainer, script: str):
-    """The end of a run cut by --stop_after_step: its checkpoint is written, final_checkpoint is not; the process
-    group is torn down as at a normal end. Returns the trainer."""
-    if trainer.is_world_process_zero():
-        print(f"[{script}] stopped after step {trainer.state.global_step} (--stop_after_step) with "
-              f"checkpoint-{trainer.state.global_step}; continue with --resume_from_checkpoint true", flush=True)
-    teardown_distributed()
-    return trainer
+def attach(trainer, ranking: ConstrainedEvalCallback | None) -> None:
+    """Once the trainer is built: its model keeps one input-grads hook however often checkpointing is toggled (TRL
+    around every rollout and scoring pass, the ranking evaluation around each of its calls), and the ranking
+    evaluation, if any, generates with the trainer's (wrapped) model."""
+    one_input_grads_hook(trainer.model)
+    if ranking is not None:
+        ranking.trainer = trainer

@@ -1,22 +1,27 @@
-"""GRPO reward functions for SID recommendation, chosen by name from a registry.
+"""GRPO reward functions for SID recommendation, chosen by name from one registry (REWARDS).
 
 Each reward is a pure module-level function `(completions, target, ...) -> list[float]`: one
 float per completion. TRL calls rewards with `prompts`, `completions`, `completion_ids` and every
 dataset column as keyword arguments, so the target SID arrives as the `target` column. Completions
 arrive grouped: `num_generations` consecutive completions share one prompt, in beam order.
 
-`build_reward_funcs(reward_type, ...)` binds the heavy state (embeddings, a SASRec model) and
-returns named callables plus their weights for `GRPOConfig(reward_weights=...)`.
+A REWARDS entry holds the function, the rl.py flags naming the files it reads (rl.check_args requires them,
+via reward_files) and its binder, which loads the heavy state (embeddings, a SASRec model) once.
+`build_reward_funcs(reward_type, ...)` returns the bound callables; their weights are --reward_weights
+(parse_reward_weights -> GRPOConfig.reward_weights).
 """
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from minionerec.ranking.sasrec import load_sasrec, pad_histories
+
 
 def completion_sid(text: str) -> str:
     """'<a_1><b_2><c_3>\\n' -> '<a_1><b_2><c_3>': the SID a completion names (quotes, blanks dropped)."""
@@ -100,32 +105,93 @@ def sasrec_reward(completions: list[str], history_item_id: list[list[str]], sasr
     return rewards
 
 
+@dataclass(frozen=True)
+class RewardContext:
+    """What a binder may read besides its files: the group size and the catalogue's rows (index.json order)."""
+
+    num_generations: int  # completions per prompt
+    n_items: int  # catalogue items: rows of the embeddings / items SASRec scores
+    item_to_row: dict[str, int]  # item id -> row
+    sid_to_row: dict[str, int]  # SID string -> row (a shared SID -> its first item)
+    device: str = "cpu"  # where a model the binder loads goes
+
+
+def no_state(ctx: RewardContext) -> dict:
+    """The binder of a reward that reads only the dataset columns."""
+    return {}
+
+
+def bind_group_size(ctx: RewardContext) -> dict:
+    """ranking_only's group: num_generations consecutive completions."""
+    return {"num_generations": ctx.num_generations}
+
+
+def bind_item_embeddings(ctx: RewardContext, path: str) -> dict:
+    """The [n_items, D] item embeddings in `path` and the row maps; another catalogue's file is a one-line error."""
+    # mapped, not read: a file of the wrong shape (another catalogue's, GBs) fails before its data is read
+    embeddings = np.load(path, mmap_mode="r", allow_pickle=False)
+    if not isinstance(embeddings, np.ndarray) or embeddings.ndim != 2 or embeddings.shape[0] != ctx.n_items:
+        got = embeddings.shape if isinstance(embeddings, np.ndarray) else "an .npz archive"
+        raise ValueError(f"{path}: expected [{ctx.n_items}, dim] item embeddings, got {got}")
+    return dict(item_embeddings=np.array(embeddings), sid_to_row=ctx.sid_to_row, item_to_row=ctx.item_to_row)
+
+
+def bind_sasrec(ctx: RewardContext, path: str) -> dict:
+    """The SASRec model saved at `path` (on ctx.device) and the row maps; another catalogue's model is an error."""
+    model = load_sasrec(path, ctx.device)
+    if model.n_items != ctx.n_items:
+        raise ValueError(f"{path}: SASRec scores {model.n_items} items, the SID index has {ctx.n_items}")
+    return dict(sasrec=model, item_to_row=ctx.item_to_row, sid_to_row=ctx.sid_to_row)
+
+
+@dataclass(frozen=True)
+class Reward:
+    """A registry entry: the function TRL calls, the rl.py flags naming the files it reads, and its binder."""
+
+    func: Callable[..., list[float]]  # (completions, **dataset columns, **bound) -> one float per completion
+    files: dict[str, str] = field(default_factory=dict)  # rl.py flag -> what its file holds; each must exist
+    bind: Callable[..., dict] = no_state  # (RewardContext, *the files' paths, in order) -> kwargs bound into func
+
+
+# The registry: --reward_type name -> entry. A new reward is its function plus one line here (and, when it reads
+# a file, the rl.py flag naming it).
 REWARDS = {
-    "rule": rule_reward,
-    "ranking_only": ranking_only_reward,
-    "semantic": semantic_reward,
-    "sasrec": sasrec_reward,
+    "rule": Reward(rule_reward),
+    "ranking_only": Reward(ranking_only_reward, bind=bind_group_size),
+    "semantic": Reward(semantic_reward, files={"item_embeddings_path": "an .npy of item embeddings"},
+                       bind=bind_item_embeddings),
+    "sasrec": Reward(sasrec_reward, files={"sasrec_path": "a SASRec checkpoint"}, bind=bind_sasrec),
 }
-# reward_type -> the rewards TRL sums (weights 1 each); "ranking" = rule + ranking_only, as upstream.
-REWARD_TYPES = {
-    "rule": ("rule",),
-    "ranking": ("rule", "ranking_only"),
-    "ranking_only": ("ranking_only",),
-    "semantic": ("semantic",),
-    "sasrec": ("sasrec",),
-}
+# --reward_type names that run several registry rewards (TRL sums them): upstream's "ranking" = rule + ranking_only
+COMBINED = {"ranking": ("rule", "ranking_only")}
+
+
+def reward_types() -> dict[str, tuple[str, ...]]:
+    """--reward_type name -> the REWARDS it runs: each registry name, followed by the COMBINED names starting with it
+    (rule, ranking, ranking_only, semantic, sasrec). Read at call time, so an entry added to REWARDS counts."""
+    types = {}
+    for name in REWARDS:
+        types[name] = (name,)
+        types.update({combined: parts for combined, parts in COMBINED.items() if parts[0] == name})
+    return types
 
 
 def check_reward_type(reward_type: str) -> tuple[str, ...]:
     """The reward functions of `reward_type`: one name, or several joined by "+" (e.g. rule+semantic)."""
+    types = reward_types()
     names = []
     for part in reward_type.split("+"):
-        if part not in REWARD_TYPES:
-            raise ValueError(f"unknown reward_type {part!r}; valid: {', '.join(REWARD_TYPES)} (or several joined by +)")
-        names.extend(REWARD_TYPES[part])
+        if part not in types:
+            raise ValueError(f"unknown reward_type {part!r}; valid: {', '.join(types)} (or several joined by +)")
+        names.extend(types[part])
     if len(set(names)) != len(names):
         raise ValueError(f"reward_type {reward_type!r} names a reward twice ({', '.join(names)})")
     return tuple(names)
+
+
+def reward_files(args) -> dict[str, str]:
+    """{flag: its value} for each rl.py flag naming a file that the rewards of args.reward_type read, in order."""
+    return {flag: getattr(args, flag) for name in check_reward_type(args.reward_type) for flag in REWARDS[name].files}
 
 
 def parse_reward_weights(spec: str, names: tuple[str, ...]) -> list[float]:
@@ -176,34 +242,26 @@ def _bind(name: str, fn, id_to_sid_token: dict[int, str] | None, **bound):
 
 
 def build_reward_funcs(reward_type: str, num_generations: int, sid_index: dict[str, list[str]], tokenizer=None,
-                       ada_path: str = "", cf_path: str = "", device: str = "cpu") -> tuple[list, list[float]]:
-    """The reward callables and weights for `reward_type`; loads embeddings / SASRec only when needed."""
+                       device: str = "cpu", **files: str) -> list:
+    """The reward callables of `reward_type`, each entry's binder run once (embeddings / SASRec loaded only when
+    needed). files: the rl.py flags the entries name, e.g. item_embeddings_path="X.npy" (rl.py passes
+    reward_files(args))."""
     names = check_reward_type(reward_type)
+    unknown = set(files) - {flag for entry in REWARDS.values() for flag in entry.files}
+    if unknown:
+        raise TypeError(f"build_reward_funcs: no reward reads {', '.join(sorted(unknown))}")
     item_to_row, sid_to_row = item_rows(sid_index)
+    ctx = RewardContext(num_generations, len(sid_index), item_to_row, sid_to_row, device)
     id_to_sid_token = None
     if tokenizer is not None:
         sid_tokens = {t for sid in sid_index.values() for t in sid}
         id_to_sid_token = {i: t for t, i in tokenizer.get_vocab().items() if t in sid_tokens}
     funcs = []
     for name in names:
-        bound = {}
-        if name == "ranking_only":
-            bound["num_generations"] = num_generations
-        elif name == "semantic":
-            if not ada_path or not Path(ada_path).is_file():
-                raise ValueError(f"reward_type semantic needs --ada_path (an .npy of item embeddings), got {ada_path!r}")
-            # mapped, not read: a file of the wrong shape (another catalogue's, GBs) fails before its data is read
-            embeddings = np.load(ada_path, mmap_mode="r", allow_pickle=False)
-            if not isinstance(embeddings, np.ndarray) or embeddings.ndim != 2 or embeddings.shape[0] != len(sid_index):
-                got = embeddings.shape if isinstance(embeddings, np.ndarray) else "an .npz archive"
-                raise ValueError(f"{ada_path}: expected [{len(sid_index)}, dim] item embeddings, got {got}")
-            bound.update(item_embeddings=np.array(embeddings), sid_to_row=sid_to_row, item_to_row=item_to_row)
-        elif name == "sasrec":
-            if not cf_path:
-                raise ValueError("reward_type sasrec needs --cf_path (a SASRec checkpoint)")
-            model = load_sasrec(cf_path, device)
-            if model.n_items != len(sid_index):
-                raise ValueError(f"{cf_path}: SASRec scores {model.n_items} items, the SID index has {len(sid_index)}")
-            bound.update(sasrec=model, item_to_row=item_to_row, sid_to_row=sid_to_row)
-        funcs.append(_bind(name, REWARDS[name], id_to_sid_token, **bound))
-    return funcs, [1.0] * len(funcs)
+        entry = REWARDS[name]
+        paths = [files.get(flag, "") for flag in entry.files]
+        for (flag, what), path in zip(entry.files.items(), paths, strict=True):
+            if not path or not Path(path).is_file():
+                raise ValueError(f"reward_type {name} needs --{flag} ({what}), got {path!r}")
+        funcs.append(_bind(name, entry.func, id_to_sid_token, **entry.bind(ctx, *paths)))
+    return funcs

@@ -1,4 +1,4 @@
-"""The one entry path of every script: `python x.py [--config recipe.yaml] --flag value ...` -> main(args).
+"""The one entry path of every script: `python x.py [--recipe recipe.yaml] --flag value ...` -> main(args).
 
 Flags and the recipe are resolved (minionerec.run.config), then main runs. Errors while flags, files and
 data are checked print one `error: ...` line and exit with code 2; MINIONEREC_TRACEBACK=1 keeps the traceback.
@@ -20,7 +20,7 @@ from minionerec.run.flags import usage
 
 # Setup errors: raised while flags, files and data are checked. Each becomes one `error: ...` line and exit
 # code 2 (DataError, CheckpointError, rq's CollisionError and json.JSONDecodeError are ValueErrors; a bad gzip
-# is an OSError or EOFError). Raised inside `past_setup()` (model loading, training) they are bugs or runtime
+# is an OSError or EOFError). Raised inside `after_checks()` (model loading, training) they are bugs or runtime
 # failures and keep their traceback, except a full disk (DiskFullError, an OSError): one line there too.
 # MINIONEREC_TRACEBACK=1 prints the traceback of every error, then its line.
 SETUP_ERRORS = (ValueError, OSError, EOFError, yaml.YAMLError)
@@ -28,9 +28,9 @@ SETUP_EXIT_CODE = 2
 
 
 @contextlib.contextmanager
-def past_setup(output=None):
-    """Wrap what runs after every check has passed: its errors keep their traceback (marked on the exception
-    itself, so nothing is remembered between runs). A write that finds no room stays one line: the atomic writers
+def after_checks(output=None):
+    """Wrap what runs after every check has passed (model loading, training, saving): its errors keep their
+    traceback (marked on the exception itself, so nothing is remembered between runs). A write that finds no room stays one line: the atomic writers
     name their target; any other (a Trainer's log, TRL's completions) names `output`, the run's output directory."""
     try:
         with naming_disk_full(output, intact=False) if output else contextlib.nullcontext():
@@ -38,7 +38,7 @@ def past_setup(output=None):
     except DiskFullError:
         raise
     except SETUP_ERRORS as e:
-        e.past_setup = True
+        e.after_checks = True
         raise
 
 
@@ -49,20 +49,20 @@ def one_line(error: BaseException) -> str:
 
 
 def run(main, args_cls) -> None:
-    """The fire shim of every entry script: `python x.py [--config recipe.yaml] --flag value ...` -> main(args)."""
+    """The fire shim of every entry script: `python x.py [--recipe recipe.yaml] --flag value ...` -> main(args)."""
 
     def entry(**flags):
         if flags.keys() & {"help", "h"}:
             print(usage(args_cls))
             return
         try:
-            main(resolve_args(args_cls, flags))  # defaults < --config recipe < flags
+            main(resolve_args(args_cls, flags))  # defaults < --recipe < flags
         except SystemExit as e:  # the checks' `raise SystemExit("error: ...")`
             if not isinstance(e.code, str):
                 raise
             fail(e, e.code)
         except SETUP_ERRORS as e:
-            if getattr(e, "past_setup", False):
+            if getattr(e, "after_checks", False):
                 raise
             fail(e, e)
 

@@ -6,13 +6,14 @@ A recipe (recipes/*.yaml) holds one scenario's hyperparameters, one section per 
     rl:       {learning_rate: 1.0e-5, beta: 1.0e-3, ...}
     evaluate: {num_beams: 50, ...}
 
-`python rl.py --config R.yaml` reads the `rl:` section. Every key must be a field of the script's
+`python rl.py --recipe R.yaml` reads the `rl:` section. Every key must be a field of the script's
 args dataclass (an unknown key is a one-line error with the nearest valid key); values pass the
-same type checks as flags. Every run prints each resolved value with its source and writes the
+same type checks as flags; a renamed flag's old name (minionerec.run.flags.RENAMED_FLAGS) still works as a key,
+with a warning. Every run prints each resolved value with its source and writes the
 same to OUTPUT_DIR/run_config.yaml; `--dry_run true` prints it and writes nothing.
 
-Nothing is kept between calls: a value's source is read back from the args themselves (their --config
-recipe and the dataclass defaults), so the same args always report the same sources.
+Nothing is kept between calls: a value's source is read back from the args themselves (their --recipe
+and the dataclass defaults), so the same args always report the same sources.
 """
 from __future__ import annotations
 
@@ -26,16 +27,15 @@ import yaml
 
 from minionerec.run import preflight
 from minionerec.run.atomic import atomic_write_text
-from minionerec.run.flags import FlagError, check_removed, parse_args
+from minionerec.run.flags import FlagError, check_removed, parse_args, rename_deprecated, rename_table
 
-# keys of a recipe that are not a script's section
 # recipe keys that are not a script's section: what it is, the real model (minionerec.model.shapes), the GPUs and the
 # memory per GPU it is sized for (the rehearsal's memory arithmetic uses them and checks the fit)
 META_KEYS = {"description", "base_model_shape", "gpu_memory_gb", "gpus"}
 # sections a recipe may hold: one per script it configures (named by the script's file; tiny = minionerec.model.tiny)
 SECTIONS = ("sft", "rl", "evaluate", "sasrec", "tiny")
 # flags about the run itself, never read from a recipe
-RUN_FLAGS = ("config", "dry_run")
+RUN_FLAGS = ("recipe", "dry_run")
 # a recipe or launch YAML is a few KB; a bigger file is a data file named by mistake
 MAX_YAML_BYTES = 1_000_000
 # what torchrun / accelerate launch put in each process's environment (accelerate's from the launch YAML)
@@ -99,8 +99,9 @@ def read_recipe(path: str) -> dict:
     return data
 
 
-def recipe_section(path: str, section: str, valid_keys, args_cls=None) -> dict:
-    """The `section` of recipe `path`, every key checked against `valid_keys` (and `args_cls`'s removed flags)."""
+def recipe_section(path: str, section: str, valid_keys, args_cls=None, warn: bool = True) -> dict:
+    """The `section` of recipe `path`, every key checked against `valid_keys` (and `args_cls`'s removed and renamed
+    flags: an old name is renamed, with a warning line unless `warn` is false)."""
     data = read_recipe(path)
     if section not in data:
         raise ConfigError(f"{path}: no {section!r} section (it has: {', '.join(k for k in data if k in SECTIONS)})")
@@ -113,10 +114,15 @@ def recipe_section(path: str, section: str, valid_keys, args_cls=None) -> dict:
             check_removed(args_cls, values)
         except FlagError as e:
             raise ConfigError(f"{path}: {section}: {str(e).lstrip('-')}") from None
+    old_names = {old for old, new in rename_table(args_cls).items() if new in valid} if args_cls is not None else set()
     for key in values:
-        if key not in valid:
+        if key not in valid and key not in old_names:
             raise ConfigError(f"{path}: {section}: unknown key {key!r}{nearest(key, valid)}")
-    return values
+    try:
+        return rename_deprecated(args_cls, values, where=f"{path}: {section}: ", dashes="", warn=warn) if old_names \
+            else values
+    except FlagError as e:
+        raise ConfigError(f"{path}: {section}: {e}") from None
 
 
 def script_name(args_cls) -> str:
@@ -136,20 +142,22 @@ def recipe_values(args_cls, recipe_path: str) -> dict:
 
 
 def resolve_args(args_cls, flags: dict):
-    """fire's flags (+ the recipe named by --config) -> args_cls: defaults < recipe < flags (sources_of reads each
-    value's source back)."""
-    recipe_path = str(flags.get("config") or "")
+    """fire's flags (+ the recipe named by --recipe) -> args_cls: defaults < recipe < flags (sources_of reads each
+    value's source back). Old flag names are renamed first, each with its warning line."""
+    flags = rename_deprecated(args_cls, flags)
+    recipe_path = str(flags.get("recipe") or "")
     recipe = recipe_values(args_cls, recipe_path) if recipe_path else {}
     return parse_args(args_cls, {**recipe, **flags})
 
 
 def sources_of(args) -> dict[str, str]:
-    """Field -> where its value came from: "recipe PATH" (the --config recipe sets it to this value), "default"
+    """Field -> where its value came from: "recipe PATH" (the --recipe recipe sets it to this value), "default"
     (the dataclass's), else "command line" (a flag, or the Python caller that built the args)."""
-    recipe_path = getattr(args, "config", "") or ""
+    recipe_path = getattr(args, "recipe", "") or ""
     recipe = {}
-    if recipe_path:  # read again, not remembered: the recipe's values as resolve_args typed them
-        keys = recipe_section(recipe_path, script_name(type(args)), [f.name for f in dataclasses.fields(args)])
+    if recipe_path:  # read again, not remembered: the recipe's values as resolve_args typed them (warned there)
+        keys = recipe_section(recipe_path, script_name(type(args)), [f.name for f in dataclasses.fields(args)],
+                              type(args), warn=False)
         typed = parse_args(type(args), keys)
         recipe = {k: getattr(typed, k) for k in keys}
     out = {}

@@ -24,6 +24,13 @@ def init_distributed() -> tuple[int, int, torch.device]:
     return rank, world_size, device
 
 
+def cpu_ddp_backend(processes: int) -> str | None:
+    """The Trainer's `ddp_backend` for sft.py / rl.py: "gloo" for several processes without CUDA, else the default.
+    Without it the Trainer (sft.py under torchrun) and accelerate's DeepSpeed state (rl.py) see a world of one on
+    every CPU rank, so each process would silently train alone on all the data."""
+    return "gloo" if processes > 1 and not torch.cuda.is_available() else None
+
+
 def gather_to_rank0(local: dict, rank: int, world_size: int) -> dict | None:
     """Merge every process's dict on rank 0 (None elsewhere). Objects travel pickled over the group."""
     if world_size == 1:

@@ -11,6 +11,8 @@ import sys
 import types
 import typing
 
+from minionerec.run.args import RecipeArgs
+
 _TRUE = {"true", "1", "yes", "y"}
 _FALSE = {"false", "0", "no", "n"}
 
@@ -57,9 +59,49 @@ def _convert(value, kind, name: str):
     return value
 
 
-def apply_aliases(args_cls, flags: dict) -> dict:
-    """`args_cls.FLAG_ALIASES` {old name: field, or None for a flag accepted and ignored} -> renamed flags."""
+# The alias table: flags (and recipe keys) renamed to say what they mean, old name -> new name. A pipeline script
+# whose args have the new field and no field of the old name (rename_table) still takes the old name, on the
+# command line and in a recipe, with a one-line warning on stderr; giving both is an error. All but config are
+# upstream's flags (AkaliKong/MiniOneRec's sft.py / rl.py), so upstream's commands keep working.
+RENAMED_FLAGS = {
+    "config": "recipe",  # the recipe YAML (recipes/); config/ holds the launch YAMLs
+    "test_during_training": "rank_eval_on_valid",  # the ranking evaluation runs on --eval_file, the valid split
+    "eval_step": "rank_eval_every",  # its interval, not sft.py's eval-loss interval --eval_steps
+    "test_beam": "rank_eval_beams",
+    "ada_path": "item_embeddings_path",  # the semantic reward's .npy (upstream's were OpenAI ada embeddings)
+    "cf_path": "sasrec_path",  # the sasrec reward's checkpoint (sasrec.py's output)
+    "freeze_LLM": "train_only_new_tokens",  # only the new SID tokens' embedding / LM-head rows train
+}
+
+
+def rename_table(args_cls) -> dict[str, str]:
+    """The RENAMED_FLAGS entries `args_cls` takes: a pipeline script's args (sft.py, rl.py, evaluate.py: they inherit
+    minionerec.run.args.RecipeArgs) with the new name and no field of the old one."""
+    if not (isinstance(args_cls, type) and issubclass(args_cls, RecipeArgs)):
+        return {}
+    fields = {f.name for f in dataclasses.fields(args_cls)}
+    return {old: new for old, new in RENAMED_FLAGS.items() if new in fields and old not in fields}
+
+
+def rename_deprecated(args_cls, flags: dict, where: str = "", dashes: str = "--", warn: bool = True) -> dict:
+    """`flags` with each RENAMED_FLAGS old name that `args_cls` takes renamed, one `warning: ... is deprecated` line
+    on stderr each (`where` starts it: a recipe's path and section); an old name beside its new one: FlagError."""
     flags = dict(flags)
+    for old, new in rename_table(args_cls).items():
+        if old not in flags:
+            continue
+        if new in flags:
+            raise FlagError(f"{dashes}{old} is the old name of {dashes}{new}; give only {dashes}{new}")
+        flags[new] = flags.pop(old)
+        if warn:
+            print(f"warning: {where}{dashes}{old} is deprecated; use {dashes}{new}", file=sys.stderr)
+    return flags
+
+
+def apply_aliases(args_cls, flags: dict) -> dict:
+    """Renamed flags (RENAMED_FLAGS, with a warning) and `args_cls.FLAG_ALIASES` {upstream's name: field, or None
+    for a flag accepted and ignored}, silent -> the fields' names."""
+    flags = rename_deprecated(args_cls, flags)
     for old, new in getattr(args_cls, "FLAG_ALIASES", {}).items():
         if old not in flags:
             continue
@@ -108,16 +150,30 @@ def command() -> str:
     return f"-m {spec.name.removesuffix('.__main__')}" if spec is not None and spec.name else sys.argv[0]
 
 
+def field_owner(args_cls, name: str):
+    """The class of args_cls's MRO that (re)defines field `name` last (its line documents the field), or None."""
+    return next((c for c in args_cls.__mro__ if name in vars(c).get("__annotations__", {})), None)
+
+
 def usage(args_cls) -> str:
-    """--help text: the args dataclass's lines are the documentation; fields inherited from a dataclass base
-    (and not redefined) come first, from the nearest base that defines them."""
-    own = body_lines(args_cls)
-    own_names = {line.split(":")[0] for line in own}
-    inherited = {}
-    for base in reversed(args_cls.__mro__[1:]):
-        if dataclasses.is_dataclass(base):
-            inherited.update({line.split(":")[0]: line for line in body_lines(base) if not line.startswith("#")})
-    lines = [inherited[f.name] for f in dataclasses.fields(args_cls) if f.name in inherited and f.name not in own_names]
+    """--help text: the args dataclass's lines are the documentation. Fields inherited from dataclass bases (and not
+    redefined) come first, one group per base in the order the class names them (minionerec.run.args): the base's
+    docstring as a `# ---` heading, then its lines; the class's own lines follow."""
+    groups = []
+    for base in args_cls.__mro__[1:]:
+        if not dataclasses.is_dataclass(base):
+            continue
+        lines = [line for line in body_lines(base)
+                 if line.startswith("#") or field_owner(args_cls, line.split(":")[0]) is base]
+        if any(not line.startswith("#") for line in lines):
+            doc = base.__doc__ or ""  # dataclass writes a signature where the class has no docstring
+            heading = " ".join(doc.split()) if doc and not doc.startswith(f"{base.__name__}(") else base.__name__
+            groups += [f"# --- {heading}", *lines]
+    own = (["# --- this script's own flags"] if groups else []) + body_lines(args_cls)
+    renamed = [f"# --{old} -> --{new}" for old, new in rename_table(args_cls).items()]
+    if renamed:
+        renamed.insert(0, "# --- renamed flags: the old name still works, on the command line and in a recipe, with "
+                          "a warning")
     doc = (args_cls.__doc__ or "").strip()
     return f"usage: python {command()} --flag value ...\n{doc}\n\nflags (name: type = default  # meaning):\n  " + \
-        "\n  ".join(lines + own)
+        "\n  ".join(groups + own + renamed)

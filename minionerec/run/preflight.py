@@ -34,8 +34,8 @@ def gradient_accumulation(batch_size: int, micro_batch_size: int, world_size: in
 
 
 def within_catalogue(value: int, flag: str, sid_index: dict, source: str) -> None:
-    """Beam search returns distinct SIDs: --num_beams / --num_generations / --test_beam `value` needs at least that
-    many in the catalogue (more would give short rankings, or groups that cannot fill, silently)."""
+    """Beam search returns distinct SIDs: --num_beams / --num_generations / --rank_eval_beams `value` needs at least
+    that many in the catalogue (more would give short rankings, or groups that cannot fill, silently)."""
     distinct = len({"".join(sid) for sid in sid_index.values()})
     if value > distinct:
         raise SystemExit(f"error: --{flag} {value} exceeds the {distinct} distinct SIDs of the catalogue ({source})")
@@ -112,15 +112,19 @@ def trains_something(epochs: float, epochs_flag: str, max_steps: int) -> None:
                        f"give --{epochs_flag} > 0 or --max_steps > 0")
 
 
-def ranking_eval_flags(test_during_training: bool, eval_file: str, keep_best: bool, lora_r: int) -> None:
-    """sft.py / rl.py: the in-training ranking evaluation needs an eval file; keep_best needs the evaluation."""
-    if test_during_training and not eval_file:
-        raise SystemExit("error: --test_during_training needs --eval_file")
-    if keep_best and not test_during_training:
-        raise SystemExit("error: --keep_best needs --test_during_training true (and --eval_file): it keeps the best "
+def ranking_eval_flags(args) -> None:
+    """sft.py / rl.py's ranking-evaluation flags (minionerec.run.args.RankingEvalArgs): the evaluation needs an eval
+    file; keep_best needs the evaluation; beams, batch and interval are positive (0 would evaluate at every step)."""
+    if args.rank_eval_on_valid and not args.eval_file:
+        raise SystemExit("error: --rank_eval_on_valid needs --eval_file")
+    if args.keep_best and not args.rank_eval_on_valid:
+        raise SystemExit("error: --keep_best needs --rank_eval_on_valid true (and --eval_file): it keeps the best "
                          "evaluated weights")
-    if keep_best and lora_r:
+    if args.keep_best and args.lora_r:
         raise SystemExit("error: --keep_best does not combine with --lora_r yet (each save would merge the adapters)")
+    for flag in ("rank_eval_beams", "eval_batch_size"):
+        at_least(getattr(args, flag), flag, 1)
+    positive_finite(args.rank_eval_every, "rank_eval_every")
 
 
 def cutoff_holds_answers(cutoff_len: int, tokenizer, prompts: list[str], responses: list[str]) -> None:

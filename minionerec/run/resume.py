@@ -212,3 +212,16 @@ def check_stop_after(stop_after_step: int, max_steps: int) -> None:
     if stop_after_step < 0 or (max_steps > 0 and stop_after_step >= max_steps):
         raise SystemExit(f"error: --stop_after_step must be 0 (off) or a step before --max_steps {max_steps}, "
                          f"got {stop_after_step}")
+
+
+def resume_point(args, model_flag: str, script: str) -> tuple[str | None, int]:
+    """(checkpoint, its step) for sft.py / rl.py, checked before anything loads: --resume_from_checkpoint resolved
+    to the newest complete checkpoint (None: a fresh run, step 0), at a step before --max_steps, of this script and
+    of the model --`model_flag` names; and --stop_after_step. The step is read now: save_total_limit may rotate that
+    checkpoint away during training."""
+    checkpoint = resolve_resume(args.resume_from_checkpoint, args.output_dir)
+    first_step = resumed_step(checkpoint)
+    check_resume_within(first_step, args.max_steps)
+    check_stop_after(args.stop_after_step, args.max_steps)
+    check_resume_matches(checkpoint, getattr(args, model_flag), model_flag, script)
+    return checkpoint, first_step

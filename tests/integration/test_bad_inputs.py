@@ -178,15 +178,15 @@ def test_sft_partial_checkpoint_named_explicitly(demo_data, tiny_model_dir, tmp_
 
 # --- rl.py
 @pytest.mark.parametrize("overrides, message", [
-    (dict(reward_type="sasrec"), r"--reward_type sasrec needs --cf_path \(an existing file\), got ''"),
-    (dict(reward_type="semantic", ada_path="ADA"), r"ada\.npy: expected \[80, dim\] item embeddings, got \(7, 4\)"),
+    (dict(reward_type="sasrec"), r"--reward_type sasrec needs --sasrec_path \(an existing file\), got ''"),
+    (dict(reward_type="semantic", item_embeddings_path="ADA"), r"ada\.npy: expected \[80, dim\] item embeddings, got \(7, 4\)"),
     (dict(num_generations=96, batch_size=96, micro_batch_size=96), r"--num_generations 96 exceeds the 80 distinct SIDs"),
     (dict(num_train_epochs=0), r"--num_train_epochs 0 with --max_steps -1 trains nothing"),
     (dict(learning_rate="nan"), r"--learning_rate must be a finite number > 0"),
     (dict(model_path="EMPTY"), r"--model_path \S+empty: no config\.json there"),
     (dict(warmup_steps=-1), r"--warmup_steps must be a step count >= 0 or a fraction of all steps in \(0, 1\), got -1"),
     (dict(lora_r=4, lora_target_modules="q_proj,qq_proj"), r"--lora_target_modules: \['qq_proj'\] not in the model"),
-    (dict(reward_type="semantic", ada_path="NPZ"), r"ada\.npz: expected \[80, dim\] item embeddings, got an \.npz archive"),
+    (dict(reward_type="semantic", item_embeddings_path="NPZ"), r"ada\.npz: expected \[80, dim\] item embeddings, got an \.npz archive"),
 ])
 def test_rl_bad_flags_one_line(overrides, message, demo_data, tiny_model_dir, tmp_path, monkeypatch, capsys):
     np.save(tmp_path / "ada.npy", np.zeros((7, 4), dtype=np.float32))

@@ -104,7 +104,7 @@ def test_rl_lora_uses_the_disabled_adapter_as_reference_and_merges(demo_data, ti
 
 @pytest.mark.parametrize("flags, message", [
     (dict(lora_r=-1), "--lora_r must be >= 0"),
-    (dict(lora_r=4, freeze_LLM=True), "--lora_r > 0 excludes --freeze_LLM"),
+    (dict(lora_r=4, train_only_new_tokens=True), "--lora_r > 0 excludes --train_only_new_tokens"),
     (dict(lora_r=4, lora_target_modules="q_proj,qq_proj"), r"--lora_target_modules: \['qq_proj'\] not in the model"),
 ])
 def test_sft_lora_flag_errors(demo_data, tiny_model_dir, tmp_path, flags, message):
@@ -151,7 +151,7 @@ def test_vocabulary_padding_rows_are_never_generated(demo_data, tmp_path):
 
 def test_freeze_llm_leaves_the_vocabulary_padding_at_its_init(demo_data, tmp_path):
     n_old = base_without_sids(demo_data, tmp_path / "base", tied=True)
-    sft.main(sft_lora_args(demo_data, tmp_path / "base", tmp_path / "out", lora_r=0, freeze_LLM=True,
+    sft.main(sft_lora_args(demo_data, tmp_path / "base", tmp_path / "out", lora_r=0, train_only_new_tokens=True,
                            learning_rate=1e-1))
     n_tok = len(AutoTokenizer.from_pretrained(tmp_path / "out" / "final_checkpoint"))
     before, after = weights(tmp_path / "base")[EMBEDDINGS[0]], weights(tmp_path / "out" / "final_checkpoint")[EMBEDDINGS[0]]

@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[2]
 RECIPES = sorted((ROOT / "recipes").glob("*.yaml"))
 SCRIPTS = {"sft": sft, "rl": rl, "evaluate": evaluate}
 # the only flags a launcher may pass: paths, names and the recipe itself (hyperparameters live in recipes)
-LAUNCHER_FLAGS = {"config", "base_model", "model_path", "train_file", "eval_file", "test_file", "info_file",
+LAUNCHER_FLAGS = {"recipe", "base_model", "model_path", "train_file", "eval_file", "test_file", "info_file",
                   "sid_index_path", "item_meta_path", "output_dir", "result_json", "category"}
 
 
@@ -27,7 +27,7 @@ def test_precedence_and_every_source_in_run_config(tmp_path, monkeypatch):
     recipe = write(tmp_path / "r.yaml", "sft:\n  learning_rate: 1.0e-2\n  batch_size: 64\n")
     monkeypatch.setenv("ACCELERATE_DEEPSPEED_ZERO_STAGE", "2")  # what accelerate exports from a launch YAML
     monkeypatch.setenv("WORLD_SIZE", "1")
-    args = resolve_args(sft.Args, {"config": recipe, "learning_rate": "5e-4", "base_model": "m"})
+    args = resolve_args(sft.Args, {"recipe": recipe, "learning_rate": "5e-4", "base_model": "m"})
     assert (args.learning_rate, args.batch_size, args.micro_batch_size) == (5e-4, 64, 4)  # flag > recipe > default
     record_run(args, tmp_path / "out")
     doc = yaml.safe_load((tmp_path / "out" / "run_config.yaml").read_text())
@@ -41,7 +41,7 @@ def test_precedence_and_every_source_in_run_config(tmp_path, monkeypatch):
 def test_recipe_values_are_type_checked(tmp_path):
     recipe = write(tmp_path / "r.yaml", "rl:\n  beta: lots\n")
     with pytest.raises(ConfigError, match=r"r\.yaml: beta: expected float, got 'lots'"):
-        resolve_args(rl.Args, {"config": recipe})
+        resolve_args(rl.Args, {"recipe": recipe})
 
 
 @pytest.mark.parametrize("text, message", [
@@ -52,7 +52,7 @@ def test_recipe_values_are_type_checked(tmp_path):
 def test_bad_recipe_is_one_line_error(tmp_path, text, message):
     recipe = write(tmp_path / "r.yaml", text)
     with pytest.raises(ConfigError, match=message):
-        resolve_args(rl.Args, {"config": recipe})
+        resolve_args(rl.Args, {"recipe": recipe})
 
 
 def paths_for(section: str, demo_data: Path, model_dir: Path, out: Path) -> dict:
@@ -85,7 +85,7 @@ def test_dry_run_on_every_recipe_loads_no_weights(recipe, demo_data, tiny_model_
     assert sections, recipe
     for section in sections:
         module = SCRIPTS[section]
-        flags = {"config": str(recipe.relative_to(ROOT)), "dry_run": True,
+        flags = {"recipe": str(recipe.relative_to(ROOT)), "dry_run": True,
                  **paths_for(section, demo_data, tiny_model_dir, tmp_path / section)}
         assert module.main(resolve_args(module.Args, flags)) is None
         assert "[config] dry run:" in capsys.readouterr().out
@@ -95,7 +95,7 @@ def test_dry_run_on_every_recipe_loads_no_weights(recipe, demo_data, tiny_model_
 def test_dry_run_checks_batch_divisibility_against_world_size(demo_data, tiny_model_dir, tmp_path, monkeypatch,
                                                               no_weights):
     monkeypatch.setenv("WORLD_SIZE", "3")  # 1024 is not divisible by 16 x 3
-    flags = {"config": "recipes/paper_qwen2.5_1.5b_8gpu.yaml", "dry_run": True,
+    flags = {"recipe": "recipes/paper_qwen2.5_1.5b_8gpu.yaml", "dry_run": True,
              **paths_for("sft", demo_data, tiny_model_dir, tmp_path)}
     with pytest.raises(SystemExit, match=r"--batch_size 1024 is not divisible by --micro_batch_size 16 x 3"):
         sft.main(resolve_args(sft.Args, flags))
@@ -194,7 +194,7 @@ def test_launchers_pass_no_hyperparameter(launcher, module):
     fields = {f.name for f in dataclasses.fields(module.Args)}
     passed = launcher_flags(ROOT / launcher) & fields
     assert passed <= LAUNCHER_FLAGS, f"{launcher} passes hyperparameters {sorted(passed - LAUNCHER_FLAGS)}"
-    assert "config" in passed  # ... and takes them from the recipe
+    assert "recipe" in passed  # ... and takes them from the recipe
 
 
 def test_demo_and_quality_bench_read_their_recipes():

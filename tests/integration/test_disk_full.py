@@ -97,9 +97,9 @@ def test_evaluate_write_on_a_full_disk(demo_data, tiny_model_dir, tmp_path, monk
     assert sorted(p.name for p in tmp_path.iterdir()) == ["pred.json", "run_config.yaml"]
 
 
-def test_any_other_write_past_setup_names_the_output_dir(tmp_path, monkeypatch, capsys):
+def test_any_other_write_after_checks_names_the_output_dir(tmp_path, monkeypatch, capsys):
     """A write outside the atomic writers (TRL's completions, a Trainer log) that finds no room: one line naming the
-    output directory; any other error past setup keeps its traceback."""
+    output directory; any other error after the checks keeps its traceback."""
     from dataclasses import dataclass
 
     @dataclass
@@ -107,7 +107,7 @@ def test_any_other_write_past_setup_names_the_output_dir(tmp_path, monkeypatch, 
         error: str = "ENOSPC"
 
     def main(args):
-        with cli.past_setup(tmp_path):
+        with cli.after_checks(tmp_path):
             raise OSError(getattr(errno, args.error), "from a writer")
 
     monkeypatch.setattr(sys, "argv", ["x.py", "--error", "ENOSPC"])
@@ -129,7 +129,7 @@ def test_the_ranking_curve_is_rewritten_whole_not_appended(tmp_path):
     from minionerec.ranking.callback import ConstrainedEvalCallback
     from minionerec.run.atomic import DiskFullError
 
-    curve = ConstrainedEvalCallback([], [], num_beams=5, eval_step=1, batch_size=1)
+    curve = ConstrainedEvalCallback([], [], num_beams=5, every=1, batch_size=1)
     curve.trainer = SimpleNamespace(is_world_process_zero=lambda: True)
     args = SimpleNamespace(output_dir=str(tmp_path))
     curve.record(args, 1, {"eval_NDCG@5": 0.25})

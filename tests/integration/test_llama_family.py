@@ -145,7 +145,7 @@ def test_bf16_run_saves_a_bf16_checkpoint(demo_data, tmp_path, tie):
 
     from accelerate import Accelerator
 
-    from minionerec.model.loading import save_final_checkpoint
+    from minionerec.model.saving import save_final_checkpoint
 
     index, meta = (demo_data / "index" / f"{CATEGORY}.{kind}.json" for kind in ("index", "item"))
     base = build_tiny_model(tmp_path / "base", index, meta, architecture="llama", tie_word_embeddings=tie, **SMALL)

@@ -28,8 +28,8 @@ from test_bad_inputs import cli_error, index_path, rl_flags, sft_flags
     (dict(micro_batch_size=0), r"--micro_batch_size must be >= 1, got 0"),
     (dict(eval_steps=0), r"--eval_steps must be a step count >= 1 or a fraction of all steps in \(0, 1\), got 0"),
     (dict(save_steps=2.5), r"--save_steps must be a step count >= 1 or a fraction of all steps in \(0, 1\), got 2.5"),
-    (dict(test_beam=0), r"--test_beam must be >= 1, got 0"),
-    (dict(eval_step=0), r"--eval_step must be a finite number > 0, got 0"),
+    (dict(rank_eval_beams=0), r"--rank_eval_beams must be >= 1, got 0"),
+    (dict(rank_eval_every=0), r"--rank_eval_every must be a finite number > 0, got 0"),
     (dict(report_to="wandbx"), r"--report_to must be one of none, wandb, tensorboard, got 'wandbx'"),
     (dict(packing=True, group_by_length=True),
      r"^error: --group_by_length only saves padding, which --packing has none of; set one of them$"),
@@ -60,8 +60,8 @@ def test_sft_nonsense_flags(overrides, message, demo_data, tiny_model_dir, tmp_p
     (dict(beam_search=False, temperature=0), r"--temperature must be a finite number > 0, got 0"),
     (dict(scale_rewards="bogus"), r"--scale_rewards must be one of group, batch, none, got 'bogus'"),
     (dict(report_to="wandbx"), r"--report_to must be one of none, wandb, tensorboard, got 'wandbx'"),
-    (dict(test_beam=0), r"--test_beam must be >= 1, got 0"),
-    (dict(eval_step=0), r"--eval_step must be a finite number > 0, got 0"),
+    (dict(rank_eval_beams=0), r"--rank_eval_beams must be >= 1, got 0"),
+    (dict(rank_eval_every=0), r"--rank_eval_every must be a finite number > 0, got 0"),
     (dict(save_steps=0), r"--save_steps must be a step count >= 1 or a fraction of all steps in \(0, 1\), got 0"),
     (dict(beta=-1), r"--beta must be >= 0, got -1"),
 ])
@@ -119,7 +119,7 @@ def test_sasrec_device_is_checked(demo_data, tmp_path, monkeypatch, capsys):
 def test_recipe_values_that_were_traceback_or_silent(tmp_path, text, message):
     (tmp_path / "r.yaml").write_text(text)
     with pytest.raises((ConfigError, FlagError), match=message):
-        resolve_args(sft.Args, {"config": str(tmp_path / "r.yaml")})
+        resolve_args(sft.Args, {"recipe": str(tmp_path / "r.yaml")})
 
 
 @pytest.mark.parametrize("cell, message", [
@@ -185,7 +185,7 @@ def test_resume_refuses_the_other_scripts_checkpoint_and_another_model_shape(tin
 def test_a_failed_final_save_leaves_no_temporary_directory(tmp_path):
     from types import SimpleNamespace
 
-    from minionerec.model.loading import save_final_checkpoint
+    from minionerec.model.saving import save_final_checkpoint
 
     def disk_full(path):
         (tmp_path / path).mkdir(parents=True)

@@ -309,6 +309,46 @@ def test_two_quantisers_share_one_embedding_run(tmp_path, demo_data, demo_catego
     assert capsys.readouterr().out.count("[text2emb]") == 1
 
 
+def test_a_registered_quantiser_is_picked_up_by_name(tmp_path, demo_data, demo_category, monkeypatch, capsys):
+    """A new quantiser is a module (Args on the shared flags, main writing the index) plus one rq.QUANTISERS entry:
+    --sids <encoder>+<its name> parses, builds and reindexes with it, no other code told."""
+    import sys
+    import types
+    from dataclasses import dataclass
+
+    import numpy as np
+
+    import rq
+    from bench import sids
+    from minionerec.data.formats import load_sid_index
+    from rq.common import QuantArgs, load_embeddings
+    from rq.index import write_index
+
+    @dataclass
+    class Args(QuantArgs):
+        """Row order in base codebook_size: item k of the embeddings gets k's digits (unique while N <= size^L)."""
+
+    def main(args):
+        item_ids, _ = load_embeddings(args.embedding_path)
+        size, rows = int(args.codebook_size), np.arange(len(item_ids))
+        codes = np.stack([rows // size ** (args.levels - 1 - level) % size for level in range(args.levels)], axis=1)
+        write_index(item_ids, codes, args.output_path)
+        return codes
+
+    module = types.ModuleType("toy_quantiser")
+    module.Args, module.main = Args, main
+    monkeypatch.setitem(sys.modules, "toy_quantiser", module)
+    monkeypatch.setitem(rq.QUANTISERS, "toy", "toy_quantiser")
+    plan = sids.parse("tfidf+toy", "", "3x16")
+    (built,), note = sids.prepare(plan, str(demo_data), demo_category, tmp_path / "sids")
+    assert note is None and built.name == "tfidf+toy" and built.data_dir == str(tmp_path / "sids" / "tfidf+toy")
+    index = load_sid_index(tmp_path / "sids" / "tfidf+toy" / "index" / f"{demo_category}.index.json")
+    assert list(index.values())[17] == ["<a_0>", "<b_1>", "<c_1>"]  # row 17 = 0*256 + 1*16 + 1
+    assert built.stats["items"] == 80 and built.stats["collision_groups"] == 0
+    assert "[sids] tfidf+toy: toy_quantiser 3x16 -> " in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="unknown quantiser 'toys'; quantisers: rqkmeans, .*, rqvae, toy$"):
+        sids.parse("tfidf+toys", "", "3x16")
+
 def test_items_without_text_keep_the_release_sids(tmp_path, demo_data, demo_category, capsys):
     import shutil
 

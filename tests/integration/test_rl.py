@@ -34,7 +34,7 @@ def two_step_run(demo_data, tiny_model_dir, tmp_path_factory):
     """add_gt guarantees a hit in every group, so the rule reward has variance and gradients flow."""
     out = tmp_path_factory.mktemp("rl_run")
     trainer = rl.main(rl_args(demo_data, tiny_model_dir, out, add_gt=True, reward_type="ranking", beta=0.04,
-                              test_during_training=True, eval_step=1, test_beam=5, eval_sample=8))
+                              rank_eval_on_valid=True, rank_eval_every=1, rank_eval_beams=5, eval_sample=8))
     return trainer, out
 
 
@@ -99,11 +99,11 @@ def test_eval_metric_sums_hand_computed():
     (dict(reward_type="ndcg"), r"unknown reward_type 'ndcg'; valid: rule, ranking"),
     (dict(num_generations=1, batch_size=1, micro_batch_size=1), r"--num_generations must be >= 2"),
     (dict(model_path="/nonexistent"), r"--model_path must be a local model directory"),
-    (dict(test_during_training=True, eval_file=""), r"--test_during_training needs --eval_file"),
+    (dict(rank_eval_on_valid=True, eval_file=""), r"--rank_eval_on_valid needs --eval_file"),
     (dict(sync_ref_model=True, beta=0.0), r"--sync_ref_model needs --beta > 0"),
     (dict(dynamic_sampling=True), r"--dynamic_sampling applies to sampled rollouts; add --beam_search false"),
-    (dict(keep_best=True), r"--keep_best needs --test_during_training true"),
-    (dict(keep_best=True, test_during_training=True, lora_r=4), r"--keep_best does not combine with --lora_r yet"),
+    (dict(keep_best=True), r"--keep_best needs --rank_eval_on_valid true"),
+    (dict(keep_best=True, rank_eval_on_valid=True, lora_r=4), r"--keep_best does not combine with --lora_r yet"),
 ])
 def test_bad_flags_fail_before_loading(demo_data, tiny_model_dir, tmp_path, overrides, message):
     with pytest.raises(SystemExit, match=message):
@@ -128,8 +128,8 @@ def _guarded_run(demo_data, model_dir, out, monkeypatch, scores):
 
     values = iter(scores)
     monkeypatch.setattr(ConstrainedEvalCallback, "evaluate", lambda self: {"eval_NDCG@5": next(values)})
-    trainer = rl.main(rl_args(demo_data, model_dir, out, add_gt=True, test_during_training=True, eval_step=1,
-                              test_beam=5, eval_sample=4, keep_best=True, save_steps=100,
+    trainer = rl.main(rl_args(demo_data, model_dir, out, add_gt=True, rank_eval_on_valid=True, rank_eval_every=1,
+                              rank_eval_beams=5, eval_sample=4, keep_best=True, save_steps=100,
                               max_steps=len(scores) - 1))
     return trainer, json.loads((out / "guard.json").read_text())
 
@@ -172,7 +172,7 @@ def test_checkpointing_toggles_leave_one_input_grads_hook(two_step_run):
 
 
 def test_sample_bounds_each_prompt_task_and_the_eval_rows(demo_data, tiny_model_dir, tmp_path):
-    args = rl_args(demo_data, tiny_model_dir, tmp_path, sample=6, test_during_training=True)
+    args = rl_args(demo_data, tiny_model_dir, tmp_path, sample=6, rank_eval_on_valid=True)
     train, valid = rl.load_datasets(args, json.loads((demo_data / "index" / "Demo.index.json").read_text()))
     assert len(valid) == 6
     assert sorted(set(train["task"])) == ["description2sid", "sid_history", "title2sid", "title_history"]
@@ -189,6 +189,6 @@ def test_per_process_batch_keys_of_old_recipes_are_one_line(old, tmp_path):
     recipe.write_text(f"rl:\n  {old}: 64\n")
     with pytest.raises(ConfigError, match=rf"old\.yaml: rl: {old} was per process; rl.py's batch is global now, as "
                                           r"sft.py's: write batch_size = completions per optimizer step"):
-        resolve_args(rl.Args, {"config": str(recipe)})
+        resolve_args(rl.Args, {"recipe": str(recipe)})
     with pytest.raises(ValueError, match=rf"^--{old} was per process"):
         resolve_args(rl.Args, {old: 64})

@@ -77,9 +77,9 @@ def test_cli_run_writes_metrics_and_a_checkpoint_the_rl_reward_loads(demo_data, 
     assert saved["test"]["invalid"] == 0 and saved["test"]["duplicate"] == 0
     assert saved["test"]["users"] == len(load_split(split_path(demo_data, "test")))
 
-    # the RL `sasrec` reward loads the checkpoint through cf_path and scores real completions
+    # the RL `sasrec` reward loads the checkpoint through sasrec_path and scores real completions
     sid_index = load_sid_index(_index_path(demo_data))
-    (reward,), _ = rewards.build_reward_funcs("sasrec", 2, sid_index, cf_path=saved["cf_path"])
+    (reward,) = rewards.build_reward_funcs("sasrec", 2, sid_index, sasrec_path=saved["cf_path"])
     test_df = load_split(split_path(demo_data, "test")).iloc[:6]
     got = reward(completions=[s + "\n" for s in test_df["item_sid"]], target=list(test_df["item_sid"]),
                  history_item_id=list(test_df["history_item_id"]))

@@ -1,4 +1,4 @@
-"""sft.py end to end on CPU: learning happens, freeze_LLM is exact, torchrun works, bad flags fail early."""
+"""sft.py end to end on CPU: learning happens, train_only_new_tokens is exact, torchrun works, bad flags fail early."""
 
 import pytest
 import torch
@@ -26,7 +26,7 @@ def test_freeze_llm_trains_only_new_sid_rows(demo_data, tmp_path):
     """A base model without SID tokens: sft.py adds them, and only their rows may change."""
     base = tmp_path / "base"
     n_old = base_without_sids(demo_data, base, tied=True)
-    sft.main(sft_args(demo_data, base, tmp_path / "out", freeze_LLM=True, learning_rate=1e-1))
+    sft.main(sft_args(demo_data, base, tmp_path / "out", train_only_new_tokens=True, learning_rate=1e-1))
     before, after = weights(base), weights(tmp_path / "out" / "final_checkpoint")
     embed = "model.embed_tokens.weight"
     assert after[embed].shape[0] > n_old  # SID rows were added
@@ -49,10 +49,10 @@ def test_bad_csv_fails_before_training_and_writes_nothing(demo_data, tiny_model_
 def test_flag_errors():
     with pytest.raises(FlagError, match=r"unknown flag\(s\): --lerning_rate"):
         parse_args(sft.Args, {"lerning_rate": 1})
-    with pytest.raises(FlagError, match="--freeze_LLM: expected true/false, got 'maybe'"):
-        parse_args(sft.Args, {"freeze_LLM": "maybe"})
-    assert parse_args(sft.Args, {"freeze_LLM": "false"}).freeze_LLM is False
-    assert parse_args(sft.Args, {"freeze_LLM": "True"}).freeze_LLM is True
+    with pytest.raises(FlagError, match="--train_only_new_tokens: expected true/false, got 'maybe'"):
+        parse_args(sft.Args, {"train_only_new_tokens": "maybe"})
+    assert parse_args(sft.Args, {"train_only_new_tokens": "false"}).train_only_new_tokens is False
+    assert parse_args(sft.Args, {"train_only_new_tokens": "True"}).train_only_new_tokens is True
     with pytest.raises(FlagError, match="--batch_size: expected int, got '1.5'"):
         parse_args(sft.Args, {"batch_size": "1.5"})
     with pytest.raises(SystemExit, match="--batch_size 10 is not divisible by --micro_batch_size 4 x 2 processes"):
@@ -73,7 +73,7 @@ def test_deepspeed_takes_a_json_and_refuses_a_deepspeed_yaml(tmp_path):
 
 
 def test_ranking_curve_matches_evaluate(demo_data, tiny_model_dir, tmp_path):
-    """--test_during_training logs valid HR/NDCG@K by constrained beam search at each eval step; the last
+    """--rank_eval_on_valid logs valid HR/NDCG@K by constrained beam search at each eval step; the last
     point is the final model's, so it must equal evaluate.py's score of final_checkpoint on the same rows."""
     import json
 
@@ -83,7 +83,7 @@ def test_ranking_curve_matches_evaluate(demo_data, tiny_model_dir, tmp_path):
     lines = split_path(demo_data, "valid").read_text().splitlines()
     valid.write_text("\n".join(lines[:9]) + "\n")  # header + 8 rows
     trainer = sft.main(sft_args(demo_data, tiny_model_dir, tmp_path / "out", eval_file=str(valid),
-                                test_during_training=True, eval_step=1, test_beam=5, eval_sample=-1))
+                                rank_eval_on_valid=True, rank_eval_every=1, rank_eval_beams=5, eval_sample=-1))
     curve = [json.loads(line) for line in (tmp_path / "out" / "eval_during_training.jsonl").read_text().splitlines()]
     assert [c["step"] for c in curve] == [1, 2]
     assert [h["step"] for h in trainer.state.log_history if "eval_NDCG@5" in h] == [1, 2]  # in trainer_state too
@@ -97,8 +97,8 @@ def test_ranking_curve_matches_evaluate(demo_data, tiny_model_dir, tmp_path):
 
 
 def test_ranking_curve_needs_eval_file(demo_data, tiny_model_dir, tmp_path):
-    with pytest.raises(SystemExit, match="--test_during_training needs --eval_file"):
-        sft.main(sft_args(demo_data, tiny_model_dir, tmp_path / "out", eval_file="", test_during_training=True))
+    with pytest.raises(SystemExit, match="--rank_eval_on_valid needs --eval_file"):
+        sft.main(sft_args(demo_data, tiny_model_dir, tmp_path / "out", eval_file="", rank_eval_on_valid=True))
     assert not (tmp_path / "out").exists()
 
 
@@ -111,8 +111,8 @@ def test_keep_best_keeps_the_best_evaluated_step(demo_data, tiny_model_dir, tmp_
 
     values = iter([0.20, 0.30, 0.25])
     monkeypatch.setattr(ConstrainedEvalCallback, "evaluate", lambda self: {"eval_NDCG@5": next(values)})
-    trainer = sft.main(sft_args(demo_data, tiny_model_dir, tmp_path, max_steps=3, test_during_training=True,
-                                eval_step=1, test_beam=5, keep_best=True))
+    trainer = sft.main(sft_args(demo_data, tiny_model_dir, tmp_path, max_steps=3, rank_eval_on_valid=True,
+                                rank_eval_every=1, rank_eval_beams=5, keep_best=True))
     guard = json.loads((tmp_path / "guard.json").read_text())
     assert (guard["chosen_step"], guard["chosen"], guard["start"]) == (2, 0.30, None)
     final, base = weights(tmp_path / "final_checkpoint"), weights(tiny_model_dir)
@@ -124,14 +124,14 @@ def test_keep_best_keeps_the_best_evaluated_step(demo_data, tiny_model_dir, tmp_
 
 
 def test_keep_best_needs_the_ranking_curve(demo_data, tiny_model_dir, tmp_path):
-    with pytest.raises(SystemExit, match="--keep_best needs --test_during_training true"):
+    with pytest.raises(SystemExit, match="--keep_best needs --rank_eval_on_valid true"):
         sft.main(sft_args(demo_data, tiny_model_dir, tmp_path / "out", keep_best=True))
     assert not (tmp_path / "out").exists()
 
 
 @pytest.mark.parametrize("overrides, message", [
     (dict(lr_scheduler_type="cosine_annealing"), r"--lr_scheduler_type 'cosine_annealing' is not a transformers schedule"),
-    (dict(weight_decay=0.1, freeze_LLM=True), r"--weight_decay must be >= 0, and 0 with --freeze_LLM"),
+    (dict(weight_decay=0.1, train_only_new_tokens=True), r"--weight_decay must be >= 0, and 0 with --train_only_new_tokens"),
 ])
 def test_optimiser_flag_errors(demo_data, tiny_model_dir, tmp_path, overrides, message):
     with pytest.raises(SystemExit, match=message):
@@ -161,7 +161,7 @@ def test_stop_after_step_then_resume_equals_the_uninterrupted_run(demo_data, tin
     scores = {1: 0.20, 2: 0.30, 3: 0.25, 4: 0.22}
     monkeypatch.setattr(ConstrainedEvalCallback, "evaluate",
                         lambda self: {"eval_NDCG@5": scores[self.trainer.state.global_step]})
-    flags = dict(max_steps=4, test_during_training=True, eval_step=1, test_beam=5, keep_best=True)
+    flags = dict(max_steps=4, rank_eval_on_valid=True, rank_eval_every=1, rank_eval_beams=5, keep_best=True)
     sft.main(sft_args(demo_data, tiny_model_dir, tmp_path / "whole", **flags))
     sft.main(sft_args(demo_data, tiny_model_dir, tmp_path / "cut", stop_after_step=2, **flags))
     assert (tmp_path / "cut" / "checkpoint-2").is_dir() and not (tmp_path / "cut" / "final_checkpoint").exists()

@@ -88,9 +88,9 @@ def setup(demo_data, tiny_model_dir, tmp_path_factory):
 
 
 def make_trainer(setup, model=None, temperature=1.0, **options):
-    funcs, weights = build_reward_funcs("rule", G, setup["sid_index"], setup["tokenizer"])
+    funcs = build_reward_funcs("rule", G, setup["sid_index"], setup["tokenizer"])
     config = MiniOneRecGRPOConfig(output_dir=str(setup["out"]), per_device_train_batch_size=2 * G, num_generations=G,
-                                  max_steps=1, beta=0.0, report_to=[], bf16=False, reward_weights=weights,
+                                  max_steps=1, beta=0.0, report_to=[], bf16=False, reward_weights=[1.0] * len(funcs),
                                   logging_steps=1, temperature=temperature, **options)
     return MiniOneRecGRPOTrainer(model=model or setup["model"], reward_funcs=funcs, args=config, processing_class=setup["tokenizer"],
                                  train_dataset=Dataset.from_dict({"prompt": ["x"], "target": ["y"]}), sid_index=setup["sid_index"])

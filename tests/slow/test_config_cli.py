@@ -13,7 +13,7 @@ from conftest import ROOT, write
 
 def test_unknown_recipe_key_through_the_cli(tmp_path):
     recipe = write(tmp_path / "r.yaml", "rl:\n  lerning_rate: 1.0e-5\n")
-    result = subprocess.run([sys.executable, "rl.py", "--config", recipe], cwd=ROOT, capture_output=True, text=True)
+    result = subprocess.run([sys.executable, "rl.py", "--recipe", recipe], cwd=ROOT, capture_output=True, text=True)
     assert result.returncode != 0
     assert result.stderr.strip().splitlines()[-1] == (
         f"error: {recipe}: rl: unknown key 'lerning_rate' (did you mean 'learning_rate'?)")
@@ -22,7 +22,7 @@ def test_unknown_recipe_key_through_the_cli(tmp_path):
 def test_evaluate_cli_writes_run_config_beside_predictions(demo_data, tiny_model_dir, tmp_path):
     recipe = write(tmp_path / "r.yaml", "evaluate:\n  num_beams: 5\n  batch_size: 4\n")
     out = tmp_path / "eval" / "predictions.json"
-    cmd = [sys.executable, "evaluate.py", "--config", recipe, "--batch_size", "2", "--sample", "4",
+    cmd = [sys.executable, "evaluate.py", "--recipe", recipe, "--batch_size", "2", "--sample", "4",
            "--base_model", str(tiny_model_dir), "--test_file", str(demo_data / "test" / "Demo.csv"),
            "--sid_index_path", str(demo_data / "index" / "Demo.index.json"), "--result_json", str(out)]
     result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})

@@ -37,7 +37,7 @@ def test_smoke_preset_scores_all_methods_and_plots(demo_data, demo_category, tmp
         by_metric = {(r["stage"], r["metric"]) for r in rows}
         assert by_metric == {("SFT", "train_loss"), ("SFT", "valid_NDCG@10"), ("RL", "reward"), ("RL", "valid_NDCG@10")}
         sft_steps = [int(r["step"]) for r in rows if (r["stage"], r["metric"]) == ("SFT", "valid_NDCG@10")]
-        assert sft_steps == [4, 8]  # eval_step 0.5 of 8 steps
+        assert sft_steps == [4, 8]  # rank_eval_every 0.5 of 8 steps
         assert (seed_dir / "curves.png").stat().st_size > 1000
         assert (seed_dir / "quality.png").stat().st_size > 1000
         # the regression guard scored the bench's own valid rows at step 0 (SFT) and step 1, and kept the better
@@ -79,10 +79,10 @@ def test_gpu_pretrained_preset_cpu_smoke(tmp_path, demo_data, demo_category):
     index, meta = (demo_data / "index" / f"{demo_category}.{kind}.json" for kind in ("index", "item"))
     base = build_tiny_model(tmp_path / "llama", index, meta, hidden_size=32, num_layers=1, num_heads=2, num_kv_heads=1,
                             intermediate_size=64, vocab_size=600, architecture="llama")
-    shrink = ("sft.max_steps=4,sft.batch_size=8,sft.micro_batch_size=8,sft.eval_sample=8,sft.eval_step=0.5,"
+    shrink = ("sft.max_steps=4,sft.batch_size=8,sft.micro_batch_size=8,sft.eval_sample=8,sft.rank_eval_every=0.5,"
               "sft.task_item_alignment=false,sft.task_sid_history_title=false,sft.task_title_history_title=false,"
               "sft.task_title_history_sid=false,rl.max_steps=1,rl.batch_size=8,rl.micro_batch_size=8,rl.num_generations=4,"
-              "rl.eval_step=1,sasrec.epochs=1,evaluate.num_beams=20,evaluate.batch_size=8")
+              "rl.rank_eval_every=1,sasrec.epochs=1,evaluate.num_beams=20,evaluate.batch_size=8")
     result = quality.main(quality.Args(preset="gpu_pretrained", base_model=str(base), data_dir=str(demo_data),
                                        category=demo_category, set=shrink, output_dir=str(tmp_path / "q"),
                                        eval_sample=12, threads=1))

@@ -22,4 +22,4 @@ def test_torchrun_two_processes(demo_data, tiny_model_dir, tmp_path):
 def test_help_lists_flags_with_their_comments():
     result = run_cli(sys.executable, "sft.py", "--help")
     assert result.returncode == 0
-    assert 'freeze_LLM: bool = False  # train only the new SID embedding rows' in result.stdout
+    assert "train_only_new_tokens: bool = False  # train only the new SID tokens' rows of the embedding and LM head" in result.stdout

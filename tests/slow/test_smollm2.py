@@ -109,8 +109,8 @@ def test_sft_rl_evaluate_on_smollm2(smollm2_dir, demo_data, tmp_path):
                  "--output_dir", str(tmp_path / "rl"), "--batch_size", "4", "--micro_batch_size", "4", "--num_generations", "4",
                  "--max_steps", "2", "--learning_rate", "1e-5", "--reward_type", "ranking", "--add_gt", "true",
                  "--title2sid", "false", "--title_history_sample", "0", "--save_steps", "100",
-                 "--gradient_checkpointing", "false", "--test_during_training", "true", "--eval_step", "1",
-                 "--test_beam", "4", "--eval_sample", "4", "--eval_batch_size", "4", "--keep_best", "true")
+                 "--gradient_checkpointing", "false", "--rank_eval_on_valid", "true", "--rank_eval_every", "1",
+                 "--rank_eval_beams", "4", "--eval_sample", "4", "--eval_batch_size", "4", "--keep_best", "true")
     assert rl.returncode == 0, (rl.stdout + rl.stderr)[-3000:]
     assert "[rl] done: steps=2" in rl.stdout
     guard = json.loads((tmp_path / "rl" / "guard.json").read_text())

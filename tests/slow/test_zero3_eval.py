@@ -28,8 +28,8 @@ def test_zero3_two_processes_uneven_eval_rows(demo_data, tiny_model_dir, tmp_pat
     }
     # shrunk: one group of G=4 per process and step, 2 steps, evaluation after each
     shrunk = {"batch_size": 8, "micro_batch_size": 4, "num_generations": 4, "max_steps": 2,
-              "save_steps": 100, "title_history_sample": 50, "test_during_training": "true", "test_beam": 4,
-              "eval_sample": 9, "eval_batch_size": 4, "eval_step": 1, "add_gt": "true", "keep_best": str(keep_best).lower()}
+              "save_steps": 100, "title_history_sample": 50, "rank_eval_on_valid": "true", "rank_eval_beams": 4,
+              "eval_sample": 9, "eval_batch_size": 4, "rank_eval_every": 1, "add_gt": "true", "keep_best": str(keep_best).lower()}
     flags = [part for k, v in shrunk.items() for part in (f"--{k}", str(v))]
     result = subprocess.run(["bash", "rl.sh", *flags], cwd=ROOT, env=env, capture_output=True, text=True, timeout=500)
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]

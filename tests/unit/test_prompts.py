@@ -247,7 +247,7 @@ def test_scripts_reject_an_unknown_style_before_loading(tmp_path):
 
     (tmp_path / "config.json").write_text("{}")  # a model directory as far as the earlier checks go
     with pytest.raises(SystemExit, match="--prompt_style must be one of upstream, minionerec, got 'x'"):
-        sft.check_paths(sft.Args(base_model=str(tmp_path), train_file="t.csv", sid_index_path="i.json",
+        sft.check_args(sft.Args(base_model=str(tmp_path), train_file="t.csv", sid_index_path="i.json",
                                  item_meta_path="m.json", prompt_style="x"), list(TASKS))
     with pytest.raises(SystemExit, match="--prompt_style must be one of upstream, minionerec, got 'x'"):
         rl.check_args(rl.Args(model_path=str(tmp_path), train_file="t.csv", sid_index_path="i.json",

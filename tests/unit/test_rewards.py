@@ -1,5 +1,6 @@
 """Reward functions on hand-written groups; expected values are computed by hand in comments."""
 import math
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -32,10 +33,10 @@ def test_ranking_only_hand_computed_groups():
 
 
 def test_ranking_type_is_rule_plus_ranking_only():
-    funcs, weights = rewards.build_reward_funcs("ranking", num_generations=2, sid_index=INDEX)
-    assert [f.__name__ for f in funcs] == ["rule", "ranking_only"] and weights == [1.0, 1.0]
+    funcs = rewards.build_reward_funcs("ranking", num_generations=2, sid_index=INDEX)
+    assert [f.__name__ for f in funcs] == ["rule", "ranking_only"]
     completions, target = [A, B, C, D], [B, B, A, A]
-    total = [sum(w * f(completions=completions, target=target)[k] for f, w in zip(funcs, weights)) for k in range(4)]
+    total = [sum(f(completions=completions, target=target)[k] for f in funcs) for k in range(4)]  # weights 1 each
     # group 1: target at rank 1 -> rank 0 gets -1/(1 + 1/log2 3) = -0.61315; group 2: no target
     assert total == pytest.approx([-0.61315, 1.0, 0.0, 0.0], abs=1e-5)
 
@@ -53,7 +54,7 @@ def test_unknown_reward_type_lists_valid_ones():
 def test_semantic_reward_is_cosine_of_item_embeddings(tmp_path):
     emb = np.array([[1.0, 0.0], [0.0, 2.0], [3.0, 3.0], [-1.0, 0.0]], dtype=np.float32)  # rows follow INDEX order
     np.save(tmp_path / "emb.npy", emb)
-    (func,), _ = rewards.build_reward_funcs("semantic", 2, INDEX, ada_path=str(tmp_path / "emb.npy"))
+    (func,) = rewards.build_reward_funcs("semantic", 2, INDEX, item_embeddings_path=str(tmp_path / "emb.npy"))
     got = func(completions=[A, B, C, D, "<z_9>"], target=[A, A, A, A, A])
     assert got == pytest.approx([1.0, 0.0, 1 / math.sqrt(2), -1.0, 0.0], abs=1e-6)
 
@@ -61,7 +62,7 @@ def test_semantic_reward_is_cosine_of_item_embeddings(tmp_path):
 def test_semantic_target_row_comes_from_item_id_column(tmp_path):
     emb = np.array([[1.0, 0.0], [0.0, 2.0], [3.0, 3.0], [-1.0, 0.0]], dtype=np.float32)
     np.save(tmp_path / "emb.npy", emb)
-    (func,), _ = rewards.build_reward_funcs("semantic", 2, INDEX, ada_path=str(tmp_path / "emb.npy"))
+    (func,) = rewards.build_reward_funcs("semantic", 2, INDEX, item_embeddings_path=str(tmp_path / "emb.npy"))
     # item 13 is the target (row 3); its SID column is ignored when item_id is present
     assert func(completions=[A, D], target=[A, A], item_id=["13", "13"]) == pytest.approx([-1.0, 1.0])
 
@@ -69,14 +70,14 @@ def test_semantic_target_row_comes_from_item_id_column(tmp_path):
 def test_semantic_needs_matching_embedding_rows(tmp_path):
     np.save(tmp_path / "emb.npy", np.zeros((3, 2)))
     with pytest.raises(ValueError, match=r"expected \[4, dim\] item embeddings"):
-        rewards.build_reward_funcs("semantic", 2, INDEX, ada_path=str(tmp_path / "emb.npy"))
+        rewards.build_reward_funcs("semantic", 2, INDEX, item_embeddings_path=str(tmp_path / "emb.npy"))
 
 
 def test_sasrec_reward_scores_completion_given_history(tmp_path):
     torch.manual_seed(0)
     model = SASRec(n_items=4, hidden_size=16, max_len=5, num_blocks=1, num_heads=1, dropout=0.0)
     path = save_sasrec(model, tmp_path / "sasrec.pt")
-    (func,), _ = rewards.build_reward_funcs("sasrec", 2, INDEX, cf_path=str(path))
+    (func,) = rewards.build_reward_funcs("sasrec", 2, INDEX, sasrec_path=str(path))
     history = [["10", "12"], ["10", "12"], [], ["13"]]
     got = func(completions=[B, D, A, "<z_9>"], history_item_id=history, target=[A] * 4)
     # expected: the model's own scores, rows 1 and 3 after history rows [0, 2]; no history / unknown item -> 0
@@ -107,5 +108,40 @@ def test_rewards_read_sids_from_ids_when_decode_drops_them():
         def get_vocab(self):
             return {"<a_1>": 5, "<b_2>": 6, "\n": 7, "<|endoftext|>": 0}
 
-    (func,), _ = rewards.build_reward_funcs("rule", 1, INDEX, tokenizer=Tok())
+    (func,) = rewards.build_reward_funcs("rule", 1, INDEX, tokenizer=Tok())
     assert func(completions=["", ""], completion_ids=[[5, 6, 7, 0], [5, 7, 0]], target=[B, B]) == [1.0, 0.0]
+
+
+def popularity_reward(completions, target, counts, sid_to_row, **kwargs):
+    """A toy reward: the completed item's count, read from a file (0 for no catalogue item)."""
+    return [float(counts[sid_to_row[c]]) if c in sid_to_row else 0.0 for c in completions]
+
+
+def bind_counts(ctx, path):
+    return dict(counts=np.load(path), sid_to_row=ctx.sid_to_row)
+
+
+def test_a_registered_reward_is_picked_up_by_name(monkeypatch, tmp_path):
+    # one function + one registry entry (and its file flag): no other code knows the name
+    entry = rewards.Reward(popularity_reward, files={"popularity_path": "an .npy of item counts"}, bind=bind_counts)
+    monkeypatch.setitem(rewards.REWARDS, "popularity", entry)
+    np.save(tmp_path / "counts.npy", np.array([5, 7, 0, 1]))  # rows follow INDEX order
+    assert rewards.check_reward_type("ranking+popularity") == ("rule", "ranking_only", "popularity")
+    args = SimpleNamespace(reward_type="rule+popularity", popularity_path=str(tmp_path / "counts.npy"))
+    assert rewards.reward_files(args) == {"popularity_path": str(tmp_path / "counts.npy")}  # what rl.check_args checks
+    funcs = rewards.build_reward_funcs(args.reward_type, 2, INDEX, **rewards.reward_files(args))  # as rl.main does
+    assert [f.__name__ for f in funcs] == ["rule", "popularity"]
+    assert funcs[1](completions=[B, D, "<z_9>"], target=[A] * 3) == [7.0, 1.0, 0.0]
+    with pytest.raises(ValueError, match=r"reward_type popularity needs --popularity_path \(an \.npy of item counts\), "
+                                         r"got ''"):
+        rewards.build_reward_funcs("popularity", 2, INDEX)
+    with pytest.raises(ValueError, match=r"valid: rule, ranking, ranking_only, semantic, sasrec, popularity \("):
+        rewards.check_reward_type("ndcg")
+
+
+def test_reward_files_are_the_registry_flags_of_the_chosen_rewards():
+    args = SimpleNamespace(reward_type="semantic+rule+sasrec", item_embeddings_path="e.npy", sasrec_path="s.pt")
+    assert rewards.reward_files(args) == {"item_embeddings_path": "e.npy", "sasrec_path": "s.pt"}
+    assert rewards.reward_files(SimpleNamespace(reward_type="ranking")) == {}
+    with pytest.raises(TypeError, match="no reward reads ada_pth"):  # a misspelt file flag is not silently dropped
+        rewards.build_reward_funcs("rule", 2, INDEX, ada_pth="e.npy")

@@ -1,12 +1,15 @@
 """Each quantiser on a small random matrix: unique, fixed-length SIDs (via the CLIs' main)."""
+import importlib
+
 import numpy as np
 import pytest
 import torch
 
 from minionerec.data.formats import load_sid_index
 from minionerec.run.file_lock import LockHeld, locked
+import rq
 from rq import balanced_rqkmeans, rqkmeans, rqkmeans_plus, rqvae
-from rq.common import save_embeddings
+from rq.common import QuantArgs, save_embeddings
 from rq.index import collision_groups
 
 N, D = 200, 16  # shrunk: 200 items, 3 levels of 8/8/16 codes -> ~1k possible SIDs, collisions still happen
@@ -171,3 +174,10 @@ def test_clustered_data_with_big_prefix_groups_still_gets_l_level_sids():
     x = (rng.normal(size=(10, D))[rng.integers(10, size=N)] + 0.3 * rng.normal(size=(N, D))).astype(np.float32)
     codes = rqkmeans.quantize(x, 3, SIZES)
     assert codes.shape == (N, 3) and not collision_groups(codes)
+
+
+@pytest.mark.parametrize("name", sorted(rq.QUANTISERS))
+def test_every_registered_quantiser_is_a_module_with_args_and_main(name):
+    """rq.QUANTISERS (bench/sids.py picks quantisers from it by name): each entry imports, takes the shared flags."""
+    module = importlib.import_module(rq.QUANTISERS[name])
+    assert issubclass(module.Args, QuantArgs) and callable(module.main)
