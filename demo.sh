@@ -15,7 +15,7 @@ CATEGORY=Demo
 export RECIPE=${RECIPE:-recipes/demo.yaml} TOKENIZERS_PARALLELISM=false WANDB_MODE=disabled
 
 echo "== 1/6 demo data -> $OUT/data"
-$PYTHON -m data.make_demo_data --output_dir "$OUT/data" --category "$CATEGORY"
+$PYTHON -m minionerec.prep.make_demo_data --output_dir "$OUT/data" --category "$CATEGORY"
 
 echo "== 2/6 tiny Qwen2 base model -> $OUT/base_model"
 $PYTHON -m minionerec.model.tiny --output_dir "$OUT/base_model" \

@@ -29,7 +29,7 @@ from minionerec.run import preflight
 from minionerec.run.atomic import atomic_write_text
 from minionerec.run.args import RecipeArgs
 from minionerec.run.cli import after_checks, run
-from minionerec.run.config import record_run
+from minionerec.run.recipe import record_run
 from minionerec.run.distributed import gather_to_rank0, init_distributed, teardown_distributed
 
 

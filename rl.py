@@ -31,7 +31,7 @@ from minionerec.rl.trainer import MiniOneRecGRPOConfig, MiniOneRecGRPOTrainer, g
 from minionerec.run import prelaunch, preflight
 from minionerec.run.args import LoraArgs, RankingEvalArgs, RecipeArgs, RunArgs, report_options, set_wandb_project
 from minionerec.run.cli import after_checks, run
-from minionerec.run.config import is_local_main, record_run
+from minionerec.run.recipe import is_local_main, record_run
 from minionerec.run.distributed import cpu_ddp_backend
 from minionerec.run.plan import rl_plan, token_lengths
 from minionerec.run.shared_dir import check_shared_output_dir

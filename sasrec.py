@@ -57,13 +57,8 @@ class Args:
 
 def check_args(args: Args) -> None:
     """Fail in one line before anything is loaded."""
-    for flag in ("train_file", "eval_file", "test_file"):
-        if not getattr(args, flag):
-            raise SystemExit(f"error: --{flag} is required")
-    for flag in ("train_file", "eval_file", "test_file", "sid_index_path", "info_file"):
-        path = getattr(args, flag)
-        if path and not Path(path).is_file():
-            raise SystemExit(f"error: --{flag} file not found: {path}")
+    preflight.input_files(args, ("train_file", "eval_file", "test_file"),
+                          ("train_file", "eval_file", "test_file", "sid_index_path", "info_file"))
     if not (args.sid_index_path or args.info_file):
         raise SystemExit("error: give the catalogue with --sid_index_path or --info_file")
     for flag in ("hidden_size", "num_blocks", "num_heads", "max_len", "batch_size", "epochs", "patience"):

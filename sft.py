@@ -30,7 +30,7 @@ from minionerec.ranking.constrained import build_sid_trie
 from minionerec.run import prelaunch, preflight
 from minionerec.run.args import LoraArgs, RankingEvalArgs, RecipeArgs, RunArgs, report_options, set_wandb_project
 from minionerec.run.cli import after_checks, run
-from minionerec.run.config import is_local_main, record_run
+from minionerec.run.recipe import is_local_main, record_run
 from minionerec.run.distributed import cpu_ddp_backend
 from minionerec.run.launch_config import sft_deepspeed, zero_stage
 from minionerec.run.plan import sft_plan, token_lengths
@@ -247,7 +247,7 @@ def build_trainer(args: Args, model, tokenizer, data: SftData, training_args: Tr
     stop = StopAfterStep(args.stop_after_step)
     trainer = Trainer(
         model=model, args=training_args, train_dataset=train_ds, eval_dataset=eval_ds,
-        # left padding + logits at the answer window only: same loss as full logits (test_collate.py);
+        # left padding + logits at the answer window only: same loss as full logits (test_sft_tasks_collator.py);
         # packed: the same loss, gradients and steps without the padding (test_packing.py)
         data_collator=PackedCollator() if args.packing else AnswerWindowCollator(tokenizer.pad_token_id),
         processing_class=tokenizer, callbacks=[*callbacks, NoCheckpointAtLastStep(), stop],  # final_checkpoint: the end save

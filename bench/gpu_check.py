@@ -222,7 +222,7 @@ def main(args: Args) -> dict:
     if not (data_dir / "index" / f"{args.category}.index.json").is_file():
         print(f"[gpu_check] {data_dir} lacks {args.category}: generating demo data")
         data_dir, args.category = out / "demo_data", "Demo"
-        sh([py, "data/make_demo_data.py", "--output_dir", str(data_dir), "--category", "Demo"], out / "data.log", env)
+        sh([py, "minionerec/prep/make_demo_data.py", "--output_dir", str(data_dir), "--category", "Demo"], out / "data.log", env)
     files = data_files(data_dir, args.category)
     report = {"environment": environment(), "shapes": args.shapes, "data": f"{data_dir} {args.category}"}
     print(f"[gpu_check] {report['environment']}")

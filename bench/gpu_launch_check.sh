@@ -16,7 +16,7 @@ stage() {  # stage NAME COMMAND...: run, keep the log, print PASS/FAIL
   if "$@" > "$OUT/$name.log" 2>&1; then echo "PASS $name"; else echo "FAIL $name (see $OUT/$name.log)"; tail -5 "$OUT/$name.log"; status=1; fi
 }
 
-$PYTHON -m data.make_demo_data --output_dir "$OUT/data" --category Demo > /dev/null
+$PYTHON -m minionerec.prep.make_demo_data --output_dir "$OUT/data" --category Demo > /dev/null
 $PYTHON -m minionerec.model.tiny --output_dir "$OUT/base" --sid_index_path "$OUT/data/index/Demo.index.json" \
     --item_meta_path "$OUT/data/index/Demo.item.json" --hidden_size 64 --num_layers 2 > /dev/null
 common=(NPROC=1 BASE_MODEL="$OUT/base" DATA_DIR="$OUT/data" CATEGORY=Demo)

@@ -30,7 +30,7 @@ from minionerec.model.memory import estimate
 from minionerec.model.shapes import Shape, named_shape
 from minionerec.run import plan as plans
 from minionerec.run.cli import run
-from minionerec.run.config import read_recipe
+from minionerec.run.recipe import read_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = "recipes/qwen2.5_1.5b_1gpu.yaml+recipes/qwen2.5_7b_lora_24gb.yaml"
@@ -111,7 +111,7 @@ def main(args: Args) -> list[dict]:
     out.mkdir(parents=True, exist_ok=True)
     data_dir, category, steps = Path(args.data_dir), args.category, args.steps
     if args.smoke or not data_dir.is_dir():
-        from data.make_demo_data import make_demo_data
+        from minionerec.prep.make_demo_data import make_demo_data
 
         data_dir, category, steps = out / "demo_data", "Demo", 1 if args.smoke else steps
         if not data_dir.is_dir():

@@ -81,7 +81,7 @@ def default_inputs(workdir: Path) -> dict:
         index, meta = REAL / "index" / f"{CATEGORY}.index.json", REAL / "index" / f"{CATEGORY}.item.json"
         test = next((REAL / "test").glob(f"{CATEGORY}*.csv"))
     else:
-        from data.make_demo_data import make_demo_data
+        from minionerec.prep.make_demo_data import make_demo_data
 
         make_demo_data(workdir / "data", category="Demo")
         index, meta, test = (workdir / "data/index/Demo.index.json", workdir / "data/index/Demo.item.json",

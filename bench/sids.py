@@ -1,14 +1,14 @@
 """The quality bench's SID stage: which Semantic IDs a dataset trains on (`python -m bench.quality --sids`).
 
 `release` is the dataset's own index.json, as given. `<encoder>+<quantiser>` (tfidf+rqkmeans, minilm+rqkmeans, ...)
-builds an index from the items' title + description: rq.text2emb embeds them (ENCODERS: the method and local model),
-an rq quantiser (the registry rq.QUANTISERS names them) turns the vectors into `--sid_shape` codes (3x256 by
-default; collisions re-assigned, rq's default), and rq.reindex rewrites the dataset's splits with it into
+builds an index from the items' title + description: minionerec.rq.text2emb embeds them (ENCODERS: the method and local model),
+an rq quantiser (the registry minionerec.rq.QUANTISERS names them) turns the vectors into `--sid_shape` codes (3x256 by
+default; collisions re-assigned, rq's default), and minionerec.rq.reindex rewrites the dataset's splits with it into
 <out>/sids/<candidate>/, a MiniOneRec-layout data directory the bench reads like any other (same rows and item ids,
 new SIDs). The embeddings are cached per dataset and encoder in <out>/sids/embeddings/<encoder>/, so two quantisers
 of one encoder embed once. `auto` builds every `--sid_candidates` entry; bench/quality/sid_choice.py trains SFT on
-each and keeps the best on valid by item. Each candidate's report is rq.index.sid_stats of its index. A catalogue
-whose text rq.text2emb would refuse (an item with an empty title and description) keeps the release SIDs, with a
+each and keeps the best on valid by item. Each candidate's report is minionerec.rq.index.sid_stats of its index. A catalogue
+whose text minionerec.rq.text2emb would refuse (an item with an empty title and description) keeps the release SIDs, with a
 note saying why.
 """
 from __future__ import annotations
@@ -20,12 +20,12 @@ import importlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from rq import QUANTISERS  # the quantiser registry: name -> module
+from minionerec.rq import QUANTISERS  # the quantiser registry: name -> module
 
 ROOT = Path(__file__).resolve().parents[1]
 RELEASE = "release"
 CANDIDATES = "release,tfidf+rqkmeans,minilm+rqkmeans"  # what --sids auto compares unless told
-# encoder name -> (rq.text2emb --method, local model directory from the repository root, the make target writing it)
+# encoder name -> (minionerec.rq.text2emb --method, local model directory from the repository root, the make target writing it)
 ENCODERS = {"tfidf": ("tfidf", "", ""),
             "minilm": ("sentence_transformers", "models/all-MiniLM-L6-v2", "make minilm"),
             "smollm2": ("causal_lm", "models/SmolLM2-135M", "make pretrained")}
@@ -61,7 +61,7 @@ class Built:
 
     name: str
     data_dir: str
-    stats: dict  # rq.index.sid_stats
+    stats: dict  # minionerec.rq.index.sid_stats
 
 
 def parse_candidate(spec: str, flag: str = "--sids") -> Candidate:
@@ -120,10 +120,10 @@ def parse(sids: str, candidates: str, shape: str) -> SidPlan:
 
 
 def text_problem(meta_path) -> str | None:
-    """Why rq.text2emb would refuse this catalogue's default text (title + description), else None: a field no item
+    """Why minionerec.rq.text2emb would refuse this catalogue's default text (title + description), else None: a field no item
     has, or an item without usable text (text2emb's own rule, textless_items)."""
     from minionerec.data.formats import load_item_meta
-    from rq.text2emb import Args, item_text, parse_fields, textless_items
+    from minionerec.rq.text2emb import Args, item_text, parse_fields, textless_items
 
     meta = load_item_meta(meta_path)
     try:
@@ -141,8 +141,8 @@ def embeddings(encoder: str, meta_path: Path, cache: Path) -> Path:
     file is used again while the item.json it embedded is byte for byte the same (another quantiser, or a rerun);
     its SHA-256 is kept beside the embeddings, written after them."""
     from minionerec.run.atomic import atomic_write_text
-    from rq import text2emb
-    from rq.common import ids_path
+    from minionerec.rq import text2emb
+    from minionerec.rq.common import ids_path
 
     path = cache / encoder / "items.emb.npy"
     stamp = path.with_suffix(".item_json.sha256")
@@ -159,8 +159,8 @@ def embeddings(encoder: str, meta_path: Path, cache: Path) -> Path:
 
 def build(candidate: Candidate, plan: SidPlan, data_dir: str, category: str, sid_dir: Path) -> Built:
     """Embed (cached), quantise into sid_dir/<name>/index/, and reindex the dataset into sid_dir/<name>/."""
-    from rq.index import load_index_codes, sid_stats
-    from rq.reindex import reindex
+    from minionerec.rq.index import load_index_codes, sid_stats
+    from minionerec.rq.reindex import reindex
 
     out = sid_dir / candidate.name
     meta_path = Path(data_dir) / "index" / f"{category}.item.json"
@@ -178,7 +178,7 @@ def build(candidate: Candidate, plan: SidPlan, data_dir: str, category: str, sid
 
 def release(data_dir: str, category: str) -> Built:
     """The dataset as given; its index's figures (codebook sizes read off the codes)."""
-    from rq.index import load_index_codes, sid_stats
+    from minionerec.rq.index import load_index_codes, sid_stats
 
     _, codes = load_index_codes(Path(data_dir) / "index" / f"{category}.index.json")
     return Built(RELEASE, data_dir, sid_stats(codes))

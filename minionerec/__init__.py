@@ -3,7 +3,7 @@
 The subpackages follow the pipeline; a lower floor never imports a higher one (tests/unit/test_layers.py):
 
     run/        flags -> typed args + --help and the renamed flags (flags), the flag groups sft.py and rl.py
-                share (args), recipes + precedence (config), the one entry and
+                share (args), recipes + precedence (recipe), the one entry and
                 error path (cli), pre-flight checks (preflight), launch-YAML checks (launch_config), the
                 launchers' topology and pre-check (topology, prelaunch), plans (plan), atomic writes and multi-file
                 commits (atomic), one writer per file (file_lock), resume + checkpoint policy, process groups
@@ -20,8 +20,11 @@ The subpackages follow the pipeline; a lower floor never imports a higher one (t
     rl/         GRPO trainer + config subclass (trainer), reward functions (rewards)
     serving/    top-K from a checkpoint (recommender), request batching (queue), HTTP limits and the server
                 (guard), catalogue reload (reload), the routes (app)
+    rq/         SID construction: text -> embeddings (text2emb), the quantisers and their registry, new items
+                (add_items), reindexing, reports (python -m minionerec.rq.<name>)
     launch/     the launchers' CPU rehearsal of a GPU recipe (rehearsal, report)
+    prep/       dataset preparation: Amazon 2018 / 2023 raw data, the demo dataset (python -m minionerec.prep.<name>)
 
-Floors, bottom to top: run -> data -> model -> ranking -> rl, serving -> launch. docs/architecture.md has the data
+Floors, bottom to top: run -> data -> model -> ranking, rq -> rl, serving -> launch, prep. docs/architecture.md has the data
 flow of one SFT and one RL step and where new pieces go.
 """

@@ -10,7 +10,7 @@ ROOT = Path(__file__).resolve().parents[1]  # importable through pytest.ini's py
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("WANDB_MODE", "disabled")
 
-from data.make_demo_data import make_demo_data  # noqa: E402  (after the environment defaults)
+from minionerec.prep.make_demo_data import make_demo_data  # noqa: E402  (after the environment defaults)
 from minionerec.run.topology import find_free_port as free_port  # noqa: E402, F401  (the tests import it from here)
 from minionerec.model.tiny import build_tiny_model  # noqa: E402
 

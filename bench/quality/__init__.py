@@ -8,5 +8,5 @@ from bench.quality.plan import PRESETS, Args, resolve, script_args
 from bench.quality.run import main
 
 # the entry point as `python -m bench.quality` runs it, and each preset's resolved plan (which
-# tests/integration/test_config.py checks against the recipes); everything else is imported from its own module
+# tests/integration/test_recipe.py checks against the recipes); everything else is imported from its own module
 __all__ = ["Args", "main", "PRESETS", "resolve", "script_args"]

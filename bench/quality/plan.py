@@ -134,7 +134,7 @@ class Plan:
     def record(self) -> dict:
         """results.json's "knobs": the bench's values and every script's resolved flags, less those the bench sets
         per run (each run's run_config.yaml has them)."""
-        from minionerec.run.config import RUN_FLAGS
+        from minionerec.run.recipe import RUN_FLAGS
 
         out = {"recipe": self.recipe, "seeds": self.seeds, "eval_sample": self.eval_sample,
                "base_model": self.base_model, "scratch_arm": self.scratch_arm}
@@ -155,7 +155,7 @@ class Plan:
 
 def check_key(section: str, key: str, cls, where: str) -> None:
     """`key` is a flag of `section`'s script that a recipe or --set may give, else a one-line error."""
-    from minionerec.run.config import RUN_FLAGS, nearest
+    from minionerec.run.recipe import RUN_FLAGS, nearest
 
     valid = [f.name for f in dataclasses.fields(cls) if f.name not in RUN_FLAGS]
     if key in BENCH_SETS[section]:
@@ -169,7 +169,7 @@ def parse_set(text: str, classes: dict) -> dict[str, dict[str, str]]:
     """--set "sft.learning_rate=1e-3,rl.beta=0" -> {section: {flag: value}}; a value may hold commas
     (rl.lora_target_modules=q_proj,v_proj): items split only before the next `section.flag=`. A renamed flag's old
     name (minionerec.run.flags.RENAMED_FLAGS) gives its new one, with a warning."""
-    from minionerec.run.config import nearest
+    from minionerec.run.recipe import nearest
     from minionerec.run.flags import rename_deprecated
 
     out = {section: {} for section in classes}
@@ -190,10 +190,10 @@ def parse_set(text: str, classes: dict) -> dict[str, dict[str, str]]:
 
 
 def resolve(args: Args) -> Plan:
-    """Each script's args from the recipe (read and type-checked by minionerec.run.config, as the scripts read
+    """Each script's args from the recipe (read and type-checked by minionerec.run.recipe, as the scripts read
     theirs) with --set applied, the bench's values from PRESETS and its flags; every check is a one-line error."""
     from minionerec.data.prompts import STYLES
-    from minionerec.run.config import ConfigError, read_recipe, recipe_values
+    from minionerec.run.recipe import ConfigError, read_recipe, recipe_values
     from minionerec.run.flags import FlagError, parse_args
 
     if args.preset not in PRESETS:

@@ -123,7 +123,7 @@ def sample_dataset(ds: Dataset, sample: int, seed: int) -> Dataset:
 # memory and, on small models, most of its FLOPs. Left padding puts every row's answer at the end of
 # the batch, so `logits_to_keep=k` (transformers' "last k positions") covers all answers, and the
 # labels are cut to the same k positions. The loss and gradients equal the right-padded full-logits
-# reference (tests/unit/test_collate.py); `bench/sft_step.py` times both. minionerec/data/packing.py
+# reference (tests/unit/test_sft_tasks_collator.py); `bench/sft_step.py` times both. minionerec/data/packing.py
 # drops the padding altogether (sft.py --packing).
 
 

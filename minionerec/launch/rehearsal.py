@@ -43,7 +43,7 @@ from minionerec.launch import report as reporting
 from minionerec.model.shapes import DEFAULT, Shape, named_shape, shape_of_config
 from minionerec.run import plan as plans
 from minionerec.run.atomic import atomic_path
-from minionerec.run.config import read_recipe
+from minionerec.run.recipe import read_recipe
 from minionerec.run.flags import RENAMED_FLAGS
 from minionerec.run.launch_config import deepspeed_file_of, sft_deepspeed, zero_stage
 

@@ -1,4 +1,4 @@
-"""A short title <-> SID fine-tune for items added after SFT (rq/add_items.py --align_steps N).
+"""A short title <-> SID fine-tune for items added after SFT (minionerec/rq/add_items.py --align_steps N).
 
 It is SFT's item-alignment task (minionerec.data.sft_tasks: title -> SID and SID -> title) restricted to
 the new items, tokenised, collated and trained exactly as sft.py does (same dataset builder,

@@ -1,6 +1,6 @@
 """The one entry path of every script: `python x.py [--recipe recipe.yaml] --flag value ...` -> main(args).
 
-Flags and the recipe are resolved (minionerec.run.config), then main runs. Errors while flags, files and
+Flags and the recipe are resolved (minionerec.run.recipe), then main runs. Errors while flags, files and
 data are checked print one `error: ...` line and exit with code 2; MINIONEREC_TRACEBACK=1 keeps the traceback.
 So does a write that finds no room (minionerec.run.atomic.DiskFullError), at any point of a run.
 """
@@ -15,7 +15,7 @@ import fire
 import yaml
 
 from minionerec.run.atomic import DiskFullError, naming_disk_full
-from minionerec.run.config import resolve_args
+from minionerec.run.recipe import resolve_args
 from minionerec.run.flags import usage
 
 # Setup errors: raised while flags, files and data are checked. Each becomes one `error: ...` line and exit

@@ -53,7 +53,7 @@ def holder_record() -> str:
 
 
 def describe_holder(text: str) -> str:
-    """A lock file's record -> 'pid 12 on host since 2026-12-08T10:00:00+00:00 (python -m rq.add_items ...)'."""
+    """A lock file's record -> 'pid 12 on host since 2026-12-08T10:00:00+00:00 (python -m minionerec.rq.add_items ...)'."""
     try:
         record = json.loads(text)
         command = " ".join(str(record["command"]).split())  # one line, whatever the arguments held

@@ -18,7 +18,7 @@ import sys
 from functools import cache
 from pathlib import Path
 
-from minionerec.run.config import ConfigError, nearest, read_yaml
+from minionerec.run.recipe import ConfigError, nearest, read_yaml
 
 
 @cache

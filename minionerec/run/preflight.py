@@ -61,6 +61,21 @@ def file_problem(path) -> str | None:
     return "not a regular file (a FIFO, socket or device)" if path.exists() else "file not found"
 
 
+def input_files(args, required: tuple[str, ...], files: tuple[str, ...]) -> None:
+    """The `required` flags are given, and each of the `files` flags that is given names a readable regular file
+    (`error: --flag file not found: PATH`, or `error: --flag PATH: not a regular file ...`)."""
+    for flag in required:
+        if not getattr(args, flag):
+            raise SystemExit(f"error: --{flag} is required")
+    for flag in files:
+        path = getattr(args, flag)
+        problem = file_problem(path) if path else None
+        if problem == "file not found":
+            raise SystemExit(f"error: --{flag} file not found: {path}")
+        if problem:
+            raise SystemExit(f"error: --{flag} {path}: {problem}")
+
+
 def replaceable_model_dir(path: str, flag: str) -> None:
     """`path` is a model directory a writer may replace whole: writable, and empty or already a model (a
     config.json). `--output_dir models`, meant as the parent folder, would otherwise delete every model in it."""

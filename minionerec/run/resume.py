@@ -5,7 +5,7 @@ without optimizer / trainer state). Transformers' `resume_from_checkpoint=True` 
 regardless and crashes after the model has loaded. Here a checkpoint counts only when it is
 complete, judged by the file the Trainer writes LAST: `_save_checkpoint` saves the weights, then the
 optimizer, scheduler and RNG states, and only then `trainer_state.json` (transformers 5.x; pinned, and
-tests/test_faults.py kills inside the save to check it). So a checkpoint is complete when its
+tests/test_resume.py kills inside the save to check it). So a checkpoint is complete when its
 trainer_state.json parses and names step N, and its weights are there.
 """
 from __future__ import annotations

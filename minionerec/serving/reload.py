@@ -61,7 +61,7 @@ def load_reload_catalogue(recommender: Recommender, root: Path, sid_index_path: 
     missing = {t for tokens in sid_index.values() for t in tokens if t not in vocab}
     if missing:
         raise RequestError("sid_index_path", f"sid_index_path: {len(missing)} SID token(s) are not single tokens of "
-                                             "the model's vocabulary (add them with python -m rq.add_items "
+                                             "the model's vocabulary (add them with python -m minionerec.rq.add_items "
                                              "--base_model ...)")
     try:
         # the server's train counts carry over: a shared SID is shown as the same item as before the reload

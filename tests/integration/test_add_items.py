@@ -1,4 +1,4 @@
-"""rq/add_items.py: items held out of SID construction (and of the model) become recommendable.
+"""minionerec/rq/add_items.py: items held out of SID construction (and of the model) become recommendable.
 
 Pipeline on the demo catalogue minus 6 held-out items: TF-IDF fit -> RQ-Kmeans 4x4x16 (256 codes for
 74 near-duplicate demo items: 5 of the 6 held-out items find their nearest code taken) -> tiny model
@@ -25,9 +25,9 @@ from minionerec.model.loading import load_model, load_tokenizer
 from minionerec.serving.recommender import history_prompt
 from minionerec.data.sft_tasks import task_rows
 from minionerec.model.tiny import build_tiny_model
-from rq import add_items, rqkmeans, rqvae, text2emb
-from rq.common import save_embeddings
-from rq.index import CollisionError, extend_codes, load_codebooks, quantize_frozen
+from minionerec.rq import add_items, rqkmeans, rqvae, text2emb
+from minionerec.rq.common import save_embeddings
+from minionerec.rq.index import CollisionError, extend_codes, load_codebooks, quantize_frozen
 
 HELD_OUT = ["5", "18", "31", "44", "57", "70"]
 

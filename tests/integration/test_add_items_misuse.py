@@ -1,4 +1,4 @@
-"""rq/add_items.py misuse: ids that are not flat unique strings, non-numeric embeddings, damaged codebooks or encoder,
+"""minionerec/rq/add_items.py misuse: ids that are not flat unique strings, non-numeric embeddings, damaged codebooks or encoder,
 outputs that cannot be written, a failure while the outputs are renamed, and two runs writing one index at once.
 Each is one `error: ...` line (or the original exception) with every input and output exactly as before, so the same
 command can be rerun. Random embeddings, a 2-level RQ-Kmeans index (~1 s); only the stale-temporaries test loads a
@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 
 from minionerec.data.formats import load_sid_index
-from rq import add_items, rqkmeans
-from rq.common import save_embeddings
+from minionerec.rq import add_items, rqkmeans
+from minionerec.rq.common import save_embeddings
 
 ROOT = Path(__file__).resolve().parents[2]
 HOLD = "import sys; from minionerec.run.file_lock import locked\nwith locked(*sys.argv[1:]):\n" \
@@ -44,8 +44,8 @@ def args(cat: Path, **kw) -> add_items.Args:
 
 
 def command(cat: Path, **kw) -> list[str]:
-    """`python -m rq.add_items` with args(cat, **kw) as flags."""
-    return [sys.executable, "-m", "rq.add_items",
+    """`python -m minionerec.rq.add_items` with args(cat, **kw) as flags."""
+    return [sys.executable, "-m", "minionerec.rq.add_items",
             *[f"--{k}={v}" for k, v in vars(args(cat, **kw)).items() if v and not isinstance(v, (int, float))]]
 
 
@@ -148,10 +148,10 @@ def test_cli_bad_ids_are_one_line_exit_2(cat):
 
 
 @pytest.mark.parametrize("damage, message", [
-    ("truncated", r"X.codebooks.npz: not a codebooks file an rq/ quantiser wrote \(BadZipFile"),
-    ("junk", r"X.codebooks.npz: not a codebooks file an rq/ quantiser wrote \(ValueError"),
-    ("no collision mode", r"X.codebooks.npz: not a codebooks file an rq/ quantiser wrote \(KeyError"),
-    ("no levels", r"X.codebooks.npz: not a codebooks file an rq/ quantiser wrote \(levels \[\]"),
+    ("truncated", r"X.codebooks.npz: not a codebooks file a minionerec/rq/ quantiser wrote \(BadZipFile"),
+    ("junk", r"X.codebooks.npz: not a codebooks file a minionerec/rq/ quantiser wrote \(ValueError"),
+    ("no collision mode", r"X.codebooks.npz: not a codebooks file a minionerec/rq/ quantiser wrote \(KeyError"),
+    ("no levels", r"X.codebooks.npz: not a codebooks file a minionerec/rq/ quantiser wrote \(levels \[\]"),
 ])
 def test_a_damaged_codebooks_file_is_one_line(cat, damage, message):
     path = cat / "X.codebooks.npz"
@@ -169,12 +169,12 @@ def test_a_damaged_codebooks_file_is_one_line(cat, damage, message):
 def test_a_damaged_or_mismatched_encoder_is_one_line(cat):
     import torch
 
-    from rq.rqvae import RQVAE, save_encoder
+    from minionerec.rq.rqvae import RQVAE, save_encoder
 
     (cat / "X.encoder.pt").write_bytes(b"PK\x03\x04 half a torch file")
-    fails(cat, r"X.encoder.pt: not an encoder rq.rqvae / rq.rqkmeans_plus wrote \(")
+    fails(cat, r"X.encoder.pt: not an encoder minionerec.rq.rqvae / minionerec.rq.rqkmeans_plus wrote \(")
     torch.save({"weights": torch.zeros(2)}, cat / "X.encoder.pt")
-    fails(cat, r"X.encoder.pt: not an encoder rq.rqvae / rq.rqkmeans_plus wrote \(no 'config' entry\)")
+    fails(cat, r"X.encoder.pt: not an encoder minionerec.rq.rqvae / minionerec.rq.rqkmeans_plus wrote \(no 'config' entry\)")
     save_encoder(cat / "X.index.json", RQVAE(5, [4], 8, [4, 16]))  # takes 5-d embeddings, the new ones are 8-d
     fails(cat, r"new embeddings have dimension 8, the encoder .*X.encoder.pt takes 5")
 
@@ -197,7 +197,7 @@ def test_a_run_while_another_process_writes_the_index_is_refused_in_one_line(cat
 
 
 def test_two_runs_at_once_keep_both_runs_items_or_refuse_one(cat):
-    """Two real `python -m rq.add_items` processes extending one index (and item.json) in place, started together:
+    """Two real `python -m minionerec.rq.add_items` processes extending one index (and item.json) in place, started together:
     each either adds its items or is refused in one line; no run that exited 0 loses its items."""
     save_embeddings(["m0", "m1", "m2"], np.random.default_rng(1).normal(size=(3, 8)), cat / "more.npy")
     (cat / "more.item.json").write_text(json.dumps({f"m{k}": {"title": f"more {k}"} for k in range(3)}))

@@ -4,7 +4,7 @@ free space, exit code 2, with the old outputs intact and no temporary or partial
 The runs are real (sft.py and evaluate.py through cli.run, in-process) under a real file size limit: RLIMIT_FSIZE,
 what `ulimit -f` sets, lowered just below the size of the write that must fail. Python ignores SIGXFSZ, so that write
 fails with EFBIG (errno 27), as `ulimit -f` made the tester's runs fail; ENOSPC and EDQUOT take the same path
-(tests/unit/test_atomic_writes.py).
+(tests/unit/test_atomic.py).
 """
 import contextlib
 import errno
@@ -20,7 +20,7 @@ import evaluate
 import sft
 from conftest import split_path
 from minionerec.run import cli
-from test_bad_inputs import index_path, sft_flags
+from test_preflight import index_path, sft_flags
 
 
 def disk_full(path, reason: str = "File too large") -> str:

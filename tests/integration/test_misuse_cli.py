@@ -18,10 +18,10 @@ import sft
 from conftest import CATEGORY, split_path
 from minionerec.data.formats import DataError, load_split
 from minionerec.data.inter import read_inter, write_inter
-from minionerec.run.config import ConfigError, resolve_args
+from minionerec.run.recipe import ConfigError, resolve_args
 from minionerec.run.flags import FlagError
 from minionerec.run.resume import CheckpointError, check_resume_within
-from test_bad_inputs import cli_error, index_path, rl_flags, sft_flags
+from test_preflight import cli_error, index_path, rl_flags, sft_flags
 
 
 @pytest.mark.parametrize("overrides, message", [

@@ -318,11 +318,11 @@ def test_a_registered_quantiser_is_picked_up_by_name(tmp_path, demo_data, demo_c
 
     import numpy as np
 
-    import rq
+    from minionerec import rq
     from bench import sids
     from minionerec.data.formats import load_sid_index
-    from rq.common import QuantArgs, load_embeddings
-    from rq.index import write_index
+    from minionerec.rq.common import QuantArgs, load_embeddings
+    from minionerec.rq.index import write_index
 
     @dataclass
     class Args(QuantArgs):

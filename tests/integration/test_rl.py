@@ -183,7 +183,7 @@ def test_sample_bounds_each_prompt_task_and_the_eval_rows(demo_data, tiny_model_
 def test_per_process_batch_keys_of_old_recipes_are_one_line(old, tmp_path):
     """A recipe means the same run on any cluster: rl.py's batch is global now, and the old per-process keys (which
     doubled the completions a step on 16 GPUs) are refused with their translation, never reinterpreted."""
-    from minionerec.run.config import ConfigError, resolve_args
+    from minionerec.run.recipe import ConfigError, resolve_args
 
     recipe = tmp_path / "old.yaml"
     recipe.write_text(f"rl:\n  {old}: 64\n")

@@ -13,8 +13,8 @@ from conftest import CATEGORY, ROOT
 from convert_dataset import Args, main
 from minionerec.data.formats import DataError, load_info, load_sid_index, load_split, sid_string
 from minionerec.run.file_lock import LockHeld, locked
-from rq.index import write_index
-from rq.reindex import reindex
+from minionerec.rq.index import write_index
+from minionerec.rq.reindex import reindex
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +64,7 @@ def test_item_missing_from_new_index_fails_before_writing(demo_data, new_index, 
 
 
 def test_reindex_while_another_run_writes_the_dataset_is_refused_and_then_cleans_up(demo_data, new_index, tmp_path):
-    """Another writer (here: rq.add_items' lock on the dataset's index) holds one output: reindexing the dataset in
+    """Another writer (here: minionerec.rq.add_items' lock on the dataset's index) holds one output: reindexing the dataset in
     place is refused before any file is written. The next run removes what a killed run left (`.NAME.XXXXXXXX.tmp`
     beside its outputs), and nothing else."""
     data = shutil.copytree(demo_data, tmp_path / "data")

@@ -157,7 +157,7 @@ def test_catalogue_reload_swaps_the_items(server, index_path, tmp_path):
         assert missing.status_code == 422 and "file not found" in missing.json()["error"]
         assert server.get("/health").json()["sid_index_path"] == str(small)
 
-        # an added item (as rq/add_items.py writes it: a free SID of known tokens) is usable after a reload
+        # an added item (as minionerec/rq/add_items.py writes it: a free SID of known tokens) is usable after a reload
         tokens = [sorted({s[level] for s in index.values()}) for level in range(3)]
         used = {tuple(s) for s in index.values()}
         free = next([a, b, c] for a in tokens[0] for b in tokens[1] for c in tokens[2] if (a, b, c) not in used)

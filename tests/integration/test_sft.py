@@ -61,7 +61,7 @@ def test_flag_errors():
 
 
 def test_deepspeed_takes_a_json_and_refuses_a_deepspeed_yaml(tmp_path):
-    # a YAML must be an accelerate launch config (its deepspeed_config_file is followed, tests/test_config.py)
+    # a YAML must be an accelerate launch config (its deepspeed_config_file is followed, tests/test_recipe.py)
     (tmp_path / "ds.yaml").write_text("zero_optimization:\n  stage: 2\n")
     with pytest.raises(SystemExit, match="ds.yaml: unknown accelerate key 'zero_optimization'"):
         sft.deepspeed_config(str(tmp_path / "ds.yaml"))

@@ -14,7 +14,7 @@ from conftest import CATEGORY, ROOT
     ("convert_dataset.py", ["--inter_dir", "RAW", "--category", CATEGORY, "--item_meta_path", "BADJSON",
                             "--sid_index_path", "BADJSON", "--output_dir", "OUT"],
      "error: BADJSON: invalid JSON (Expecting property name enclosed in double quotes at line 1)"),
-    ("rq/report.py", ["--index_path", "BADJSON"],
+    ("minionerec/rq/report.py", ["--index_path", "BADJSON"],
      "error: BADJSON: invalid JSON (Expecting property name enclosed in double quotes at line 1)"),
 ])
 def test_scripts_print_one_line_in_a_subprocess(script, flags, expected, demo_data, tmp_path):

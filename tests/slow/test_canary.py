@@ -30,7 +30,7 @@ LOSS_CEILING = 2.2
 def preset_model_knobs() -> dict:
     """The cpu preset's tiny-model flags (recipes/quality_cpu.yaml, section tiny)."""
     from minionerec.model.tiny import Args
-    from minionerec.run.config import recipe_values
+    from minionerec.run.recipe import recipe_values
 
     return recipe_values(Args, str(ROOT / "recipes" / "quality_cpu.yaml"))
 

@@ -50,7 +50,7 @@ def ids(key) -> str:
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> Path:
     """80 items (>= the recipes' 50 beams), 40 users: small enough for two dozen rehearsals."""
-    from data.make_demo_data import make_demo_data
+    from minionerec.prep.make_demo_data import make_demo_data
 
     out = tmp_path_factory.mktemp("documented_data")
     make_demo_data(out, category="Demo", items_per_family=10, num_users=40, seed=0)

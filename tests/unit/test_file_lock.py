@@ -70,7 +70,7 @@ def test_all_or_none_of_several_targets(tmp_path):
 
 
 def test_stale_temporaries_are_removed_under_the_lock_and_only_the_targets_own(tmp_path):
-    """Named as run.atomic / rq.add_items name them (tempfile, 8 random characters); another file's are kept."""
+    """Named as run.atomic / minionerec.rq.add_items name them (tempfile, 8 random characters); another file's are kept."""
     target, model = tmp_path / "X.index.json", tmp_path / "model"
     proc = holder(target)  # a live writer (which has cleaned up on taking the lock) makes new temporaries
     own = [Path(tempfile.mkstemp(prefix=".X.index.json.", suffix=".tmp", dir=tmp_path)[1]),

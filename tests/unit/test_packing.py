@@ -12,7 +12,7 @@ from minionerec.data.packing import PackedCollator
 from minionerec.data.sft_tasks import AnswerWindowCollator
 from minionerec.model.loading import load_tokenizer  # also registers the padding-safe sdpa mask
 from minionerec.model.tiny import ARCHITECTURES
-from test_collate import _features
+from test_sft_tasks_collator import _features
 
 MODELS = [("qwen2", "sdpa"), ("qwen2", "eager"), ("llama", "sdpa")]  # the masks do not depend on the architecture
 

@@ -9,7 +9,7 @@ import yaml
 import evaluate
 import rl
 import sft
-from minionerec.run.config import ConfigError, record_run, resolve_args
+from minionerec.run.recipe import ConfigError, record_run, resolve_args
 from minionerec.run.flags import RENAMED_FLAGS, FlagError, parse_args
 
 SCRIPTS = {"sft": sft, "rl": rl, "evaluate": evaluate}

@@ -1,12 +1,12 @@
-"""rq.index: collision handling, the report, and index.json writing (hand-made codes)."""
+"""minionerec.rq.index: collision handling, the report, and index.json writing (hand-made codes)."""
 import json
 
 import numpy as np
 import pytest
 
 from minionerec.data.formats import load_sid_index
-from rq.common import load_embeddings, parse_sizes, save_embeddings
-from rq.index import (CollisionError, codes_to_sids, collision_groups, level_stats, load_index_codes, make_unique,
+from minionerec.rq.common import load_embeddings, parse_sizes, save_embeddings
+from minionerec.rq.index import (CollisionError, codes_to_sids, collision_groups, level_stats, load_index_codes, make_unique,
                       reconstruction_error, report, sid_stats, write_index)
 
 # Items 0 and 1 collide on (0, 0, 1); item 2 shares their prefix (0, 0) with last code 0.
@@ -84,7 +84,7 @@ def test_report_prints_items_per_first_level_code():
 
 
 def test_report_cli_json(tmp_path, capsys):
-    from rq import report as report_cli
+    from minionerec.rq import report as report_cli
 
     path = tmp_path / "X.index.json"  # written by hand: write_index refuses the shared SID
     path.write_text(json.dumps(dict(zip("abcde", codes_to_sids(SHARED)))))

@@ -7,10 +7,10 @@ import torch
 
 from minionerec.data.formats import load_sid_index
 from minionerec.run.file_lock import LockHeld, locked
-import rq
-from rq import balanced_rqkmeans, rqkmeans, rqkmeans_plus, rqvae
-from rq.common import QuantArgs, save_embeddings
-from rq.index import collision_groups
+from minionerec import rq
+from minionerec.rq import balanced_rqkmeans, rqkmeans, rqkmeans_plus, rqvae
+from minionerec.rq.common import QuantArgs, save_embeddings
+from minionerec.rq.index import collision_groups
 
 N, D = 200, 16  # shrunk: 200 items, 3 levels of 8/8/16 codes -> ~1k possible SIDs, collisions still happen
 SIZES = "8,8,16"
@@ -147,7 +147,7 @@ def test_a_damaged_checkpoint_is_one_line_on_resume(embedding_path, tmp_path):
 
 
 def test_a_quantiser_does_not_write_an_index_another_run_is_writing(embedding_path, tmp_path):
-    """rq.add_items extending x.index.json holds its lock: a quantiser replacing it meanwhile would leave the old
+    """minionerec.rq.add_items extending x.index.json holds its lock: a quantiser replacing it meanwhile would leave the old
     SIDs beside new codebooks. Refused before any clustering; afterwards the run goes through."""
     (tmp_path / "x.index.json").write_text("{}")
     with locked(tmp_path / "x.index.json"):
@@ -159,7 +159,7 @@ def test_a_quantiser_does_not_write_an_index_another_run_is_writing(embedding_pa
 
 
 def test_an_earlier_runs_encoder_is_removed_with_the_index_it_belonged_to(embedding_path, tmp_path):
-    """rq.add_items maps new items through X.encoder.pt when it exists: after rqvae, an rqkmeans index on the same
+    """minionerec.rq.add_items maps new items through X.encoder.pt when it exists: after rqvae, an rqkmeans index on the same
     path must not keep rqvae's encoder (new items would be encoded into the wrong space)."""
     rqvae.main(rqvae.Args(**common(embedding_path, tmp_path, hidden="32", e_dim=8, epochs=1)))
     assert (tmp_path / "x.encoder.pt").is_file()

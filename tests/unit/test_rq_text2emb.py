@@ -1,5 +1,5 @@
-"""rq/text2emb.py: TF-IDF fallback, sentence-transformers on the tiny local Qwen2 and on a tiny BERT packed like
-the MiniLM package (rq/minilm.py), never downloaded; the real all-MiniLM-L6-v2 when it is installed."""
+"""minionerec/rq/text2emb.py: TF-IDF fallback, sentence-transformers on the tiny local Qwen2 and on a tiny BERT packed like
+the MiniLM package (minionerec/rq/minilm.py), never downloaded; the real all-MiniLM-L6-v2 when it is installed."""
 import importlib.metadata
 import json
 import re
@@ -11,8 +11,8 @@ import pytest
 
 from conftest import CATEGORY, ROOT
 from minionerec.run import cli
-from rq import minilm
-from rq.text2emb import Args, item_text, main
+from minionerec.rq import minilm
+from minionerec.rq.text2emb import Args, item_text, main
 
 THROUGHPUT = re.compile(r"^\[text2emb\] ([\d,]+) items in [\d.]+ s: [\d,.]+ items/s \((\w+), (\w+)\)$", re.M)
 
@@ -124,7 +124,7 @@ def test_sentence_transformers_on_local_model(demo_data, tiny_model_dir, tmp_pat
 
 
 def test_minilm_zip_unpacks_into_a_directory_text2emb_reads(demo_data, tiny_minilm_zip, tmp_path, capsys):
-    """rq.minilm on a tiny BERT zipped like the package's model.zip: rq.text2emb's mean pooling + normalisation
+    """minionerec.rq.minilm on a tiny BERT zipped like the package's model.zip: minionerec.rq.text2emb's mean pooling + normalisation
     reproduces the saved pipeline (Transformer, Pooling, Normalize)."""
     from sentence_transformers import SentenceTransformer
 
@@ -186,7 +186,7 @@ def test_causal_lm_mean_pools_the_real_tokens(demo_data, tiny_model_dir, tmp_pat
     import torch
     from transformers import AutoModel, AutoTokenizer
 
-    from rq.text2emb import causal_lm_embeddings
+    from minionerec.rq.text2emb import causal_lm_embeddings
 
     out = tmp_path / "lm.npy"
     main(Args(item_meta_path=str(meta_path(demo_data)), output_path=str(out), method="causal_lm",
@@ -206,8 +206,8 @@ def test_causal_lm_mean_pools_the_real_tokens(demo_data, tiny_model_dir, tmp_pat
 
 
 def cli_error(monkeypatch, capsys, **flags) -> str:
-    """`python -m rq.text2emb --flag=value ...` through cli.run: exit code 2 and one `error:` line, returned."""
-    monkeypatch.setattr(sys, "argv", ["rq/text2emb.py", *[f"--{k}={v}" for k, v in flags.items()]])
+    """`python -m minionerec.rq.text2emb --flag=value ...` through cli.run: exit code 2 and one `error:` line, returned."""
+    monkeypatch.setattr(sys, "argv", ["minionerec/rq/text2emb.py", *[f"--{k}={v}" for k, v in flags.items()]])
     with pytest.raises(SystemExit) as exit_info:
         cli.run(main, Args)
     assert exit_info.value.code == cli.SETUP_EXIT_CODE
@@ -251,7 +251,7 @@ def test_a_bad_tfidf_fit_is_one_line_naming_the_flag_and_file(demo_data, fitted,
     before = files(tmp_path)
     line = cli_error(monkeypatch, capsys, item_meta_path=meta_path(demo_data), output_path=tmp_path / "Cat.emb.npy",
                      method="tfidf", tfidf_fit=bad)
-    assert re.match(rf"error: --tfidf_fit {bad}: not a TF-IDF fit saved by rq.text2emb --method tfidf {why}", line)
+    assert re.match(rf"error: --tfidf_fit {bad}: not a TF-IDF fit saved by minionerec.rq.text2emb --method tfidf {why}", line)
     assert files(tmp_path) == before  # the earlier embeddings and fit intact, nothing new
 
 
@@ -287,7 +287,7 @@ def test_contradictory_or_invalid_flags_are_one_line_before_anything_is_written(
 
 
 def test_minilm_output_dir_holding_other_models_is_refused(tmp_path):
-    """rq.minilm replaces --output_dir whole: `--output_dir models` (the parent folder) would delete every model
+    """minionerec.rq.minilm replaces --output_dir whole: `--output_dir models` (the parent folder) would delete every model
     in it, so it is refused before anything is unpacked."""
     (tmp_path / "models" / "SmolLM2-135M").mkdir(parents=True)
     with pytest.raises(SystemExit, match=r"^error: --output_dir \S+models: holds other files and no config\.json"):

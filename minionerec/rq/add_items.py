@@ -1,10 +1,10 @@
 """New catalogue items without retraining: SIDs from the frozen codebooks, new tokens, optional alignment.
 
     # 1. embed the new items exactly as the catalogue was embedded (same model, or the saved TF-IDF fit)
-    python -m rq.text2emb --item_meta_path new.item.json --output_path new.emb.npy --method tfidf \
+    python -m minionerec.rq.text2emb --item_meta_path new.item.json --output_path new.emb.npy --method tfidf \
         --tfidf_fit raw/Cat.emb.tfidf.joblib
     # 2. SIDs for them with the quantiser's codebooks (Cat.codebooks.npz beside Cat.index.json) frozen
-    python -m rq.add_items --sid_index_path raw/Cat.index.json --embedding_path new.emb.npy \
+    python -m minionerec.rq.add_items --sid_index_path raw/Cat.index.json --embedding_path new.emb.npy \
         --new_items_path new.item.json --output_path raw/Cat.v2.index.json \
         --item_meta_path raw/Cat.item.json --output_item_meta_path raw/Cat.v2.item.json \
         --base_model out/sft/final_checkpoint --output_model out/sft_v2 --align_steps 50
@@ -21,7 +21,7 @@ onto their targets (a failed rename puts back the ones already renamed). A failu
 and output as it was, so the same command can simply be rerun.
 
 One writer at a time: each output's lock (minionerec.run.file_lock) is held from reading the old index to the last
-rename, so a second run extending the same index meanwhile is refused in one line naming the first (see rq/README.md);
+rename, so a second run extending the same index meanwhile is refused in one line naming the first (see minionerec/rq/README.md);
 holding them, the run removes the temporaries a killed run left beside its outputs.
 """
 from __future__ import annotations
@@ -36,10 +36,10 @@ import numpy as np
 from minionerec.run.atomic import Staged
 from minionerec.run.cli import run
 from minionerec.run.file_lock import locked
-from minionerec.run.preflight import model_dir, writable_dir
+from minionerec.run.preflight import input_files, model_dir, writable_dir
 from minionerec.data.formats import DataError, load_item_meta, load_sid_index, sid_vocabulary
-from rq.common import ids_path, load_embeddings
-from rq.index import (CollisionError, codebooks_path, codes_to_sids, extend_codes, index_sibling,
+from minionerec.rq.common import ids_path, load_embeddings
+from minionerec.rq.index import (CollisionError, codebooks_path, codes_to_sids, extend_codes, index_sibling,
                       load_codebooks, quantize_frozen, sids_to_codes)
 
 
@@ -48,9 +48,9 @@ class Args:
     """Give new items SIDs with the existing codebooks frozen; extend the index (and the model)."""
 
     sid_index_path: str = ""  # the current index.json (its X.codebooks.npz sits beside it)
-    embedding_path: str = ""  # the new items' .npy (+ .ids.json) from rq/text2emb.py, embedded as the catalogue was
+    embedding_path: str = ""  # the new items' .npy (+ .ids.json) from minionerec/rq/text2emb.py, embedded as the catalogue was
     output_path: str = ""  # extended index.json to write ("" = replace --sid_index_path, atomically)
-    codebooks_path: str = ""  # "" = X.codebooks.npz beside --sid_index_path (written by every rq/ quantiser)
+    codebooks_path: str = ""  # "" = X.codebooks.npz beside --sid_index_path (written by every minionerec/rq/ quantiser)
     encoder_path: str = ""  # "" = X.encoder.pt beside --sid_index_path when it exists (rqvae, rqkmeans_plus)
     new_items_path: str = ""  # item.json of the new items (titles: merged item.json, alignment)
     item_meta_path: str = ""  # the catalogue's item.json, merged with --new_items_path into --output_item_meta_path
@@ -65,13 +65,8 @@ class Args:
 
 def check_args(args: Args) -> None:
     """Fail before reading embeddings or loading a model."""
-    for flag in ("sid_index_path", "embedding_path"):
-        if not getattr(args, flag):
-            raise SystemExit(f"error: --{flag} is required")
-    for flag in ("sid_index_path", "new_items_path", "item_meta_path", "codebooks_path", "encoder_path"):
-        path = getattr(args, flag)
-        if path and not Path(path).is_file():
-            raise SystemExit(f"error: --{flag} file not found: {path}")
+    input_files(args, ("sid_index_path", "embedding_path"),
+                ("sid_index_path", "new_items_path", "item_meta_path", "codebooks_path", "encoder_path"))
     if bool(args.base_model) != bool(args.output_model):
         raise SystemExit("error: --base_model and --output_model go together")
     if args.base_model:
@@ -142,7 +137,7 @@ def check_new_ids(ids, source) -> list[str]:
 
 
 def read_new_embeddings(path) -> tuple[list[str], np.ndarray]:
-    """rq.common.load_embeddings after the check of the ids it lacks (check_new_ids: flat, unique strings)."""
+    """minionerec.rq.common.load_embeddings after the check of the ids it lacks (check_new_ids: flat, unique strings)."""
     ids_file = ids_path(path)
     if Path(path).is_file() and ids_file.is_file():
         try:
@@ -173,10 +168,10 @@ def unique_keys(path) -> None:
 
 
 def saved_encoder(path: Path):
-    """The encoder rq.rqvae / rq.rqkmeans_plus saved beside the index (None for the k-means methods)."""
+    """The encoder minionerec.rq.rqvae / minionerec.rq.rqkmeans_plus saved beside the index (None for the k-means methods)."""
     if not path.is_file():
         return None
-    from rq.rqvae import load_encoder  # torch: imported only for the indexes that need it
+    from minionerec.rq.rqvae import load_encoder  # torch: imported only for the indexes that need it
 
     return load_encoder(path)
 
@@ -229,7 +224,7 @@ def main(args: Args) -> dict[str, list[str]]:
     staged = Staged("adding items", _rename)  # _rename looked up now: a test may have replaced it
     try:  # all or nothing: staged first, renamed together (the index last), every path put back on a failure
         staged.parents(outputs)  # the lock files sit beside the outputs
-        with locked(*outputs):  # from reading the old index to the last rename: no lost update, see rq/README.md
+        with locked(*outputs):  # from reading the old index to the last rename: no lost update, see minionerec/rq/README.md
             return add(args, staged)
     except BaseException:
         staged.discard()

@@ -3,7 +3,7 @@
 Codes are integer arrays `[N, L]` (item x level). Level l is written as the token `<{letter}_{code}>`
 with letters a, b, c, ... so `[12, 40, 7]` becomes `["<a_12>", "<b_40>", "<c_7>"]`.
 
-Collision policy (see rq/README.md): two items must never share a SID and all SIDs have the same
+Collision policy (see minionerec/rq/README.md): two items must never share a SID and all SIDs have the same
 length. Two modes:
 
 - `reassign` (default): items that share the first L-1 codes ("prefix group") and collide on the
@@ -32,7 +32,7 @@ from scipy.optimize import linear_sum_assignment
 
 from minionerec.run.atomic import atomic_path
 from minionerec.run.file_lock import locked
-from rq.common import reason
+from minionerec.rq.common import reason
 
 LEVEL_LETTERS = "abcdefghijklmnopqrstuvwxyz"
 COLLISION_MODES = ("reassign", "append")
@@ -268,7 +268,7 @@ def finish(name: str, item_ids: list[str], codes: np.ndarray, output_path, mode:
     error = reconstruction_error(x, final, codebooks, decode) if x is not None and codebooks is not None else None
     print(report(name, codes, final, sizes, error), flush=True)
     write_index(item_ids, final, output_path)
-    if codebooks is not None:  # rq/add_items.py gives new items SIDs with these codebooks frozen
+    if codebooks is not None:  # minionerec/rq/add_items.py gives new items SIDs with these codebooks frozen
         save_codebooks(output_path, codebooks, mode)
     if write_encoder is not None:
         write_encoder()
@@ -292,7 +292,7 @@ def index_files(index_path) -> tuple[Path, Path, Path]:
 
 @contextlib.contextmanager
 def writing_index(index_path):
-    """A quantiser run's lock on its outputs (see minionerec.run.file_lock), parents created: rq.add_items extending
+    """A quantiser run's lock on its outputs (see minionerec.run.file_lock), parents created: minionerec.rq.add_items extending
     the index meanwhile would write the old SIDs next to the new codebooks."""
     Path(index_path).parent.mkdir(parents=True, exist_ok=True)
     with locked(*index_files(index_path)):
@@ -318,17 +318,17 @@ def load_codebooks(path) -> tuple[list[np.ndarray], str]:
     .npz, not a zip) is a ValueError naming the file."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: codebooks not found (rq/ writes them beside the index since this version; "
+        raise FileNotFoundError(f"{path}: codebooks not found (minionerec/rq/ writes them beside the index since this version; "
                                 "re-run the quantiser to get them)")
     try:
         with np.load(path, allow_pickle=False) as data:
             levels = sorted((k for k in data.files if re.fullmatch(r"level_\d+", k)), key=lambda k: int(k[6:]))
             codebooks, mode = [data[k].astype(np.float64) for k in levels], str(data["collision"])
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
-        raise ValueError(f"{path}: not a codebooks file an rq/ quantiser wrote ({reason(e)})") from None
+        raise ValueError(f"{path}: not a codebooks file a minionerec/rq/ quantiser wrote ({reason(e)})") from None
     if (not codebooks or mode not in COLLISION_MODES or any(cb.ndim != 2 or not len(cb) for cb in codebooks)
             or len({cb.shape[1] for cb in codebooks}) != 1):
-        raise ValueError(f"{path}: not a codebooks file an rq/ quantiser wrote (levels "
+        raise ValueError(f"{path}: not a codebooks file a minionerec/rq/ quantiser wrote (levels "
                          f"{[list(cb.shape) for cb in codebooks]}, collision mode {mode!r})")
     return codebooks, mode
 

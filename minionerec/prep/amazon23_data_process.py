@@ -1,8 +1,8 @@
 """Raw Amazon Reviews 2023 (JSON lines, optionally .gz) -> item.json and .inter split files.
 
 The 2023 release (per category `<Category>.jsonl` and `meta_<Category>.jsonl`) replaces the 2018
-dumps, which can no longer be downloaded. Same steps and outputs as data/amazon18_data_process.py
-(shared code: data/amazon_common.py), read from the 2023 fields:
+dumps, which can no longer be downloaded. Same steps and outputs as minionerec/prep/amazon18_data_process.py
+(shared code: minionerec/prep/amazon_common.py), read from the 2023 fields:
 
 - reviews: `user_id`, `parent_asin` (the item: all variants of a product are one item, as upstream
   and the 2023 benchmark splits use it), `timestamp` in **milliseconds** (UTC); the window compares
@@ -12,10 +12,10 @@ dumps, which can no longer be downloaded. Same steps and outputs as data/amazon1
   (lists of strings, joined into item.json's description: description first), `store` (-> brand),
   `categories` (list, joined with ", ").
 
-    python -m data.amazon23_data_process --reviews_path Industrial_and_Scientific.jsonl.gz \
+    python -m minionerec.prep.amazon23_data_process --reviews_path Industrial_and_Scientific.jsonl.gz \
         --meta_path meta_Industrial_and_Scientific.jsonl.gz --category Industrial_and_Scientific --output_dir raw/
 
-Then, as for 2018: rq/text2emb.py -> a quantiser in rq/ -> convert_dataset.py (see rq/README.md).
+Then, as for 2018: minionerec/rq/text2emb.py -> a quantiser in minionerec/rq/ -> convert_dataset.py (see minionerec/rq/README.md).
 """
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from tqdm import tqdm
 
 
-from data.amazon_common import (clean_text, process_dump, read_item_meta, read_json_lines,
+from minionerec.prep.amazon_common import (clean_text, process_dump, read_item_meta, read_json_lines,
                                 run_script)
 from minionerec.run.cli import run
 from minionerec.data.formats import DataError

@@ -2,7 +2,7 @@
 
 Both scripts turn raw reviews into (user, item, time) triples inside a time window and item metadata
 into {title, description, brand, categories}; from there everything is common (see
-data/amazon18_data_process.py for the steps): titled items only, k-core, per-user rows with a history
+minionerec/prep/amazon18_data_process.py for the steps): titled items only, k-core, per-user rows with a history
 window, a global time-ordered 8:1:1 split, and the output files
   <Category>.item.json  <Category>.item2asin.json  <Category>.{train,valid,test}.inter
 Item ids are "0".."n-1" in sorted-ASIN order (the parent ASIN for 2023); times only need to be

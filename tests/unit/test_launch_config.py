@@ -2,7 +2,7 @@
 import pytest
 
 from conftest import ROOT
-from minionerec.run.config import ConfigError
+from minionerec.run.recipe import ConfigError
 from minionerec.run.launch_config import check_accelerate_yaml
 
 

@@ -11,7 +11,7 @@ import yaml
 import evaluate
 import rl
 import sft
-from minionerec.run.config import META_KEYS, ConfigError, record_run, resolve_args
+from minionerec.run.recipe import META_KEYS, ConfigError, record_run, resolve_args
 from minionerec.rl.trainer import MiniOneRecGRPOConfig
 from minionerec.run.launch_config import check_accelerate_yaml, check_deepspeed_json
 

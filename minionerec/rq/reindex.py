@@ -5,7 +5,7 @@ replaces `history_item_sid` / `item_sid` from the new index by item id (titles, 
 untouched), regenerates `info/<Category>*.txt`, and copies the new index.json and item.json into
 `<output_dir>/index/`. File names are kept (e.g. `Industrial_and_Scientific_5_2016-10-2018-11.csv`).
 Every item id of every split must be in the new index; all is checked before anything is written. The writes hold
-the lock of every output file (minionerec.run.file_lock): a second reindex or an rq.add_items on this dataset's
+the lock of every output file (minionerec.run.file_lock): a second reindex or a minionerec.rq.add_items on this dataset's
 index meanwhile is refused. Used by `convert_dataset.py --reindex true`.
 """
 from __future__ import annotations
@@ -38,7 +38,7 @@ def reindex(data_dir, category: str, sid_index_path, output_dir) -> dict[str, in
     data_dir, out = Path(data_dir), Path(output_dir)
     index = load_sid_index(sid_index_path)
     if len({sid_string(s) for s in index.values()}) != len(index):
-        raise DataError(f"{sid_index_path}: two items share a SID; run rq/ with collision handling")
+        raise DataError(f"{sid_index_path}: two items share a SID; run minionerec/rq/ with collision handling")
     meta_path = data_dir / "index" / f"{category}.item.json"
     meta = load_item_meta(meta_path)
     frames = {}

@@ -9,7 +9,7 @@ the first level from collapsing onto a few codes (the public release uses 48 of 
 Checkpoints (`--ckpt_dir`) hold model, optimiser, epoch and RNG state, so `--resume true` continues
 exactly where a run stopped.
 
-    python -m rq.rqvae --embedding_path X.npy --output_path Cat.index.json --epochs 200 --ckpt_dir ckpt/
+    python -m minionerec.rq.rqvae --embedding_path X.npy --output_path Cat.index.json --epochs 200 --ckpt_dir ckpt/
 """
 from __future__ import annotations
 
@@ -25,9 +25,9 @@ from tqdm import tqdm
 
 from minionerec.run.atomic import atomic_path
 from minionerec.run.cli import run
-from rq.common import QuantArgs, check_common, load_embeddings, parse_int_list, reason, seed_everything
-from rq.index import finish, index_sibling, writing_index
-from rq.rqkmeans import residual_kmeans
+from minionerec.rq.common import QuantArgs, check_common, load_embeddings, parse_int_list, reason, seed_everything
+from minionerec.rq.index import finish, index_sibling, writing_index
+from minionerec.rq.rqkmeans import residual_kmeans
 
 
 @dataclass
@@ -200,14 +200,14 @@ def train(model: RQVAE, x: torch.Tensor, epochs: int, batch_size: int = 1024, lr
 
 
 def codes_for(model: RQVAE, x: torch.Tensor):
-    """(codes [N, L], residuals L x [N, D], codebooks L x [K_l, D]) as numpy, for rq.index.make_unique."""
+    """(codes [N, L], residuals L x [N, D], codebooks L x [K_l, D]) as numpy, for minionerec.rq.index.make_unique."""
     codes, residuals = model.encode_all(x)
     codebooks = [cb.detach().cpu().numpy() for cb in model.quantizer.codebooks]
     return codes.cpu().numpy(), [r.cpu().numpy() for r in residuals], codebooks
 
 
 def decoder_fn(model: RQVAE):
-    """numpy [N, D_latent] -> numpy [N, D]: the trained decoder, for rq.index.reconstruction_error."""
+    """numpy [N, D_latent] -> numpy [N, D]: the trained decoder, for minionerec.rq.index.reconstruction_error."""
 
     @torch.no_grad()
     def decode(z_q: np.ndarray) -> np.ndarray:
@@ -223,7 +223,7 @@ def encoder_path(index_path) -> Path:
 
 
 def save_encoder(index_path, model: RQVAE) -> Path:
-    """The trained encoder (config + weights), so rq/add_items.py maps new items into the codebooks' space."""
+    """The trained encoder (config + weights), so minionerec/rq/add_items.py maps new items into the codebooks' space."""
     path = encoder_path(index_path)
     state = {k: v.detach().cpu() for k, v in model.encoder.state_dict().items()}
     with atomic_path(path) as tmp:
@@ -247,7 +247,7 @@ def load_saved(path, what: str, keys: tuple[str, ...]) -> dict:
 def load_encoder(path):
     """numpy [M, D] -> numpy latents [M, e_dim], with the encoder save_encoder wrote; ValueError for a bad file or
     embeddings of another width."""
-    what = "an encoder rq.rqvae / rq.rqkmeans_plus wrote"
+    what = "an encoder minionerec.rq.rqvae / minionerec.rq.rqkmeans_plus wrote"
     saved = load_saved(path, what, ("config", "encoder"))
     try:
         config = saved["config"]
@@ -304,7 +304,7 @@ def main(args: Args) -> np.ndarray:
     if args.e_dim < 1:
         raise SystemExit(f"error: --e_dim must be >= 1 (the latent / codeword width), got {args.e_dim}")
     device, hidden = resolve_device(args.device), parse_hidden(args.hidden)
-    with writing_index(args.output_path):  # no rq.add_items on this index until all three files are written
+    with writing_index(args.output_path):  # no minionerec.rq.add_items on this index until all three files are written
         x = torch.as_tensor(x_np, device=device)
         model = RQVAE(x.shape[1], hidden, args.e_dim, sizes, args.beta).to(device)
         if not args.resume:

@@ -6,9 +6,9 @@ habits: after an item they often buy the next item of its family's chain (a refi
 size). That gives a recommender something real to learn, so demo metrics beat popularity.
 
 Pipeline: catalogue + interaction log -> .inter files -> SIDs (balanced RQ-Kmeans over TF-IDF/SVD
-text vectors, rq/) -> minionerec.data.inter.convert -> train/valid/test CSVs, info txt, index json.
+text vectors, minionerec/rq/) -> minionerec.data.inter.convert -> train/valid/test CSVs, info txt, index json.
 
-    python -m data.make_demo_data --output_dir demo_run/data
+    python -m minionerec.prep.make_demo_data --output_dir demo_run/data
 """
 from __future__ import annotations
 
@@ -22,9 +22,9 @@ import numpy as np
 from minionerec.data.inter import convert, write_inter
 from minionerec.run.atomic import atomic_write_text
 from minionerec.run.cli import run
-from rq.balanced_rqkmeans import quantize
-from rq.index import codes_to_sids
-from rq.text2emb import tfidf_embeddings
+from minionerec.rq.balanced_rqkmeans import quantize
+from minionerec.rq.index import codes_to_sids
+from minionerec.rq.text2emb import tfidf_embeddings
 
 FAMILIES = {
     "soldering": (["Lead-Free", "Rosin-Core", "Fine", "Thermal", "Digital"], ["Solder Wire", "Soldering Iron", "Flux Pen", "Desoldering Pump", "Tip Cleaner"]),

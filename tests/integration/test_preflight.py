@@ -23,12 +23,12 @@ import rl
 import sasrec
 import sft
 from conftest import CATEGORY, split_path
-from data import amazon18_data_process
+from minionerec.prep import amazon18_data_process
 from minionerec.model import tiny
 from minionerec.run import preflight
 from minionerec.run import cli
-from rq import rqkmeans, text2emb
-from rq.common import save_embeddings
+from minionerec.rq import rqkmeans, text2emb
+from minionerec.rq.common import save_embeddings
 
 
 def cli_error(monkeypatch, capsys, module, **flags) -> str:

@@ -11,9 +11,9 @@ import pytest
 from minionerec.run.flags import usage
 
 MODULES = ["sft", "rl", "evaluate", "sasrec", "recommend", "serve", "compare", "convert_dataset",
-           "minionerec.model.tiny", "minionerec.model.pretrained", "rq.text2emb", "rq.rqkmeans", "rq.balanced_rqkmeans", "rq.rqkmeans_plus",
-           "rq.rqvae", "rq.add_items", "rq.report", "rq.minilm", "data.make_demo_data", "data.amazon18_data_process",
-           "data.amazon23_data_process", "bench.compare_seeds", "bench.quality"]
+           "minionerec.model.tiny", "minionerec.model.pretrained", "minionerec.rq.text2emb", "minionerec.rq.rqkmeans", "minionerec.rq.balanced_rqkmeans", "minionerec.rq.rqkmeans_plus",
+           "minionerec.rq.rqvae", "minionerec.rq.add_items", "minionerec.rq.report", "minionerec.rq.minilm", "minionerec.prep.make_demo_data", "minionerec.prep.amazon18_data_process",
+           "minionerec.prep.amazon23_data_process", "bench.compare_seeds", "bench.quality"]
 
 
 def help_texts(args_cls) -> dict[str, str]:

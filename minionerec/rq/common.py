@@ -16,9 +16,9 @@ from minionerec.run.preflight import writable_dir
 
 @dataclass
 class QuantArgs:
-    """Flags shared by rq/rqkmeans.py, rq/balanced_rqkmeans.py, rq/rqvae.py and rq/rqkmeans_plus.py."""
+    """Flags shared by minionerec/rq/rqkmeans.py, minionerec/rq/balanced_rqkmeans.py, minionerec/rq/rqvae.py and minionerec/rq/rqkmeans_plus.py."""
 
-    embedding_path: str = ""  # .npy from rq/text2emb.py; its item ids are in the .ids.json beside it
+    embedding_path: str = ""  # .npy from minionerec/rq/text2emb.py; its item ids are in the .ids.json beside it
     output_path: str = ""  # <Category>.index.json to write
     levels: int = 3  # semantic levels (append mode adds one more)
     codebook_size: str = "256"  # one size for every level, or one per level: "256,256,256"
@@ -54,12 +54,12 @@ def load_embeddings(path) -> tuple[list[str], np.ndarray]:
         raise SystemExit(f"error: {path}: embedding file not found")
     ids_file = ids_path(path)
     if not ids_file.is_file():
-        raise SystemExit(f"error: {ids_file}: item-id file missing (rq/text2emb.py writes it beside the .npy)")
+        raise SystemExit(f"error: {ids_file}: item-id file missing (minionerec/rq/text2emb.py writes it beside the .npy)")
     try:  # the header first (memory-mapped): a wrong file is refused before its data is read; never a pickle
         dtype = np.load(path, mmap_mode="r", allow_pickle=False).dtype
         if not (np.issubdtype(dtype, np.integer) or np.issubdtype(dtype, np.floating)):
             raise SystemExit(f"error: {path}: embeddings have dtype {dtype}, expected numbers (float32 from "
-                             "rq/text2emb.py)")
+                             "minionerec/rq/text2emb.py)")
         embeddings = np.load(path, allow_pickle=False)
     except (ValueError, OSError, EOFError, AttributeError, zipfile.BadZipFile) as e:  # .npz: no dtype / no zip
         raise SystemExit(f"error: {path}: not a readable .npy array ({' '.join(str(e).split())})") from None

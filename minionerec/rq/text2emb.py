@@ -17,12 +17,12 @@ each printing its throughput (`[text2emb] N items in S s: R items/s (method, dev
 A flag only another method reads (METHOD_FLAGS) is a one-line error when set, never ignored; every flag and the
 output path are checked before item.json is read or anything is written.
 
-    python -m rq.text2emb --item_meta_path Cat.item.json --output_path Cat.emb.npy --model_path /models/qwen3-emb
-    python -m rq.text2emb --item_meta_path Cat.item.json --output_path Cat.emb.npy \
+    python -m minionerec.rq.text2emb --item_meta_path Cat.item.json --output_path Cat.emb.npy --model_path /models/qwen3-emb
+    python -m minionerec.rq.text2emb --item_meta_path Cat.item.json --output_path Cat.emb.npy \
         --model_path models/all-MiniLM-L6-v2 --fields title+brand+categories+description
-    python -m rq.text2emb --item_meta_path Cat.item.json --output_path Cat.emb.npy --method causal_lm \
+    python -m minionerec.rq.text2emb --item_meta_path Cat.item.json --output_path Cat.emb.npy --method causal_lm \
         --model_path models/SmolLM2-135M
-    python -m rq.text2emb --item_meta_path Cat.item.json --output_path Cat.emb.npy --method tfidf --dim 256
+    python -m minionerec.rq.text2emb --item_meta_path Cat.item.json --output_path Cat.emb.npy --method tfidf --dim 256
 """
 from __future__ import annotations
 
@@ -40,7 +40,7 @@ from minionerec.run.atomic import atomic_path
 from minionerec.run.cli import run
 from minionerec.run.preflight import writable_dir
 from minionerec.data.formats import DataError, load_item_meta
-from rq.common import ids_path, reason, save_embeddings
+from minionerec.rq.common import ids_path, reason, save_embeddings
 
 _TAG = re.compile(r"<[^>]+>")
 METHODS = ("sentence_transformers", "causal_lm", "tfidf")
@@ -155,7 +155,7 @@ def load_tfidf_fit(path):
 
     if not Path(path).is_file():
         raise SystemExit(f"error: --tfidf_fit file not found: {path}")
-    what = f"error: --tfidf_fit {path}: not a TF-IDF fit saved by rq.text2emb --method tfidf"
+    what = f"error: --tfidf_fit {path}: not a TF-IDF fit saved by minionerec.rq.text2emb --method tfidf"
     try:
         fit = joblib.load(path)
     except Exception as e:  # noqa: BLE001 - a damaged pickle raises KeyError, EOFError, UnpicklingError, ...

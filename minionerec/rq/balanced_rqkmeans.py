@@ -7,7 +7,7 @@ log2(K). By default the bounds are tight: floor(N/K) .. ceil(N/K).
 Note: with --collision reassign the last level may move a few colliding items to other codes, so
 the last level's sizes can leave the bounds by those items; levels before the last stay in bounds.
 
-    python -m rq.balanced_rqkmeans --embedding_path X.npy --output_path Cat.index.json --levels 3 \
+    python -m minionerec.rq.balanced_rqkmeans --embedding_path X.npy --output_path Cat.index.json --levels 3 \
         --codebook_size 256 --size_min 8 --size_max 30
 """
 from __future__ import annotations
@@ -20,8 +20,8 @@ from tqdm import tqdm
 
 
 from minionerec.run.cli import run
-from rq.common import QuantArgs, check_common, load_embeddings, parse_sizes
-from rq.index import finish, make_unique, writing_index
+from minionerec.rq.common import QuantArgs, check_common, load_embeddings, parse_sizes
+from minionerec.rq.index import finish, make_unique, writing_index
 
 
 @dataclass
@@ -82,7 +82,7 @@ def main(args: Args) -> np.ndarray:
     if args.max_iter < 1 or args.n_init < 1:
         raise SystemExit(f"error: --max_iter and --n_init must be >= 1, got {args.max_iter} and {args.n_init}")
     print("cluster size bounds per level:", bounds, flush=True)
-    with writing_index(args.output_path):  # no rq.add_items on this index until its files are written
+    with writing_index(args.output_path):  # no minionerec.rq.add_items on this index until its files are written
         codebooks, codes, residuals = balanced_residual_kmeans(x, sizes, bounds, args.seed, args.max_iter,
                                                                args.n_init)
         return finish("balanced_rqkmeans", item_ids, codes, args.output_path, args.collision, residuals,

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # All four SID methods on one catalogue, side by side, with the report tables collected in one file.
-# Usage: bash rq/run_all.sh ITEM_JSON OUT_DIR [RELEASE_INDEX_JSON]
+# Usage: bash minionerec/rq/run_all.sh ITEM_JSON OUT_DIR [RELEASE_INDEX_JSON]
 #   ITEM_JSON           <Category>.item.json (item id -> title, description, ...)
 #   OUT_DIR             gets <method>/<Category>.index.json, the embeddings and report.txt
 #   RELEASE_INDEX_JSON  optional existing index.json to report next to ours (e.g. the public release's)
@@ -21,16 +21,16 @@ REPORT=$OUT/report.txt
 
 mkdir -p "$OUT"
 if [ -n "${MODEL_PATH:-}" ]; then
-  $PY -m rq.text2emb --item_meta_path "$ITEM_JSON" --output_path "$EMB" --model_path "$MODEL_PATH" --device "$DEVICE"
+  $PY -m minionerec.rq.text2emb --item_meta_path "$ITEM_JSON" --output_path "$EMB" --model_path "$MODEL_PATH" --device "$DEVICE"
 else
-  $PY -m rq.text2emb --item_meta_path "$ITEM_JSON" --output_path "$EMB" --method tfidf --dim 256
+  $PY -m minionerec.rq.text2emb --item_meta_path "$ITEM_JSON" --output_path "$EMB" --method tfidf --dim 256
 fi
 
 {
   echo "# $CATEGORY: embeddings $( [ -n "${MODEL_PATH:-}" ] && echo "$MODEL_PATH" || echo "TF-IDF/SVD-256" ),"\
        "$LEVELS levels x $CODEBOOK codes, collision mode reassign; $(date -u +%F), $(nproc) CPU cores"
   if [ -n "$RELEASE" ]; then
-    $PY -m rq.report --index_path "$RELEASE" --codebook_size "$CODEBOOK" --name "release index.json"
+    $PY -m minionerec.rq.report --index_path "$RELEASE" --codebook_size "$CODEBOOK" --name "release index.json"
   fi
 } > "$REPORT"
 

@@ -1,4 +1,4 @@
-"""data/amazon23_data_process.py on the hand-made 2023-format sample in tests/fixtures/amazon23/.
+"""minionerec/prep/amazon23_data_process.py on the hand-made 2023-format sample in tests/fixtures/amazon23/.
 
 The sample (21 review lines, 6 metadata lines; day d = 2023-01-01 + d days, in milliseconds; window = 2023):
 - dropped before k-core: UA's second line for P1 (another variant asin, same parent_asin and timestamp),
@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from minionerec.data.inter import read_inter
-from data import amazon18_data_process, amazon_common
-from data.amazon23_data_process import Args, main, process
+from minionerec.prep import amazon18_data_process, amazon_common
+from minionerec.prep.amazon23_data_process import Args, main, process
 from minionerec.data.formats import DataError
 
 FIXTURES = Path(__file__).parents[1] / "fixtures" / "amazon23"
@@ -76,7 +76,7 @@ def test_the_window_is_read_in_milliseconds(tmp_path):
 
 
 def test_shares_the_2018_pipeline():
-    from data import amazon23_data_process
+    from minionerec.prep import amazon23_data_process
 
     for script in (amazon18_data_process, amazon23_data_process):
         assert script.process_dump is amazon_common.process_dump and script.run_script is amazon_common.run_script

@@ -1,1 +1,0 @@
-"""Data preparation scripts (Amazon raw -> interactions, the demo dataset); run as python -m data.<script>."""
