@@ -11,10 +11,10 @@ from conftest import CATEGORY, ROOT
 
 
 @pytest.mark.parametrize("script, flags, expected", [
-    ("convert_dataset.py", ["--inter_dir", "RAW", "--category", CATEGORY, "--item_meta_path", "BADJSON",
+    (["convert_dataset.py"], ["--inter_dir", "RAW", "--category", CATEGORY, "--item_meta_path", "BADJSON",
                             "--sid_index_path", "BADJSON", "--output_dir", "OUT"],
      "error: BADJSON: invalid JSON (Expecting property name enclosed in double quotes at line 1)"),
-    ("minionerec/rq/report.py", ["--index_path", "BADJSON"],
+    (["-m", "minionerec.rq.report"], ["--index_path", "BADJSON"],
      "error: BADJSON: invalid JSON (Expecting property name enclosed in double quotes at line 1)"),
 ])
 def test_scripts_print_one_line_in_a_subprocess(script, flags, expected, demo_data, tmp_path):
@@ -25,7 +25,7 @@ def test_scripts_print_one_line_in_a_subprocess(script, flags, expected, demo_da
     flags = [subst.get(f, f) for f in flags]
     for key, value in subst.items():
         expected = expected.replace(key, value)
-    result = subprocess.run([sys.executable, script, *flags], cwd=ROOT, capture_output=True, text=True, timeout=300,
+    result = subprocess.run([sys.executable, *script, *flags], cwd=ROOT, capture_output=True, text=True, timeout=300,
                             env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [expected]
