@@ -42,29 +42,19 @@ def history_prompt(history_sids: list[str], prompt_style: str = "upstream") -> s
     return Prompts(prompt_style).eval_prompt(history_sids)
 
 
-def catalogue_file_problem(path) -> str | None:
-    """Why `path` cannot be read whole as a catalogue file (a few words), or None: preflight.file_problem's
-    reasons (only a regular file passes), or larger than MAX_CATALOGUE_FILE_BYTES."""
-    problem = preflight.file_problem(path)
-    if problem is None and Path(path).stat().st_size > MAX_CATALOGUE_FILE_BYTES:
-        return f"larger than the {MAX_CATALOGUE_FILE_BYTES >> 30} GiB limit of files read whole"
-    return problem
-
-
 def check_model_and_catalogue(args) -> None:
     """recommend.py's and serve.py's shared flags, before anything loads: --base_model, --sid_index_path,
     --item_meta_path, --train_path, --prompt_style (a ValueError is one line, exit 2, via minionerec.run.cli)."""
     check_style(args.prompt_style)
     if not args.base_model or not Path(args.base_model).is_dir():
         raise SystemExit(f"error: --base_model must be a local model directory, got {args.base_model!r}")
-    if not args.sid_index_path:
-        raise SystemExit("error: --sid_index_path is required")
-    for flag in ("sid_index_path", "item_meta_path", "train_path"):
+    files = ("sid_index_path", "item_meta_path", "train_path")
+    preflight.input_files(args, ("sid_index_path",), files)
+    for flag in files:  # each is read whole into memory
         path = getattr(args, flag)
-        if path and not Path(path).exists():
-            raise SystemExit(f"error: --{flag} file not found: {path}")
-        if path and (problem := catalogue_file_problem(path)):
-            raise SystemExit(f"error: --{flag} {path}: {problem}")
+        if path and Path(path).stat().st_size > MAX_CATALOGUE_FILE_BYTES:
+            raise SystemExit(f"error: --{flag} {path}: larger than the {MAX_CATALOGUE_FILE_BYTES >> 30} GiB limit of "
+                             "files read whole")
 
 
 @dataclass(frozen=True)
