@@ -30,8 +30,9 @@ SETUP_EXIT_CODE = 2
 @contextlib.contextmanager
 def after_checks(output=None):
     """Wrap what runs after every check has passed (model loading, training, saving): its errors keep their
-    traceback (marked on the exception itself, so nothing is remembered between runs). A write that finds no room stays one line: the atomic writers
-    name their target; any other (a Trainer's log, TRL's completions) names `output`, the run's output directory."""
+    traceback (marked on the exception itself, so nothing is remembered between runs). A write that finds no room
+    stays one line: the atomic writers name their target; any other (a Trainer's log, TRL's completions) names
+    `output`, the run's output directory."""
     try:
         with naming_disk_full(output, intact=False) if output else contextlib.nullcontext():
             yield
