@@ -26,7 +26,8 @@ from minionerec.model.loading import (best_dtype, cpu_bf16, load_model, load_tok
                                       training_dtype)
 from minionerec.model.saving import finish_training, stopped
 from minionerec.ranking.callback import attach, ranking_callback
-from minionerec.rl.rewards import build_reward_funcs, check_reward_type, parse_reward_weights, reward_files
+from minionerec.rl.rewards import (PREFIX_WEIGHTS, build_reward_funcs, check_reward_type, parse_prefix_weights,
+                                   parse_reward_weights, reward_files, reward_options)
 from minionerec.rl.trainer import MiniOneRecGRPOConfig, MiniOneRecGRPOTrainer, grpo_loss_options
 from minionerec.run import prelaunch, preflight
 from minionerec.run.args import LoraArgs, RankingEvalArgs, RecipeArgs, RunArgs, report_options, set_wandb_project
@@ -66,7 +67,8 @@ class Args(RunArgs, RankingEvalArgs, LoraArgs, RecipeArgs):
     add_gt: bool = False  # put the ground-truth SID into groups that lack it
     mask_all_zero: bool = False  # drop groups whose rewards are all zero from the loss
     # loss and rewards
-    reward_type: str = "rule"  # rule | ranking | ranking_only | semantic | sasrec, or several joined by "+"
+    reward_type: str = "rule"  # rule | ranking | ranking_only | prefix | semantic | sasrec, or several joined by "+"
+    prefix_reward_weights: str = PREFIX_WEIGHTS  # prefix reward: credit when the first 1, 2, ... SID levels match
     dapo: bool = False  # TRL loss_type="dapo": average over all tokens of the batch (or give --loss_type)
     gspo: bool = False  # TRL importance_sampling_level="sequence"
     item_embeddings_path: str = ""  # semantic reward: .npy item embeddings [n_items, D], index.json order
@@ -82,6 +84,9 @@ class Args(RunArgs, RankingEvalArgs, LoraArgs, RecipeArgs):
     gradient_checkpointing: bool = True  # TRL's default: saves memory on real models; off is faster on tiny ones
     logging_steps: int = 1  # log rewards, KL and loss every N steps
     # --- GRPOConfig's own fields (same names, passed straight through)
+    # TRL's default is False: rollouts, old and reference log-probs would come from a model with dropout on (KL > 0
+    # before any update); our trainer also zeroes the attention dropout TRL leaves on (MiniOneRecGRPOTrainer)
+    disable_dropout: bool = True  # no dropout in the policy, its rollouts and the reference model
     max_grad_norm: float = 0.3  # gradient clipping
     epsilon: float = 0.2  # clip range of the importance ratio
     epsilon_high: float = 0.0  # upper clip (DAPO's clip-higher, e.g. 0.28); 0 = epsilon
@@ -168,10 +173,13 @@ def check_args(args: Args, world_size: int) -> None:
 
 
 def check_data(args: Args, sid_index: dict) -> None:
-    """The catalogue holds a group of G (and --rank_eval_beams) distinct SIDs; --info_file names no SID outside it."""
+    """The catalogue holds a group of G (and --rank_eval_beams) distinct SIDs; --prefix_reward_weights has one weight
+    per SID level; --info_file names no SID outside it."""
     preflight.within_catalogue(args.num_generations, "num_generations", sid_index, args.sid_index_path)
     if args.rank_eval_on_valid:
         preflight.within_catalogue(args.rank_eval_beams, "rank_eval_beams", sid_index, args.sid_index_path)
+    if "prefix" in check_reward_type(args.reward_type):  # one weight per SID level of this index
+        preflight.checked(parse_prefix_weights, args.prefix_reward_weights, len(next(iter(sid_index.values()))))
     if args.info_file:
         unknown = {sid for sid, _, _ in load_info(args.info_file)} - {"".join(s) for s in sid_index.values()}
         if unknown:
@@ -246,7 +254,7 @@ def main(args: Args):
     # before the model: a reward file of another catalogue (rows != items) fails in seconds; the weights are
     # --reward_weights, in the config
     reward_funcs = build_reward_funcs(args.reward_type, args.num_generations, sid_index, tokenizer,
-                                      **reward_files(args))
+                                      **reward_files(args), **reward_options(args))
     set_wandb_project(args)
     # + TRL's own checks; the processes started now (a launcher's one-process pre-check has no group to set up)
     config = preflight.checked(grpo_config, args, world_size, int(os.environ.get("WORLD_SIZE", 1)))

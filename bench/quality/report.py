@@ -121,12 +121,17 @@ def print_datasets(results: dict, plan: Plan, preset: str) -> None:
             print(f"{category:28s} {split:>5s} " + " ".join(f"{c:>22s}" for c in cells))
 
 
-CURVES = (("SFT", "train_loss", "SFT train loss"), ("SFT", "valid_NDCG@10", "SFT valid NDCG@10"),
-          ("RL", "reward", "RL reward"), ("RL", "valid_NDCG@10", "RL valid NDCG@10 (step 0 = SFT)"))
+# curves.png's panels: (stage, metrics drawn, title); a metric ending in "*" draws every logged one it starts
+CURVES = (("SFT", ("train_loss",), "SFT train loss"), ("SFT", ("valid_NDCG@10",), "SFT valid NDCG@10"),
+          ("RL", ("reward",), "RL reward"), ("RL", ("valid_NDCG@10",), "RL valid NDCG@10 (step 0 = SFT)"),
+          ("RL", ("rollout/target_hit_rate", "rollout/prefix_match_l*", "rollout/frac_groups_zero_std"),
+           "RL rollouts (fractions of groups / rollouts)"),
+          ("RL", ("rollout/target_mean_rank",), "RL target's mean rank among its rollouts (when found)"))
 
 
 def write_curves(curves: dict, out_dir: Path, title: str) -> None:
-    """curves.csv (stage, step, metric, value: long format, one row per logged point) and curves.png (2 x 2)."""
+    """curves.csv (stage, step, metric, value: long format, one row per logged point of every curve) and curves.png
+    (the CURVES panels, 2 x 3)."""
     import csv
 
     import matplotlib
@@ -137,14 +142,19 @@ def write_curves(curves: dict, out_dir: Path, title: str) -> None:
     with open(out_dir / "curves.csv", "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["stage", "step", "metric", "value"])
-        for stage, metric, _ in CURVES:
-            for step, value in curves.get(stage, {}).get(metric, []):
-                writer.writerow([stage, step, metric, f"{value:.6g}"])
-    fig, axes = plt.subplots(2, 2, figsize=(10, 7))
-    for ax, (stage, metric, label) in zip(axes.flat, CURVES):
-        points = curves.get(stage, {}).get(metric, [])
-        if points:
-            ax.plot([p[0] for p in points], [p[1] for p in points], marker=".")
+        for stage in ("SFT", "RL"):
+            for metric, points in curves.get(stage, {}).items():
+                for step, value in points:
+                    writer.writerow([stage, step, metric, f"{value:.6g}"])
+    fig, axes = plt.subplots(2, 3, figsize=(15, 7))
+    for ax, (stage, patterns, label) in zip(axes.flat, CURVES):
+        logged = curves.get(stage, {})
+        drawn = [m for p in patterns for m in logged if m == p or (p.endswith("*") and m.startswith(p[:-1]))]
+        for metric in drawn:
+            points = logged[metric]
+            ax.plot([p[0] for p in points], [p[1] for p in points], marker=".", label=metric.removeprefix("rollout/"))
+        if len(drawn) > 1:
+            ax.legend(fontsize=7)
         ax.set_title(label)
         ax.set_xlabel("step")
     fig.suptitle(title)

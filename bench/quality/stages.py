@@ -137,7 +137,8 @@ def run_rl(plan: Plan, paths: dict, category: str, sft_dir: str, run_dir: Path, 
            sasrec_path: str, valid_rows: str) -> tuple[dict, dict | None]:
     """rl.py (the recipe's flags) from the SFT checkpoint; with rank_eval_on_valid and keep_best its guard scores
     `valid_rows` (the bench's valid CSV) at step 0 (SFT) and at every rank_eval_every, and keeps the best. Returns
-    the curves and the guard's choice (guard.json, or None)."""
+    the curves (reward, valid NDCG@10, KL and the rollout diagnostics rollout/*) and the guard's choice (guard.json,
+    or None)."""
     import rl
 
     r = plan.rl
@@ -150,7 +151,10 @@ def run_rl(plan: Plan, paths: dict, category: str, sft_dir: str, run_dir: Path, 
         save_steps=10 ** 9, logging_steps=max(1, r.max_steps // 50),
         # the guard scores exactly the valid rows of the bench's table: SFT+RL >= SFT there by construction
         eval_file=valid_rows if r.rank_eval_on_valid else "", eval_sample=-1, rank_eval_beams=plan.evaluate.num_beams))
-    curves = {"reward": curve(trainer.state.log_history, "reward"), "valid_NDCG@10": ranking_curve(run_dir)}
+    history = trainer.state.log_history
+    diagnostics = sorted({k for h in history for k in h if k.startswith("rollout/")})  # rl.py logs them every step
+    curves = {"reward": curve(history, "reward"), "valid_NDCG@10": ranking_curve(run_dir), "kl": curve(history, "kl"),
+              **{key: curve(history, key) for key in diagnostics}}
     del trainer
     guard = run_dir / "guard.json"
     return curves, json.loads(guard.read_text()) if guard.is_file() else None
@@ -162,7 +166,8 @@ def final_is_sft_weights(guard: dict | None) -> bool:
 
 
 def curve(log_history: list[dict], key: str) -> list[list[float]]:
-    return [[h["step"], h[key]] for h in log_history if key in h and "step" in h]
+    """[step, value] of each log entry with `key`; None (TRL: nothing to average, e.g. no rollout hit) is left out."""
+    return [[h["step"], h[key]] for h in log_history if h.get(key) is not None and "step" in h]
 
 
 def ranking_curve(run_dir: Path) -> list[list[float]]:

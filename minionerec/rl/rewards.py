@@ -6,7 +6,8 @@ dataset column as keyword arguments, so the target SID arrives as the `target` c
 arrive grouped: `num_generations` consecutive completions share one prompt, in beam order.
 
 A REWARDS entry holds the function, the rl.py flags naming the files it reads (rl.check_args requires them,
-via reward_files) and its binder, which loads the heavy state (embeddings, a SASRec model) once.
+via reward_files), the rl.py flags of its other options (reward_options) and its binder, which loads the heavy state
+(embeddings, a SASRec model) or parses the options once.
 `build_reward_funcs(reward_type, ...)` returns the bound callables; their weights are --reward_weights
 (parse_reward_weights -> GRPOConfig.reward_weights).
 """
@@ -20,12 +21,22 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from minionerec.data.formats import split_sid
 from minionerec.ranking.sasrec import load_sasrec, pad_histories
 
 
 def completion_sid(text: str) -> str:
     """'<a_1><b_2><c_3>\\n' -> '<a_1><b_2><c_3>': the SID a completion names (quotes, blanks dropped)."""
     return text.strip().strip('"').strip()
+
+
+def shared_levels(completion: str, target: str) -> int:
+    """How many leading SID levels `completion` shares with `target` (0 when the first differs); 0 too for a completion
+    that is not a whole SID of the target's length (free text, a truncated SID)."""
+    got, want = split_sid(completion_sid(completion)), split_sid(completion_sid(target))
+    if len(got) != len(want):
+        return 0
+    return next((k for k, (a, b) in enumerate(zip(got, want)) if a != b), len(want))
 
 
 def rank_weights(num_generations: int) -> list[float]:
@@ -59,6 +70,34 @@ def ranking_only_reward(completions: list[str], target: list[str], num_generatio
         else:
             rewards += [0.0] * num_generations
     return rewards
+
+
+def prefix_reward(completions: list[str], target: list[str], level_weights: tuple[float, ...],
+                  **kwargs) -> list[float]:
+    """Partial credit by shared SID prefix: level_weights[k - 1] when the first k levels match the target (the last
+    weight: the exact item), 0 when the first level differs or the completion is no SID of the target's length."""
+    rewards = []
+    for c, t in zip(completions, target, strict=True):
+        k = shared_levels(c, t)
+        rewards.append(level_weights[k - 1] if k else 0.0)
+    return rewards
+
+
+def parse_prefix_weights(spec: str, levels: int) -> tuple[float, ...]:
+    """--prefix_reward_weights "0.2,0.5,1.0" -> (0.2, 0.5, 1.0): one weight per SID level of the index, finite, in
+    [0, 1] and non-decreasing (matching more levels never earns less), the last (the exact item) > 0."""
+    try:
+        weights = tuple(float(w) for w in str(spec).split(","))
+    except ValueError:
+        raise ValueError(f"--prefix_reward_weights must be comma-separated numbers like 0.2,0.5,1.0, "
+                         f"got {spec!r}") from None
+    if len(weights) != levels:
+        raise ValueError(f"--prefix_reward_weights needs {levels} number(s), one per SID level of the index, "
+                         f"got {spec!r}")
+    if not all(0 <= w <= 1 for w in weights) or any(a > b for a, b in zip(weights, weights[1:])) or weights[-1] == 0:
+        raise ValueError(f"--prefix_reward_weights must be non-decreasing numbers in [0, 1] ending above 0, "
+                         f"got {spec!r}")
+    return weights
 
 
 def semantic_reward(completions: list[str], target: list[str], item_embeddings: np.ndarray,
@@ -113,6 +152,7 @@ class RewardContext:
     n_items: int  # catalogue items: rows of the embeddings / items SASRec scores
     item_to_row: dict[str, int]  # item id -> row
     sid_to_row: dict[str, int]  # SID string -> row (a shared SID -> its first item)
+    levels: int  # SID levels of the index (tokens per SID)
     device: str = "cpu"  # where a model the binder loads goes
 
 
@@ -124,6 +164,15 @@ def no_state(ctx: RewardContext) -> dict:
 def bind_group_size(ctx: RewardContext) -> dict:
     """ranking_only's group: num_generations consecutive completions."""
     return {"num_generations": ctx.num_generations}
+
+
+# --prefix_reward_weights' default: a 3-level index (the paper's), 1 level -> 0.2, 2 -> 0.5, the exact item -> 1
+PREFIX_WEIGHTS = "0.2,0.5,1.0"
+
+
+def bind_prefix_weights(ctx: RewardContext, prefix_reward_weights: str = PREFIX_WEIGHTS) -> dict:
+    """prefix's weights, one per SID level of the index (rl.check_data checks them before the tokenizer loads)."""
+    return {"level_weights": parse_prefix_weights(prefix_reward_weights, ctx.levels)}
 
 
 def bind_item_embeddings(ctx: RewardContext, path: str) -> dict:
@@ -146,11 +195,14 @@ def bind_sasrec(ctx: RewardContext, path: str) -> dict:
 
 @dataclass(frozen=True)
 class Reward:
-    """A registry entry: the function TRL calls, the rl.py flags naming the files it reads, and its binder."""
+    """A registry entry: the function TRL calls, the rl.py flags naming the files it reads and its other options,
+    and its binder."""
 
     func: Callable[..., list[float]]  # (completions, **dataset columns, **bound) -> one float per completion
     files: dict[str, str] = field(default_factory=dict)  # rl.py flag -> what its file holds; each must exist
-    bind: Callable[..., dict] = no_state  # (RewardContext, *the files' paths, in order) -> kwargs bound into func
+    # (RewardContext, *the files' paths, in order, **the options given) -> kwargs bound into func
+    bind: Callable[..., dict] = no_state
+    options: tuple[str, ...] = ()  # rl.py flags (not files) the binder takes by name; one not given: its default
 
 
 # The registry: --reward_type name -> entry. A new reward is its function plus one line here (and, when it reads
@@ -158,6 +210,7 @@ class Reward:
 REWARDS = {
     "rule": Reward(rule_reward),
     "ranking_only": Reward(ranking_only_reward, bind=bind_group_size),
+    "prefix": Reward(prefix_reward, bind=bind_prefix_weights, options=("prefix_reward_weights",)),
     "semantic": Reward(semantic_reward, files={"item_embeddings_path": "an .npy of item embeddings"},
                        bind=bind_item_embeddings),
     "sasrec": Reward(sasrec_reward, files={"sasrec_path": "a SASRec checkpoint"}, bind=bind_sasrec),
@@ -168,7 +221,7 @@ COMBINED = {"ranking": ("rule", "ranking_only")}
 
 def reward_types() -> dict[str, tuple[str, ...]]:
     """--reward_type name -> the REWARDS it runs: each registry name, followed by the COMBINED names starting with it
-    (rule, ranking, ranking_only, semantic, sasrec). Read at call time, so an entry added to REWARDS counts."""
+    (rule, ranking, ranking_only, prefix, semantic, sasrec). Read at call time, so an entry added to REWARDS counts."""
     types = {}
     for name in REWARDS:
         types[name] = (name,)
@@ -194,6 +247,11 @@ def reward_files(args) -> dict[str, str]:
     return {flag: getattr(args, flag) for name in check_reward_type(args.reward_type) for flag in REWARDS[name].files}
 
 
+def reward_options(args) -> dict:
+    """{flag: its value} for each rl.py option flag (not a file) that the rewards of args.reward_type read."""
+    return {flag: getattr(args, flag) for name in check_reward_type(args.reward_type) for flag in REWARDS[name].options}
+
+
 def parse_reward_weights(spec: str, names: tuple[str, ...]) -> list[float]:
     """--reward_weights "1+0.5" -> [1.0, 0.5]: TRL's reward_weights, one per reward function; "" = 1 each."""
     if not spec:
@@ -215,6 +273,12 @@ def sid_from_ids(ids: list[int], id_to_sid_token: dict[int, str]) -> str:
     tokens that a tokenizer registered as *special*; reading the tokens keeps rewards right anyway.
     """
     return "".join(id_to_sid_token[i] for i in ids if i in id_to_sid_token)
+
+
+def sid_token_map(tokenizer, sid_index: dict[str, list[str]]) -> dict[int, str]:
+    """Token id -> SID token, for every SID token of the index in the tokenizer's vocabulary (sid_from_ids' map)."""
+    sid_tokens = {t for sid in sid_index.values() for t in sid}
+    return {i: t for t, i in tokenizer.get_vocab().items() if t in sid_tokens}
 
 
 def item_rows(sid_index: dict[str, list[str]]) -> tuple[dict[str, int], dict[str, int]]:
@@ -242,26 +306,25 @@ def _bind(name: str, fn, id_to_sid_token: dict[int, str] | None, **bound):
 
 
 def build_reward_funcs(reward_type: str, num_generations: int, sid_index: dict[str, list[str]], tokenizer=None,
-                       device: str = "cpu", **files: str) -> list:
+                       device: str = "cpu", **flags) -> list:
     """The reward callables of `reward_type`, each entry's binder run once (embeddings / SASRec loaded only when
-    needed). files: the rl.py flags the entries name, e.g. item_embeddings_path="X.npy" (rl.py passes
-    reward_files(args))."""
+    needed). flags: the rl.py flags the entries name, files and options, e.g. item_embeddings_path="X.npy",
+    prefix_reward_weights="0.2,0.5,1.0" (rl.py passes reward_files(args) and reward_options(args))."""
     names = check_reward_type(reward_type)
-    unknown = set(files) - {flag for entry in REWARDS.values() for flag in entry.files}
+    unknown = set(flags) - {flag for entry in REWARDS.values() for flag in (*entry.files, *entry.options)}
     if unknown:
         raise TypeError(f"build_reward_funcs: no reward reads {', '.join(sorted(unknown))}")
     item_to_row, sid_to_row = item_rows(sid_index)
-    ctx = RewardContext(num_generations, len(sid_index), item_to_row, sid_to_row, device)
-    id_to_sid_token = None
-    if tokenizer is not None:
-        sid_tokens = {t for sid in sid_index.values() for t in sid}
-        id_to_sid_token = {i: t for t, i in tokenizer.get_vocab().items() if t in sid_tokens}
+    levels = len(next(iter(sid_index.values()), []))  # load_sid_index: the same for every item
+    ctx = RewardContext(num_generations, len(sid_index), item_to_row, sid_to_row, levels, device)
+    id_to_sid_token = sid_token_map(tokenizer, sid_index) if tokenizer is not None else None
     funcs = []
     for name in names:
         entry = REWARDS[name]
-        paths = [files.get(flag, "") for flag in entry.files]
+        paths = [flags.get(flag, "") for flag in entry.files]
         for (flag, what), path in zip(entry.files.items(), paths, strict=True):
             if not path or not Path(path).is_file():
                 raise ValueError(f"reward_type {name} needs --{flag} ({what}), got {path!r}")
-        funcs.append(_bind(name, entry.func, id_to_sid_token, **entry.bind(ctx, *paths)))
+        options = {flag: flags[flag] for flag in entry.options if flag in flags}
+        funcs.append(_bind(name, entry.func, id_to_sid_token, **entry.bind(ctx, *paths, **options)))
     return funcs

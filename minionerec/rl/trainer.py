@@ -19,11 +19,13 @@ from dataclasses import dataclass, field
 import torch
 from transformers import LogitsProcessorList
 from trl import GRPOConfig, GRPOTrainer
-from trl.trainer.utils import pad
+from trl.trainer.utils import disable_dropout_in_model, pad
 
 from minionerec.data import prompts
 from minionerec.ranking.callback import generation_model
 from minionerec.ranking.constrained import SIDLogitsProcessor, beam_search_ids, build_sid_trie, library_generation_defaults
+from minionerec.rl.diagnostics import frac_zero_std, group_stats, summarise
+from minionerec.rl.rewards import sid_from_ids, sid_token_map
 
 
 def grpo_loss_options(dapo: bool, gspo: bool, loss_type: str = "") -> dict:
@@ -78,6 +80,17 @@ def select_dynamic(samples: list[tuple], target: tuple, keep: int) -> list[tuple
     return selected
 
 
+def disable_dropout(model: torch.nn.Module) -> None:
+    """Zero every dropout of `model`, also while it is in training mode. TRL's disable_dropout_in_model zeroes the
+    nn.Dropout modules only (LoRA's lora_dropout among them); Qwen2 / Llama attention drops its probabilities by a
+    float attribute (attention_dropout, applied while module.training), which it leaves on."""
+    disable_dropout_in_model(model)
+    for module in model.modules():
+        for name, value in list(vars(module).items()):
+            if "dropout" in name and isinstance(value, float):
+                setattr(module, name, 0.0)
+
+
 class MiniOneRecGRPOTrainer(GRPOTrainer):
     """GRPOTrainer whose completions are valid SIDs. Overridden hooks:
 
@@ -86,18 +99,27 @@ class MiniOneRecGRPOTrainer(GRPOTrainer):
       dynamic sampling (oversample 1.5x, keep the target plus the most frequent others) and add_gt
       (put the ground-truth SID into a group that lacks it, replacing its last completion).
     - `_generate_and_score_completions`: only records the batch's targets for the two options
-      above, logs the step-time split (time/generation_s, time/scoring_reference_s), and with
-      mask_all_zero zeroes the loss mask of groups whose rewards are all zero.
-    - `_calculate_rewards`: only keeps the gathered rewards for mask_all_zero.
+      above, logs the step-time split (time/generation_s, time/scoring_reference_s) and the rollout
+      diagnostics (minionerec.rl.diagnostics: rollout/*), and with mask_all_zero zeroes the loss mask
+      of groups whose rewards are all zero.
+    - `_calculate_rewards`: only keeps the gathered rewards for mask_all_zero and the diagnostics.
     - `_get_per_token_logps_and_entropies`: the same log-probs and entropies as TRL's, with the LM
       head applied to the completion window only. Off Triton devices (CPU) TRL's fused head scores
       every position, and a SID completion is ~5 tokens after a ~100-token prompt.
+
+    With disable_dropout (rl.py's default) `__init__` also zeroes the attention dropout that TRL's own
+    leaves on (see `disable_dropout`): in the policy, which also generates the rollouts and, with LoRA,
+    is the reference with its adapters disabled, and in a separate reference model.
     """
 
     def __init__(self, *args, sid_index: dict[str, list[str]], **kwargs):
         super().__init__(*args, **kwargs)
         if not isinstance(self.args, MiniOneRecGRPOConfig):
             raise TypeError("MiniOneRecGRPOTrainer takes a MiniOneRecGRPOConfig (its rollout options live there)")
+        if self.args.disable_dropout:  # rollouts, old and reference log-probs run in training mode
+            for model in (self.model, self.ref_model):
+                if model is not None:
+                    disable_dropout(model)
         self.beam_search, self.dynamic_sampling = self.args.beam_search, self.args.dynamic_sampling
         self.add_gt, self.mask_all_zero = self.args.add_gt, self.args.mask_all_zero
         # the closed item set as a token trie on the training device: every completion is one of its paths
@@ -106,6 +128,8 @@ class MiniOneRecGRPOTrainer(GRPOTrainer):
         if self.beam_search and self.trie.num_sids < self.num_generations:
             raise ValueError(f"beam search needs num_generations={self.num_generations} distinct SIDs per group; "
                              f"the catalogue has only {self.trie.num_sids}")
+        self._id_to_sid_token = sid_token_map(self._tokenizer, sid_index)
+        self._rollout_stats: torch.Tensor | None = None  # [local groups, 2 + levels] (diagnostics.group_stats)
         self._target_ids: dict[str, list[int]] = {}
         self._batch_targets: list[str] | None = None
         self._gathered_rewards: torch.Tensor | None = None
@@ -170,6 +194,9 @@ class MiniOneRecGRPOTrainer(GRPOTrainer):
                 completions += select_dynamic(sampled[g * n:(g + 1) * n], self._target_completion(targets[g]), G)
         else:
             completions = self._constrained_generate(prompt_ids, 1, beams=False)
+        if targets is not None:  # the policy's own rollouts, before add_gt puts the target in
+            sids = [sid_from_ids(c, self._id_to_sid_token) for c in completions]
+            self._rollout_stats = group_stats(sids, targets, G)
         if self.add_gt:
             for g, target in enumerate(targets):
                 gt = self._target_completion(target)
@@ -212,12 +239,14 @@ class MiniOneRecGRPOTrainer(GRPOTrainer):
         self._batch_targets = [x["target"] for x in inputs] if "target" in inputs[0] else None
         if (self.add_gt or (self.dynamic_sampling and not self.beam_search)) and self._batch_targets is None:
             raise ValueError("add_gt / dynamic_sampling need a 'target' column in the dataset")
+        self._rollout_stats = None
         started = time.perf_counter()
         output = super()._generate_and_score_completions(inputs)
         # step-time split (TRL's step_time is the whole step): rollouts, then rewards + reference/old log-probs
         mode = "train" if self.model.training else "eval"
         self._metrics[mode]["time/generation_s"].append(self._generate_seconds)
         self._metrics[mode]["time/scoring_reference_s"].append(time.perf_counter() - started - self._generate_seconds)
+        self._log_rollout_diagnostics(mode)
         if self.mask_all_zero and self.model.training:
             G = self.num_generations
             all_zero = (self._gathered_rewards == 0).all(dim=1).view(-1, G).all(dim=1)  # [groups overall]
@@ -229,3 +258,14 @@ class MiniOneRecGRPOTrainer(GRPOTrainer):
             output["num_items_in_batch"] = self.accelerator.gather(output["completion_mask"].sum()).sum()
             self._metrics["train"]["frac_groups_all_zero"].append(all_zero.float().mean().item())
         return output
+
+    def _log_rollout_diagnostics(self, mode: str) -> None:
+        """rollout/* of this generation batch, averaged over the groups of every process (diagnostics.summarise)."""
+        G = self.num_generations if mode == "train" else self.num_generations_eval
+        device = self.accelerator.device
+        rewards = (self._gathered_rewards * self.reward_weights.to(device)).nansum(dim=1)  # [B*G over all processes]
+        self._metrics[mode]["rollout/frac_groups_zero_std"].append(frac_zero_std(rewards, G))
+        if self._rollout_stats is not None:  # a dataset with a target column: every process has one
+            stats = self.accelerator.gather(self._rollout_stats.to(device))  # [groups over all processes, 2 + levels]
+            for key, value in summarise(stats).items():
+                self._metrics[mode][key].append(value)

@@ -187,6 +187,9 @@ def test_sft_partial_checkpoint_named_explicitly(demo_data, tiny_model_dir, tmp_
     (dict(warmup_steps=-1), r"--warmup_steps must be a step count >= 0 or a fraction of all steps in \(0, 1\), got -1"),
     (dict(lora_r=4, lora_target_modules="q_proj,qq_proj"), r"--lora_target_modules: \['qq_proj'\] not in the model"),
     (dict(reward_type="semantic", item_embeddings_path="NPZ"), r"ada\.npz: expected \[80, dim\] item embeddings, got an \.npz archive"),
+    (dict(reward_type="rule+prefix", prefix_reward_weights="0.5,1.0"),
+     r"--prefix_reward_weights needs 3 number\(s\), one per SID level of the index, got '0\.5,1\.0'"),
+    (dict(reward_type="prefix", prefix_reward_weights="1,0.5,0.2"), r"--prefix_reward_weights must be non-decreasing"),
 ])
 def test_rl_bad_flags_one_line(overrides, message, demo_data, tiny_model_dir, tmp_path, monkeypatch, capsys):
     np.save(tmp_path / "ada.npy", np.zeros((7, 4), dtype=np.float32))
@@ -217,6 +220,16 @@ def test_lora_target_modules_as_a_comma_list_on_the_command_line(demo_data, tiny
     monkeypatch.setattr(sys, "argv", ["sft.py", *argv])
     cli.run(sft.main, sft.Args)
     assert re.search(r"lora_target_modules +'q_proj,v_proj' +command line", capsys.readouterr().out)
+
+
+def test_prefix_reward_weights_as_a_comma_list_on_the_command_line(demo_data, tiny_model_dir, tmp_path, monkeypatch,
+                                                                  capsys):
+    """fire reads `--prefix_reward_weights 0,0.5,1` as a tuple of numbers: the flag is the comma list again."""
+    flags = rl_flags(demo_data, tiny_model_dir, tmp_path / "out", reward_type="prefix+rule", dry_run="true")
+    argv = [f"--{k}={v}" for k, v in flags.items()] + ["--prefix_reward_weights", "0,0.5,1"]
+    monkeypatch.setattr(sys, "argv", ["rl.py", *argv])
+    cli.run(rl.main, rl.Args)
+    assert re.search(r"prefix_reward_weights +'0,0\.5,1' +command line", capsys.readouterr().out)
 
 
 # --- evaluate.py

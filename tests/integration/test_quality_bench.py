@@ -58,6 +58,27 @@ def test_recipe_flag_runs_another_recipe(tmp_path):
         quality.resolve(quality.Args(preset="smoke", recipe=str(recipe)))
 
 
+def test_curves_hold_every_logged_metric_and_draw_the_rollout_diagnostics(tmp_path):
+    import csv
+
+    from bench.quality.report import write_curves
+    from bench.quality.stages import curve
+
+    # rl.py's log: TRL writes None for a step whose rollouts never found the target (no mean rank): not a point
+    history = [{"step": 1, "reward": 0.1, "rollout/target_hit_rate": 0.0, "rollout/target_mean_rank": None},
+               {"step": 2, "reward": 0.3, "rollout/target_hit_rate": 0.5, "rollout/target_mean_rank": 2.0}]
+    assert curve(history, "rollout/target_mean_rank") == [[2, 2.0]]
+    rl_curves = {key: curve(history, key) for key in ("reward", "rollout/target_hit_rate", "rollout/target_mean_rank")}
+    write_curves({"SFT": {"train_loss": [[1, 2.0]]}, "RL": {**rl_curves, "rollout/prefix_match_l1": [[1, 0.25]]}},
+                 tmp_path, "t")
+    rows = list(csv.DictReader((tmp_path / "curves.csv").open()))
+    assert [(r["stage"], r["step"], r["metric"], r["value"]) for r in rows] == [
+        ("SFT", "1", "train_loss", "2"), ("RL", "1", "reward", "0.1"), ("RL", "2", "reward", "0.3"),
+        ("RL", "1", "rollout/target_hit_rate", "0"), ("RL", "2", "rollout/target_hit_rate", "0.5"),
+        ("RL", "2", "rollout/target_mean_rank", "2"), ("RL", "1", "rollout/prefix_match_l1", "0.25")]
+    assert (tmp_path / "curves.png").stat().st_size > 1000
+
+
 def test_paired_ndcg10_hand_computed(tmp_path):
     # user 1: SFT rank 0 (1.0) -> RL rank 1 (1/log2 3); user 2: miss -> rank 0 (+1.0); user 3: rank 2 both
     rows = lambda preds: [{"item_sid": t, "predict": p} for t, p in zip("abc", preds)]  # noqa: E731

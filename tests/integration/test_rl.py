@@ -54,6 +54,10 @@ def test_two_steps_change_parameters_and_log_valid_sids(two_step_run, demo_data,
     assert [h["step"] for h in history] == [1, 2] and all(h["kl"] >= 0 for h in history)
     assert all(h["time/generation_s"] > 0 and h["time/scoring_reference_s"] > 0 for h in history)
     assert all("eval_HR@5" in h and 0 <= h["eval_NDCG@5"] <= h["eval_HR@5"] <= 1 for h in history)
+    for h in history:  # the rollout diagnostics, every step (of the policy's own beams: before add_gt's insertion)
+        assert 0 <= h["rollout/frac_groups_zero_std"] <= 1 and 0 <= h["rollout/target_hit_rate"] <= 1
+        assert 1 >= h["rollout/prefix_match_l1"] >= h["rollout/prefix_match_l2"] >= h["rollout/prefix_match_l3"] >= 0
+        assert h["rollout/target_mean_rank"] is None or 1 <= h["rollout/target_mean_rank"] <= 4
     assert (out / "final_checkpoint" / "tokenizer.json").is_file()
 
 
@@ -97,6 +101,8 @@ def test_eval_metric_sums_hand_computed():
     (dict(num_generations=3), r"--batch_size 8 must be a multiple of --num_generations 3 x 1 processes"),
     (dict(dapo=True, gspo=True), r"--dapo and --gspo are exclusive"),
     (dict(reward_type="ndcg"), r"unknown reward_type 'ndcg'; valid: rule, ranking"),
+    (dict(reward_type="rule+prefix", prefix_reward_weights="0.5,1.0"),
+     r"^error: --prefix_reward_weights needs 3 number\(s\), one per SID level of the index, got '0.5,1.0'$"),
     (dict(num_generations=1, batch_size=1, micro_batch_size=1), r"--num_generations must be >= 2"),
     (dict(model_path="/nonexistent"), r"--model_path must be a local model directory"),
     (dict(rank_eval_on_valid=True, eval_file=""), r"--rank_eval_on_valid needs --eval_file"),
@@ -108,6 +114,45 @@ def test_eval_metric_sums_hand_computed():
 def test_bad_flags_fail_before_loading(demo_data, tiny_model_dir, tmp_path, overrides, message):
     with pytest.raises(SystemExit, match=message):
         rl.main(rl_args(demo_data, tiny_model_dir, tmp_path, **overrides))
+
+
+@pytest.fixture(scope="module")
+def dropout_model_dir(demo_data, tmp_path_factory):
+    """conftest's tiny model with attention dropout 0.5 and init std 0.2: its logits are peaked enough that dropout
+    moves the log-probs far above float rounding (at init 0.02 and dropout 0.1 the KL was ~4e-6)."""
+    return build_tiny_model(tmp_path_factory.mktemp("dropout_model"), demo_data / "index" / "Demo.index.json",
+                            demo_data / "index" / "Demo.item.json", hidden_size=32, num_layers=1, num_heads=2,
+                            num_kv_heads=1, intermediate_size=64, vocab_size=600, seed=0, attention_dropout=0.5,
+                            initializer_range=0.2)
+
+
+def dropout_rates(model) -> set[float]:
+    """Every dropout probability in `model`: nn.Dropout modules (LoRA's) and float attributes (Qwen2's attention)."""
+    rates = set()
+    for module in model.modules():
+        rates |= {module.p} if isinstance(module, torch.nn.Dropout) else set()
+        rates |= {v for name, v in vars(module).items() if "dropout" in name and isinstance(v, float)}
+    return rates
+
+
+@pytest.mark.parametrize("lora_r", [0, 4])  # 0: a separate reference model; 4: the policy with adapters disabled
+def test_step_one_kl_is_zero_without_dropout(demo_data, dropout_model_dir, tmp_path, lora_r):
+    """Step 1's KL is measured before its optimizer update (one pass, no accumulation), so the policy is the
+    reference whatever the learning rate: any KL there is dropout noise in the rollout scoring or the reference."""
+    kl = {}
+    for disable in (True, False):  # False: what rl.py did before --disable_dropout (TRL's default)
+        # stop_after_step: the run ends before final_checkpoint merges (and so removes) the LoRA adapters
+        trainer = rl.main(rl_args(demo_data, dropout_model_dir, tmp_path / str(disable), max_steps=2,
+                                  stop_after_step=1, beta=0.04, lora_r=lora_r, lora_dropout=0.1,
+                                  disable_dropout=disable, save_steps=100, gradient_checkpointing=False))
+        kl[disable] = trainer.state.log_history[0]["kl"]
+        models = [m for m in (trainer.model, trainer.ref_model) if m is not None]
+        assert len(models) == (1 if lora_r else 2)
+        # attention dropout in every layer of both models, LoRA's dropout on each adapted linear
+        on = {0.5, 0.1} if lora_r else {0.5}
+        assert [dropout_rates(m) for m in models] == [{0.0} if disable else on] * len(models)
+    assert kl[True] < 1e-6, kl
+    assert kl[False] > 1e-2, kl  # with dropout on (~0.3-0.6 here) the flag matters
 
 
 def test_model_without_sid_tokens_is_rejected(demo_data, tmp_path):

@@ -29,13 +29,17 @@ def test_smoke_preset_scores_all_methods_and_plots(demo_data, demo_category, tmp
                 assert m["users"] == 40, (seed, method, split)
                 for k in KS:
                     assert 0.0 <= m[f"NDCG@{k}"] <= m[f"HR@{k}"] <= 1.0, (seed, method, split, k)
-        # reference curves: SFT train loss + valid NDCG@10, RL reward + valid NDCG@10 (the guard's, step 0 = SFT)
+        # reference curves: SFT train loss + valid NDCG@10, RL reward + valid NDCG@10 (the guard's, step 0 = SFT),
+        # KL and the rollout diagnostics (the mean rank only where a rollout found its target)
         import csv
 
         seed_dir = out / f"seed_{seed}"
         rows = list(csv.DictReader((seed_dir / "curves.csv").open()))
         by_metric = {(r["stage"], r["metric"]) for r in rows}
-        assert by_metric == {("SFT", "train_loss"), ("SFT", "valid_NDCG@10"), ("RL", "reward"), ("RL", "valid_NDCG@10")}
+        assert ("RL", "rollout/prefix_match_l1") in by_metric  # ... and one per further SID level
+        assert {m for m in by_metric if not m[1].startswith(("rollout/prefix_match_l", "rollout/target_mean_rank"))} == {
+            ("SFT", "train_loss"), ("SFT", "valid_NDCG@10"), ("RL", "reward"), ("RL", "valid_NDCG@10"), ("RL", "kl"),
+            ("RL", "rollout/frac_groups_zero_std"), ("RL", "rollout/target_hit_rate")}
         sft_steps = [int(r["step"]) for r in rows if (r["stage"], r["metric"]) == ("SFT", "valid_NDCG@10")]
         assert sft_steps == [4, 8]  # rank_eval_every 0.5 of 8 steps
         assert (seed_dir / "curves.png").stat().st_size > 1000

@@ -47,8 +47,55 @@ def test_ranking_rejects_partial_group():
 
 
 def test_unknown_reward_type_lists_valid_ones():
-    with pytest.raises(ValueError, match=r"unknown reward_type 'ndcg'; valid: rule, ranking, ranking_only, semantic, sasrec"):
+    with pytest.raises(ValueError, match=r"unknown reward_type 'ndcg'; valid: rule, ranking, ranking_only, prefix, semantic, "
+                                         r"sasrec"):
         rewards.build_reward_funcs("ndcg", num_generations=2, sid_index=INDEX)
+
+
+T3 = "<a_1><b_2><c_3>"  # a 3-level target; INDEX3 holds it and three near misses
+INDEX3 = {"20": ["<a_1>", "<b_2>", "<c_3>"], "21": ["<a_1>", "<b_2>", "<c_9>"], "22": ["<a_1>", "<b_9>", "<c_3>"],
+          "23": ["<a_9>", "<b_2>", "<c_3>"]}
+
+
+def test_prefix_reward_hand_computed():
+    completions = [T3 + "\n",  # exact: all 3 levels -> 1.0
+                   "<a_1><b_2><c_9>",  # first two levels -> 0.5
+                   "<a_1><b_9><c_3>",  # first level only (the third matching does not count) -> 0.2
+                   "<a_9><b_2><c_3>",  # first level wrong, the others right -> 0
+                   "a_1 b_2 c_3", "<a_1><b_2>", ""]  # malformed: no SID tokens, a truncated SID, nothing -> 0
+    got = rewards.prefix_reward(completions, target=[T3] * 7, level_weights=(0.2, 0.5, 1.0))
+    assert got == [1.0, 0.5, 0.2, 0.0, 0.0, 0.0, 0.0]
+
+
+def test_prefix_registry_entry_binds_its_weights_flag():
+    # default 0.2,0.5,1.0; the flag's weights when given (rl.py passes reward_options(args)); combinable with +
+    prefix, rule = rewards.build_reward_funcs("prefix+rule", 2, INDEX3)
+    completions = [T3, "<a_1><b_2><c_9>", "<a_1><b_9><c_3>", "<a_9><b_2><c_3>"]
+    assert prefix(completions=completions, target=[T3] * 4) == [1.0, 0.5, 0.2, 0.0]
+    assert rule(completions=completions, target=[T3] * 4) == [1.0, 0.0, 0.0, 0.0]
+    args = SimpleNamespace(reward_type="rule+prefix", prefix_reward_weights="0,0.25,1")
+    assert rewards.reward_options(args) == {"prefix_reward_weights": "0,0.25,1"}
+    assert rewards.reward_options(SimpleNamespace(reward_type="ranking")) == {}
+    (prefix,) = rewards.build_reward_funcs("prefix", 2, INDEX3, **rewards.reward_options(args))
+    assert prefix(completions=completions, target=[T3] * 4) == [1.0, 0.25, 0.0, 0.0]
+    with pytest.raises(ValueError, match=r"needs 2 number\(s\), one per SID level"):  # INDEX has 2 levels
+        rewards.build_reward_funcs("prefix", 2, INDEX)
+
+
+@pytest.mark.parametrize("spec, message", [
+    ("0.2,0.5", r"needs 3 number\(s\), one per SID level of the index, got '0.2,0.5'"),
+    ("0.2,0.5,1.0,1.0", r"needs 3 number\(s\)"),
+    ("0.2+0.5+1", r"must be comma-separated numbers like 0.2,0.5,1.0"),
+    ("0.5,0.2,1.0", r"must be non-decreasing numbers in \[0, 1\] ending above 0"),
+    ("0.2,0.5,1.5", r"non-decreasing numbers in \[0, 1\]"),
+    ("-0.1,0.5,1.0", r"non-decreasing numbers in \[0, 1\]"),
+    ("0.2,nan,1.0", r"non-decreasing numbers in \[0, 1\]"),
+    ("0,0,0", r"ending above 0"),
+])
+def test_prefix_weights_are_checked(spec, message):
+    with pytest.raises(ValueError, match=message):
+        rewards.parse_prefix_weights(spec, levels=3)
+    assert rewards.parse_prefix_weights("0,0.5,1", levels=3) == (0.0, 0.5, 1.0)
 
 
 def test_semantic_reward_is_cosine_of_item_embeddings(tmp_path):
@@ -135,7 +182,7 @@ def test_a_registered_reward_is_picked_up_by_name(monkeypatch, tmp_path):
     with pytest.raises(ValueError, match=r"reward_type popularity needs --popularity_path \(an \.npy of item counts\), "
                                          r"got ''"):
         rewards.build_reward_funcs("popularity", 2, INDEX)
-    with pytest.raises(ValueError, match=r"valid: rule, ranking, ranking_only, semantic, sasrec, popularity \("):
+    with pytest.raises(ValueError, match=r"valid: rule, ranking, ranking_only, prefix, semantic, sasrec, popularity \("):
         rewards.check_reward_type("ndcg")
 
 
