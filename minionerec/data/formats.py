@@ -5,7 +5,6 @@ the row, for CSVs), so a bad dataset fails before any model is loaded.
 """
 from __future__ import annotations
 
-import ast
 import csv
 import json
 import re
@@ -13,6 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from minionerec.data.list_columns import parse_list_cell, parse_list_columns
 from minionerec.run.atomic import atomic_path
 from minionerec.run.preflight import file_problem
 
@@ -55,7 +55,8 @@ def sid_vocabulary(sid_index: dict[str, list[str]]) -> list[str]:
     return sorted(tokens, key=key)
 
 
-def _existing(path) -> Path:
+def existing_file(path) -> Path:
+    """`path`, a regular non-empty file; DataError naming it otherwise."""
     path = Path(path)
     problem = file_problem(path)
     if problem:
@@ -66,7 +67,7 @@ def _existing(path) -> Path:
 
 
 def _load_json_object(path) -> dict:
-    path = _existing(path)
+    path = existing_file(path)
     try:
         obj = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as e:
@@ -103,7 +104,7 @@ def load_item_meta(path) -> dict[str, dict]:
 
 def load_info(path) -> list[tuple[str, str, str]]:
     """info txt: one `sid<TAB>title<TAB>item_id` per line."""
-    path = _existing(path)
+    path = existing_file(path)
     rows = []
     with path.open(encoding="utf-8") as f:
         for lineno, line in enumerate(f, 1):
@@ -116,8 +117,8 @@ def load_info(path) -> list[tuple[str, str, str]]:
 
 def _parse_list(path, row_number: int, column: str, cell) -> list:
     try:
-        value = ast.literal_eval(cell) if isinstance(cell, str) else None
-    except (ValueError, SyntaxError):
+        value = parse_list_cell(cell) if isinstance(cell, str) else None
+    except (ValueError, SyntaxError, MemoryError, RecursionError):
         value = None
     if not isinstance(value, list):
         raise DataError(f"{path}: row {row_number}: column '{column}' is not a list literal: {str(cell)[:60]!r}")
@@ -141,7 +142,7 @@ def load_split(path, sid_index: dict[str, list[str]] | None = None, item_meta: d
     With `sid_index`, each SID must belong to an item of the index; with `item_meta`, each item id
     must be in item.json. Row numbers in errors count the header as row 1, as a spreadsheet does.
     """
-    path = _existing(path)
+    path = existing_file(path)
     try:
         df = pd.read_csv(path, dtype=str, keep_default_na=False)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
@@ -153,36 +154,44 @@ def load_split(path, sid_index: dict[str, list[str]] | None = None, item_meta: d
         raise DataError(f"{path}: no data rows")
     known_sids = {sid_string(s) for s in sid_index.values()} if sid_index is not None else None
 
-    parsed = {c: [] for c in LIST_COLUMNS}
-    for i, row in enumerate(df.itertuples(index=False), start=2):
-        lists = {c: _parse_list(path, i, c, getattr(row, c)) for c in LIST_COLUMNS}
-        lengths = {len(v) for v in lists.values()}
-        if len(lengths) != 1:
-            raise DataError(f"{path}: row {i}: history columns have different lengths")
-        lists["history_item_id"] = [str(x) for x in lists["history_item_id"]]
-        for c in LIST_COLUMNS:
-            parsed[c].append(lists[c])
-        if known_sids is not None:
-            for sid in [*lists["history_item_sid"], row.item_sid]:
-                if sid not in known_sids:
-                    raise DataError(f"{path}: row {i}: SID {sid} is not in the SID index")
-        if item_meta is not None:
-            for item_id in [*lists["history_item_id"], row.item_id]:
-                if item_id not in item_meta:
-                    raise DataError(f"{path}: row {i}: item id {item_id} is not in item.json")
+    # a whole column at a time when every row has the usual shape; else row by row, naming the first bad row
+    parsed = parse_list_columns(df, known_sids, item_meta) or _checked_list_columns(path, df, known_sids, item_meta)
     for c in LIST_COLUMNS:
         df[c] = parsed[c]
     return df
 
 
+def _checked_list_columns(path, df: pd.DataFrame, known_sids: set | None, item_meta: dict | None) -> dict:
+    """load_split's row-by-row reader (the reference of list_columns.parse_list_columns): raises DataError at the
+    first bad row."""
+    parsed = {c: [] for c in LIST_COLUMNS}
+    strings: dict[str, str] = {}  # one object per distinct string, as parse_list_columns keeps them
+    for i, row in enumerate(zip(*(df[c] for c in LIST_COLUMNS), df["item_sid"], df["item_id"]), start=2):
+        lists = [[strings.setdefault(str(x), str(x)) for x in _parse_list(path, i, c, cell)]
+                 for c, cell in zip(LIST_COLUMNS, row)]
+        if len({len(v) for v in lists}) != 1:
+            raise DataError(f"{path}: row {i}: history columns have different lengths")
+        for c, value in zip(LIST_COLUMNS, lists):
+            parsed[c].append(value)
+        _, history_ids, history_sids = lists  # LIST_COLUMNS' order
+        if known_sids is not None:
+            for sid in [*history_sids, row[3]]:
+                if sid not in known_sids:
+                    raise DataError(f"{path}: row {i}: SID {sid} is not in the SID index")
+        if item_meta is not None:
+            for item_id in [*history_ids, row[4]]:
+                if item_id not in item_meta:
+                    raise DataError(f"{path}: row {i}: item id {item_id} is not in item.json")
+    return parsed
+
+
 def write_split(df: pd.DataFrame, path) -> None:
     """Write a split CSV in the upstream layout (list columns as Python literals)."""
     out = df[SPLIT_COLUMNS].copy()
-    for c in LIST_COLUMNS:
+    for c in ("history_item_title", "history_item_sid"):
         out[c] = out[c].map(lambda v: repr(list(v)))
-    history_ids = out["history_item_id"].map(ast.literal_eval)
     # Upstream stores item ids as integers when they are numeric: [3437, 642], not ['3437', '642'].
-    out["history_item_id"] = history_ids.map(lambda v: repr([int(x) if str(x).isdigit() else x for x in v]))
+    out["history_item_id"] = out["history_item_id"].map(lambda v: repr([int(x) if str(x).isdigit() else x for x in v]))
     with atomic_path(path) as tmp:  # a kill mid-write keeps the previous CSV whole
         out.to_csv(tmp, index=False, quoting=csv.QUOTE_MINIMAL)
 
