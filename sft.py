@@ -9,6 +9,7 @@ Writes `output_dir/final_checkpoint` (model + tokenizer), loadable with AutoMode
 from __future__ import annotations
 
 import copy
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,10 +18,11 @@ import torch
 from datasets import Dataset
 from transformers import EarlyStoppingCallback, SchedulerType, Trainer, TrainingArguments, set_seed
 
-from minionerec.data.formats import load_item_meta, load_sid_index, load_split, sid_vocabulary
+from minionerec.data.formats import existing_file, load_item_meta, load_sid_index, load_split, sid_vocabulary
 from minionerec.data.packing import PackedCollator
 from minionerec.data.prompts import Prompts, check_style, run_category
-from minionerec.data.sft_tasks import TASKS, AnswerWindowCollator, build_text_dataset, sample_rows, tokenize_dataset
+from minionerec.data import sft_cache
+from minionerec.data.sft_tasks import TASKS, AnswerWindowCollator, build_token_datasets, sample_rows
 from minionerec.model.lora import apply_lora, check_lora, checkpointing_kwargs, lora_config
 from minionerec.model.loading import (add_sid_tokens, best_dtype, cpu_bf16, freeze_all_but_new_rows, load_model,
                                       load_tokenizer, missing_sid_tokens, sid_token_ids, training_dtype)
@@ -33,7 +35,7 @@ from minionerec.run.cli import after_checks, run
 from minionerec.run.recipe import is_local_main, record_run
 from minionerec.run.distributed import cpu_ddp_backend
 from minionerec.run.launch_config import sft_deepspeed, zero_stage
-from minionerec.run.plan import sft_plan, token_lengths
+from minionerec.run.plan import sft_plan
 from minionerec.run.shared_dir import check_shared_output_dir
 from minionerec.run.resume import (NoCheckpointAtLastStep, StopAfterStep, no_partial_checkpoint, resume_point,
                                     whole_run_mean_loss)
@@ -81,6 +83,9 @@ class Args(RunArgs, RankingEvalArgs, LoraArgs, RecipeArgs):
     save_steps: float = 200  # checkpoint every N steps (weights + optimizer state); < 1: a fraction of all steps
     early_stopping_patience: int = 0  # evaluations without improvement before stopping; 0 = off
     logging_steps: int = 10  # log the train loss every N steps
+    # tokenised rows built once, memory-mapped by every process and later runs: auto = $MINIONEREC_CACHE/sft or
+    # ~/.cache/minionerec/sft; "" = none (minionerec/data/sft_cache.py)
+    data_cache_dir: str = "auto"  # where the prepared training rows are kept (see above)
 
 
 def deepspeed_config(path: str) -> str | None:
@@ -137,41 +142,60 @@ def check_weights(args: Args) -> None:
         preflight.has_weights(args.base_model, "base_model")
 
 
-def check_cutoff(args: Args, tokenizer, data: SftData) -> list[int]:
-    """--cutoff_len against the longest answer, counting each SID token as one token, as after
-    add_sid_tokens (done on a copy: the real tokenizer gets them together with the model's rows).
-    Returns each training row's tokens (prompt + answer + EOS, as tokenize_dataset cuts them), for the plan."""
-    probe = copy.deepcopy(tokenizer)
-    probe.add_tokens(missing_sid_tokens(probe, data.sid_tokens))
-    texts = [ds[:] for ds in (data.train_text, data.eval_text) if ds is not None]  # columns as lists: one query
-    prompts = [p for ds in texts for p in ds["prompt"]]
-    preflight.cutoff_holds_answers(args.cutoff_len, probe, prompts, [r for ds in texts for r in ds["response"]])
-    rows = [p + r for p, r in zip(texts[0]["prompt"], texts[0]["response"])]
-    return token_lengths(probe, rows, extra=1, cutoff=args.cutoff_len)  # + EOS
-
-
 @dataclass
 class SftData:
     """What SFT reads, loaded and validated before any weights: a bad row fails here."""
 
     sid_index: dict  # item id -> SID tokens
     sid_tokens: list  # the SID vocabulary (every distinct SID token), added to the tokenizer and the model
-    eval_df: pd.DataFrame | None  # valid rows (eval loss, ranking curve)
     prompts: Prompts
-    train_text: Dataset  # {"prompt", "response"} rows of every enabled task
-    eval_text: Dataset | None  # {"prompt", "response"} rows of the SID-history task on eval_df
+    train: Dataset  # tokenised rows of every enabled task (input_ids, labels), shuffled; memory-mapped when cached
+    eval: Dataset | None  # tokenised rows of the SID-history task on the eval split
+    eval_df: pd.DataFrame | None  # the eval split's rows, read only for the ranking curve (--rank_eval_on_valid)
+    tokenizer_digest: str  # the tokenizer (with SID tokens) the rows were made with
 
 
-def load_data(args: Args, tasks: list[str]) -> SftData:
+def load_data(args: Args, tasks: list[str], tokenizer) -> SftData:
+    """The tokenised rows: read from the data cache (minionerec.data.sft_cache) or built and written to it. Building
+    parses and validates the splits and checks --cutoff_len against every answer."""
     sid_index = load_sid_index(args.sid_index_path)
-    item_meta = load_item_meta(args.item_meta_path) if args.item_meta_path else None
-    train_df = sample_rows(load_split(args.train_file, sid_index, item_meta), args.sample, args.seed)
-    eval_df = sample_rows(load_split(args.eval_file, sid_index, item_meta), args.sample, args.seed) if args.eval_file else None
+    sid_tokens = sid_vocabulary(sid_index)
     prompts = Prompts(args.prompt_style, run_category(args.category, args.sid_index_path))
-    return SftData(
-        sid_index=sid_index, sid_tokens=sid_vocabulary(sid_index), eval_df=eval_df, prompts=prompts,
-        train_text=build_text_dataset(tasks, train_df, sid_index, item_meta, args.seed, prompts, args.sample),
-        eval_text=build_text_dataset(["sid_history"], eval_df, prompts=prompts) if eval_df is not None else None)
+    probe = copy.deepcopy(tokenizer)  # the real tokenizer gets the SID tokens together with the model's rows
+    probe.add_tokens(missing_sid_tokens(probe, sid_tokens))
+    files = {flag: getattr(args, flag) for flag in ("sid_index_path", "item_meta_path", "train_file", "eval_file")}
+    for path in filter(None, files.values()):
+        existing_file(path)  # before its bytes are hashed: a directory or FIFO is one line, as load_split says it
+    inputs = sft_cache.key_inputs(files, probe, tasks=tasks, prompt_style=prompts.style, category=prompts.category,
+                                  seed=args.seed, sample=args.sample, cutoff_len=args.cutoff_len)
+    split = {}  # the eval split, when this process builds the rows
+
+    def read(path, item_meta=None):
+        return sample_rows(load_split(path, sid_index, item_meta), args.sample, args.seed)
+
+    def build(scratch: str | None):
+        item_meta = load_item_meta(args.item_meta_path) if args.item_meta_path else None
+        answers, tails = set(), set()  # for the --cutoff_len check
+        train = build_token_datasets(tasks, read(args.train_file, item_meta), sid_index, item_meta, args.seed,
+                                     prompts, args.sample, probe, args.cutoff_len, scratch and f"{scratch}/train",
+                                     answers, tails)
+        evaluation = None
+        if args.eval_file:
+            split["eval"] = read(args.eval_file, item_meta)
+            evaluation = build_token_datasets(["sid_history"], split["eval"], None, None, 0, prompts, -1, probe,
+                                              args.cutoff_len, scratch and f"{scratch}/eval", answers, tails)
+        preflight.cutoff_holds_answers(args.cutoff_len, probe, tails, answers)
+        return train, evaluation
+
+    prepared = sft_cache.prepare(sft_cache.cache_dir(args.data_cache_dir), inputs, build)
+    rank = os.environ.get("RANK", "0")  # every process says whether it built the rows or read them
+    print(f"[sft] data (rank {rank}): {len(prepared.train):,} rows {prepared.source} in {prepared.seconds:.1f} s",
+          flush=True)
+    eval_df = None
+    if args.eval_file and args.rank_eval_on_valid:
+        eval_df = split["eval"] if "eval" in split else read(args.eval_file)
+    return SftData(sid_index=sid_index, sid_tokens=sid_tokens, prompts=prompts, train=prepared.train,
+                   eval=prepared.eval, eval_df=eval_df, tokenizer_digest=sft_cache.tokenizer_digest(probe))
 
 
 def training_arguments(args: Args, grad_accum: int, world_size: int, ds_config: str | None,
@@ -232,8 +256,9 @@ def build_model(args: Args, tokenizer, sid_tokens: list, training_args: Training
 def build_trainer(args: Args, model, tokenizer, data: SftData, training_args: TrainingArguments):
     """Tokenised datasets, callbacks (early stopping, throughput, ranking curve, --stop_after_step) and the Trainer.
     Returns (trainer, ranking callback or None, throughput callback, stop callback)."""
-    train_ds = tokenize_dataset(data.train_text, tokenizer, args.cutoff_len)
-    eval_ds = tokenize_dataset(data.eval_text, tokenizer, args.cutoff_len) if data.eval_text is not None else None
+    if sft_cache.tokenizer_digest(tokenizer) != data.tokenizer_digest:  # the rows' token ids are this tokenizer's
+        raise RuntimeError("the tokenizer with its SID tokens differs from the one the training rows were made with")
+    train_ds, eval_ds = data.train, data.eval
     callbacks = ([EarlyStoppingCallback(args.early_stopping_patience)]
                  if args.early_stopping_patience > 0 and eval_ds is not None else [])
     throughput = ThroughputCallback(model, output_dir=args.output_dir)
@@ -280,21 +305,20 @@ def main(args: Args) -> Trainer | None:
     world_size = prelaunch.world_size()  # WORLD_SIZE, or the world a launcher is about to start
     grad_accum = preflight.gradient_accumulation(args.batch_size, args.micro_batch_size, world_size)
     set_seed(args.seed)
-    data = load_data(args, tasks)
     tokenizer = load_tokenizer(args.base_model)
-    lengths = check_cutoff(args, tokenizer, data)
+    data = load_data(args, tasks, tokenizer)
     check_weights(args)
     if args.attn_implementation == "flex_attention" and not torch.cuda.is_available():
         raise SystemExit("error: --attn_implementation flex_attention trains on CUDA only (torch has no CPU backward "
                          "for it); use sdpa here")
     record_run(args, args.output_dir)  # prints each value + source; writes output_dir/run_config.yaml
     if is_local_main():
-        print(sft_plan(len(data.train_text), args.micro_batch_size, grad_accum, world_size, args.num_epochs,
-                       args.max_steps, lengths).line(), flush=True)
+        print(sft_plan(len(data.train), args.micro_batch_size, grad_accum, world_size, args.num_epochs,
+                       args.max_steps, sft_cache.token_counts(data.train)).line(), flush=True)
     if args.dry_run:  # every check above passed; no weights were read
         return None
     set_wandb_project(args)
-    training_args = training_arguments(args, grad_accum, world_size, ds_config, evaluate=data.eval_df is not None)
+    training_args = training_arguments(args, grad_accum, world_size, ds_config, evaluate=data.eval is not None)
 
     # from here on an error is a bug or a runtime failure: it keeps its traceback (a full disk: one line)
     with after_checks(args.output_dir):
@@ -313,7 +337,7 @@ def main(args: Args) -> Trainer | None:
         # the whole run's mean loss, also after a resume (Transformers averages only this process's steps)
         mean_loss = whole_run_mean_loss(trainer.state.log_history, result.training_loss, first_step,
                                         trainer.state.global_step)
-        eval_loss = trainer.evaluate()["eval_loss"] if data.eval_df is not None else None  # collective: all ranks
+        eval_loss = trainer.evaluate()["eval_loss"] if data.eval is not None else None  # collective: all ranks
         # --keep_best: early stopping on the ranking curve
         finish_training(trainer, tokenizer, args.output_dir, ranking, start_dir=None, script="sft",
                         report=lambda final: report(trainer, mean_loss, eval_loss, throughput, final))

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -9,6 +10,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]  # importable through pytest.ini's pythonpath (or pip install -e .)
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("WANDB_MODE", "disabled")
+# sft.py's prepared rows (--data_cache_dir auto) go to a directory of this test session, not ~/.cache
+os.environ.setdefault("MINIONEREC_CACHE", tempfile.mkdtemp(prefix="minionerec-test-cache-"))
 
 from minionerec.prep.make_demo_data import make_demo_data  # noqa: E402  (after the environment defaults)
 from minionerec.run.topology import find_free_port as free_port  # noqa: E402, F401  (the tests import it from here)

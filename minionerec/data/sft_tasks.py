@@ -1,18 +1,22 @@
 """SFT tasks as `datasets.Dataset`s: text columns first, tokenised with `map`.
 
 Every task yields rows {"prompt", "response"}; `tokenize_dataset` turns them into input_ids /
-labels with the prompt masked (-100), so only the answer and EOS are learnt.
+labels with the prompt masked (-100), so only the answer and EOS are learnt. `build_token_datasets` makes the
+same rows one task at a time, written to disk as they are made (sft.py, through minionerec.data.sft_cache).
 """
 from __future__ import annotations
 
 import random
+from pathlib import Path
 
 import pandas as pd
 import torch
-from datasets import Dataset, concatenate_datasets
+from datasets import Dataset, Features, List, Value, concatenate_datasets
 
 from minionerec.data.formats import sid_string
+from minionerec.data.piece_tokens import PieceTokenizer
 from minionerec.data.prompts import NUM_TITLE_HISTORY_INSTRUCTIONS, UPSTREAM, Prompts, response_text as answer
+from minionerec.run.preflight import prompt_tail
 
 TASKS = ("sid_history", "item_alignment", "sid_history_title", "title_history_title", "title_history_sid")
 
@@ -73,26 +77,50 @@ def build_text_dataset(tasks: list[str], df: pd.DataFrame, sid_index=None, item_
     return concatenate_datasets(parts).shuffle(seed=seed) if len(parts) > 1 else parts[0]
 
 
-def tokenize_dataset(ds: Dataset, tokenizer, cutoff_len: int) -> Dataset:
-    """prompt + response + EOS -> input_ids, attention_mask, labels (prompt masked with -100).
+TOKENS = Features({"input_ids": List(Value("int32")), "labels": List(Value("int32"))})  # vocabularies < 2^31
 
-    Sequences longer than cutoff_len keep their *end*, like upstream: the answer is never cut.
+
+def tokenize_dataset(ds: Dataset, tokenizer, cutoff_len: int, cache_file_name: str | None = None) -> Dataset:
+    """prompt + response + EOS -> input_ids and labels (prompt masked with -100), int32 (a 1M-row split's rows
+    are ~3 GB as int64). No attention_mask: every token of a row is real, and the collators build the batch's.
+
+    Sequences longer than cutoff_len keep their *end*, like upstream: the answer is never cut. With
+    `cache_file_name` the rows are written there as they are made (Arrow, memory-mapped) instead of kept in memory.
     """
     eos = tokenizer.eos_token_id
+    pieces = PieceTokenizer(tokenizer)
+    encoder = pieces if pieces.matches_tokenizer(ds["prompt"][:1000] + ds["response"][:1000]) else pieces._encode
 
     def encode(batch):
-        prompt_ids = tokenizer(batch["prompt"], add_special_tokens=False)["input_ids"]
-        answer_ids = tokenizer(batch["response"], add_special_tokens=False)["input_ids"]
-        out = {"input_ids": [], "attention_mask": [], "labels": []}
+        prompt_ids, answer_ids = encoder(batch["prompt"]), encoder(batch["response"])
+        out = {"input_ids": [], "labels": []}
         for p, a in zip(prompt_ids, answer_ids):
-            ids = (p + a + [eos])[-cutoff_len:]
-            labels = ([-100] * len(p) + a + [eos])[-cutoff_len:]
-            out["input_ids"].append(ids)
-            out["attention_mask"].append([1] * len(ids))
-            out["labels"].append(labels)
+            out["input_ids"].append((p + a + [eos])[-cutoff_len:])
+            out["labels"].append(([-100] * len(p) + a + [eos])[-cutoff_len:])
         return out
 
-    return ds.map(encode, batched=True, remove_columns=ds.column_names, desc="tokenising")
+    return ds.map(encode, batched=True, batch_size=10_000, remove_columns=ds.column_names, features=TOKENS,
+                  desc="tokenising", cache_file_name=cache_file_name)
+
+
+def build_token_datasets(tasks: list[str], df: pd.DataFrame, sid_index, item_meta, seed: int, prompts: Prompts,
+                         sample: int, tokenizer, cutoff_len: int, scratch: str | None = None,
+                         answers: set | None = None, tails: set | None = None) -> Dataset:
+    """The rows of `tokenize_dataset(build_text_dataset(...))`, task by task: one task's texts in memory at a time,
+    its tokens written to `scratch` (a directory) as they are made. The same rows in the same order (the shuffle
+    depends only on the seed and the row count; test_sft_tasks.py). `answers` / `tails` collect each distinct
+    response and prompt tail for preflight.cutoff_holds_answers."""
+    parts = []
+    if scratch:
+        Path(scratch).mkdir(parents=True, exist_ok=True)
+    for task in tasks:
+        texts = sample_dataset(Dataset.from_dict(task_rows(task, df, sid_index, item_meta, prompts, seed)), sample, seed)
+        if answers is not None:
+            answers.update(texts["response"])
+            tails.update(prompt_tail(p) for p in texts["prompt"])
+        cache = str(Path(scratch, f"{task}.arrow")) if scratch else None
+        parts.append(tokenize_dataset(texts, tokenizer, cutoff_len, cache_file_name=cache))
+    return concatenate_datasets(parts).shuffle(seed=seed) if len(parts) > 1 else parts[0]
 
 
 def sampled_positions(n: int, sample: int, seed: int) -> list[int] | None:

@@ -70,8 +70,9 @@ def _same_file(fd: int, path: Path) -> bool:
     return (here.st_dev, here.st_ino) == (there.st_dev, there.st_ino)
 
 
-def acquire(target) -> int:
-    """Lock `target` (its parent directory must exist); returns the lock file's descriptor for `release`."""
+def acquire(target, wait: bool = False) -> int:
+    """Lock `target` (its parent directory must exist); returns the lock file's descriptor for `release`. With
+    `wait`, a held lock is waited for (one line on stderr names the holder) instead of refused."""
     path = lock_path(target)
     while True:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -79,9 +80,12 @@ def acquire(target) -> int:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = describe_holder(os.read(fd, HOLDER_BYTES).decode("utf-8", "replace"))
-            os.close(fd)
-            raise LockHeld(f"{target} is being written by {holder}; rerun when it has finished "
-                           f"(lock {path})") from None
+            if not wait:
+                os.close(fd)
+                raise LockHeld(f"{target} is being written by {holder}; rerun when it has finished "
+                               f"(lock {path})") from None
+            print(f"waiting for {holder} to finish writing {target}", file=sys.stderr, flush=True)
+            fcntl.flock(fd, fcntl.LOCK_EX)
         if _same_file(fd, path):
             break
         os.close(fd)  # the previous holder removed this file as it released it: lock the new one
@@ -120,13 +124,13 @@ def _normal(target) -> Path:
 
 
 @contextlib.contextmanager
-def locked(*targets):
+def locked(*targets, wait: bool = False):
     """Hold the locks of every target (taken in sorted order, all or none; parents must exist), then remove each
-    target's stale temporaries."""
+    target's stale temporaries. `wait`: wait for a held lock instead of raising LockHeld."""
     paths = sorted({_normal(t) for t in targets})
     with contextlib.ExitStack() as stack:
         for path in paths:
-            stack.callback(release, path, acquire(path))
+            stack.callback(release, path, acquire(path, wait))
         for path in paths:
             remove_stale_temporaries(path)
         yield

@@ -142,16 +142,19 @@ def ranking_eval_flags(args) -> None:
     positive_finite(args.rank_eval_every, "rank_eval_every")
 
 
-def cutoff_holds_answers(cutoff_len: int, tokenizer, prompts: list[str], responses: list[str]) -> None:
-    """--cutoff_len must hold the longest answer + EOS + the prompt's last paragraph (the
-    "### Response:" line). Longer sequences are cut from the left, so a shorter cutoff would cut the
-    answer or leave it without the line that asks for it. `tokenizer` must already hold the SID tokens."""
+def prompt_tail(prompt: str) -> str:
+    """A prompt's last paragraph (the "### Response:" line), which a cut from the left must keep."""
+    return prompt.rstrip("\n").rsplit("\n\n", 1)[-1] + "\n"
+
+
+def cutoff_holds_answers(cutoff_len: int, tokenizer, tails, answers) -> None:
+    """--cutoff_len must hold the longest answer + EOS + the prompt's last paragraph (prompt_tail). Longer
+    sequences are cut from the left, so a shorter cutoff would cut the answer or leave it without the line that
+    asks for it. `tails`, `answers`: the distinct prompt tails and responses; `tokenizer` must hold the SID tokens."""
     if cutoff_len < 1:
         raise SystemExit(f"error: --cutoff_len must be >= 1, got {cutoff_len}")
-    answers = sorted(set(responses))
-    longest_answer = max(len(ids) for ids in tokenizer(answers, add_special_tokens=False)["input_ids"]) + 1  # + EOS
-    tails = sorted({p.rstrip("\n").rsplit("\n\n", 1)[-1] + "\n" for p in prompts})
-    longest_tail = max(len(ids) for ids in tokenizer(tails, add_special_tokens=False)["input_ids"])
+    longest_answer = max(len(ids) for ids in tokenizer(sorted(answers), add_special_tokens=False)["input_ids"]) + 1
+    longest_tail = max(len(ids) for ids in tokenizer(sorted(tails), add_special_tokens=False)["input_ids"])
     if cutoff_len < longest_answer + longest_tail:
         raise SystemExit(f"error: --cutoff_len {cutoff_len} cannot hold the longest answer ({longest_answer} tokens "
                          f"with EOS) plus the prompt's last line ({longest_tail} tokens); "

@@ -213,6 +213,7 @@ def record_run(args, output_dir: str | Path, flag: str = "output_dir") -> dict:
     if not getattr(args, "dry_run", False) and int(os.environ.get("RANK", 0)) == 0:
         atomic_write_text(Path(output_dir, "run_config.yaml"), yaml.safe_dump(doc, sort_keys=False, width=120))
     elif getattr(args, "dry_run", False) and is_local_main():
+        cached = " but the prepared rows (--data_cache_dir)" if getattr(args, "data_cache_dir", "") else ""
         print(f"[config] dry run: flags, recipe, files, data rows, tokenizer, batch sizes and {flag} checked; "
-              "no weights loaded, nothing written", flush=True)
+              f"no weights loaded, nothing written{cached}", flush=True)
     return doc

@@ -9,6 +9,7 @@ from conftest import CATEGORY, base_without_sids, sft_args, split_path, weights
 from minionerec.run import preflight
 from minionerec.run.flags import FlagError, parse_args
 from minionerec.data.formats import DataError
+from minionerec.model.loading import load_tokenizer
 
 
 def test_two_steps_loss_falls_and_parameters_change(demo_data, tiny_model_dir, tmp_path):
@@ -189,8 +190,7 @@ def test_sample_bounds_every_task_and_the_eval_rows(demo_data, tiny_model_dir, t
 
     args = sft_args(demo_data, tiny_model_dir, tmp_path, sample=5, dry_run=True, task_item_alignment=True,
                     task_sid_history_title=True, batch_size=8, micro_batch_size=8, num_epochs=1, max_steps=-1)
-    data = sft.load_data(args, list(TASKS))
-    assert len(data.eval_df) == 5 and len(data.eval_text) == 5
-    assert sorted(data.train_text["task"]) == sorted([t for t in TASKS for _ in range(5)])
+    data = sft.load_data(args, list(TASKS), load_tokenizer(tiny_model_dir))
+    assert len(data.eval) == 5 and len(data.train) == 5 * len(TASKS)
     sft.main(args)
     assert "25 rows -> 4 steps per epoch, 4 steps in all" in capsys.readouterr().out

@@ -136,3 +136,29 @@ def test_office_rows_token_ids_and_labels_are_pinned(tmp_path):
     for row, ids, answer in zip(rows, OFFICE_ROWS_IDS, OFFICE_ANSWERS):
         assert row["input_ids"] == ids
         assert row["labels"] == [-100] * (len(ids) - len(answer)) + answer
+
+
+@pytest.mark.parametrize("style, sample", [("upstream", -1), ("minionerec", 40)])
+def test_built_task_by_task_equals_tokenising_the_whole_text_dataset(demo_data, tiny_model_dir, tmp_path, style,
+                                                                     sample):
+    """build_token_datasets (one task at a time, written to disk, piece-memoised tokens) against the text dataset of
+    every task tokenised row by row with the tokenizer itself: same rows, same order."""
+    from minionerec.data.formats import load_item_meta, load_sid_index, load_split
+    from minionerec.data.sft_tasks import build_token_datasets
+
+    tokenizer = load_tokenizer(tiny_model_dir)
+    index = load_sid_index(demo_data / "index" / "Demo.index.json")
+    meta = load_item_meta(demo_data / "index" / "Demo.item.json")
+    df = load_split(demo_data / "train" / "Demo.csv")
+    style_prompts = prompts.Prompts(style, "Demo")
+    answers, tails = set(), set()
+    built = build_token_datasets(list(TASKS), df, index, meta, 7, style_prompts, sample, tokenizer, 64,
+                                 str(tmp_path / "scratch"), answers, tails)
+    texts = build_text_dataset(list(TASKS), df, index, meta, 7, style_prompts, sample)
+    eos = tokenizer.eos_token_id
+    expected = []
+    for prompt, response in zip(texts["prompt"], texts["response"]):
+        p, a = (tokenizer(t, add_special_tokens=False)["input_ids"] for t in (prompt, response))
+        expected.append(((p + a + [eos])[-64:], ([-100] * len(p) + a + [eos])[-64:]))
+    assert list(zip(built["input_ids"], built["labels"])) == expected
+    assert answers == set(texts["response"]) and all(t.endswith("### Response:\n") for t in tails)

@@ -18,7 +18,9 @@ def _features(demo_data, tokenizer, n=12):
     # SID answers (5 tokens) mixed with title answers (longer, varied): windows differ per row
     ds = tokenize_dataset(build_text_dataset(["sid_history", "item_alignment", "sid_history_title"], df, sid_index,
                                              meta, seed=0), tokenizer, 512)
-    return [{k: ds[i][k] for k in ("input_ids", "attention_mask", "labels")} for i in range(n)]
+    # the rows carry no attention_mask (every token is real); the reference collator pads one
+    return [{"input_ids": ds[i]["input_ids"], "attention_mask": [1] * len(ds[i]["input_ids"]),
+             "labels": ds[i]["labels"]} for i in range(n)]
 
 
 def _loss_and_grads(model, batch):
