@@ -67,7 +67,7 @@ def build_slowly(root, marker):
 
 
 def test_processes_at_once_build_once(tmp_path):
-    context = multiprocessing.get_context("spawn")
+    context = multiprocessing.get_context("fork")  # the children start with this process's imports
     marker = tmp_path / "builds.txt"
     processes = [context.Process(target=build_slowly, args=(tmp_path / "cache", marker)) for _ in range(3)]
     for p in processes:
