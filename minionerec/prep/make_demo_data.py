@@ -20,6 +20,7 @@ import numpy as np
 
 
 from minionerec.data.inter import convert, write_inter
+from minionerec.prep.make_scale_data import sid_shape
 from minionerec.run.atomic import atomic_write_text
 from minionerec.run.cli import run
 from minionerec.rq.balanced_rqkmeans import quantize
@@ -119,8 +120,10 @@ def make_demo_data(output_dir, category="Demo", items_per_family=40, num_users=6
         write_inter(rows, raw / f"{category}.{split}.inter")
     item_ids = list(meta)
     texts = [f"{meta[i]['title']}. {meta[i]['description']}" for i in item_ids]
-    # 3 levels x 16 codes: 4,096 SIDs for 320 items, collision-free by rq's last-level re-assignment
-    codes = quantize(tfidf_embeddings(texts, dim=32, seed=seed), levels=3, codebook_size=16, seed=seed)
+    # 3 levels x 16 codes for the demo's 320 items (4,096 SIDs, collision-free by rq's last-level re-assignment);
+    # larger catalogues get larger codebooks (sid_shape: 3 x 64 for 20k items)
+    levels, codebook_size = sid_shape(len(meta))
+    codes = quantize(tfidf_embeddings(texts, dim=32, seed=seed), levels=levels, codebook_size=codebook_size, seed=seed)
     index = dict(zip(item_ids, codes_to_sids(codes)))
     atomic_write_text(raw / f"{category}.item.json", json.dumps(meta, indent=1))
     atomic_write_text(raw / f"{category}.index.json", json.dumps(index))
