@@ -195,7 +195,7 @@ def load_data(args: Args, tasks: list[str], tokenizer) -> SftData:
     if args.eval_file and args.rank_eval_on_valid:
         eval_df = split["eval"] if "eval" in split else read(args.eval_file)
     return SftData(sid_index=sid_index, sid_tokens=sid_tokens, prompts=prompts, train=prepared.train,
-                   eval=prepared.eval, eval_df=eval_df, tokenizer_digest=sft_cache.tokenizer_digest(probe))
+                   eval=prepared.eval, eval_df=eval_df, tokenizer_digest=inputs["tokenizer"])
 
 
 def training_arguments(args: Args, grad_accum: int, world_size: int, ds_config: str | None,

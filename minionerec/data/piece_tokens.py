@@ -35,19 +35,20 @@ class PieceTokenizer:
         self.cut = re.compile("(" + "|".join([*map(re.escape, others), BRACKETED]) + ")") if self.added else None
         self.memo: dict[str, list[int]] = {}
 
-    def _encode(self, texts: list[str]) -> list[list[int]]:
+    def plain(self, texts: list[str]) -> list[list[int]]:
+        """The tokenizer's own ids (the reference, and the fallback where the cut is not the tokenizer's)."""
         return self.tokenizer(texts, add_special_tokens=False)["input_ids"] if texts else []
 
     def __call__(self, texts: list[str]) -> list[list[int]]:
         """Token ids of each text, as tokenizer(texts, add_special_tokens=False)["input_ids"]."""
         if self.cut is None:
-            return self._encode(texts)
+            return self.plain(texts)
         pieces = [self._pieces(text) for text in texts]
         counts = Counter(p for ps in pieces for p in ps if p not in self.added and p not in self.memo)
         repeated = [p for p, n in counts.items() if n > 1]  # memoised: template stretches, separators, titles
-        self.memo.update(zip(repeated, self._encode(repeated)))
+        self.memo.update(zip(repeated, self.plain(repeated)))
         once = [p for p, n in counts.items() if n == 1]  # a title-history prompt's text: tokenised, not kept
-        once_ids = dict(zip(once, self._encode(once)))
+        once_ids = dict(zip(once, self.plain(once)))
         added, memo = self.added, self.memo
         return [list(itertools.chain.from_iterable(
             [added[p]] if p in added else memo[p] if p in memo else once_ids[p] for p in ps)) for ps in pieces]
@@ -68,4 +69,4 @@ class PieceTokenizer:
     def matches_tokenizer(self, texts: list[str], seed: int = 0) -> bool:
         """The same ids as the tokenizer on a seeded sample of `texts`."""
         sample = random.Random(seed).sample(texts, min(CHECKED, len(texts)))
-        return self(sample) == self._encode(sample)
+        return self(sample) == self.plain(sample)

@@ -89,7 +89,8 @@ def tokenize_dataset(ds: Dataset, tokenizer, cutoff_len: int, cache_file_name: s
     """
     eos = tokenizer.eos_token_id
     pieces = PieceTokenizer(tokenizer)
-    encoder = pieces if pieces.matches_tokenizer(ds["prompt"][:1000] + ds["response"][:1000]) else pieces._encode
+    first = ds[:1000]  # the first rows only: ds["prompt"] would read the whole column
+    encoder = pieces if pieces.matches_tokenizer(first["prompt"] + first["response"]) else pieces.plain
 
     def encode(batch):
         prompt_ids, answer_ids = encoder(batch["prompt"]), encoder(batch["response"])
